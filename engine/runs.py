@@ -1,0 +1,341 @@
+"""The run-directory contract. Only this module knows the byte layout of a run.
+
+    runs/<sweep>/<run>/
+      config.toml     resolved config, written once at creation, with schema_version
+      status.json     state, pid + process start time, host, gpu, times, progress;
+                      replaced atomically (temp + rename) under a per-run lock
+      metrics.jsonl   one JSON object per line, flushed per line
+      samples.jsonl   one JSON object per generated sample
+      stdout.log      the training process's stdout and stderr
+      ckpt.pt         latest checkpoint; best.pt the best val loss
+
+States: queued -> running -> done | failed | stopped. A run whose recorded pid is gone
+(or now belongs to another process, told apart by its start time) while status.json
+says running is reported, and recorded, as failed with reason "lost".
+Readers tolerate a truncated last line: a line only counts once its newline is there.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import socket
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from engine.config import TrainConfig, dump_config, load_config
+
+STATES = ("queued", "running", "done", "failed", "stopped")
+FINAL_STATES = ("done", "failed", "stopped")
+RESUMABLE_STATES = ("failed", "stopped")
+
+CONFIG = "config.toml"
+STATUS = "status.json"
+METRICS = "metrics.jsonl"
+SAMPLES = "samples.jsonl"
+STDOUT = "stdout.log"
+CKPT = "ckpt.pt"
+BEST = "best.pt"
+_LOCK = ".status.lock"
+
+
+class RunError(ValueError):
+    """A problem with a run directory a user can act on."""
+
+
+# ---- small file helpers -------------------------------------------------------------
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, default=_json_default) + "\n").encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):  # numpy / torch scalars
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _finite(x: Any) -> Any:
+    """JSON has no NaN/inf: write them as null so every reader can parse the line."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def safe_part(name: str) -> bool:
+    """Whether `name` is safe as one path component (no traversal, no separators)."""
+    return (bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
+            and "\0" not in name and not name.startswith(".") and len(name) <= 200
+            and name.isprintable())
+
+
+# ---- process identity ------------------------------------------------------------------
+
+def process_start_time(pid: int) -> float | None:
+    """The process's start time (epoch seconds), or None if there is no such process."""
+    try:
+        import psutil
+        return psutil.Process(pid).create_time()
+    except Exception:
+        return None
+
+
+def process_matches(pid: int | None, start_time: float | None) -> bool:
+    """True if `pid` is alive and is the same process that started at `start_time`."""
+    if not pid:
+        return False
+    now_start = process_start_time(pid)
+    if now_start is None:
+        return False
+    try:
+        import psutil
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return False
+    except Exception:
+        return False
+    if start_time is None:
+        return True
+    return abs(now_start - start_time) < 1.0
+
+
+# ---- the run directory --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunDir:
+    """One run directory. `id` is "<sweep>/<name>", e.g. "depth/n_layer=8"."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def sweep(self) -> str:
+        return self.path.parent.name
+
+    @property
+    def id(self) -> str:
+        return f"{self.sweep}/{self.name}"
+
+    config_path = property(lambda self: self.path / CONFIG)
+    status_path = property(lambda self: self.path / STATUS)
+    metrics_path = property(lambda self: self.path / METRICS)
+    samples_path = property(lambda self: self.path / SAMPLES)
+    stdout_path = property(lambda self: self.path / STDOUT)
+    ckpt_path = property(lambda self: self.path / CKPT)
+    best_path = property(lambda self: self.path / BEST)
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def load_config(self) -> TrainConfig:
+        return load_config(self.config_path)
+
+    def run_table(self) -> dict[str, Any]:
+        """The [run] table of config.toml (sweep, name, varied); {} when absent."""
+        from engine.config import load_toml
+        return load_toml(self.config_path).get("run", {})
+
+    # -- status --
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.path / _LOCK, "a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def _read_status_file(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.status_path.read_text())
+        except FileNotFoundError:
+            return {"state": "queued"}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            # Never happens with atomic replace; a hand-edited file reads as unknown.
+            return {"state": "failed", "reason": "status.json unreadable"}
+
+    def update_status(self, **fields: Any) -> dict[str, Any]:
+        """Merge `fields` into status.json atomically; returns the new status."""
+        with self._locked():
+            st = self._read_status_file()
+            st.update({k: _finite(v) for k, v in fields.items()})
+            st["updated_at"] = time.time()
+            atomic_write_json(self.status_path, st)
+            return st
+
+    def read_status(self) -> dict[str, Any]:
+        """The run's status, with a dead 'running' process turned into failed/lost.
+
+        Only processes on this host can be checked; a run on another host (a Slurm node)
+        is taken at its word here (engine.slurm merges the scheduler's view).
+        """
+        st = self._read_status_file()
+        if st.get("state") == "running" and st.get("host") in (None, socket.gethostname()):
+            if st.get("executor", {}).get("kind", "local") == "local" and not process_matches(
+                    st.get("pid"), st.get("pid_create_time")):
+                with self._locked():
+                    st = self._read_status_file()  # re-check under the lock
+                    if st.get("state") == "running" and not process_matches(
+                            st.get("pid"), st.get("pid_create_time")):
+                        st.update(state="failed", reason="lost", ended_at=time.time(),
+                                  updated_at=time.time())
+                        atomic_write_json(self.status_path, st)
+        return st
+
+    # -- metrics and samples --
+    def append_jsonl(self, path: Path, obj: dict[str, Any]) -> None:
+        line = json.dumps({k: _finite(v) for k, v in obj.items()}, default=_json_default)
+        with open(path, "a") as f:
+            f.write(line + "\n")
+            f.flush()
+
+    def log_metric(self, **fields: Any) -> None:
+        self.append_jsonl(self.metrics_path, fields)
+
+    def log_sample(self, **fields: Any) -> None:
+        self.append_jsonl(self.samples_path, fields)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return list(JsonlTail(self.metrics_path).read_new())
+
+    def read_samples(self) -> list[dict[str, Any]]:
+        return list(JsonlTail(self.samples_path).read_new())
+
+    def prepare_for_resume(self, iter_num: int) -> None:
+        """Before a resumed process appends: drop a torn last line and every record past
+        the checkpoint's iteration, so the metrics continue without a gap or a repeat."""
+        for path in (self.metrics_path, self.samples_path):
+            truncate_jsonl_after(path, iter_num)
+
+
+def truncate_jsonl_after(path: Path, iter_num: int) -> None:
+    """Keep complete lines whose "iter" is <= iter_num; rewrite atomically."""
+    if not path.exists():
+        return
+    keep: list[str] = []
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                break  # torn last line
+            try:
+                rec = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if rec.get("iter", 0) <= iter_num:
+                keep.append(raw.decode())
+    atomic_write_bytes(path, "".join(keep).encode())
+
+
+class JsonlTail:
+    """Reads a JSON-lines file incrementally: each call returns only records whose
+    complete lines arrived since the last call. A partial last line waits for its
+    newline; a line that does not parse is skipped. The cost of a call is the size of
+    what is new, not of the file."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.offset = 0
+        self.reset = False
+        self._inode: int | None = None
+
+    def read_new(self) -> list[dict[str, Any]]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        if self._inode is not None and (st.st_ino != self._inode or st.st_size < self.offset):
+            self.offset = 0  # replaced or truncated (a resume rewrote it): read again
+            self.reset = True
+        self._inode = st.st_ino
+        if st.st_size == self.offset:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(st.st_size - self.offset)
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        out = []
+        for raw in data[: end + 1].splitlines():
+            if not raw.strip():
+                continue
+            try:
+                out.append(json.loads(raw))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+        return out
+
+    def take_reset(self) -> bool:
+        """True once after the file was replaced or truncated (callers drop old data)."""
+        r, self.reset = self.reset, False
+        return r
+
+
+# ---- creating and listing runs -----------------------------------------------------------
+
+def create_run(runs_root: Path, sweep: str, name: str, cfg: TrainConfig,
+               varied: dict[str, Any] | None = None, exist_ok: bool = True) -> RunDir:
+    """Create runs_root/sweep/name with config.toml and a queued status.
+
+    An existing run is left as it is (its config is never rewritten) when exist_ok."""
+    for part in (sweep, name):
+        if not safe_part(part):
+            raise RunError(f"unsafe run name part {part!r}")
+    run = RunDir(Path(runs_root) / sweep / name)
+    if run.exists():
+        if exist_ok:
+            return run
+        raise RunError(f"run {run.id} already exists")
+    run.path.mkdir(parents=True, exist_ok=True)
+    text = dump_config(cfg, run={"sweep": sweep, "name": name, "varied": varied or {}})
+    atomic_write_bytes(run.config_path, text.encode())
+    run.update_status(state="queued", created_at=time.time(), max_iters=cfg.max_iters, iter=0)
+    return run
+
+
+def list_runs(runs_root: Path) -> list[RunDir]:
+    """Every run under runs_root (directories holding a config.toml), sorted by id."""
+    root = Path(runs_root)
+    if not root.is_dir():
+        return []
+    return sorted((RunDir(p.parent) for p in root.glob(f"*/*/{CONFIG}")), key=lambda r: r.id)
+
+
+def find_run(runs_root: Path, ref: str) -> RunDir:
+    """A run by id ("depth/n_layer=8") or by path."""
+    p = Path(ref)
+    if (p / CONFIG).is_file():
+        return RunDir(p.resolve())
+    run = RunDir(Path(runs_root) / ref)
+    if run.exists() and ref.count("/") == 1 and all(safe_part(x) for x in ref.split("/")):
+        return run
+    raise RunError(f"no run {ref!r} under {runs_root}")

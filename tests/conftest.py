@@ -1,0 +1,36 @@
+"""Shared fixtures. Real data comes from ../shared/data (or $NANOTUI_SHARED_DATA) and is
+never copied into the project; tests that need it skip with a reason when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path | None:
+    env = os.environ.get("NANOTUI_SHARED_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared" / "data")
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return None
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    d = shared_data_dir()
+    if d is None:
+        pytest.skip("shared data not found: set NANOTUI_SHARED_DATA or put it at ../shared/data")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch):
+    """Keep tests away from the user's data cache and real GPUs."""
+    monkeypatch.setenv("NANOTUI_DATA_DIR", str(tmp_path_factory.mktemp("data-cache")))
+    monkeypatch.delenv("NANOTUI_FAKE_GPUS", raising=False)

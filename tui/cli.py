@@ -1,0 +1,99 @@
+"""The `nanotui` command line: the TUI by default, headless subcommands for scripts.
+
+Every subcommand lives in tui/commands/<name>.py and is imported only when used, so
+`nanotui status` does not pay for importing torch or textual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+COMMANDS = ["prepare", "plan", "launch", "status", "stop", "resume", "sample", "report",
+            "gpus", "bench", "demo", "dispatch"]
+HIDDEN = {"dispatch"}  # internal: the background dispatcher started by `launch --detach`
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+def _load(name: str):
+    try:
+        return importlib.import_module(f"tui.commands.{name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"tui.commands.{name}":
+            return None  # not built yet
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nanotui",
+        description="Run small-GPT scaling experiments from the terminal. With no command, "
+                    "opens the TUI on the experiments file.",
+        epilog="Run 'nanotui COMMAND --help' for a command's options. "
+               "NANOTUI_DATA_DIR sets the prepared-data cache.")
+    add_global_options(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        mod = _load(name)
+        if mod is None:
+            continue
+        kwargs = {} if name in HIDDEN else {"help": mod.HELP}
+        p = sub.add_parser(name, description=mod.HELP, **kwargs)
+        add_global_options(p, suppress=True)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def add_global_options(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    # On subcommands the defaults are SUPPRESS so `nanotui --runs X status` keeps X.
+    default = argparse.SUPPRESS if suppress else None
+    p.add_argument("--experiments", metavar="FILE", default=default,
+                   help="experiments file (default: ./experiments.toml)")
+    p.add_argument("--runs", metavar="DIR", default=default,
+                   help="runs directory (default: runs/ beside the experiments file)")
+
+
+def resolve_paths(args: argparse.Namespace) -> None:
+    """Fill args.experiments and args.runs with Paths."""
+    exp = Path(args.experiments or os.environ.get("NANOTUI_EXPERIMENTS") or "experiments.toml")
+    args.experiments = exp
+    runs = args.runs or os.environ.get("NANOTUI_RUNS")
+    args.runs = Path(runs) if runs else exp.resolve().parent / "runs"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    resolve_paths(args)
+    from engine.config import ConfigError
+    from engine.runs import RunError
+    try:
+        if getattr(args, "_run", None) is None:
+            return run_tui(args)
+        return int(args._run(args) or 0)
+    except (CommandError, ConfigError, RunError) as e:
+        print(f"nanotui: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nanotui: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def run_tui(args: argparse.Namespace) -> int:
+    try:
+        app_module = importlib.import_module("tui.app")
+    except ModuleNotFoundError as e:
+        if e.name != "tui.app":
+            raise
+        print("nanotui: the TUI is not built yet; try 'nanotui status'", file=sys.stderr)
+        return 2
+    return int(app_module.run(args) or 0)
