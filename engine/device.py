@@ -1,0 +1,198 @@
+"""Device and precision choice, autocast, and the peak-FLOPs table behind MFU.
+
+`auto` device: CUDA (whatever CUDA_VISIBLE_DEVICES exposes; the launcher pins one card
+that way), then Apple MPS, then CPU. `auto` precision: bf16 autocast where the hardware
+does bf16 matmuls natively (CUDA Ampere+, CPUs with AVX512-BF16/AMX, where a bf16 matmul
+measured ~10x an fp32 one), fp16 + GradScaler on older CUDA cards, fp32 otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from contextlib import nullcontext
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """"auto" | "cpu" | "cuda" | "cuda:N" | "mps" -> a torch.device that exists here."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", 0)
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: CUDA is not available on this machine")
+        if dev.index is None:
+            dev = torch.device("cuda", 0)
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {name!r}: MPS is not available on this machine")
+    return dev
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 dot products (AVX512-BF16 or AMX); emulated bf16 would be slower."""
+    flags = _cpu_flags()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """"auto" | "float32" | "bfloat16" | "float16" -> the autocast dtype (fp32: no autocast)."""
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+    if device.type == "cpu" and cpu_has_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return DTYPE_NAMES.get(dtype, str(dtype))
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype):
+    """Mixed precision for forward passes: weights stay fp32, matmuls run in `dtype`."""
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def needs_grad_scaler(device: torch.device, dtype: torch.dtype) -> bool:
+    """fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range."""
+    return device.type == "cuda" and dtype == torch.float16
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    return cpu_model_name()
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "CPU"
+
+
+# Dense (no sparsity) peak FLOP/s per card: (substring of the CUDA device name,
+# bf16/fp16 tensor-core peak with fp32 accumulation, plain fp32 peak). fp32 matmuls in
+# PyTorch do not use TF32 by default, so the fp32 column is the non-tensor-core figure.
+# Ordered: the first matching substring wins, so specific names come before general ones
+# ("H100 PCIe" before "H100", "A100" before "A10", "RTX 6000 Ada" before "A6000").
+# bf16 None: the card has no bf16 tensor cores (fp16 figure only).
+PEAK_FLOPS: list[tuple[str, float | None, float | None, float]] = [
+    # (name substring, bf16, fp16, fp32)
+    ("GH200", 989.4e12, 989.4e12, 67e12),
+    ("H200", 989.4e12, 989.4e12, 67e12),
+    ("H100 PCIe", 756e12, 756e12, 51.2e12),
+    ("H100 NVL", 835e12, 835e12, 60e12),
+    ("H100", 989.4e12, 989.4e12, 67e12),          # SXM (e.g. "NVIDIA H100 80GB HBM3")
+    ("H800", 989.4e12, 989.4e12, 67e12),
+    ("B200", 2250e12, 2250e12, 80e12),
+    ("RTX PRO 6000 Blackwell Max-Q", 438.9e12, 438.9e12, 110e12),
+    ("RTX PRO 6000", 503.8e12, 503.8e12, 126e12),  # Workstation / Server Edition
+    ("RTX 6000 Ada", 364.2e12, 364.2e12, 91.1e12),
+    ("L40S", 362.1e12, 362.1e12, 91.6e12),
+    ("L40", 181e12, 181e12, 90.5e12),
+    ("L4", 121e12, 121e12, 30.3e12),
+    ("RTX 5090", 209.5e12, 209.5e12, 104.8e12),
+    ("RTX 5080", 112.6e12, 112.6e12, 56.3e12),
+    ("RTX 4090", 165.2e12, 165.2e12, 82.6e12),
+    ("RTX 4080", 97.5e12, 97.5e12, 48.7e12),
+    ("A100", 312e12, 312e12, 19.5e12),
+    ("A800", 312e12, 312e12, 19.5e12),
+    ("A6000", 154.8e12, 154.8e12, 38.7e12),        # "NVIDIA RTX A6000"
+    ("A5000", 111.1e12, 111.1e12, 27.8e12),
+    ("A40", 149.7e12, 149.7e12, 37.4e12),
+    ("A30", 165e12, 165e12, 10.3e12),
+    ("A10G", 70e12, 70e12, 31.2e12),
+    ("A10", 125e12, 125e12, 31.2e12),
+    ("RTX 3090", 71e12, 71e12, 35.6e12),
+    ("RTX 3080", 59.5e12, 59.5e12, 29.8e12),
+    ("V100", None, 125e12, 15.7e12),
+    ("T4", None, 65e12, 8.1e12),
+]
+
+
+def peak_flops(device_name: str, dtype: torch.dtype | str) -> float | None:
+    """The card's dense peak FLOP/s for `dtype`, or None when unknown (CPUs, unlisted
+    cards, bf16 on a card without bf16 tensor cores)."""
+    if isinstance(dtype, str):
+        dtype = DTYPES.get(dtype, torch.float32)
+    for sub, bf16, fp16, fp32 in PEAK_FLOPS:
+        if sub.lower() in device_name.lower():
+            if dtype == torch.bfloat16:
+                return bf16
+            if dtype == torch.float16:
+                return fp16
+            return fp32
+    return None
+
+
+def mfu(flops_per_token: float, tokens_per_s: float, device_name: str,
+        dtype: torch.dtype | str) -> float | None:
+    """Model FLOPs utilisation in [0, 1]: achieved FLOP/s over the card's peak; None when
+    the peak is unknown (callers then show achieved FLOP/s = flops_per_token * tokens_per_s)."""
+    peak = peak_flops(device_name, dtype)
+    if not peak:
+        return None
+    return flops_per_token * tokens_per_s / peak
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels, so wall-clock timings measure the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_bytes(device: torch.device) -> int | None:
+    """Peak allocated memory on CUDA; on CPU the process's peak RSS (an upper bound)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except Exception:
+        return None

@@ -1,0 +1,231 @@
+"""Generate text from a run's checkpoint: an API for the TUI and `python -m engine.sample`.
+
+    loaded = load_model("runs/depth/n_layer=2")            # or a path to a .pt file
+    samples = generate_samples(loaded.model, loaded.tokenizer, ["Once upon a time"],
+                               num_samples=2, max_new_tokens=200, temperature=0.8,
+                               top_k=200, top_p=None, seed=1337)
+
+Checkpoints are read with torch.load(weights_only=True): no pickled code is executed.
+Each sample j of a prompt uses its own generator seeded with seed + j, so one sample is
+reproduced exactly by asking for it alone with its recorded seed. Generation runs in
+fp32 (no autocast): the same seed gives the same text on every call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import torch
+
+from engine import device as dev
+from engine.config import ConfigError, SamplingConfig, TrainConfig
+from engine.metrics import eval_metrics, text_metrics
+from engine.model import GPT, GPTConfig
+
+
+class Tokenizer(Protocol):
+    vocab_size: int
+    eot_token: int | None
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: list[int]) -> str: ...
+
+
+class CharTokenizer:
+    """The char vocabulary of a prepared dir's meta.json (used until engine.tokenizers
+    exists). Characters outside the vocabulary are dropped from prompts."""
+
+    def __init__(self, chars: Sequence[str]):
+        self.itos = list(chars)
+        self.stoi = {c: i for i, c in enumerate(self.itos)}
+        self.vocab_size = len(self.itos)
+        self.eot_token = None
+
+    def encode(self, text: str) -> list[int]:
+        return [self.stoi[c] for c in text if c in self.stoi]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.itos[i] for i in ids if 0 <= i < len(self.itos))
+
+
+def load_tokenizer(meta: dict[str, Any]) -> tuple[Tokenizer | None, str]:
+    """(tokenizer, "") or (None, why not)."""
+    try:
+        from engine.tokenizers import from_meta
+    except ImportError:
+        from_meta = None
+    if from_meta is not None:
+        try:
+            return from_meta(meta), ""
+        except Exception as e:
+            return None, f"tokenizer: {e}"
+    if meta.get("chars"):
+        return CharTokenizer(meta["chars"]), ""
+    return None, f"no decoder for tokenizer {meta.get('tokenizer', '?')!r} in meta.json"
+
+
+def generate_samples(model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], num_samples: int,
+                     max_new_tokens: int, temperature: float, top_k: int | None,
+                     top_p: float | None, seed: int, use_cache: bool = True) -> list[dict[str, Any]]:
+    """num_samples continuations of each prompt; each a dict with prompt, temperature,
+    top_k, top_p, seed, max_new_tokens, text (prompt + continuation), completion (the
+    continuation) and metrics (engine.metrics.text_metrics of the completion)."""
+    device = next(model.parameters()).device
+    out = []
+    for prompt in prompts:
+        ids = tokenizer.encode(prompt)
+        if not ids:  # an empty (or all-unknown) prompt starts from the end-of-text token
+            ids = [tokenizer.eot_token if tokenizer.eot_token is not None else 0]
+        idx = torch.tensor([ids], dtype=torch.long, device=device)
+        for j in range(num_samples):
+            gen = torch.Generator(device=device).manual_seed(seed + j)
+            y = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                               top_p=top_p, generator=gen, use_cache=use_cache)
+            completion = tokenizer.decode(y[0, len(ids):].tolist())
+            out.append({
+                "prompt": prompt, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                "seed": seed + j, "max_new_tokens": max_new_tokens,
+                "text": prompt + completion, "completion": completion,
+                "metrics": text_metrics(completion),
+            })
+    return out
+
+
+@dataclass
+class LoadedModel:
+    model: GPT
+    tokenizer: Tokenizer | None
+    config: TrainConfig | None
+    path: Path
+    iter_num: int | None
+    best_val_loss: float | None
+    why_no_tokenizer: str = ""
+
+
+def checkpoint_path(run_dir_or_ckpt: str | Path, checkpoint: str = "latest") -> Path:
+    """A .pt file as given, or a run directory's ckpt.pt (latest) / best.pt (best)."""
+    p = Path(run_dir_or_ckpt)
+    if p.is_file():
+        return p
+    from engine.runs import RunDir
+    run = RunDir(p)
+    if checkpoint not in ("latest", "best"):
+        raise ValueError(f"checkpoint must be latest or best, not {checkpoint!r}")
+    path = run.best_path if checkpoint == "best" else run.ckpt_path
+    if not path.is_file():
+        from engine.train import TrainError
+        raise TrainError(f"{p}: no {path.name} yet (a run writes it at its first eval)")
+    return path
+
+
+def load_model(run_dir_or_ckpt: str | Path, device: str = "auto",
+               checkpoint: str = "latest") -> LoadedModel:
+    """Rebuild the model of a checkpoint in eval mode, with its tokenizer."""
+    from engine.train import TrainError, load_checkpoint
+    path = checkpoint_path(run_dir_or_ckpt, checkpoint)
+    dv = dev.resolve_device(device)
+    ck = load_checkpoint(path, map_location=dv)
+    try:
+        model = GPT(GPTConfig(**ck["model_args"]))
+        model.load_state_dict(ck["model"])
+    except (TypeError, RuntimeError, KeyError) as e:
+        raise TrainError(f"{path}: checkpoint does not fit the model: {str(e).splitlines()[0][:200]}") from None
+    model.to(dv).eval()
+    cfg = None
+    try:
+        from engine.config import config_from_dict
+        cfg = config_from_dict(ck.get("config", {}), source=str(path))
+    except ConfigError:
+        pass
+    meta = ck.get("meta")
+    if meta is None and cfg is not None:  # an old checkpoint: read the data dir's meta.json
+        meta = _meta_from_data_dir(cfg)
+    tok, why = load_tokenizer(meta or {})
+    best = ck.get("best_val_loss")
+    return LoadedModel(model, tok, cfg, path, ck.get("iter_num"),
+                       best if isinstance(best, float) else None, why)
+
+
+def _meta_from_data_dir(cfg: TrainConfig) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(cfg.data_dir) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ---- command line (shared by `python -m engine.sample` and `nanotui sample`) -------------------
+
+def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", action="append", metavar="P",
+                   help="prompt (repeatable; default: the run's sampling.prompts)")
+    p.add_argument("--num-samples", type=int, metavar="N", help="samples per prompt")
+    p.add_argument("--max-new-tokens", type=int, metavar="M")
+    p.add_argument("--temperature", type=float, metavar="T")
+    p.add_argument("--top-k", type=int, metavar="K", help="0 turns top-k off")
+    p.add_argument("--top-p", type=float, metavar="P", help="1 turns top-p off")
+    p.add_argument("--seed", type=int, metavar="S")
+    p.add_argument("--checkpoint", choices=["latest", "best"], default="latest",
+                   help="ckpt.pt (latest, default) or best.pt (best val loss)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+
+def sample_command(target: Path, args: argparse.Namespace) -> int:
+    """Generate as `args` asks and print; errors are raised as one-line exceptions."""
+    loaded = load_model(target, device=args.device, checkpoint=args.checkpoint)
+    if loaded.tokenizer is None:
+        raise ValueError(f"{loaded.path}: cannot decode text: {loaded.why_no_tokenizer}")
+    s = loaded.config.sampling if loaded.config else SamplingConfig()
+    top_k = s.top_k if args.top_k is None else (args.top_k or None)
+    top_p = s.top_p if args.top_p is None else (args.top_p if args.top_p < 1 else None)
+    temperature = s.temperature if args.temperature is None else args.temperature
+    num = s.num_samples if args.num_samples is None else args.num_samples
+    max_new = s.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens
+    if temperature <= 0 or num < 1 or max_new < 1 or (top_k is not None and top_k < 0) \
+            or (top_p is not None and top_p <= 0):
+        raise ValueError("--temperature and --top-p must be positive, --num-samples and "
+                         "--max-new-tokens at least 1")
+    samples = generate_samples(loaded.model, loaded.tokenizer, args.prompt or s.prompts, num,
+                               max_new, temperature, top_k, top_p,
+                               s.seed if args.seed is None else args.seed)
+    summary = eval_metrics([x["completion"] for x in samples])
+    if args.json:
+        json.dump({"checkpoint": str(loaded.path), "iter": loaded.iter_num,
+                   "best_val_loss": loaded.best_val_loss, "samples": samples,
+                   "metrics": summary}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    print(f"# {loaded.path} (iter {loaded.iter_num})")
+    for x in samples:
+        m = x["metrics"]
+        print(f"--- prompt {x['prompt']!r} seed {x['seed']} · words {m['words']} ttr {m['ttr']:.3f} "
+              f"mattr {m['mattr']:.3f} distinct_2 {m['distinct_2']:.3f} "
+              f"repetition_4 {m['repetition_4']:.3f}")
+        print(x["text"])
+    print(f"--- all samples: ttr {summary['ttr']:.3f} distinct_1 {summary['distinct_1']:.3f} "
+          f"distinct_2 {summary['distinct_2']:.3f} distinct_3 {summary['distinct_3']:.3f} "
+          f"repetition_4 {summary['repetition_4']:.3f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine.sample",
+                                description="Generate text from a run directory or checkpoint file.")
+    p.add_argument("target", metavar="RUN_DIR_OR_CKPT")
+    add_sample_arguments(p)
+    args = p.parse_args(argv)
+    from engine.train import TrainError
+    try:
+        return sample_command(Path(args.target), args)
+    except (TrainError, ConfigError, ValueError, OSError) as e:
+        print(f"engine.sample: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

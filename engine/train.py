@@ -1,0 +1,614 @@
+"""The training process of one run: `python -m engine.train RUN_DIR [--resume]`.
+
+Reads RUN_DIR/config.toml, trains a GPT on a prepared dataset (nanoGPT format:
+train.bin/val.bin + meta.json) and writes, through engine.runs only, metrics.jsonl,
+samples.jsonl, status.json, and the checkpoints ckpt.pt (latest, at every eval) and
+best.pt (best val loss), each replaced atomically. The loop reads like nanoGPT's
+train.py; its pieces (load_data, get_batch, build_model, get_lr, Trainer.train_step,
+Trainer.estimate_loss) are reusable, e.g. by `nanotui bench`.
+
+Iteration numbers count completed optimizer steps: the train record with "iter": 5 is
+logged after the 5th step, and the eval at iter N (and ckpt.pt saved there) sees the
+model after N steps. So a checkpoint at N matches exactly the records with iter <= N,
+which is what RunDir.prepare_for_resume keeps.
+
+Exit status: 0 done or stopped (SIGTERM/SIGINT: finish the step, checkpoint, stop),
+1 failed while training (NaN/inf loss, an unexpected error; the last good checkpoint is
+kept), 2 bad input (one line on stderr, nothing in the run directory damaged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from engine import device as dev
+from engine.config import ConfigError, TrainConfig, config_from_dict, load_config
+from engine.model import GPT, GPTConfig
+from engine.runs import RunDir, RunError, process_matches
+
+CKPT_FORMAT = 1
+EVAL_SEED_OFFSET = 1     # eval batches come from their own generator: same batches every eval
+TIMING_WARMUP_STEPS = 3  # steps (after start, resume or an eval) left out of the ETA
+
+
+class TrainError(Exception):
+    """A problem with the run's input (data, checkpoint, device); one clear line."""
+
+
+# ---- data ----------------------------------------------------------------------------------
+
+def resolve_data_dir(cfg: TrainConfig) -> Path:
+    """The prepared directory: engine.data.prepared_dir_for when the data module exists
+    (it prepares named datasets into the cache), else cfg.data_dir."""
+    try:
+        from engine.data import prepared_dir_for
+    except ImportError:
+        prepared_dir_for = None
+    if prepared_dir_for is not None:
+        return Path(prepared_dir_for(cfg))
+    if not cfg.data_dir:
+        raise TrainError("data_dir is not set: point it at a prepared directory "
+                         "(train.bin, val.bin, meta.json)")
+    return Path(cfg.data_dir).expanduser()
+
+
+def load_data(cfg: TrainConfig) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
+    """(train tokens, val tokens, meta) of the run's prepared data, as read-only memmaps."""
+    data_dir = resolve_data_dir(cfg)
+    if not data_dir.is_dir():
+        raise TrainError(f"data_dir {str(data_dir)!r} does not exist")
+    meta_path = data_dir / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise TrainError(f"{meta_path}: missing (a prepared dir holds train.bin, val.bin, meta.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TrainError(f"{meta_path}: not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise TrainError(f"{meta_path}: expected a JSON object")
+    dtype = np.dtype(meta.get("dtype", "uint16"))
+    out = []
+    for split in ("train", "val"):
+        path = data_dir / f"{split}.bin"
+        if not path.is_file():
+            raise TrainError(f"{path}: missing")
+        if path.stat().st_size < dtype.itemsize * (cfg.block_size + 2):
+            raise TrainError(f"{path}: has fewer tokens than block_size + 2 = {cfg.block_size + 2}")
+        out.append(np.memmap(path, dtype=dtype, mode="r"))
+    meta.setdefault("data_dir", str(data_dir))
+    return out[0], out[1], meta
+
+
+def vocab_size_of(cfg: TrainConfig, meta: dict[str, Any]) -> int:
+    if cfg.vocab_size is not None:
+        return cfg.vocab_size
+    if "vocab_size" not in meta:
+        raise TrainError("meta.json has no vocab_size and the config sets none")
+    return int(meta["vocab_size"])
+
+
+def get_batch(data: np.ndarray, cfg: TrainConfig, device: torch.device,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """batch_size random windows of block_size tokens: inputs x and next-token targets y."""
+    T = cfg.block_size
+    ix = torch.randint(len(data) - T - 1, (cfg.batch_size,), generator=generator).numpy()
+    # One fancy-indexing read of all windows (instead of batch_size slices and a stack).
+    chunk = torch.from_numpy(data[ix[:, None] + np.arange(T + 1)].astype(np.int64))
+    x, y = chunk[:, :-1], chunk[:, 1:]
+    if device.type == "cuda":
+        return (x.pin_memory().to(device, non_blocking=True),
+                y.pin_memory().to(device, non_blocking=True))
+    return x.contiguous().to(device), y.contiguous().to(device)
+
+
+# ---- model and schedule ----------------------------------------------------------------------
+
+def model_args(cfg: TrainConfig, vocab_size: int) -> dict[str, Any]:
+    return dict(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer,
+                n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
+
+
+def build_model(cfg: TrainConfig, vocab_size: int, device: torch.device) -> GPT:
+    """A freshly initialised GPT (seed torch first for a reproducible init)."""
+    return GPT(GPTConfig(**model_args(cfg, vocab_size))).to(device)
+
+
+def get_lr(it: int, cfg: TrainConfig) -> float:
+    """Learning rate at step `it`. cosine is nanoGPT's get_lr exactly: linear warmup, cosine
+    decay to min_lr at lr_decay_iters, min_lr after. linear decays linearly instead;
+    constant keeps the rate after the warmup; decay_lr = false is nanoGPT's constant rate
+    with no warmup."""
+    lr = cfg.learning_rate
+    if not cfg.decay_lr:
+        return lr
+    if it < cfg.warmup_iters:
+        return lr * (it + 1) / (cfg.warmup_iters + 1)
+    if cfg.lr_schedule == "constant":
+        return lr
+    if it > cfg.lr_decay_iters:
+        return cfg.min_lr
+    span = cfg.lr_decay_iters - cfg.warmup_iters
+    ratio = (it - cfg.warmup_iters) / span if span > 0 else 1.0
+    if cfg.lr_schedule == "cosine":
+        coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
+    else:  # linear
+        coeff = 1.0 - ratio
+    return cfg.min_lr + coeff * (lr - cfg.min_lr)
+
+
+# ---- the trainer -------------------------------------------------------------------------------
+
+class Trainer:
+    """Model, optimizer and batch stream of one run, one optimizer step at a time."""
+
+    def __init__(self, cfg: TrainConfig, train_data: np.ndarray, val_data: np.ndarray,
+                 vocab_size: int, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.log = log
+        self.train_data, self.val_data = train_data, val_data
+        self.device = device or dev.resolve_device(cfg.device)
+        self.dtype = dtype or dev.resolve_dtype(cfg.dtype, self.device)
+        self.ctx = dev.autocast_context(self.device, self.dtype)
+        torch.manual_seed(cfg.seed)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 parts of autocast; as nanoGPT
+            torch.backends.cudnn.allow_tf32 = True
+        self.model = build_model(cfg, vocab_size, self.device)
+        self.optimizer = self.model.configure_optimizers(
+            cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), self.device.type)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=dev.needs_grad_scaler(self.device, self.dtype))
+        self.batch_gen = torch.Generator().manual_seed(cfg.seed)
+        self.compiled: Any = None
+        self.compile_status = "off"
+        self.iter_num = 0
+        self.best_val_loss = math.inf
+        self.best_iter: int | None = None
+        self.evals_since_best = 0
+        self.last_eval_iter: int | None = None
+        self.X, self.Y = self.next_batch()
+
+    # -- pieces --
+    @property
+    def tokens_per_iter(self) -> int:
+        return self.cfg.tokens_per_iter
+
+    def next_batch(self):
+        return get_batch(self.train_data, self.cfg, self.device, self.batch_gen)
+
+    def compile(self) -> str:
+        """torch.compile the model; a failure here (or at the first compiled call) is
+        logged and training continues eagerly."""
+        try:
+            self.compiled = torch.compile(self.model)
+            self.compile_status = "on"
+        except Exception as e:  # e.g. no Triton for this GPU, no C compiler
+            self._compile_failed(e)
+        return self.compile_status
+
+    def _compile_failed(self, e: BaseException) -> None:
+        why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        self.log(f"torch.compile failed, continuing without it ({why[:300]})")
+        self.compiled = None
+        self.compile_status = "failed"
+
+    def _with_model(self, fn: Callable[[Any], Any]) -> Any:
+        """Run fn(model), compiled when possible; a compiled failure falls back to eager."""
+        if self.compiled is not None:
+            try:
+                return fn(self.compiled)
+            except Exception as e:
+                self._compile_failed(e)
+                self.optimizer.zero_grad(set_to_none=True)
+        return fn(self.model)
+
+    def train_step(self, lr: float | None = None) -> torch.Tensor:
+        """One optimizer step over gradient_accumulation_steps micro-batches; returns the
+        mean loss as a 0-d tensor (not synchronised: call float() when you need it)."""
+        lr = get_lr(self.iter_num, self.cfg) if lr is None else lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss = self._with_model(self._accumulate)
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iter_num += 1
+        return loss
+
+    def _accumulate(self, model) -> torch.Tensor:
+        steps = self.cfg.gradient_accumulation_steps
+        total = torch.zeros((), device=self.device)
+        self.model.train()
+        for _ in range(steps):
+            with self.ctx:
+                _, loss = model(self.X, self.Y)
+                loss = loss / steps
+            self.X, self.Y = self.next_batch()  # fetch the next batch while the GPU works
+            self.scaler.scale(loss).backward()
+            total += loss.detach()
+        return total
+
+    @torch.no_grad()
+    def estimate_loss(self) -> dict[str, float]:
+        """Mean loss over eval_iters batches of each split; the batches are the same at
+        every eval (their own fixed-seed generator), so eval curves are not noisier than
+        the model."""
+        out = {}
+        self.model.eval()
+        for split, data in (("train", self.train_data), ("val", self.val_data)):
+            gen = torch.Generator().manual_seed(self.cfg.seed + EVAL_SEED_OFFSET)
+            losses = torch.zeros(self.cfg.eval_iters)
+            for k in range(self.cfg.eval_iters):
+                x, y = get_batch(data, self.cfg, self.device, gen)
+                with self.ctx:
+                    _, loss = self._with_model(lambda m: m(x, y))
+                losses[k] = loss.item()
+            out[split] = losses.mean().item()
+        self.model.train()
+        return out
+
+    def all_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    # -- checkpoints --
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs, as tensors and plain containers only, so it loads
+        with torch.load(weights_only=True)."""
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "batch": self.batch_gen.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "format": CKPT_FORMAT,
+            "model": self.model.state_dict(),
+            "model_args": asdict(self.model.config),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iter_num": self.iter_num,
+            "best_val_loss": self.best_val_loss,
+            "best_iter": self.best_iter,
+            "evals_since_best": self.evals_since_best,
+            "last_eval_iter": self.last_eval_iter,
+            "config": self.cfg.to_dict(),
+            "rng": rng,
+        }
+
+    def load_state_dict(self, ck: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            if ck.get("scaler"):
+                self.scaler.load_state_dict(ck["scaler"])
+            self.iter_num = int(ck["iter_num"])
+            self.best_val_loss = float(ck["best_val_loss"])
+            self.best_iter = ck.get("best_iter")
+            self.evals_since_best = int(ck.get("evals_since_best", 0))
+            self.last_eval_iter = ck.get("last_eval_iter")
+            rng = ck["rng"]
+            torch.set_rng_state(rng["torch"])
+            self.batch_gen.set_state(rng["batch"])
+            if self.device.type == "cuda" and "cuda" in rng:
+                try:
+                    torch.cuda.set_rng_state_all(rng["cuda"])
+                except Exception:  # a different number of visible cards: keep fresh state
+                    pass
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TrainError(f"checkpoint does not match this run's config: {msg[:300]}") from None
+        self.X, self.Y = self.next_batch()
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary file beside `path`, fsync, rename over it: a reader (or a
+    crash) never sees half a checkpoint."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """A checkpoint dict; weights_only=True, so no pickled code is ever executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainError(f"{path}: no checkpoint")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrainError(f"{path}: cannot load checkpoint ({msg[:200]})") from None
+    if not isinstance(ck, dict) or "model" not in ck or "model_args" not in ck:
+        raise TrainError(f"{path}: not a nanotui checkpoint")
+    return ck
+
+
+def checkpoint_config(ck: dict[str, Any], source: str) -> TrainConfig:
+    return config_from_dict(ck.get("config", {}), source=source)
+
+
+# ---- the training process -------------------------------------------------------------------
+
+class Stop:
+    """Set by SIGTERM/SIGINT; the loop finishes its step, checkpoints and stops."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+
+class TrainingRun:
+    """Drives a Trainer for one run directory: evals, samples, checkpoints, status."""
+
+    STATUS_EVERY_S = 1.0
+
+    def __init__(self, run: RunDir, resume: bool, log: Callable[[str], None] = print):
+        self.run = run
+        self.resume = resume
+        self.log = log
+        self.stop = Stop()
+        self.status_t = 0.0
+        # setup: every user error surfaces here, before anything in the run dir changes
+        self.cfg = run.load_config()
+        try:
+            self.device = dev.resolve_device(self.cfg.device)
+        except ValueError as e:
+            raise TrainError(str(e)) from None
+        self.dtype = dev.resolve_dtype(self.cfg.dtype, self.device)
+        if self.dtype == torch.bfloat16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise TrainError(f"dtype = 'bfloat16': {dev.device_name(self.device)} has no bf16 support")
+        train_data, val_data, self.meta = load_data(self.cfg)
+        vocab = vocab_size_of(self.cfg, self.meta)
+        self.trainer = Trainer(self.cfg, train_data, val_data, vocab, self.device, self.dtype, log=log)
+        self.ckpt: dict[str, Any] | None = None
+        if resume and run.ckpt_path.exists():
+            self.ckpt = load_checkpoint(run.ckpt_path, map_location=self.device)
+            self.trainer.load_state_dict(self.ckpt)
+        elif resume:
+            log(f"no {run.ckpt_path.name} yet: starting from scratch")
+        from engine.sample import load_tokenizer
+        self.tokenizer, why = load_tokenizer(self.meta)
+        if self.tokenizer is None:
+            log(f"samples disabled: {why}")
+        self.device_name = dev.device_name(self.device)
+        self.flops_per_token = self.trainer.model.flops_per_token()
+
+    # -- status and logging --
+    def status(self, force: bool = False, **fields: Any) -> None:
+        now = time.time()
+        if not force and now - self.status_t < self.STATUS_EVERY_S:
+            return
+        self.status_t = now
+        self.run.update_status(**fields)
+
+    def speed_fields(self, tok_s: float) -> dict[str, Any]:
+        m = dev.mfu(self.flops_per_token, tok_s, self.device_name, self.dtype)
+        return {"tok_s": tok_s, "mfu": m, "flops": None if m is not None else self.flops_per_token * tok_s}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        state = self.trainer.state_dict()
+        state["meta"] = self.meta  # the vocabulary travels with the weights (engine.sample)
+        return state
+
+    # -- one eval --
+    def evaluate(self) -> dict[str, float]:
+        t = self.trainer
+        t0 = time.time()
+        losses = t.estimate_loss()
+        it = t.iter_num
+        self.run.log_metric(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"],
+                            lr=get_lr(it, self.cfg), tokens=it * t.tokens_per_iter, t=time.time())
+        self.log(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        if not (math.isfinite(losses["val"]) and math.isfinite(losses["train"])):
+            raise NonFinite(f"loss is {losses['val']} at the eval of iter {it}")
+        if self.tokenizer is not None:
+            self.write_samples(it)
+        improved = losses["val"] < t.best_val_loss
+        if improved:
+            t.best_val_loss, t.best_iter, t.evals_since_best = losses["val"], it, 0
+        else:
+            t.evals_since_best += 1
+        t.last_eval_iter = it
+        if not t.all_finite():
+            raise NonFinite(f"weights are not finite at iter {it}")
+        state = self.checkpoint_state()
+        save_checkpoint(state, self.run.ckpt_path)
+        if improved:
+            save_checkpoint(state, self.run.best_path)
+        self.status(force=True, iter=it, train_loss=losses["train"], val_loss=losses["val"],
+                    best_val_loss=t.best_val_loss, best_iter=t.best_iter)
+        self.log(f"eval took {time.time() - t0:.1f}s; checkpoint saved"
+                 + (" (new best)" if improved else ""))
+        return losses
+
+    def write_samples(self, it: int) -> None:
+        from engine.metrics import eval_metrics
+        from engine.sample import generate_samples
+        s = self.cfg.sampling
+        samples = generate_samples(self.trainer.model, self.tokenizer, s.prompts, s.num_samples,
+                                   s.max_new_tokens, s.temperature, s.top_k, s.top_p, s.seed)
+        for rec in samples:
+            self.run.log_sample(iter=it, **rec)
+        if samples:
+            m = eval_metrics([r["completion"] for r in samples])
+            self.log(f"samples at {it}: ttr {m['ttr']:.3f} distinct_2 {m['distinct_2']:.3f} "
+                     f"repetition_4 {m['repetition_4']:.3f} | {samples[0]['text'][:80]!r}")
+
+    # -- the loop --
+    def execute(self) -> int:
+        cfg, t, run = self.cfg, self.trainer, self.run
+        self.stop.install()
+        run.prepare_for_resume(t.iter_num if self.ckpt is not None else -1)
+        import psutil
+        me = psutil.Process()
+        run.update_status(
+            state="running", reason=None, exit_code=None, ended_at=None, started_at=time.time(),
+            pid=os.getpid(), pid_create_time=me.create_time(), host=socket.gethostname(),
+            device=str(self.device), device_name=self.device_name, dtype=dev.dtype_name(self.dtype),
+            params=t.model.get_num_params(), params_total=t.model.get_num_params(False),
+            iter=t.iter_num, max_iters=cfg.max_iters, best_val_loss=_none_if_inf(t.best_val_loss),
+            best_iter=t.best_iter, compile="off", tok_s=None, mfu=None, eta_s=None)
+        self.log(f"{run.id}: {t.model.get_num_params():,} params, device {self.device} "
+                 f"({self.device_name}), dtype {dev.dtype_name(self.dtype)}, "
+                 f"{t.tokens_per_iter:,} tokens/iter, {'resuming at iter ' + str(t.iter_num) if self.ckpt else 'from scratch'}")
+        if cfg.compile:
+            self.log("compiling the model...")
+            run.update_status(compile=t.compile())
+
+        step_times: list[float] = []  # seconds per step, warm steps only: the ETA's basis
+        warm_skip = TIMING_WARMUP_STEPS
+        t_last = time.time()
+        steps_since_log = 0
+        train_loss = None
+        while True:
+            if (t.iter_num % cfg.eval_interval == 0 or t.iter_num >= cfg.max_iters) \
+                    and t.last_eval_iter != t.iter_num:
+                losses = self.evaluate()
+                if cfg.early_stop_patience and t.evals_since_best >= cfg.early_stop_patience:
+                    self.log(f"early stop: no val improvement in {t.evals_since_best} evals "
+                             f"(best {t.best_val_loss:.4f} at iter {t.best_iter})")
+                    return self.finish("done", "early stop", 0)
+                del losses
+                t_last, steps_since_log, warm_skip = time.time(), 0, TIMING_WARMUP_STEPS
+            if t.iter_num >= cfg.max_iters:
+                return self.finish("done", None, 0)
+            if self.stop.requested:
+                return self.stop_now()
+
+            lr = get_lr(t.iter_num, cfg)
+            t_step = time.time()
+            loss = t.train_step(lr)
+            steps_since_log += 1
+            it = t.iter_num
+            if it % cfg.log_interval == 0 or self.stop.requested or it >= cfg.max_iters:
+                train_loss = loss.item()  # synchronises: the timings below are real
+                now = time.time()
+                dt = (now - t_last) / steps_since_log
+                if warm_skip > 0:
+                    warm_skip -= steps_since_log
+                else:
+                    step_times.extend([dt] * steps_since_log)
+                    del step_times[:-200]
+                t_last, steps_since_log = now, 0
+                if not math.isfinite(train_loss):
+                    raise NonFinite(f"loss is {train_loss} at iter {it}")
+                tok_s = t.tokens_per_iter / dt
+                speed = self.speed_fields(tok_s)
+                run.log_metric(kind="train", iter=it, loss=train_loss, lr=lr, dt_ms=dt * 1000,
+                               tok_s=tok_s, mfu=speed["mfu"], tokens=it * t.tokens_per_iter,
+                               t=now)
+                util = (f"mfu {speed['mfu'] * 100:.2f}%" if speed["mfu"] is not None
+                        else f"{speed['flops'] / 1e9:.1f} GFLOP/s")
+                self.log(f"iter {it}: loss {train_loss:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, "
+                         f"tok/s {tok_s:,.0f}, {util}")
+                eta = (sum(step_times) / len(step_times) * (cfg.max_iters - it)) if step_times else None
+                self.status(iter=it, train_loss=train_loss, tok_s=tok_s, mfu=speed["mfu"], eta_s=eta)
+            del t_step
+
+    def stop_now(self) -> int:
+        t = self.trainer
+        if t.all_finite():
+            save_checkpoint(self.checkpoint_state(), self.run.ckpt_path)
+            self.log(f"stopped at iter {t.iter_num}; checkpoint saved")
+        return self.finish("stopped", "stopped by signal", 0)
+
+    def finish(self, state: str, reason: str | None, code: int) -> int:
+        self.run.update_status(state=state, reason=reason, exit_code=code, ended_at=time.time(),
+                               iter=self.trainer.iter_num, eta_s=0 if state == "done" else None)
+        self.log(f"{state}" + (f": {reason}" if reason else "") + f" at iter {self.trainer.iter_num}")
+        return code
+
+
+class NonFinite(Exception):
+    """The loss (or the weights) became NaN/inf: the run failed; checkpoints are kept."""
+
+
+def _none_if_inf(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(e).__name__}: {first}"[:300] if not isinstance(e, (ConfigError, RunError, TrainError)) else first
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine.train",
+                                description="Train one run: RUN_DIR holds config.toml.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/ckpt.pt")
+    args = p.parse_args(argv)
+    run = RunDir(Path(args.run_dir).resolve())
+
+    def fail_input(msg: str, record: bool = True) -> int:
+        print(f"engine.train: error: {msg}", file=sys.stderr, flush=True)
+        if record and run.exists():
+            run.update_status(state="failed", reason=msg, exit_code=2, ended_at=time.time())
+        return 2
+
+    if not run.exists():
+        return fail_input(f"{run.path}: not a run directory (no config.toml)", record=False)
+    st = run.read_status()
+    if st.get("state") == "running" and st.get("pid") != os.getpid() and process_matches(
+            st.get("pid"), st.get("pid_create_time")):
+        return fail_input(f"run {run.id} is already running (pid {st.get('pid')})", record=False)
+    try:
+        session = TrainingRun(run, args.resume, log=lambda s: print(s, flush=True))
+    except (ConfigError, RunError, TrainError, OSError, ValueError) as e:
+        return fail_input(_one_line(e))
+    try:
+        return session.execute()
+    except NonFinite as e:
+        reason = f"{e} (the last good checkpoint is kept; try a lower learning_rate)"
+        print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)
+        session.finish("failed", reason, 1)
+        return 1
+    except torch.OutOfMemoryError as e:
+        reason = f"out of memory on {session.device}: try a smaller batch_size or model"
+        print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)
+        del e
+        session.finish("failed", reason, 1)
+        return 1
+    except Exception as e:
+        traceback.print_exc()  # an unexpected error: the traceback goes to stdout.log
+        reason = _one_line(e)
+        print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)
+        session.finish("failed", reason, 1)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
