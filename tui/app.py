@@ -1,0 +1,268 @@
+"""The nanotui Textual app.
+
+`create_app` injects the engine objects (tests pass fakes); `run(args)` is what
+`nanotui` (no subcommand) and `nanotui demo` call. The app owns two app-lifetime polls,
+each a thread worker started by a timer: run directories (1 s) and GPUs (2 s). Workers
+post messages; the app keeps the latest result and publishes it on a signal that the
+screens subscribe to. Quitting never touches runs: they are separate processes and the
+disk is the truth, so starting again shows every run as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.signal import Signal
+
+from tui.messages import GpusPolled, RunsPolled
+from tui.services import PollResult, RunStore, Services
+from tui.widgets.gpu_panel import GpuHistory
+
+APP_BINDINGS = [
+    Binding("q", "quit", "quit"),
+    Binding("question_mark", "help", "help", key_display="?"),
+    Binding("l", "launch", "launch"),
+    Binding("c", "compare", "compare"),
+    Binding("p", "samples", "samples"),
+    Binding("e", "report", "report"),
+]
+
+
+class NanotuiApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "nanotui"
+    BINDINGS = APP_BINDINGS
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+
+    def __init__(self, services: Services, poll_interval: float = 1.0,
+                 gpu_interval: float = 2.0) -> None:
+        super().__init__()
+        self.services = services
+        self.store = RunStore(services.runs_root)
+        self.poll_interval = poll_interval
+        self.gpu_interval = gpu_interval
+        self.runs_signal: Signal[PollResult] = Signal(self, "runs")
+        self.gpus_signal: Signal[list] = Signal(self, "gpus")
+        self.last_poll: PollResult | None = None
+        self.gpus: list[Any] = []
+        self.gpu_history = GpuHistory()
+        self._watchers: dict[int, frozenset[str]] = {}
+        self._polling = False
+        self._poll_again = False
+        self._gpu_polling = False
+        self.exit_choice: str | None = None
+
+    # -- lifetime --
+    def on_mount(self) -> None:
+        from tui.screens.dashboard import DashboardScreen
+        self.push_screen(DashboardScreen())
+        self.request_poll()
+        self._poll_gpus()
+        if self.poll_interval:
+            self.set_interval(self.poll_interval, self.request_poll, name="runs-poll")
+        if self.gpu_interval:
+            self.set_interval(self.gpu_interval, self._poll_gpus, name="gpu-poll")
+
+    # -- the runs poll --
+    def watch_runs(self, owner: object, ids: Iterable[str]) -> None:
+        """Screens say which runs' metrics and samples they show; the store tails those."""
+        self._watchers[id(owner)] = frozenset(ids)
+        self.store.watch(set().union(*self._watchers.values()))
+
+    def unwatch_runs(self, owner: object) -> None:
+        self._watchers.pop(id(owner), None)
+        self.store.watch(set().union(*self._watchers.values()) if self._watchers else ())
+
+    def request_poll(self) -> None:
+        if self._polling:
+            self._poll_again = True  # one more right after the current one
+            return
+        self._polling = True
+        self._poll_runs()
+
+    @work(thread=True, group="runs-poll", exit_on_error=False)
+    def _poll_runs(self) -> None:
+        try:
+            result = self.store.poll()
+        except Exception as e:  # a broken file must not kill the app; say it once per poll
+            self.call_from_thread(self.notify, f"reading runs: {e}", severity="error")
+            self.call_from_thread(self._poll_done)
+            return
+        self.post_message(RunsPolled(result))
+
+    def on_runs_polled(self, message: RunsPolled) -> None:
+        self.last_poll = message.result
+        self.runs_signal.publish(message.result)
+        self._poll_done()
+
+    def _poll_done(self) -> None:
+        self._polling = False
+        if self._poll_again:
+            self._poll_again = False
+            self.request_poll()
+
+    def poll_now(self) -> PollResult:
+        """Poll synchronously and publish (tests, and the first paint in benchmarks)."""
+        result = self.store.poll()
+        self.last_poll = result
+        self.runs_signal.publish(result)
+        return result
+
+    # -- the GPU poll --
+    def _poll_gpus(self) -> None:
+        if not self._gpu_polling:
+            self._gpu_polling = True
+            self._gpu_worker()
+
+    @work(thread=True, group="gpu-poll", exit_on_error=False)
+    def _gpu_worker(self) -> None:
+        try:
+            gpus = list(self.services.gpu_source.snapshot())
+        except Exception:  # the contract says never raises; be safe anyway
+            gpus = []
+        self.post_message(GpusPolled(gpus))
+
+    def on_gpus_polled(self, message: GpusPolled) -> None:
+        self._gpu_polling = False
+        self.gpus = message.gpus
+        self.gpu_history.add(message.gpus)
+        self.gpus_signal.publish(message.gpus)
+
+    # -- what the current screen is about --
+    def current_sweep(self) -> str | None:
+        sweep = getattr(self.screen, "sweep", None)
+        if sweep:
+            return sweep
+        views = self.last_poll.views if self.last_poll else ()
+        return views[0].sweep if views else None
+
+    def sweeps(self) -> list[str]:
+        views = self.last_poll.views if self.last_poll else ()
+        return sorted({v.sweep for v in views})
+
+    def queued_count(self) -> int:
+        views = self.last_poll.views if self.last_poll else ()
+        return sum(v.state == "queued" for v in views)
+
+    # -- actions --
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_launch(self) -> None:
+        from tui.screens.launch import LaunchScreen
+        if not isinstance(self.screen, LaunchScreen):
+            self.push_screen(LaunchScreen(preselect=self.current_sweep()))
+
+    def action_compare(self) -> None:
+        from tui.screens.compare import CompareScreen
+        sweep = self.current_sweep()
+        if sweep is None:
+            self.notify("no runs yet: launch a sweep with l", severity="warning")
+        elif not isinstance(self.screen, CompareScreen):
+            self.push_screen(CompareScreen(sweep))
+
+    def action_samples(self) -> None:
+        from tui.screens.samples import SamplesScreen
+        sweep = self.current_sweep()
+        if sweep is None:
+            self.notify("no runs yet: launch a sweep with l", severity="warning")
+        elif not isinstance(self.screen, SamplesScreen):
+            self.push_screen(SamplesScreen(sweep))
+
+    def action_report(self) -> None:
+        sweep = self.current_sweep()
+        if sweep is None:
+            self.notify("no runs yet: nothing to report", severity="warning")
+            return
+        if self.services.reporter is None:
+            self.notify("reports are not available in this installation", severity="error")
+            return
+        self.notify(f"writing the report for {sweep}…")
+        self._write_report(sweep)
+
+    @work(thread=True, group="report", exit_on_error=False)
+    def _write_report(self, sweep: str) -> None:
+        out_dir = self.services.runs_root.parent / "reports" / sweep
+        try:
+            path = self.services.reporter.write([sweep], out_dir)
+        except Exception as e:
+            self.call_from_thread(self.notify, f"report: {e}", severity="error", timeout=10)
+            return
+        self.call_from_thread(self.notify, f"report written: {path}", timeout=10)
+
+    async def action_quit(self) -> None:
+        queued = self.queued_count()
+        if not queued:
+            self.exit()
+            return
+        from tui.screens.dialogs import QuitScreen
+
+        def chosen(choice: str | None) -> None:
+            if choice == "keep":
+                try:
+                    self.services.launcher.start_dispatcher("auto")
+                except Exception as e:
+                    self.notify(f"could not start the dispatcher: {e}", severity="error")
+                    return
+            if choice in ("keep", "leave"):
+                self.exit_choice = choice
+                self.exit()
+
+        self.push_screen(QuitScreen(queued), chosen)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Launch", "Choose sweeps or runs, a GPU, and queue them (l)",
+                            self.action_launch)
+        yield SystemCommand("Compare sweep", "A sweep's runs side by side; val loss vs params (c)",
+                            self.action_compare)
+        yield SystemCommand("Samples", "One prompt across a sweep's runs; generate new ones (p)",
+                            self.action_samples)
+        yield SystemCommand("Report", "Write the report material for the current sweep (e)",
+                            self.action_report)
+        yield SystemCommand("Keys", "Every key nanotui answers to (?)", self.action_help)
+        for verb, key, what in (("stop", "s", "Stop the selected run"),
+                                ("resume", "r", "Resume the selected run"),
+                                ("overlay", "v", "Overlay the sweep on the loss chart"),
+                                ("logy", "y", "Toggle a logarithmic loss axis"),
+                                ("x_axis", "x", "x-axis: iterations or tokens seen"),
+                                ("toggle_log", "o", "Show stdout.log or samples")):
+            action = getattr(screen, f"action_{verb}", None)
+            if action is not None:
+                yield SystemCommand(what, f"key {key}", action)
+
+
+def create_app(runs_root: Path | None = None, experiments_path: Path | None = None, *,
+               services: Services | None = None, gpu_source: Any = None, launcher: Any = None,
+               sampler: Any = None, reporter: Any = None, poll_interval: float = 1.0,
+               gpu_interval: float = 2.0) -> NanotuiApp:
+    """The app wired to the engine; any part can be replaced (tests pass fakes)."""
+    if services is None:
+        if runs_root is None or experiments_path is None:
+            raise ValueError("create_app needs services or runs_root and experiments_path")
+        services = Services.default(Path(runs_root), Path(experiments_path))
+    for name, value in (("gpu_source", gpu_source), ("launcher", launcher),
+                        ("sampler", sampler), ("reporter", reporter)):
+        if value is not None:
+            setattr(services, name, value)
+    return NanotuiApp(services, poll_interval=poll_interval, gpu_interval=gpu_interval)
+
+
+def run(args) -> int:
+    """`nanotui` with no subcommand: the TUI on args.experiments and args.runs."""
+    experiments = Path(args.experiments)
+    runs_root = Path(args.runs)
+    if not experiments.is_file() and not runs_root.is_dir():
+        from tui.cli import CommandError
+        raise CommandError(f"no experiments file at {experiments} and no runs at {runs_root} "
+                           "(use --experiments FILE or run from the project directory)")
+    app = create_app(runs_root, experiments)
+    app.run()
+    return 0

@@ -1,0 +1,140 @@
+"""A sweep's runs side by side, and val loss against parameters on log-log axes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual_plotext import PlotextPlot
+
+from tui.services import PollResult, RunView, latest_samples
+from tui.widgets.format import (DASH, STATE_GLYPH, STATE_STYLE, fmt_loss, fmt_params, fmt_rate,
+                                fmt_score)
+
+COLUMNS = ("", "run", "params", "best val", "final val", "gap", "tok/s", "TTR", "distinct-2")
+
+
+def summarize(view: RunView, series: Any, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figures of one run: eval records when tailed, status.json otherwise."""
+    best = view.best_val_loss
+    final = view.val_loss
+    gap = None
+    if series is not None and series.eval_val:
+        vals = [v for v in series.eval_val if v == v]
+        best = min(vals) if vals else best
+        final = series.eval_val[-1]
+        tr = series.eval_train[-1]
+        gap = final - tr if tr == tr else None
+    elif final is not None and view.train_loss is not None:
+        gap = final - view.train_loss
+    latest = list(latest_samples(samples).values())
+    def mean(key: str) -> float | None:
+        xs = [s.get("metrics", {}).get(key) for s in latest]
+        xs = [x for x in xs if isinstance(x, (int, float))]
+        return sum(xs) / len(xs) if xs else None
+    return {"params": view.params, "best": best, "final": final, "gap": gap,
+            "tok_s": view.tok_s, "ttr": mean("ttr"), "d2": mean("distinct_2")}
+
+
+class CompareScreen(Screen):
+    BINDINGS = [
+        Binding("left_square_bracket", "sweep(-1)", "prev sweep", key_display="["),
+        Binding("right_square_bracket", "sweep(1)", "next sweep", key_display="]"),
+        Binding("escape", "app.pop_screen", "back"),
+    ]
+
+    def __init__(self, sweep: str) -> None:
+        super().__init__()
+        self.sweep = sweep
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title")
+        with Horizontal(id="compare-body"):
+            yield DataTable(id="compare-table", cursor_type="row", classes="panel")
+            yield PlotextPlot(id="scaling", classes="panel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for c in COLUMNS:
+            table.add_column(c, key=c or "glyph")
+        self.query_one("#scaling").border_title = "val loss vs params (log-log)"
+        self.app.runs_signal.subscribe(self, self.on_runs)
+        self._watch()
+        if self.app.last_poll is not None:
+            self.on_runs(self.app.last_poll)
+
+    def on_unmount(self) -> None:
+        self.app.unwatch_runs(self)
+
+    def _views(self) -> list[RunView]:
+        return [v for v in (self.app.last_poll.views if self.app.last_poll else ())
+                if v.sweep == self.sweep]
+
+    def _watch(self) -> None:
+        self.app.watch_runs(self, [v.id for v in self._views()])
+        self.app.request_poll()
+
+    def on_runs(self, result: PollResult) -> None:
+        views = self._views()
+        if {v.id for v in views} - set(self.app._watchers.get(id(self), ())):
+            self._watch()
+        store = self.app.store
+        rows = [(v, summarize(v, store.series(v.id), store.samples(v.id))) for v in views]
+        rows.sort(key=lambda r: (r[1]["params"] is None, r[1]["params"] or 0))
+        table = self.query_one(DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for v, f in rows:
+            style = STATE_STYLE.get(v.state, "")
+            r = lambda s: Text(s, justify="right")
+            table.add_row(Text(STATE_GLYPH.get(v.state, "?"), style=style), v.name,
+                          r(fmt_params(f["params"])), r(fmt_loss(f["best"])), r(fmt_loss(f["final"])),
+                          r(DASH if f["gap"] is None else f"{f['gap']:+.3f}"), r(fmt_rate(f["tok_s"])),
+                          r(fmt_score(f["ttr"])), r(fmt_score(f["d2"])), key=v.id)
+        if rows:
+            table.move_cursor(row=min(cursor, len(rows) - 1))
+        self._plot(rows)
+        sweeps = self.app.sweeps()
+        pos = f"{sweeps.index(self.sweep) + 1}/{len(sweeps)}" if self.sweep in sweeps else ""
+        self.query_one("#title", Static).update(Text.assemble(
+            (" Compare ", "bold reverse"), f" {self.sweep} ({pos}) · {len(rows)} runs · "
+            "gap = final val − train loss at the same eval"))
+
+    def _plot(self, rows: list) -> None:
+        plot = self.query_one(PlotextPlot)
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        pts = [(f["params"], f["best"], v.name) for v, f in rows
+               if f["params"] and f["best"] and f["best"] > 0]
+        if pts:
+            xs = [math.log10(p) for p, _, _ in pts]
+            ys = [math.log10(b) for _, b, _ in pts]
+            plt.scatter(xs, ys, marker="dot", color="orange+")
+            if len(pts) > 1:
+                plt.plot(xs, ys, color="orange", marker="braille")
+            plt.xlabel("log10 params")
+            plt.ylabel("log10 best val loss")
+            # Tick labels in real units so nobody has to undo the logs in their head.
+            plt.xticks(xs, [fmt_params(p) for p, _, _ in pts])
+            plt.yticks(ys, [f"{b:.3f}" for _, b, _ in pts])
+        else:
+            plt.title("no run with a val loss yet")
+        plot.refresh()
+
+    def action_sweep(self, step: int) -> None:
+        sweeps = self.app.sweeps()
+        if not sweeps:
+            return
+        i = sweeps.index(self.sweep) if self.sweep in sweeps else 0
+        self.sweep = sweeps[(i + step) % len(sweeps)]
+        self._watch()
+        if self.app.last_poll is not None:
+            self.on_runs(self.app.last_poll)

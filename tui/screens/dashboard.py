@@ -1,0 +1,229 @@
+"""The dashboard: runs table, loss chart, GPU panel, samples pane and log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Vertical
+from textual.screen import Screen
+from textual.widgets import ContentSwitcher, Footer, Input, Static
+
+from engine.runs import RESUMABLE_STATES
+from tui.screens.dialogs import ConfirmScreen
+from tui.services import PollResult, RunView
+from tui.widgets.gpu_panel import GpuPanel
+from tui.widgets.log_view import LogView
+from tui.widgets.loss_chart import LossChart
+from tui.widgets.run_table import RunTable
+from tui.widgets.samples_view import SamplesView
+
+
+class DashboardScreen(Screen):
+    BINDINGS = [
+        Binding("slash", "filter", "filter", key_display="/"),
+        Binding("escape", "clear_filter", "clear filter", show=False),
+        Binding("s", "stop", "stop"),
+        Binding("r", "resume", "resume"),
+        Binding("v", "overlay", "sweep overlay"),
+        Binding("y", "logy", "log-y"),
+        Binding("x", "x_axis", "x: iters/tokens"),
+        Binding("o", "toggle_log", "samples/log"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.selected: str | None = None
+        self.sweep: str | None = None
+        self.views: list[RunView] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title")
+        with Container(id="body"):
+            with Vertical(id="runs-panel", classes="panel"):
+                yield Input(placeholder="filter: words in run, state or device (Esc clears)",
+                            id="filter")
+                yield RunTable(id="runs")
+            yield LossChart(id="chart", classes="panel")
+            with ContentSwitcher(initial="samples", id="detail", classes="panel"):
+                yield SamplesView(id="samples")
+                yield LogView(id="log")
+            yield GpuPanel(id="gpus", classes="panel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#runs-panel").border_title = "Runs"
+        self.query_one("#gpus").border_title = "GPUs"
+        self._title_detail()
+        self.app.runs_signal.subscribe(self, self.on_runs)
+        self.app.gpus_signal.subscribe(self, self.on_gpus)
+        self.query_one(RunTable).focus()
+        if self.app.last_poll is not None:
+            self.on_runs(self.app.last_poll)
+
+    # -- data in --
+    def on_runs(self, result: PollResult) -> None:
+        self.views = list(result.views)
+        self.query_one(RunTable).show(self.views)
+        self._header()
+        self.on_gpus(None)
+        wanted = self._chart_ids()
+        if self.selected and (result.metrics_changed & set(wanted) or self.query_one(LossChart).run_id != self.selected):
+            self._redraw_chart()
+        if self.selected in result.samples_changed:
+            self._redraw_samples()
+        if result.log_id == self.selected and (result.log_text or result.log_reset):
+            self.query_one(LogView).feed(self.selected, result.log_text, result.log_reset)
+
+    def on_gpus(self, _gpus) -> None:
+        app = self.app
+        self.query_one(GpuPanel).show(app.gpus, self.views, app.gpu_history)
+
+    def on_screen_resume(self) -> None:
+        self._watch()
+        if self.app.last_poll is not None:
+            self.on_runs(self.app.last_poll)
+
+    # -- selection --
+    def on_run_table_run_highlighted(self, event: RunTable.RunHighlighted) -> None:
+        if (event.run_id, event.sweep) == (self.selected, self.sweep):
+            return
+        self.selected, self.sweep = event.run_id, event.sweep
+        self._watch()
+        self._title_detail()
+        self._redraw_chart()
+        self._redraw_samples()
+        self.query_one(LogView).feed(self.selected, "", True)
+
+    def _chart_ids(self) -> list[str]:
+        if not self.selected:
+            return []
+        if self.query_one(LossChart).options.overlay and self.sweep:
+            return [v.id for v in self.views if v.sweep == self.sweep]
+        return [self.selected]
+
+    def _watch(self) -> None:
+        self.app.watch_runs(self, self._chart_ids())
+        self.app.store.show_log(self.selected)
+        self.app.request_poll()
+
+    def _redraw_chart(self) -> None:
+        chart = self.query_one(LossChart)
+        store = self.app.store
+        others = [(rid, s) for rid in self._chart_ids() if rid != self.selected
+                  for s in [store.series(rid)] if s is not None]
+        chart.plot_runs(self.selected, store.series(self.selected) if self.selected else None, others)
+        self._title_detail()
+
+    def _redraw_samples(self) -> None:
+        samples = self.app.store.samples(self.selected) if self.selected else []
+        self.query_one(SamplesView).show(self.selected, samples)
+
+    def _header(self) -> None:
+        app = self.app
+        n = len(self.views)
+        running = sum(v.state == "running" for v in self.views)
+        queued = sum(v.state == "queued" for v in self.views)
+        gpus = f"{len(app.gpus)} GPU{'s' * (len(app.gpus) != 1)}" if app.gpus else "CPU only"
+        t = Text()
+        t.append(" nanotui ", style="bold reverse")
+        t.append(f" {app.services.experiments_path.name} · {app.services.runs_root.name}/ · {gpus}"
+                 f" · {n} runs, {running} running, {queued} queued")
+        self.query_one("#title", Static).update(t)
+
+    def _title_detail(self) -> None:
+        chart = self.query_one(LossChart)
+        view = self._view(self.selected)
+        who = self.selected or "no run selected"
+        if view and view.state == "running" and view.host:
+            who += f" @ {view.host}"
+        chart.border_title = f"Loss · {who} · {chart.describe()}"
+        detail = self.query_one(ContentSwitcher)
+        kind = "Log" if detail.current == "log" else "Samples"
+        detail.border_title = f"{kind} · {self.selected or '—'}  (o: samples/log)"
+
+    def _view(self, run_id: str | None) -> RunView | None:
+        return next((v for v in self.views if v.id == run_id), None)
+
+    # -- actions --
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("shown")
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.remove_class("shown")
+        self.query_one(RunTable).set_filter("")
+        self.query_one(RunTable).focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            self.query_one(RunTable).set_filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            if not event.value:
+                event.input.remove_class("shown")
+            self.query_one(RunTable).focus()
+
+    def action_overlay(self) -> None:
+        chart = self.query_one(LossChart)
+        chart.options.overlay = not chart.options.overlay
+        self._watch()
+        self._redraw_chart()
+
+    def action_logy(self) -> None:
+        chart = self.query_one(LossChart)
+        chart.options.logy = not chart.options.logy
+        self._redraw_chart()
+
+    def action_x_axis(self) -> None:
+        chart = self.query_one(LossChart)
+        chart.options.x_tokens = not chart.options.x_tokens
+        self._redraw_chart()
+
+    def action_toggle_log(self) -> None:
+        detail = self.query_one(ContentSwitcher)
+        detail.current = "log" if detail.current == "samples" else "samples"
+        self._title_detail()
+
+    def action_stop(self) -> None:
+        view = self._view(self.selected)
+        if view is None or view.state not in ("running", "queued"):
+            self.notify("select a running or queued run to stop", severity="warning")
+            return
+        what = "It can be resumed from its last checkpoint." if view.state == "running" else \
+            "It will not be dispatched."
+        self.app.push_screen(ConfirmScreen(f"Stop {view.id}? {what}", "Stop"),
+                             lambda yes: yes and self._stop(view))
+
+    def action_resume(self) -> None:
+        view = self._view(self.selected)
+        if view is None or view.state not in RESUMABLE_STATES:
+            self.notify("select a failed or stopped run to resume", severity="warning")
+            return
+        self._resume(view)
+
+    @work(thread=True, group="stop")
+    def _stop(self, view: RunView) -> None:
+        self._engine_call("stop", view)
+
+    @work(thread=True, group="resume")
+    def _resume(self, view: RunView) -> None:
+        self._engine_call("resume", view)
+
+    def _engine_call(self, verb: str, view: RunView) -> None:
+        launcher = self.app.services.launcher
+        try:
+            getattr(launcher, verb)(view.run)
+        except Exception as e:  # shown to the user; the run directory is left as it was
+            self.app.call_from_thread(self.notify, f"{verb} {view.id}: {e}", severity="error")
+            return
+        past = {"stop": "stopped", "resume": "resumed"}[verb]
+        self.app.call_from_thread(self.notify, f"{past} {view.id}")
+        self.app.call_from_thread(self.app.request_poll)

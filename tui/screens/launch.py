@@ -1,0 +1,262 @@
+"""Launch flow: choose sweeps (and runs) with the plan pre-flight, pick a GPU, queue.
+
+Planning, queueing and starting the dispatcher run in thread workers: they read the
+experiments file and may build models to count parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Label, OptionList, SelectionList, Static
+from textual.widgets.option_list import Option
+
+from tui.widgets.format import DASH, fmt_bytes, fmt_duration, fmt_params
+
+AUTO = "auto"
+
+
+def plan_id(row: Any) -> str:
+    return str(getattr(row, "name", ""))
+
+
+class LaunchScreen(Screen):
+    BINDINGS = [
+        Binding("enter", "next", "pick GPU", priority=True),
+        Binding("space", "toggle_run", "include/skip run", show=False),
+        Binding("a", "all_runs", "include all runs"),
+        Binding("escape", "app.pop_screen", "back"),
+    ]
+
+    def __init__(self, preselect: str | None = None) -> None:
+        super().__init__()
+        self.preselect = preselect
+        self.sweep_names: list[str] = []
+        self.plan: list[Any] = []
+        self.skipped: set[str] = set()
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title")
+        with Horizontal(id="launch-body"):
+            yield SelectionList[str](id="sweep-list", classes="panel")
+            with Vertical(id="plan-panel", classes="panel"):
+                yield DataTable(id="plan", cursor_type="row")
+                yield Static(id="plan-summary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#title", Static).update(Text.assemble(
+            (" Launch ", "bold reverse"),
+            f" {self.app.services.experiments_path.name}: space selects sweeps · "
+            "space on a run skips it · Enter picks the GPU"))
+        self.query_one("#sweep-list").border_title = "Sweeps"
+        self.query_one("#plan-panel").border_title = "Plan"
+        table = self.query_one("#plan", DataTable)
+        for col in ("", "run", "varied", "params", "memory", "time", "note"):
+            table.add_column(col, key=col or "use")
+        self.query_one("#plan-summary", Static).update("reading the experiments file…")
+        self._load_sweeps()
+
+    @work(thread=True, group="sweeps", exit_on_error=False)
+    def _load_sweeps(self) -> None:
+        try:
+            sweeps = self.app.services.launcher.sweeps()
+        except Exception as e:
+            self.app.call_from_thread(self._show_error, str(e))
+            return
+        self.app.call_from_thread(self._show_sweeps, sweeps)
+
+    def _show_error(self, text: str) -> None:
+        self.query_one("#plan-summary", Static).update(Text(text, style="bold red"))
+
+    def _show_sweeps(self, sweeps: list) -> None:
+        sl = self.query_one("#sweep-list", SelectionList)
+        self.sweep_names = [s.name for s in sweeps]
+        pre = self.preselect if self.preselect in self.sweep_names else (
+            self.sweep_names[0] if self.sweep_names else None)
+        for s in sweeps:
+            label = f"{s.name} ({len(s.runs)})" + (f" {s.description}" if s.description else "")
+            sl.add_option((label, s.name, s.name == pre))
+        sl.focus()
+        if not sweeps:
+            self._show_error("the experiments file defines no sweeps")
+        self._replan()
+
+    def on_selection_list_selected_changed(self, _event) -> None:
+        self._replan()
+
+    def selected_sweeps(self) -> list[str]:
+        return list(self.query_one("#sweep-list", SelectionList).selected)
+
+    def _replan(self) -> None:
+        sweeps = self.selected_sweeps()
+        if not sweeps:
+            self.plan = []
+            self._show_plan([])
+            return
+        self.query_one("#plan-summary", Static).update("planning…")
+        self._make_plan(sweeps)
+
+    @work(thread=True, group="plan", exclusive=True, exit_on_error=False)
+    def _make_plan(self, sweeps: list[str]) -> None:
+        try:
+            rows = self.app.services.launcher.plan(sweeps)
+        except Exception as e:
+            self.app.call_from_thread(self._show_error, f"plan: {e}")
+            return
+        self.app.call_from_thread(self._show_plan, rows, sweeps)
+
+    def _show_plan(self, rows: list, sweeps: list[str] | None = None) -> None:
+        if sweeps is not None and sweeps != self.selected_sweeps():
+            return  # an older plan finished after the selection changed
+        self.plan = list(rows)
+        table = self.query_one("#plan", DataTable)
+        table.clear()
+        for r in self.plan:
+            rid = plan_id(r)
+            varied = ", ".join(f"{k}={v}" for k, v in (getattr(r, "varied", None) or {}).items())
+            err = getattr(r, "error", None)
+            table.add_row(Text("✗" if err else ("·" if rid in self.skipped else "✓"),
+                               style="red" if err else "dim" if rid in self.skipped else "green"),
+                          rid, varied or DASH, Text(fmt_params(getattr(r, "params", None)), justify="right"),
+                          Text(fmt_bytes(getattr(r, "est_mem_bytes", None)), justify="right"),
+                          Text(fmt_duration(getattr(r, "est_seconds", None)), justify="right"),
+                          Text(str(err or ("skipped" if rid in self.skipped else "")),
+                               style="red" if err else "dim"), key=rid)
+        self._summary()
+
+    def chosen_rows(self) -> list[Any]:
+        return [r for r in self.plan if not getattr(r, "error", None) and plan_id(r) not in self.skipped]
+
+    def _summary(self) -> None:
+        rows = self.chosen_rows()
+        if not self.selected_sweeps():
+            text = Text("select one or more sweeps with space", style="dim")
+        elif not rows:
+            text = Text("no runs to launch", style="yellow")
+        else:
+            secs = sum(getattr(r, "est_seconds", 0) or 0 for r in rows)
+            mem = max((getattr(r, "est_mem_bytes", 0) or 0) for r in rows)
+            text = Text(f"{len(rows)} run{'s' * (len(rows) != 1)} · largest needs {fmt_bytes(mem)}"
+                        f" · about {fmt_duration(secs)} of compute in total · Enter: pick the GPU")
+        self.query_one("#plan-summary", Static).update(text)
+
+    def action_toggle_run(self) -> None:
+        table = self.query_one("#plan", DataTable)
+        if not table.has_focus or not self.plan:
+            sl = self.query_one("#sweep-list", SelectionList)
+            if sl.has_focus:
+                sl.action_select()
+            return
+        rid = plan_id(self.plan[table.cursor_row])
+        self.skipped.symmetric_difference_update({rid})
+        row = table.cursor_row
+        self._show_plan(self.plan)
+        table.move_cursor(row=row)
+
+    def action_all_runs(self) -> None:
+        self.skipped.clear()
+        self._show_plan(self.plan)
+
+    def selection(self) -> list[str]:
+        """Whole sweeps when nothing is skipped, else the chosen run ids."""
+        rows = self.chosen_rows()
+        if not self.skipped and all(not getattr(r, "error", None) for r in self.plan):
+            return self.selected_sweeps()
+        return [plan_id(r) for r in rows]
+
+    def action_next(self) -> None:
+        rows = self.chosen_rows()
+        if not rows:
+            self.notify("nothing to launch: select a sweep (space)", severity="warning")
+            return
+        need = max((getattr(r, "est_mem_bytes", 0) or 0) for r in rows)
+        selection = self.selection()
+        self.app.push_screen(GpuPickerScreen(need, len(rows)),
+                             lambda gpu: gpu and self._queue(selection, gpu))
+
+    @work(thread=True, group="queue", exit_on_error=False)
+    def _queue(self, selection: list[str], gpu: str) -> None:
+        launcher = self.app.services.launcher
+        try:
+            runs = launcher.queue(selection)
+            launcher.start_dispatcher(gpu)
+        except Exception as e:
+            self.app.call_from_thread(self.notify, f"launch: {e}", severity="error", timeout=10)
+            return
+        self.app.call_from_thread(self._queued, len(runs), gpu)
+
+    def _queued(self, n: int, gpu: str) -> None:
+        where = "the least-loaded GPU" if gpu == AUTO else ("the CPU" if gpu == "cpu" else f"GPU {gpu}")
+        self.notify(f"queued {n} run{'s' * (n != 1)} for {where}")
+        self.app.request_poll()
+        if self.app.screen is self:
+            self.app.pop_screen()
+
+
+def gpu_option_text(g: Any, need: int) -> tuple[Text, bool]:
+    fits = g.memory_free >= need if need else True
+    t = Text()
+    t.append(f"{g.index} {g.name[:24]:<24} ", style="bold")
+    util = "?" if g.utilization is None else f"{g.utilization:3d}%"
+    t.append(f"util {util}  mem {fmt_bytes(g.memory_used)}/{fmt_bytes(g.memory_total)}"
+             f"  free {fmt_bytes(g.memory_free)}  ")
+    t.append("fits" if fits else f"too full (needs {fmt_bytes(need)})",
+             style="green" if fits else "red")
+    return t, fits
+
+
+class GpuPickerScreen(ModalScreen[str | None]):
+    """Auto (least-loaded) preselected; each card with its live load and whether the run fits."""
+
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+
+    def __init__(self, need_bytes: int, n_runs: int) -> None:
+        super().__init__()
+        self.need = need_bytes
+        self.n_runs = n_runs
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="gpu-picker"):
+            yield Label(f"Where should {self.n_runs} run{'s' * (self.n_runs != 1)} go? "
+                        f"(largest needs about {fmt_bytes(self.need)})", classes="question")
+            yield OptionList(id="gpu-options")
+            yield Label("Enter queues · Esc goes back", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#gpu-picker").border_title = "GPU"
+        self._fill(self.app.gpus)
+        self.app.gpus_signal.subscribe(self, self._fill)
+        self.query_one(OptionList).focus()
+
+    def _fill(self, gpus: list) -> None:
+        ol = self.query_one(OptionList)
+        keep = ol.highlighted_option.id if ol.highlighted_option else AUTO
+        options = [Option(Text.assemble(("auto (least-loaded)", "bold"),
+                                        "  the card with the most room when each run starts"),
+                          id=AUTO)]
+        for g in gpus:
+            text, fits = gpu_option_text(g, self.need)
+            options.append(Option(text, id=str(g.index), disabled=not fits))
+        options.append(Option(Text.assemble(("cpu", "bold"), "  slow; for tiny runs and tests"),
+                              id="cpu"))
+        ol.clear_options()
+        ol.add_options(options)
+        ids = [o.id for o in options]
+        ol.highlighted = ids.index(keep) if keep in ids and not options[ids.index(keep)].disabled else 0
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def action_choose(self) -> None:
+        ol = self.query_one(OptionList)
+        if ol.highlighted_option is not None:
+            self.dismiss(ol.highlighted_option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

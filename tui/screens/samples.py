@@ -1,0 +1,198 @@
+"""One prompt across every run of a sweep, side by side, at the latest or a chosen
+iteration; a new sample from a run's checkpoint without leaving the app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import HorizontalScroll, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from tui.screens.dialogs import GenerateScreen
+from tui.services import PollResult
+from tui.widgets.samples_view import render_sample
+
+
+class RunColumn(VerticalScroll):
+    """One run's sample; focusable so keys act on it (generate)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(classes="sample-column")
+        self.run_id = run_id
+        self.border_title = run_id.split("/", 1)[-1]
+
+    def compose(self) -> ComposeResult:
+        yield Static(classes="sample-text")
+
+    def show(self, text: Text) -> None:
+        self.query_one(Static).update(text)
+
+
+class SamplesScreen(Screen):
+    BINDINGS = [
+        Binding("t", "next_prompt", "next prompt"),
+        Binding("left_square_bracket", "older", "older iter", key_display="["),
+        Binding("right_square_bracket", "newer", "newer iter", key_display="]"),
+        Binding("n", "generate", "new sample"),
+        Binding("left", "app.focus_previous", "prev run", show=False),
+        Binding("right", "app.focus_next", "next run", show=False),
+        Binding("escape", "app.pop_screen", "back"),
+    ]
+
+    def __init__(self, sweep: str) -> None:
+        super().__init__()
+        self.sweep = sweep
+        self.run_ids: list[str] = []
+        self.prompt_index = 0
+        self.iteration: int | None = None  # None: the latest
+        self.generated: dict[str, dict[str, Any]] = {}  # run id -> a sample made here
+        self.generating: set[str] = set()
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title")
+        yield HorizontalScroll(id="sample-columns")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.app.runs_signal.subscribe(self, self.on_runs)
+        if self.app.last_poll is not None:
+            self.on_runs(self.app.last_poll)
+        self.app.request_poll()
+
+    def on_unmount(self) -> None:
+        self.app.unwatch_runs(self)
+
+    def on_runs(self, result: PollResult) -> None:
+        ids = [v.id for v in result.views if v.sweep == self.sweep]
+        if ids != self.run_ids:
+            self.run_ids = ids
+            self.app.watch_runs(self, ids)
+            box = self.query_one("#sample-columns")
+            box.remove_children()
+            box.mount_all([RunColumn(rid) for rid in ids])
+            self.call_after_refresh(self._focus_first)
+            self.app.request_poll()
+        self.redraw()
+
+    def _focus_first(self) -> None:
+        cols = list(self.query(RunColumn))
+        if cols and not any(c.has_focus for c in cols):
+            cols[0].focus()
+
+    # -- what is shown --
+    def prompts(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for rid in self.run_ids:
+            for s in self.app.store.samples(rid):
+                seen.setdefault(str(s.get("prompt", "")), None)
+        return list(seen)
+
+    def iterations(self) -> list[int]:
+        its = {s.get("iter") for rid in self.run_ids for s in self.app.store.samples(rid)}
+        return sorted(i for i in its if isinstance(i, int))
+
+    def prompt(self) -> str | None:
+        ps = self.prompts()
+        return ps[self.prompt_index % len(ps)] if ps else None
+
+    def sample_for(self, rid: str, prompt: str | None) -> dict[str, Any] | None:
+        best = None
+        for s in self.app.store.samples(rid):
+            it = s.get("iter") or 0
+            if s.get("prompt") != prompt or (self.iteration is not None and it > self.iteration):
+                continue
+            if best is None or (best.get("iter") or 0) <= it:
+                best = s
+        return best
+
+    def redraw(self) -> None:
+        prompt = self.prompt()
+        n = len(self.prompts())
+        at = "latest" if self.iteration is None else f"≤ {self.iteration}"
+        self.query_one("#title", Static).update(Text.assemble(
+            (" Samples ", "bold reverse"), f" {self.sweep} · iteration {at} · prompt ",
+            (f"{self.prompt_index % n + 1}/{n} " if n else "—", ""),
+            (repr(prompt) if prompt is not None else "(no samples yet)", "bold")))
+        for col in self.query(RunColumn):
+            text = Text()
+            if col.run_id in self.generating:
+                text.append("generating…\n\n", style="bold yellow")
+            gen = self.generated.get(col.run_id)
+            if gen is not None:
+                text.append("new sample (not saved)\n", style="bold magenta")
+                text.append_text(render_sample(gen))
+                text.append("\n")
+            s = self.sample_for(col.run_id, prompt)
+            if s is None:
+                text.append("no sample for this prompt yet", style="dim")
+            else:
+                text.append_text(render_sample(s, with_prompt=True))
+            col.show(text)
+
+    # -- keys --
+    def action_next_prompt(self) -> None:
+        self.prompt_index += 1
+        self.redraw()
+
+    def action_older(self) -> None:
+        its = self.iterations()
+        if not its:
+            return
+        current = its[-1] if self.iteration is None else self.iteration
+        older = [i for i in its if i < current]
+        self.iteration = older[-1] if older else its[0]
+        self.redraw()
+
+    def action_newer(self) -> None:
+        its = self.iterations()
+        if self.iteration is None or not its:
+            return
+        newer = [i for i in its if i > self.iteration]
+        self.iteration = None if not newer or newer[0] == its[-1] else newer[0]
+        self.redraw()
+
+    def focused_run(self) -> str | None:
+        for col in self.query(RunColumn):
+            if col.has_focus or col.has_focus_within:
+                return col.run_id
+        return self.run_ids[0] if self.run_ids else None
+
+    def action_generate(self) -> None:
+        rid = self.focused_run()
+        if rid is None:
+            return
+        if self.app.services.sampler is None:
+            self.notify("sampling is not available in this installation", severity="error")
+            return
+        self.app.push_screen(GenerateScreen(rid, self.prompt() or ""),
+                             lambda knobs: knobs and self._start(rid, knobs))
+
+    def _start(self, rid: str, knobs: dict[str, Any]) -> None:
+        self.generating.add(rid)
+        self.redraw()
+        self._generate(rid, knobs)
+
+    @work(thread=True, group="generate", exit_on_error=False)
+    def _generate(self, rid: str, knobs: dict[str, Any]) -> None:
+        view = next((v for v in self.app.last_poll.views if v.id == rid), None)
+        try:
+            rec = self.app.services.sampler.generate(view.run, knobs["prompt"], knobs["temperature"],
+                                                     knobs["top_k"], knobs["max_new_tokens"])
+        except Exception as e:
+            self.app.call_from_thread(self._generated, rid, None, str(e))
+            return
+        self.app.call_from_thread(self._generated, rid, rec, "")
+
+    def _generated(self, rid: str, rec: dict[str, Any] | None, error: str) -> None:
+        self.generating.discard(rid)
+        if rec is None:
+            self.notify(f"sample from {rid}: {error}", severity="error", timeout=10)
+        else:
+            self.generated[rid] = rec
+        if self.is_mounted:
+            self.redraw()

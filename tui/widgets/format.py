@@ -1,0 +1,100 @@
+"""Short, fixed-width number formats shared by the tables and panels."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+STATE_GLYPH = {"queued": "◌", "running": "●", "done": "✓", "failed": "✗", "stopped": "■"}
+STATE_STYLE = {"queued": "dim", "running": "bold green", "done": "cyan", "failed": "bold red",
+               "stopped": "yellow"}
+DASH = "—"
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or x is None:
+        return None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def fmt_loss(x: Any) -> str:
+    f = _num(x)
+    return DASH if f is None else f"{f:.4f}" if f < 10 else f"{f:.3f}"
+
+
+def fmt_params(x: Any) -> str:
+    """1234567 -> '1.23M'."""
+    f = _num(x)
+    if f is None:
+        return DASH
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if f >= scale:
+            return f"{f / scale:.3g}{unit}"
+    return f"{int(f)}"
+
+
+def fmt_rate(x: Any) -> str:
+    """Tokens per second: '850', '12.3K', '1.2M'."""
+    f = _num(x)
+    if f is None:
+        return DASH
+    if f >= 1e6:
+        return f"{f / 1e6:.1f}M"
+    if f >= 1e3:
+        return f"{f / 1e3:.1f}K"
+    return f"{f:.0f}"
+
+
+def fmt_duration(x: Any) -> str:
+    """Seconds -> '45s', '12m', '3h05m', '2d04h'."""
+    f = _num(x)
+    if f is None or f < 0:
+        return DASH
+    s = int(round(f))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if s < 600 else f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def fmt_bytes(x: Any) -> str:
+    """Bytes in binary units, one decimal below 100: '18.2G', '512M'."""
+    f = _num(x)
+    if f is None:
+        return DASH
+    for unit, scale in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if f >= scale:
+            v = f / scale
+            return f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}"
+    return f"{int(f)}B"
+
+
+def fmt_score(x: Any) -> str:
+    f = _num(x)
+    return DASH if f is None else f"{f:.2f}"
+
+
+def fmt_iter(it: Any, max_iters: Any) -> str:
+    i = _num(it)
+    m = _num(max_iters)
+    left = DASH if i is None else str(int(i))
+    return left if m is None else f"{left}/{int(m)}"
+
+
+def sparkline(values: Sequence[float], width: int, top: float | None = None) -> str:
+    """The last `width` values as block characters; `top` fixes the scale (e.g. 100 %)."""
+    vals = [v for v in values if _num(v) is not None][-width:]
+    if not vals:
+        return " " * width
+    hi = top if top else max(vals) or 1.0
+    out = "".join(BLOCKS[min(len(BLOCKS) - 1, max(0, int(v / hi * (len(BLOCKS) - 1) + 0.5)))]
+                  for v in vals)
+    return out.rjust(width)

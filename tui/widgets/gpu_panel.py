@@ -1,0 +1,88 @@
+"""The GPU panel: per card load with a short history, our runs on it, other users' memory."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import Static
+
+from tui.services import RunView
+from tui.widgets.format import fmt_bytes, sparkline
+
+HISTORY = 30  # samples kept per card (one per GPU poll)
+
+
+class GpuHistory:
+    """Utilization and memory history per card uuid (the app keeps one for its lifetime)."""
+
+    def __init__(self, length: int = HISTORY) -> None:
+        self.length = length
+        self.util: dict[str, deque] = {}
+        self.mem: dict[str, deque] = {}
+
+    def add(self, gpus: list[Any]) -> None:
+        for g in gpus:
+            self.util.setdefault(g.uuid, deque(maxlen=self.length)).append(g.utilization or 0)
+            frac = 100.0 * g.memory_used / g.memory_total if g.memory_total else 0.0
+            self.mem.setdefault(g.uuid, deque(maxlen=self.length)).append(frac)
+
+
+def runs_on_gpu(g: Any, views: list[RunView]) -> list[RunView]:
+    pids = {p.pid for p in g.processes}
+    return [v for v in views if v.state == "running" and (
+        (v.gpu_uuid and v.gpu_uuid == g.uuid) or
+        (not v.gpu_uuid and v.gpu_index == g.index and v.device.startswith("cuda")) or
+        (v.pid is not None and v.pid in pids))]
+
+
+def other_memory(g: Any, ours: list[RunView]) -> int:
+    """Memory held by processes that are not our runs (other users, other jobs)."""
+    our_pids = {v.pid for v in ours if v.pid}
+    return sum(p.used_memory or 0 for p in g.processes if p.pid not in our_pids)
+
+
+def render_gpus(gpus: list[Any], views: list[RunView], history: GpuHistory,
+                width: int = 60) -> Text:
+    out = Text()
+    spark_w = 8 if width >= 50 else 4
+    if not gpus:
+        out.append("CPU only", style="bold")
+        out.append(" (no GPU found through NVML)\n", style="dim")
+    for g in gpus:
+        ours = runs_on_gpu(g, views)
+        util = g.utilization
+        out.append(f"{g.index} ", style="bold")
+        out.append(f"{g.name[:22]}\n", style="bold")
+        out.append(f"  util {'?' if util is None else f'{util:3d}'}% ")
+        out.append(sparkline(history.util.get(g.uuid, ()), spark_w, top=100), style="green")
+        out.append(f"  mem {fmt_bytes(g.memory_used)}/{fmt_bytes(g.memory_total)} ")
+        out.append(sparkline(history.mem.get(g.uuid, ()), spark_w, top=100), style="magenta")
+        temp = "" if g.temperature is None else f"  {g.temperature}°C"
+        power = "" if g.power_w is None else f" {g.power_w:.0f}W"
+        out.append(f"{temp}{power}\n")
+        other = other_memory(g, ours)
+        names = ", ".join(v.id for v in ours) or "none of ours"
+        out.append("  runs: ", style="dim")
+        out.append(names)
+        if other:
+            out.append(f"  others: {fmt_bytes(other)}", style="yellow")
+        out.append("\n")
+    on_cpu = [v for v in views if v.state == "running" and (v.device == "cpu" or not v.device)]
+    elsewhere = [v for v in views if v.state == "running" and v not in on_cpu and
+                 not any(v in runs_on_gpu(g, views) for g in gpus)]
+    if on_cpu or not gpus:
+        out.append("cpu: ", style="dim")
+        out.append(", ".join(v.id for v in on_cpu) or "no runs", style="" if on_cpu else "dim")
+        out.append("\n")
+    for v in elsewhere:  # e.g. a Slurm node: what the run recorded in status.json
+        where = f"{v.host} " if v.host else ""
+        out.append(f"{v.id}: {where}{v.device}\n", style="dim")
+    out.rstrip()
+    return out
+
+
+class GpuPanel(Static):
+    def show(self, gpus: list[Any], views: list[RunView], history: GpuHistory) -> None:
+        self.update(render_gpus(gpus, views, history, self.size.width or 60))

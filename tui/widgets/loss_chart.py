@@ -1,0 +1,92 @@
+"""The loss chart (plotext): train and val loss of one run, its sweep overlaid on demand."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from textual_plotext import PlotextPlot
+
+from tui.services import Series
+
+MAX_POINTS = 400  # per line: a chart is at most ~200 cells wide, so more points add nothing
+OVERLAY_COLORS = ("cyan", "magenta", "yellow", "green", "blue", "red", "orange", "white")
+
+
+def thin(xs: list, ys: list, limit: int = MAX_POINTS) -> tuple[list, list]:
+    """Every k-th point (plus the last), so drawing costs the same at any run length."""
+    n = min(len(xs), len(ys))
+    if n <= limit:
+        return list(xs[:n]), list(ys[:n])
+    step = math.ceil(n / limit)
+    idx = list(range(0, n, step))
+    if idx[-1] != n - 1:
+        idx.append(n - 1)
+    return [xs[i] for i in idx], [ys[i] for i in idx]
+
+
+def _finite(xs: list, ys: list, logy: bool) -> tuple[list, list]:
+    keep = [(x, y) for x, y in zip(xs, ys)
+            if y == y and not math.isinf(y) and (not logy or y > 0)]
+    return [x for x, _ in keep], [y for _, y in keep]
+
+
+@dataclass
+class ChartOptions:
+    overlay: bool = False
+    logy: bool = False
+    x_tokens: bool = False
+
+
+class LossChart(PlotextPlot):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.options = ChartOptions()
+        self.run_id: str | None = None
+        self.message = "select a run"
+
+    def describe(self) -> str:
+        o = self.options
+        parts = ["log-y" if o.logy else "linear", "tokens" if o.x_tokens else "iters"]
+        if o.overlay:
+            parts.append("+ sweep")
+        return " · ".join(parts)
+
+    def plot_runs(self, run_id: str | None, series: Series | None,
+                  others: list[tuple[str, Series]]) -> None:
+        """Redraw: `series` is the selected run; `others` its sweep mates (overlay on)."""
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        self.run_id = run_id
+        o = self.options
+        drew = False
+        if series is not None:
+            tx = series.train_tokens if o.x_tokens else series.train_iter
+            ex = series.eval_tokens if o.x_tokens else series.eval_iter
+            xs, ys = _finite(*thin(tx, series.train_loss), o.logy)
+            if xs:
+                plt.plot(xs, ys, label="train", color="blue+", marker="braille")
+                drew = True
+            xs, ys = _finite(*thin(ex, series.eval_val), o.logy)
+            if xs:
+                plt.plot(xs, ys, label="val", color="orange+", marker="dot" if len(xs) < 40 else "braille")
+                drew = True
+        if o.overlay:
+            for i, (rid, s) in enumerate(others):
+                x = s.eval_tokens if o.x_tokens else s.eval_iter
+                y = s.eval_val
+                if not y:  # no eval yet: its train loss is better than nothing
+                    x, y = (s.train_tokens if o.x_tokens else s.train_iter), s.train_loss
+                xs, ys = _finite(*thin(x, y), o.logy)
+                if xs:
+                    plt.plot(xs, ys, label=rid.split("/", 1)[-1][:18],
+                             color=OVERLAY_COLORS[i % len(OVERLAY_COLORS)], marker="braille")
+                    drew = True
+        if o.logy:
+            plt.yscale("log")
+        plt.xlabel("tokens" if o.x_tokens else "iter")
+        if not drew:
+            self.message = "no metrics yet" if run_id else "select a run"
+            plt.title(self.message)
+        self.refresh()

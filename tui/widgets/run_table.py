@@ -1,0 +1,125 @@
+"""The runs table: one row per run, grouped under a row per sweep, filterable."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import DataTable
+
+from tui.services import RunView
+from tui.widgets.format import (DASH, STATE_GLYPH, STATE_STYLE, fmt_duration, fmt_iter, fmt_loss,
+                                fmt_params, fmt_rate)
+
+COLUMNS = (("", "glyph"), ("run", "run"), ("state", "state"), ("device", "device"),
+           ("iter", "iter"), ("train", "train"), ("val", "val"), ("params", "params"),
+           ("tok/s", "tok_s"), ("ETA", "eta"))
+SWEEP_PREFIX = "sweep:"
+
+
+def row_cells(v: RunView) -> tuple:
+    style = STATE_STYLE.get(v.state, "")
+    last = fmt_duration(v.eta_s) if v.state == "running" else (v.reason[:10] or DASH)
+    device = v.device or DASH
+    if v.host and v.state == "running" and v.device:
+        device = v.device  # the host shows in the detail title; keep the column narrow
+    return (Text(STATE_GLYPH.get(v.state, "?"), style=style), v.name, Text(v.state, style=style),
+            device, Text(fmt_iter(v.iter, v.max_iters), justify="right"),
+            Text(fmt_loss(v.train_loss), justify="right"), Text(fmt_loss(v.val_loss), justify="right"),
+            Text(fmt_params(v.params), justify="right"), Text(fmt_rate(v.tok_s), justify="right"),
+            Text(last, justify="right"))
+
+
+def matches(v: RunView, text: str) -> bool:
+    """Every space-separated word must appear in the run id, its state or its device."""
+    hay = f"{v.id} {v.state} {v.device} {v.reason}".lower()
+    return all(w in hay for w in text.lower().split())
+
+
+class RunTable(DataTable):
+    """Rows keyed by run id; sweep header rows keyed "sweep:<name>"."""
+
+    class RunHighlighted(Message):
+        def __init__(self, run_id: str | None, sweep: str | None) -> None:
+            super().__init__()
+            self.run_id = run_id
+            self.sweep = sweep
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        self.filter_text = ""
+        self._views: dict[str, RunView] = {}
+        self._order: list[str] = []
+        self._cells: dict[str, tuple] = {}
+
+    def on_mount(self) -> None:
+        for label, key in COLUMNS:
+            self.add_column(label, key=key)
+
+    @property
+    def selected_id(self) -> str | None:
+        if not self._order or self.cursor_row >= len(self._order) or self.cursor_row < 0:
+            return None
+        key = self._order[self.cursor_row]
+        return None if key.startswith(SWEEP_PREFIX) else key
+
+    @property
+    def selected_sweep(self) -> str | None:
+        if not self._order or self.cursor_row >= len(self._order) or self.cursor_row < 0:
+            return None
+        key = self._order[self.cursor_row]
+        return key[len(SWEEP_PREFIX):] if key.startswith(SWEEP_PREFIX) else key.split("/", 1)[0]
+
+    def view(self, run_id: str) -> RunView | None:
+        return self._views.get(run_id)
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text
+        self.show(list(self._views.values()))
+
+    def show(self, views: list[RunView]) -> None:
+        """Show these runs; cells that did not change are left alone."""
+        self._views = {v.id: v for v in views}
+        visible = [v for v in views if matches(v, self.filter_text)] if self.filter_text else views
+        order: list[str] = []
+        rows: dict[str, tuple] = {}
+        sweep = None
+        for v in visible:
+            if v.sweep != sweep:
+                sweep = v.sweep
+                n = sum(1 for x in visible if x.sweep == sweep)
+                key = SWEEP_PREFIX + sweep
+                order.append(key)
+                rows[key] = (Text("▾", style="bold"), Text(sweep, style="bold"),
+                             Text(f"{n} run{'s' * (n != 1)}", style="dim"), "", "", "", "", "", "", "")
+            order.append(v.id)
+            rows[v.id] = row_cells(v)
+        if order != self._order:
+            self._rebuild(order, rows)
+        else:
+            for key in order:
+                if rows[key] != self._cells.get(key):
+                    for (_, col), value in zip(COLUMNS, rows[key]):
+                        self.update_cell(key, col, value)
+        self._cells = rows
+
+    def _rebuild(self, order: list[str], rows: dict[str, tuple]) -> None:
+        keep = self.selected_id or (self._order[self.cursor_row] if self._order and
+                                    0 <= self.cursor_row < len(self._order) else None)
+        first = not self._order
+        self.clear()
+        for key in order:
+            self.add_row(*rows[key], key=key)
+        self._order = order
+        if keep in order:
+            self.move_cursor(row=order.index(keep))
+        elif first and order:
+            # Start on the first run rather than on a sweep header.
+            self.move_cursor(row=1 if len(order) > 1 else 0)
+        self._announce()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._announce()
+
+    def _announce(self) -> None:
+        self.post_message(self.RunHighlighted(self.selected_id, self.selected_sweep))
