@@ -134,8 +134,8 @@ def prepare(source: str, tokenizer: str = "char", val_fraction: float = 0.1,
     with FileLock(str(lock_dir / (hashlib.sha1(str(out.resolve()).encode()).hexdigest() + ".lock"))):
         if _matches(out, ident):  # another process prepared it while we waited
             return out
-        _mkdir(out.parent)
-        tmp = Path(_mkdtemp(out.parent, f".{out.name}.tmp-"))
+        _mkdir(out.parent, out)
+        tmp = Path(_mkdtemp(out, f".{out.name}.tmp-"))
         try:
             if log:
                 log(f"tokenizing {label} with {tokenizer}")
@@ -224,18 +224,24 @@ def _matches(out: Path, ident: dict) -> bool:
     return all(meta.get(k) == v for k, v in ident.items())
 
 
-def _mkdir(d: Path) -> None:
+def _mkdir(d: Path, for_path: Path | None = None) -> None:
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"cannot create {d}: {e.strerror or e}") from None
+        raise DataError(f"cannot create {for_path or d}: {e.strerror or e}") from None
 
 
-def _mkdtemp(parent: Path, prefix: str) -> str:
+def _mkdtemp(out: Path, prefix: str) -> str:
+    """A private build dir beside `out` (same filesystem, so the final rename is atomic),
+    readable like an ordinary directory once installed (a course's shared folder)."""
     try:
-        return tempfile.mkdtemp(dir=parent, prefix=prefix)
+        tmp = tempfile.mkdtemp(dir=out.parent, prefix=prefix)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        return tmp
     except OSError as e:
-        raise DataError(f"cannot write to {parent}: {e.strerror or e}") from None
+        raise DataError(f"cannot write to {out}: {e.strerror or e}") from None
 
 
 def _install(tmp: Path, out: Path) -> None:
