@@ -1,0 +1,327 @@
+"""Per-run numbers for reports, read from run directories through engine.runs.
+
+Every number here is derived from status.json, metrics.jsonl, samples.jsonl, the run's
+config.toml and (for bits per character) the prepared data's meta.json. What a number
+means is written down once, in METHODS, which report.md copies verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.config import ConfigError, TrainConfig
+from engine.runs import RunDir
+
+LN2 = math.log(2)
+DIVERSITY_KEYS = ("ttr", "mattr", "distinct_1", "distinct_2", "distinct_3", "repetition_4", "words")
+OVERFIT_RISE = 0.01        # val must end >1% above its best to count as overfitting
+DEGENERATE_REPETITION = 0.30
+
+METHODS = {
+    "params": "Parameters (nanoGPT): all weights except the position embedding, the "
+              "convention of nanoGPT's `get_num_params()` (the token embedding is the tied "
+              "output head, so it stays in). Total: every weight. Taken from status.json "
+              "when the training process recorded them, else counted by building "
+              "`engine.model.GPT` on the meta device from the run's config.",
+    "best_val": "Best val loss: the lowest `val_loss` over the eval records of metrics.jsonl "
+                "(nats per token), with the iteration it was reached at.",
+    "final_val": "Final val loss / final train loss: the last eval record's `val_loss` and "
+                 "`train_loss` (both averaged over `eval_iters` batches by the trainer).",
+    "gap": "Train-val gap: final val loss − final train loss (positive = val worse).",
+    "bpc": "Bits per character: best val loss / ln 2 / characters per token. A char-level "
+           "tokenizer has exactly 1 character per token; for BPE the characters per token "
+           "come from the prepared data's meta.json (`chars_per_token`, else "
+           "`bytes_per_token`, which equals characters per token for ASCII text). This is "
+           "the number that compares char and BPE runs.",
+    "ppl": "Perplexity (BPE runs): exp(best val loss), per token.",
+    "tok_s": "Tokens/s: the median `tok_s` over the train records of metrics.jsonl, "
+             "skipping the first (it includes start-up and compilation).",
+    "wall": "Wall time: status.json `ended_at − started_at`; for a run still going, the "
+            "time of its last metrics record − `started_at`.",
+    "tokens": "Tokens (x axis of the token plot): the records' `tokens` field when the "
+              "trainer wrote it, else iteration × batch_size × block_size × "
+              "gradient_accumulation_steps.",
+    "diversity": "Diversity: the per-sample scores the trainer stored in samples.jsonl "
+                 "(`engine.metrics`: TTR = distinct words / words; MATTR = mean TTR over a "
+                 "moving window; distinct-n = distinct word n-grams / n-grams; repetition-4 "
+                 "= share of word 4-grams that repeat an earlier one), averaged over the "
+                 "samples of each run's latest eval that used the stated decoding setting.",
+    "overfit": f"Overfitting: val loss at the last eval more than {OVERFIT_RISE:.0%} above "
+               "its best while train loss at the last eval is below train loss at the best "
+               "eval; reported with the iteration of the best val loss (where val starts "
+               "rising).",
+    "degeneration": f"Degeneration: repetition-4 above {DEGENERATE_REPETITION:.2f} at the "
+                    "stated decoding setting (the text loops on itself).",
+}
+
+
+@dataclass
+class RunSummary:
+    run: RunDir
+    state: str
+    reason: str | None
+    config: TrainConfig | None
+    varied: dict[str, Any]
+    params: int | None = None
+    params_total: int | None = None
+    params_note: str = ""
+    best_val: float | None = None
+    best_iter: int | None = None
+    final_val: float | None = None
+    final_train: float | None = None
+    final_iter: int | None = None
+    gap: float | None = None
+    chars_per_token: float | None = None
+    bpc: float | None = None
+    bpc_note: str = ""
+    perplexity: float | None = None
+    tok_s: float | None = None
+    wall_s: float | None = None
+    overfit_iter: int | None = None
+    overfit_note: str = ""
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    trains: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "done" and self.best_val is not None
+
+    @property
+    def tokenizer(self) -> str:
+        return self.config.tokenizer if self.config else "?"
+
+    @property
+    def state_label(self) -> str:
+        if self.state == "done":
+            return "done"
+        return f"{self.state} ({self.reason})" if self.reason else self.state
+
+    def tokens_at(self, rec: dict[str, Any]) -> float | None:
+        if isinstance(rec.get("tokens"), (int, float)):
+            return float(rec["tokens"])
+        if self.config is None or not isinstance(rec.get("iter"), (int, float)):
+            return None
+        return float(rec["iter"]) * self.config.tokens_per_iter
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+_PARAM_CACHE: dict[tuple, tuple[int, int]] = {}
+
+
+def count_params(cfg: TrainConfig, vocab_size: int) -> tuple[int, int]:
+    """(nanoGPT count, total) by building the model on the meta device: no memory, exact."""
+    key = (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.bias, vocab_size)
+    if key not in _PARAM_CACHE:
+        import torch
+        from engine.model import GPT, GPTConfig
+        with torch.device("meta"):
+            m = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=vocab_size,
+                              n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                              dropout=0.0, bias=cfg.bias))
+        _PARAM_CACHE[key] = (m.get_num_params(True), m.get_num_params(False))
+    return _PARAM_CACHE[key]
+
+
+def find_meta(cfg: TrainConfig | None, status: dict[str, Any], runs_root: Path) -> tuple[dict | None, str]:
+    """The prepared data's meta.json for a run, and where it came from (or why not)."""
+    cands: list[str] = []
+    if cfg is not None and cfg.data_dir:
+        cands.append(cfg.data_dir)
+    if isinstance(status.get("data_dir"), str):
+        cands.append(status["data_dir"])
+    if cfg is not None and cfg.dataset and Path(cfg.dataset).suffix == "":
+        cands.append(cfg.dataset)  # a dataset given as a prepared dir
+    for c in cands:
+        p = Path(c)
+        for base in ([p] if p.is_absolute() else [p, runs_root.parent / p, runs_root / p]):
+            meta = base / "meta.json"
+            if meta.is_file():
+                try:
+                    return json.loads(meta.read_text()), str(meta)
+                except (OSError, json.JSONDecodeError):
+                    return None, f"{meta} is unreadable"
+    return None, ("no meta.json found (the config has no data_dir and status.json "
+                  "records neither data_dir nor bytes_per_token)")
+
+
+def summarize(run: RunDir, runs_root: Path) -> RunSummary:
+    status = run.read_status()
+    try:
+        cfg: TrainConfig | None = run.load_config()
+    except ConfigError:
+        cfg = None
+    try:
+        varied = dict(run.run_table().get("varied", {}))
+    except ConfigError:
+        varied = {}
+    s = RunSummary(run=run, state=str(status.get("state", "queued")),
+                   reason=status.get("reason"), config=cfg, varied=varied)
+    metrics = run.read_metrics()
+    s.evals = sorted((r for r in metrics if r.get("kind") == "eval" and _num(r.get("val_loss")) is not None),
+                     key=lambda r: r.get("iter", 0))
+    s.trains = sorted((r for r in metrics if r.get("kind") == "train"), key=lambda r: r.get("iter", 0))
+    s.samples = run.read_samples()
+    meta, meta_src = find_meta(cfg, status, runs_root)
+
+    # parameters
+    if _num(status.get("params")) is not None:
+        s.params = int(status["params"])
+        s.params_total = int(status["params_total"]) if _num(status.get("params_total")) is not None else None
+        s.params_note = "status.json"
+    if s.params is None or s.params_total is None:
+        vocab = (cfg.vocab_size if cfg and cfg.vocab_size else None) or status.get("vocab_size") \
+            or (meta or {}).get("vocab_size")
+        if cfg is not None and isinstance(vocab, int):
+            p, pt = count_params(cfg, vocab)
+            s.params = s.params if s.params is not None else p
+            s.params_total = s.params_total if s.params_total is not None else pt
+            s.params_note = s.params_note or f"counted (vocab {vocab})"
+        elif s.params is None:
+            s.params_note = "unknown: no vocab size in config, status.json or meta.json"
+
+    # losses
+    if s.evals:
+        best = min(s.evals, key=lambda r: r["val_loss"])
+        s.best_val, s.best_iter = float(best["val_loss"]), best.get("iter")
+        last = s.evals[-1]
+        s.final_val, s.final_iter = float(last["val_loss"]), last.get("iter")
+        s.final_train = _num(last.get("train_loss"))
+        if s.final_train is not None:
+            s.gap = s.final_val - s.final_train
+        train_at_best = _num(best.get("train_loss"))
+        if (s.final_val > s.best_val * (1 + OVERFIT_RISE) and s.final_train is not None
+                and train_at_best is not None and s.final_train < train_at_best):
+            s.overfit_iter = s.best_iter
+            s.overfit_note = (f"val loss rose from {s.best_val:.4f} (iter {s.best_iter}) to "
+                              f"{s.final_val:.4f} (iter {s.final_iter}) while train loss fell "
+                              f"from {train_at_best:.4f} to {s.final_train:.4f}")
+    elif _num(status.get("best_val_loss")) is not None:
+        s.best_val, s.best_iter = float(status["best_val_loss"]), status.get("best_iter")
+
+    # bits per character
+    if s.best_val is not None:
+        if cfg is not None and cfg.tokenizer == "char":
+            s.chars_per_token = float((meta or {}).get("chars_per_token") or 1.0)
+            s.bpc_note = "char tokenizer: 1 character per token"
+        elif meta is not None and (_num(meta.get("chars_per_token")) or _num(meta.get("bytes_per_token"))):
+            s.chars_per_token = _num(meta.get("chars_per_token")) or _num(meta.get("bytes_per_token"))
+            s.bpc_note = f"from {meta_src}"
+        elif _num(status.get("bytes_per_token")):
+            s.chars_per_token = float(status["bytes_per_token"])
+            s.bpc_note = "bytes_per_token from status.json"
+        else:
+            s.bpc_note = meta_src
+        if s.chars_per_token:
+            s.bpc = s.best_val / LN2 / s.chars_per_token
+        if cfg is not None and cfg.tokenizer == "gpt2":
+            s.perplexity = math.exp(s.best_val)
+
+    # throughput and time
+    toks = [t for t in (_num(r.get("tok_s")) for r in s.trains[1:]) if t is not None and t > 0]
+    s.tok_s = statistics.median(toks) if toks else _num(status.get("tok_s"))
+    started, ended = _num(status.get("started_at")), _num(status.get("ended_at"))
+    if started is not None:
+        if ended is not None:
+            s.wall_s = ended - started
+        else:
+            ts = [t for t in (_num(r.get("t")) for r in metrics) if t is not None]
+            s.wall_s = (max(ts) - started) if ts else None
+    return s
+
+
+# ---- diversity and excerpts ------------------------------------------------------------
+
+def decoding_key(sample: dict[str, Any]) -> tuple:
+    return (sample.get("temperature"), sample.get("top_k"), sample.get("top_p"))
+
+
+def describe_decoding(key: tuple) -> str:
+    t, k, p = key
+    parts = [f"temperature {t}" if t is not None else "temperature ?"]
+    parts.append(f"top_k {k}" if k is not None else "no top_k")
+    if p is not None:
+        parts.append(f"top_p {p}")
+    return ", ".join(parts)
+
+
+def common_decoding(summaries: list[RunSummary]) -> tuple | None:
+    """The decoding setting used by the most runs (ties: the most samples)."""
+    runs_per: dict[tuple, int] = {}
+    samples_per: dict[tuple, int] = {}
+    for s in summaries:
+        keys = [decoding_key(x) for x in s.samples]
+        for k in set(keys):
+            runs_per[k] = runs_per.get(k, 0) + 1
+        for k in keys:
+            samples_per[k] = samples_per.get(k, 0) + 1
+    if not runs_per:
+        return None
+    return max(runs_per, key=lambda k: (runs_per[k], samples_per[k], str(k)))
+
+
+def latest_samples(s: RunSummary, key: tuple) -> list[dict[str, Any]]:
+    """The samples of the run's latest eval at decoding setting `key`."""
+    at = [x for x in s.samples if decoding_key(x) == key]
+    if not at:
+        return []
+    last = max(x.get("iter", 0) for x in at)
+    return [x for x in at if x.get("iter", 0) == last]
+
+
+def diversity(s: RunSummary, key: tuple) -> tuple[dict[str, float], int, int | None]:
+    """Mean diversity scores over the latest samples at `key`; (scores, n samples, iter)."""
+    chosen = latest_samples(s, key)
+    scores: dict[str, list[float]] = {}
+    for x in chosen:
+        m = x.get("metrics")
+        if not isinstance(m, dict):
+            m = _recompute_metrics(x.get("text", ""))
+        for k in DIVERSITY_KEYS:
+            v = _num(m.get(k)) if m else None
+            if v is not None:
+                scores.setdefault(k, []).append(v)
+    it = chosen[0].get("iter") if chosen else None
+    return {k: statistics.fmean(v) for k, v in scores.items()}, len(chosen), it
+
+
+def _recompute_metrics(text: str) -> dict[str, Any] | None:
+    """Samples written without scores: ask engine.metrics, if it is there."""
+    try:
+        from engine import metrics as m  # the training area's module; may not exist yet
+        return m.text_metrics(text)  # type: ignore[attr-defined]
+    except Exception:
+        return None
+
+
+_SENT = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+
+
+def excerpt(text: str, min_sentences: int = 2, max_sentences: int = 4, max_chars: int = 320) -> str:
+    """The first 2-4 sentences of `text`, cut at max_chars on a word boundary."""
+    text = " ".join(text.split())
+    parts = [p for p in _SENT.split(text) if p]
+    out = ""
+    for i, p in enumerate(parts[:max_sentences]):
+        cand = (out + " " + p).strip()
+        if i >= min_sentences and len(cand) > max_chars:
+            break
+        out = cand
+    if len(out) > max_chars:
+        out = out[:max_chars].rsplit(" ", 1)[0] + " …"
+    return out

@@ -1,0 +1,200 @@
+"""PNG figures for reports (matplotlib, Agg backend): sized and styled for print.
+
+Legends always sit outside the axes (right of them, or below for many runs) so they
+never cover a curve; layouts are constrained so labels never overlap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.report_data import RunSummary, diversity
+from engine.report_fit import PowerLawFit
+
+DPI = 160
+_STYLE = {
+    "font.size": 13, "axes.titlesize": 15, "axes.labelsize": 14, "legend.fontsize": 11,
+    "xtick.labelsize": 12, "ytick.labelsize": 12, "lines.linewidth": 2.0,
+    "axes.grid": True, "grid.alpha": 0.3,
+}
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    plt.rcParams.update(_STYLE)
+    return plt
+
+
+def _colors(n: int):
+    plt = _plt()
+    cmap = plt.get_cmap("tab10" if n <= 10 else "viridis")
+    return [cmap(i if n <= 10 else i / max(n - 1, 1)) for i in range(n)]
+
+
+def _legend(ax, handles=None, labels=None, n: int = 1, title: str | None = None):
+    kw = {} if handles is None else {"handles": handles, "labels": labels}
+    if n > 12:  # many runs: several columns below the axes
+        return ax.legend(**kw, loc="upper center", bbox_to_anchor=(0.5, -0.18),
+                         ncol=min(4, (n + 7) // 8), frameon=False, title=title, fontsize=9)
+    return ax.legend(**kw, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+                     title=title, borderaxespad=0.0)
+
+
+def _fig(plt, n_legend: int, width: float = 11.0, height: float = 6.0):
+    extra = 0.0 if n_legend <= 12 else 0.28 * ((n_legend + 3) // 4)
+    return plt.subplots(figsize=(width, height + extra), layout="constrained")
+
+
+def _log_x(ax, values) -> None:
+    """Log x axis with plain labels ("10k", "2M"): majors at 1-2-5 when the data span
+    under two decades (else too few ticks), at powers of ten otherwise; minors unlabelled
+    so labels never collide."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    ax.set_xscale("log")
+    lo, hi = min(values), max(values)
+    subs = (1.0, 2.0, 5.0) if hi / lo < 100 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _human(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _human(n: float) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def loss_curves(summaries: list[RunSummary], x: str, title: str, path: Path) -> Path | None:
+    """Train (dashed) and val (solid) loss per run; x is "iter" or "tokens"."""
+    plt = _plt()
+    runs = [s for s in summaries if s.evals or s.trains]
+    if not runs:
+        return None
+    fig, ax = _fig(plt, len(runs))
+    from matplotlib.lines import Line2D
+    handles, labels = [], []
+    for s, color in zip(runs, _colors(len(runs))):
+        # Train loss from the eval records (averaged over eval_iters batches): far less
+        # noisy than the per-step loss, which is used only when there are no evals.
+        tr = [(r, r.get("train_loss")) for r in s.evals if r.get("train_loss") is not None]
+        if len(tr) < 2:
+            tr = [(r, r.get("loss")) for r in s.trains if r.get("loss") is not None]
+        va = [(r, r["val_loss"]) for r in s.evals]
+
+        def xs(pairs):
+            return [(s.tokens_at(r) if x == "tokens" else r.get("iter")) for r, _ in pairs]
+        if tr:
+            ax.plot(xs(tr), [v for _, v in tr], ls="--", lw=1.5, color=color, alpha=0.8)
+        if va:
+            ax.plot(xs(va), [v for _, v in va], ls="-", color=color,
+                    marker="o" if len(va) <= 30 else None, ms=4)
+        label = s.run.name if s.state == "done" else f"{s.run.name} [{s.state}]"
+        handles.append(Line2D([], [], color=color, lw=3))
+        labels.append(label)
+    handles += [Line2D([], [], color="black", ls="-"), Line2D([], [], color="black", ls="--")]
+    labels += ["val loss", "train loss"]
+    _legend(ax, handles, labels, n=len(labels), title="run")
+    if x == "tokens":
+        ax.set_xlabel("training tokens seen")
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: _human(v)))
+    else:
+        ax.set_xlabel("iteration (optimizer steps)")
+    ax.set_ylabel("cross-entropy loss (nats/token)")
+    ax.set_title(title)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def loss_vs_params(study: list[RunSummary], fit: PowerLawFit | None, fit_points: set[str],
+                   highlight_sweep: str | None, path: Path, group_by: str | None = None) -> Path | None:
+    """Best val loss against nanoGPT parameter count, log-log, with the fitted power law."""
+    import numpy as np
+    plt = _plt()
+    pts = [s for s in study if s.params and s.best_val is not None]
+    if not pts:
+        return None
+    fig, ax = _fig(plt, 6, width=10.0, height=6.5)
+
+    def key(s: RunSummary):
+        if group_by:
+            return f"{group_by}={s.config.to_dict().get(group_by) if s.config else '?'}"
+        return s.run.sweep
+    groups = sorted({key(s) for s in pts})
+    colors = dict(zip(groups, _colors(len(groups))))
+    for g in groups:
+        fin = [s for s in pts if key(s) == g and s.finished]
+        if fin:
+            big = highlight_sweep is None or any(s.run.sweep == highlight_sweep for s in fin)
+            ax.scatter([s.params for s in fin], [s.best_val for s in fin], s=70 if big else 40,
+                       color=colors[g], edgecolor="black", linewidth=0.8, zorder=3, label=g)
+    unf = [s for s in pts if not s.finished]
+    if unf:
+        ax.scatter([s.params for s in unf], [s.best_val for s in unf], marker="x", s=70,
+                   color="grey", zorder=3, label="not finished (not fitted)")
+    off = [s for s in pts if s.finished and s.id not in fit_points]
+    if fit is not None and off:
+        ax.scatter([s.params for s in off], [s.best_val for s in off], marker="o", s=140,
+                   facecolor="none", edgecolor="grey", zorder=2,
+                   label="not the best at its size (not fitted)")
+    if fit is not None:
+        n = np.array([s.params for s in pts], dtype=float)
+        grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 200)
+        ax.plot(grid, fit.predict(grid), color="black", lw=1.8, zorder=1,
+                label=f"fit: {fit.E:.3g} + {fit.A:.3g}·N$^{{-{fit.alpha:.3g}}}$\n"
+                      f"α = {fit.alpha:.3g}, RMSE {fit.rmse:.3g}")
+        ax.axhline(fit.E, color="black", ls=":", lw=1.2, label=f"E = {fit.E:.3g} (irreducible)")
+    _log_x(ax, [s.params for s in pts])
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters N (nanoGPT count, log scale)")
+    ax.set_ylabel("best val loss (nats/token, log scale)")
+    ax.set_title("Validation loss vs model size")
+    from matplotlib.ticker import LogLocator, FuncFormatter, NullFormatter
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    _legend(ax, n=len(groups) + 3, title=group_by or "sweep")
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def diversity_vs_params(summaries: list[RunSummary], decoding: tuple | None, label: str,
+                        path: Path) -> Path | None:
+    """Diversity scores of each run's latest samples against its parameter count."""
+    plt = _plt()
+    if decoding is None:
+        return None
+    rows = []
+    for s in summaries:
+        if s.params:
+            d, n, _ = diversity(s, decoding)
+            if n:
+                rows.append((s.params, d))
+    if not rows:
+        return None
+    rows.sort(key=lambda r: r[0])
+    fig, ax = _fig(plt, 5, width=10.0, height=6.0)
+    names = {"ttr": "TTR", "mattr": "MATTR", "distinct_1": "distinct-1",
+             "distinct_2": "distinct-2", "repetition_4": "repetition-4"}
+    if all(abs(d.get("ttr", -1) - d.get("distinct_1", -2)) < 1e-9 for _, d in rows):
+        # Word-level TTR and distinct-1 are the same ratio: one line, not two on top.
+        del names["distinct_1"]
+        names["ttr"] = "TTR (= distinct-1)"
+    markers = "osD^v"
+    for (k, name), m in zip(names.items(), markers):
+        xs = [p for p, d in rows if k in d]
+        if xs:
+            ax.plot(xs, [d[k] for p, d in rows if k in d], marker=m, ms=7, label=name)
+    _log_x(ax, [p for p, _ in rows])
+    ax.set_xlabel("parameters N (nanoGPT count, log scale)")
+    ax.set_ylabel("score (fraction, 0-1)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"Sample diversity vs model size\n({label})")
+    _legend(ax, title="metric")
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path

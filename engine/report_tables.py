@@ -1,0 +1,114 @@
+"""Formatting for report tables and runs.csv, and the diminishing-returns observation."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from engine.report_data import RunSummary, describe_decoding, diversity
+
+CSV_COLUMNS = [
+    "sweep", "run", "state", "reason", "varied", "group", "tokenizer", "params",
+    "params_total", "best_val_loss", "best_iter", "final_val_loss", "final_train_loss",
+    "final_iter", "train_val_gap", "chars_per_token", "bits_per_char", "perplexity",
+    "tok_s", "wall_s", "overfit_from_iter", "in_fit", "decoding", "diversity_iter",
+    "diversity_samples", "words", "ttr", "mattr", "distinct_1", "distinct_2", "distinct_3",
+    "repetition_4",
+]
+
+
+def fmt(x: Any, kind: str = "") -> str:
+    """One table cell. Missing values are an em dash."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    if kind == "loss":
+        return f"{x:.4f}"
+    if kind == "gap":
+        return f"{x:+.4f}"
+    if kind in ("bpc", "div"):
+        return f"{x:.3f}"
+    if kind == "ppl":
+        return f"{x:.2f}"
+    if kind == "int":
+        return f"{int(round(x)):,}"
+    if kind == "words":
+        return f"{x:.0f}"
+    if kind == "time":
+        s = int(round(x))
+        h, rem = divmod(s, 3600)
+        m, sec = divmod(rem, 60)
+        return f"{h}:{m:02d}:{sec:02d}" if h else (f"{m}m {sec:02d}s" if m else f"{x:.1f} s")
+    if isinstance(x, float):
+        return f"{x:g}"
+    return str(x)
+
+
+def md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _numeric(cell: str) -> bool:
+    return cell == "—" or cell.replace(",", "").replace(".", "").replace(":", "").lstrip(
+        "+-").replace("m ", "").rstrip("s ").isdigit()
+
+
+def md_table(head: list[str], rows: list[list[str]]) -> str:
+    """A pipe table; columns of numbers are right-aligned, text left-aligned."""
+    align = ["---:" if rows and all(_numeric(r[i]) for r in rows) and any(r[i] != "—" for r in rows)
+             else "---" for i in range(len(head))]
+    lines = ["| " + " | ".join(md_cell(h) for h in head) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def group_value(s: RunSummary, key: str) -> str:
+    if s.config is None:
+        return "?"
+    v = s.config.to_dict().get(key)
+    return json.dumps(v) if not isinstance(v, str) else v
+
+
+def _r(x: float | None, digits: int = 6) -> Any:
+    """Derived numbers (differences, ratios) rounded so float noise does not show."""
+    return "" if x is None else round(x, digits)
+
+
+def csv_row(s: RunSummary, decoding: tuple | None, group_by: str | None, in_fit: bool) -> list[Any]:
+    d, n, it = diversity(s, decoding) if decoding else ({}, 0, None)
+    blank = lambda v: "" if v is None else v  # noqa: E731
+    return [s.run.sweep, s.run.name, s.state, blank(s.reason), json.dumps(s.varied, sort_keys=True),
+            group_value(s, group_by) if group_by else "", s.tokenizer, blank(s.params),
+            blank(s.params_total), blank(s.best_val), blank(s.best_iter), blank(s.final_val),
+            blank(s.final_train), blank(s.final_iter), _r(s.gap), blank(s.chars_per_token),
+            _r(s.bpc), _r(s.perplexity), _r(s.tok_s, 1), _r(s.wall_s, 1),
+            blank(s.overfit_iter), int(in_fit), describe_decoding(decoding) if decoding else "",
+            blank(it), n, *[_r(d.get(k)) for k in ("words", "ttr", "mattr", "distinct_1",
+                                                   "distinct_2", "distinct_3", "repetition_4")]]
+
+
+def diminishing_returns(summaries: list[RunSummary], threshold_pct: float) -> str:
+    """Where the best val loss stops improving with size, as one sentence."""
+    best: dict[int, RunSummary] = {}
+    for s in summaries:
+        if s.finished and s.params:
+            if s.params not in best or s.best_val < best[s.params].best_val:
+                best[s.params] = s
+    sizes = sorted(best)
+    if len(sizes) < 2:
+        return ("Size does not vary among the finished runs, so there are no returns to "
+                "size to measure.")
+    steps, first_low = [], None
+    for a, b in zip(sizes, sizes[1:]):
+        la, lb = best[a].best_val, best[b].best_val
+        gain = (la - lb) / la / math.log2(b / a) * 100
+        steps.append(f"{best[a].run.name} → {best[b].run.name}: {gain:+.1f}%")
+        if first_low is None and gain < threshold_pct:
+            first_low = (a, b, gain)
+    text = "Val-loss gain per doubling of parameters: " + "; ".join(steps) + ". "
+    if first_low is None:
+        return text + (f"Every step gains at least {threshold_pct:g}% per doubling: no sign "
+                       "of saturation within this sweep.")
+    a, b, gain = first_low
+    return text + (f"Returns diminish beyond {best[a].run.name} ({fmt(a, 'int')} params): going "
+                   f"to {fmt(b, 'int')} gains {gain:.1f}% per doubling, below {threshold_pct:g}%.")

@@ -1,0 +1,286 @@
+"""Reports on fixture run directories with known numbers (written through engine.runs)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from engine.config import SamplingConfig, TrainConfig
+from engine.report import ReportError, write_report
+from engine.runs import create_run
+
+BASE = dict(n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4, max_iters=100,
+            eval_interval=50, vocab_size=65, dataset="shakespeare", tokenizer="char",
+            device="cpu")
+T0 = 1_700_000_000.0
+
+
+def make_run(root: Path, sweep: str, name: str, evals: list[tuple[int, float, float]],
+             state: str = "done", samples: list[dict] | None = None,
+             status: dict | None = None, trains: list[tuple[int, float, float]] | None = None,
+             wall: float = 125.0, **cfg):
+    """A run directory. evals: (iter, train_loss, val_loss); trains: (iter, loss, tok_s)."""
+    c = TrainConfig(**{**BASE, **cfg}, sampling=SamplingConfig(temperature=0.8, top_k=200))
+    run = create_run(root, sweep, name, c, dict(cfg))
+    for it, loss, tok_s in trains or []:
+        run.log_metric(kind="train", iter=it, loss=loss, lr=1e-3, dt_ms=10.0, tok_s=tok_s,
+                       mfu=0.0, t=T0 + it)
+    for it, tr, va in evals:
+        run.log_metric(kind="eval", iter=it, train_loss=tr, val_loss=va, t=T0 + it)
+    for s in samples or []:
+        run.log_sample(**s)
+    fields: dict = {"state": state, "started_at": T0}
+    if state in ("done", "failed", "stopped"):
+        fields["ended_at"] = T0 + wall
+    if state == "running":
+        # A run on a Slurm node is taken at its word (no local pid to check): stays running.
+        fields.update(pid=None, executor={"kind": "slurm", "job_id": "1"})
+    fields.update(status or {})
+    run.update_status(**fields)
+    return run
+
+
+def sample(it: int, text: str, prompt: str = "Once upon a time", temperature: float = 0.8,
+           top_k: int | None = 200, seed: int = 1, **metrics) -> dict:
+    m = dict(ttr=0.5, mattr=0.6, distinct_1=0.5, distinct_2=0.8, distinct_3=0.9,
+             repetition_4=0.05, words=100)
+    m.update(metrics)
+    return dict(iter=it, prompt=prompt, temperature=temperature, top_k=top_k, top_p=None,
+                seed=seed, text=text, metrics=m)
+
+
+STORY = ("Once upon a time there was a cat named Tom. Tom liked milk! He lived in a red "
+         "house. One day he met a dog. The dog was kind.")
+
+# (name, n_layer, best val, final train, tok/s samples, repetition_4)
+DEPTH = [("n_layer=1", 1, 1.9125, 1.8625, 1000.0, 0.04),
+         ("n_layer=2", 2, 1.7250, 1.6500, 2000.0, 0.10),
+         ("n_layer=4", 4, 1.6375, 1.5125, 3000.0, 0.45)]
+
+
+def depth_sweep(root: Path) -> None:
+    for name, nl, val, train, tok_s, rep in DEPTH:
+        make_run(root, "depth", name, [(0, 4.0, 4.1), (50, 2.25, 2.5), (100, train, val)],
+                 trains=[(10, 3.0, 10.0), (20, 2.9, tok_s), (30, 2.8, tok_s + 2),
+                         (40, 2.7, tok_s - 2)],
+                 samples=[sample(50, "early text."), sample(100, STORY, repetition_4=rep,
+                                                            ttr=0.625, distinct_1=0.625)],
+                 n_layer=nl)
+    # overfits: val best at iter 100 (1.80), then rises to 1.90 while train keeps falling
+    make_run(root, "depth", "n_layer=3", [(0, 4.0, 4.1), (100, 1.85, 1.80), (200, 1.50, 1.90)],
+             samples=[sample(200, STORY)], n_layer=3)
+    make_run(root, "depth", "n_layer=8", [(0, 4.0, 4.1), (50, 2.0, 2.3)], state="failed",
+             status={"reason": "oom"}, n_layer=8)
+    make_run(root, "depth", "n_layer=6", [(0, 4.0, 4.1), (50, 2.0, 2.2)], state="running",
+             n_layer=6)
+
+
+def table_rows(md: str, heading: str) -> list[list[str]]:
+    """The body rows of the first table after `## heading`."""
+    part = md.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in part.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split(" | ")] for ln in lines[2:]]
+
+
+def header(md: str, heading: str) -> list[str]:
+    part = md.split(f"## {heading}\n", 1)[1]
+    line = next(ln for ln in part.splitlines() if ln.startswith("|"))
+    return [c.strip() for c in line.strip("|").split(" | ")]
+
+
+@pytest.fixture(scope="module")
+def depth_report(tmp_path_factory):
+    # One report shared by the read-only checks below (a report takes seconds).
+    tmp_path = tmp_path_factory.mktemp("depth")
+    root = tmp_path / "runs"
+    depth_sweep(root)
+    res = write_report(root, ["depth"], tmp_path / "out")
+    md = res.sweeps[0].report_md.read_text()
+    rows = list(csv.DictReader(res.sweeps[0].runs_csv.open()))
+    return res, md, rows
+
+
+def test_results_table_holds_the_fixture_numbers(depth_report):
+    res, md, _ = depth_report
+    head = header(md, "Results")
+    rows = {r[0]: dict(zip(head, r)) for r in table_rows(md, "Results")}
+    # sizes: nanoGPT count for n_layer=1, n_embd=32, vocab 65 = 14,464 (checked by hand:
+    # wte 65*32 + per layer 12*32^2 + 2 LN*32 ... + ln_f 32); total adds wpe 32*32
+    assert rows["n_layer=1"]["params (nanoGPT)"] == "14,464"
+    assert rows["n_layer=1"]["params (total)"] == "15,488"
+    for name, nl, val, train, tok_s, _ in DEPTH:
+        r = rows[name]
+        assert r["state"] == "done"
+        assert r["n_layer"] == str(nl)
+        assert r["best val"] == f"{val:.4f}"
+        assert r["final val"] == f"{val:.4f}"
+        assert r["best @ iter"] == "100"
+        assert r["final train"] == f"{train:.4f}"
+        assert r["train-val gap"] == f"{val - train:+.4f}"
+        assert r["bits/char"] == f"{val / math.log(2):.3f}"
+        assert r["tok/s"] == f"{tok_s:,.0f}"  # median of the train records, first skipped
+        assert r["wall time"] == "2m 05s"
+    assert "perplexity" not in head  # char runs only
+
+
+def test_unfinished_runs_are_marked_and_left_out_of_the_fit(depth_report):
+    res, md, rows = depth_report
+    states = {r[0]: r[1] for r in table_rows(md, "Results")}
+    assert states["n_layer=8"] == "failed (oom)"
+    assert states["n_layer=6"] == "running"
+    by_run = {r["run"]: r for r in rows}
+    assert by_run["n_layer=8"]["in_fit"] == "0" and by_run["n_layer=6"]["in_fit"] == "0"
+    assert by_run["n_layer=8"]["best_val_loss"] == "2.3"
+    assert res.fit is not None and res.fit.n_points == 4  # the 4 finished sizes
+    assert "Not finished (shown, not fitted): n_layer=6: running; n_layer=8: failed (oom)" in md
+
+
+def test_csv_holds_every_number_one_row_per_run(depth_report):
+    _, _, rows = depth_report
+    assert len(rows) == 6
+    by_run = {r["run"]: r for r in rows}
+    for name, nl, val, train, tok_s, rep in DEPTH:
+        r = by_run[name]
+        assert float(r["best_val_loss"]) == val
+        assert float(r["final_val_loss"]) == val
+        assert float(r["final_train_loss"]) == train
+        assert float(r["train_val_gap"]) == round(val - train, 6)
+        assert float(r["bits_per_char"]) == round(val / math.log(2), 6)
+        assert float(r["tok_s"]) == tok_s
+        assert float(r["wall_s"]) == 125.0
+        assert float(r["repetition_4"]) == rep
+        assert float(r["ttr"]) == 0.625
+        assert r["diversity_iter"] == "100"
+        assert json.loads(r["varied"]) == {"n_layer": nl}
+    assert by_run["n_layer=1"]["params"] == "14464"
+    assert by_run["n_layer=1"]["params_total"] == "15488"
+
+
+def test_diversity_excerpts_and_observations(depth_report):
+    _, md, _ = depth_report
+    assert "Decoding setting: **temperature 0.8, top_k 200**" in md
+    div = {r[0]: r for r in table_rows(md, "Diversity")}
+    assert div["n_layer=4"][2] == "100" and div["n_layer=4"][9] == "0.450"
+    assert div["n_layer=1"][5] == "0.625"
+    ex = {r[0]: r[2] for r in table_rows(md, "Samples side by side")}
+    # 2-4 sentences: the cut stops at the fourth sentence
+    assert ex["n_layer=1"] == ("Once upon a time there was a cat named Tom. Tom liked milk! "
+                               "He lived in a red house. One day he met a dog.")
+    obs = md.split("## Observations\n", 1)[1].split("\n## ", 1)[0]
+    assert "**n_layer=3** overfits from iter 100" in obs
+    assert "rose from 1.8000 (iter 100) to 1.9000 (iter 200)" in obs
+    assert "**n_layer=4** degenerates: repetition-4 = 0.450 > 0.30" in obs
+    assert "n_layer=1" not in obs.split("degenerates")[0].split("overfits")[-1]
+    # size steps: 1.9125 -> 1.8 (n_layer=3) etc.; the sentence names the threshold
+    assert "per doubling" in obs and "2%" in obs
+
+
+def test_plots_are_written_as_png(depth_report):
+    res, md, _ = depth_report
+    names = sorted(p.name for p in res.sweeps[0].plots)
+    assert names == ["diversity_vs_params.png", "loss_vs_iters.png", "loss_vs_tokens.png",
+                     "val_loss_vs_params.png"]
+    for p in res.sweeps[0].plots:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({p.name})" in md
+    assert "## How these numbers were computed" in md
+
+
+def test_fit_refused_with_fewer_than_three_sizes(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "two", "a", [(100, 1.9, 2.0)], n_layer=1)
+    make_run(root, "two", "b", [(100, 1.7, 1.8)], n_layer=2)
+    make_run(root, "two", "c", [(100, 1.2, 1.5)], state="failed", n_layer=4)
+    res = write_report(root, ["two"], tmp_path / "out")
+    assert res.fit is None
+    md = res.sweeps[0].report_md.read_text()
+    fit = md.split("## Loss vs size: power-law fit\n", 1)[1]
+    assert "No fit: a power-law fit needs at least 3 finished runs of different sizes; there are 2" in fit
+
+
+def test_gpt2_runs_get_perplexity_and_bpc_from_meta(tmp_path):
+    data = tmp_path / "prepared"
+    data.mkdir()
+    (data / "meta.json").write_text(json.dumps({"vocab_size": 50257, "tokenizer": "gpt2",
+                                                "bytes_per_token": 4.0}))
+    root = tmp_path / "runs"
+    make_run(root, "bpe", "small", [(100, 3.0, 3.25)], tokenizer="gpt2", vocab_size=None,
+             data_dir=str(data), n_embd=32)
+    make_run(root, "bpe", "nometa", [(100, 3.0, 3.5)], tokenizer="gpt2", vocab_size=50257,
+             n_embd=64)
+    res = write_report(root, ["bpe"], tmp_path / "out")
+    md = res.sweeps[0].report_md.read_text()
+    head = header(md, "Results")
+    rows = {r[0]: dict(zip(head, r)) for r in table_rows(md, "Results")}
+    assert rows["small"]["perplexity"] == f"{math.exp(3.25):.2f}"
+    assert rows["small"]["bits/char"] == f"{3.25 / math.log(2) / 4.0:.3f}"
+    assert rows["nometa"]["bits/char"] == "—"  # no meta.json: shown as missing
+    assert rows["small"]["params (nanoGPT)"] == f"{50257 * 32 + 12 * 32 * 32 + 3 * 32:,}"
+    csvrow = {r["run"]: r for r in csv.DictReader(res.sweeps[0].runs_csv.open())}
+    assert float(csvrow["small"]["perplexity"]) == round(math.exp(3.25), 6)
+
+
+def test_status_params_win_over_counting(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "s", "a", [(100, 1.9, 2.0)], status={"params": 1234, "params_total": 5678})
+    res = write_report(root, ["s"], tmp_path / "out")
+    row = next(csv.DictReader(res.sweeps[0].runs_csv.open()))
+    assert (row["params"], row["params_total"]) == ("1234", "5678")
+
+
+def test_grid_group_by_and_ranking(tmp_path):
+    root = tmp_path / "runs"
+    vals = {}
+    for i, (nh, ne, bs, mi, dr) in enumerate(
+            (nh, ne, bs, mi, dr) for nh in (2, 4) for ne in (32, 64) for bs in (4, 8)
+            for mi in (100, 200) for dr in (0.0, 0.2)):
+        v = 2.0 - 0.1 * (ne == 64) - 0.05 * (mi == 200) + 0.03 * dr + 0.001 * i
+        vals[i] = v
+        make_run(root, "grid", f"r{i:02d}", [(mi, v - 0.1, v)], n_head=nh, n_embd=ne,
+                 batch_size=bs, max_iters=mi, dropout=dr)
+    res = write_report(root, ["grid"], tmp_path / "out", group_by="n_embd")
+    md = res.sweeps[0].report_md.read_text()
+    assert len(table_rows(md, "Results")) == 32
+    assert header(md, "Results")[2:7] == ["batch_size", "dropout", "max_iters", "n_embd", "n_head"]
+    groups = {r[0]: r for r in table_rows(md, "Grouped by `n_embd`")}
+    best64 = min(v for i, v in vals.items() if (i // 8) % 2 == 1)
+    assert groups["64"][1] == "16" and groups["64"][3] == f"{best64:.4f}"
+    ranked = table_rows(md, "Ranked by best validation loss")
+    assert ranked[0][4 + 5] == f"{min(vals.values()):.4f}"
+    # two model sizes only (n_head does not change the count): fit refused, said so
+    assert "No fit" in md
+
+
+def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path):
+    root = tmp_path / "runs"
+    depth_sweep(root)
+    make_run(root, "pending", "a", [], state="queued")
+    make_run(root, "pending", "b", [(50, 2.0, 2.1)], state="failed")
+    out = tmp_path / "out"
+    with pytest.raises(ReportError, match=r"unknown sweep 'dept' .*did you mean 'depth'"):
+        write_report(root, ["dept"], out)
+    with pytest.raises(ReportError, match=r"sweep 'pending' has no finished runs yet \(1 failed, 1 queued\)"):
+        write_report(root, ["pending"], out)
+    with pytest.raises(ReportError, match=r"unknown --group-by key 'n_emb'.*n_embd"):
+        write_report(root, ["depth"], out, group_by="n_emb")
+    assert not out.exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ReportError, match=r"cannot write the report to .*file/out"):
+        write_report(root, ["depth"], blocker / "out")
+    assert blocker.read_text() == "x"
+
+
+def test_report_is_deterministic_apart_from_the_date(tmp_path):
+    root = tmp_path / "runs"
+    depth_sweep(root)
+    a = write_report(root, ["depth"], tmp_path / "a").sweeps[0]
+    b = write_report(root, ["depth"], tmp_path / "b").sweeps[0]
+    strip = lambda t: re.sub(r"written \d{4}-\d\d-\d\d \d\d:\d\d UTC", "", t)  # noqa: E731
+    assert strip(a.report_md.read_text()) == strip(b.report_md.read_text())
+    assert a.runs_csv.read_text() == b.runs_csv.read_text()

@@ -1,0 +1,47 @@
+"""`nanotui report SWEEP...`: report.md, runs.csv and PNG plots for sweeps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "write report.md, runs.csv and PNG plots (loss curves, loss-vs-size fit) for sweeps"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep name(s) under the runs directory")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="output directory (default: reports/ beside the runs directory); "
+                        "each sweep gets a folder in it")
+    p.add_argument("--group-by", metavar="KEY", default=None,
+                   help="also tabulate the best val loss per value of this config key (e.g. n_embd)")
+    p.add_argument("--json", action="store_true", help="print what was written as one JSON document")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.report import write_report
+    from tui.cli import CommandError
+
+    if not Path(args.runs).is_dir():
+        raise CommandError(f"no runs directory {args.runs} (set --runs DIR)")
+    out = Path(args.out) if args.out else Path(args.runs).resolve().parent / "reports"
+    quiet = args.json or not sys.stderr.isatty()
+    progress = None if quiet else (lambda msg: print(f"nanotui report: {msg}", file=sys.stderr))
+    result = write_report(Path(args.runs), args.sweeps, out, group_by=args.group_by,
+                          progress=progress)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+        return 0
+    for s in result.sweeps:
+        print(f"{s.sweep}: {s.n_runs} runs ({s.n_finished} finished) -> {s.report_md}")
+        print(f"  {s.runs_csv.name}, " + ", ".join(p.name for p in s.plots))
+    if result.fit is not None:
+        f = result.fit
+        se = f" ± {f.se_alpha:.2g}" if f.se_alpha is not None else ""
+        print(f"fit: {f.formula()}  (alpha {f.alpha:.4g}{se}, RMSE {f.rmse:.3g}, {f.n_points} points)")
+    else:
+        print(result.fit_note)
+    return 0
