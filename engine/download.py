@@ -58,11 +58,21 @@ def fetch_source(name: str, progress: Progress | None = None,
                  log: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Download a named source's files (once) and return role -> local path."""
     out = {}
-    for role, url in source_urls(name).items():
+    urls = source_urls(name)
+    for role, url in urls.items():
         dest = download_dir(name) / SOURCES[name][role]
         if not dest.exists() and log:
             log(f"downloading {url}")
-        out[role] = download(url, dest, progress)
+        try:
+            out[role] = download(url, dest, progress)
+        except NetworkError as e:
+            missing = [u for r, u in urls.items()
+                       if not (download_dir(name) / SOURCES[name][r]).exists()]
+            reason = str(e).split(" (", 1)[-1].split(");", 1)[0]
+            raise DataError(f"cannot download {name} ({reason}); with no network, download "
+                            f"{' and '.join(missing)} elsewhere and put the "
+                            f"file{'s' if len(missing) > 1 else ''} in {download_dir(name)}/"
+                            ) from None
     return out
 
 
@@ -100,6 +110,10 @@ class _Incomplete(Exception):
     pass
 
 
+class NetworkError(DataError):
+    """The server could not be reached at all."""
+
+
 def _fetch_into(url: str, part: Path, progress: Progress | None, timeout: float) -> bool:
     """Append to `part` from where it stops. True when it holds the whole file."""
     have = part.stat().st_size if part.exists() else 0
@@ -115,16 +129,15 @@ def _fetch_into(url: str, part: Path, progress: Progress | None, timeout: float)
         raise DataError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, socket.timeout, OSError, HTTPException) as e:
         reason = getattr(e, "reason", e)
-        raise DataError(f"cannot download {url} ({reason}); with no network, download it "
-                        f"elsewhere and put it at {part.with_suffix('')}") from None
+        raise NetworkError(f"cannot download {url} ({reason}); with no network, download "
+                           f"it elsewhere and put it at {part.with_suffix('')}") from None
     with resp:
         total = None
         if resp.status == 206:
             m = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", resp.headers.get("Content-Range", ""))
-            if not m or int(m.group(1)) != have:  # a range we did not ask for: restart
-                have = 0
-                mode = "wb"
-                raise _Incomplete("the server answered with an unexpected range")
+            if not m or int(m.group(1)) != have:  # not the range we asked for
+                part.unlink()
+                raise _Incomplete("the server answered with another range; starting over")
             total = int(m.group(3)) if m.group(3) != "*" else None
             mode = "ab"
         else:  # 200: the server ignores Range; start over
