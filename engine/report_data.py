@@ -47,11 +47,13 @@ METHODS = {
     "tokens": "Tokens (x axis of the token plot): the records' `tokens` field when the "
               "trainer wrote it, else iteration × batch_size × block_size × "
               "gradient_accumulation_steps.",
-    "diversity": "Diversity: the per-sample scores the trainer stored in samples.jsonl "
-                 "(`engine.metrics`: TTR = distinct words / words; MATTR = mean TTR over a "
-                 "moving window; distinct-n = distinct word n-grams / n-grams; repetition-4 "
-                 "= share of word 4-grams that repeat an earlier one), averaged over the "
-                 "samples of each run's latest eval that used the stated decoding setting.",
+    "diversity": "Diversity: the samples of each run's latest eval at the stated decoding "
+                 "setting, scored on their completions (prompt excluded) by "
+                 "`engine.metrics.eval_metrics`, words = lower-cased runs of letters: "
+                 "TTR = unique words / words and MATTR = mean TTR over 50-word windows, both "
+                 "averaged per sample; distinct-n = unique word n-grams / n-grams pooled over "
+                 "the samples; repetition-4 = 1 − unique 4-grams / 4-grams, averaged per "
+                 "sample (loops score near 1); words = mean words per sample.",
     "overfit": f"Overfitting: val loss at the last eval more than {OVERFIT_RISE:.0%} above "
                "its best while train loss at the last eval is below train loss at the best "
                "eval; reported with the iteration of the best val loss (where val starts "
@@ -139,7 +141,12 @@ def count_params(cfg: TrainConfig, vocab_size: int) -> tuple[int, int]:
 
 
 def find_meta(cfg: TrainConfig | None, status: dict[str, Any], runs_root: Path) -> tuple[dict | None, str]:
-    """The prepared data's meta.json for a run, and where it came from (or why not)."""
+    """The prepared data's meta.json for a run, and where it came from (or why not).
+
+    Looked for in: config data_dir, status.json data_dir, a dataset given as a prepared
+    dir, then the data cache (engine.data's `<cache>/prepared/<dataset>-<tokenizer>-*`),
+    which is only trusted when every matching entry agrees on the vocabulary and bytes
+    per token (the cache key also holds a content hash we cannot recompute here)."""
     cands: list[str] = []
     if cfg is not None and cfg.data_dir:
         cands.append(cfg.data_dir)
@@ -148,7 +155,7 @@ def find_meta(cfg: TrainConfig | None, status: dict[str, Any], runs_root: Path) 
     if cfg is not None and cfg.dataset and Path(cfg.dataset).suffix == "":
         cands.append(cfg.dataset)  # a dataset given as a prepared dir
     for c in cands:
-        p = Path(c)
+        p = Path(c).expanduser()
         for base in ([p] if p.is_absolute() else [p, runs_root.parent / p, runs_root / p]):
             meta = base / "meta.json"
             if meta.is_file():
@@ -156,8 +163,31 @@ def find_meta(cfg: TrainConfig | None, status: dict[str, Any], runs_root: Path) 
                     return json.loads(meta.read_text()), str(meta)
                 except (OSError, json.JSONDecodeError):
                     return None, f"{meta} is unreadable"
-    return None, ("no meta.json found (the config has no data_dir and status.json "
-                  "records neither data_dir nor bytes_per_token)")
+    cached = _from_cache(cfg)
+    if cached is not None:
+        return cached
+    return None, ("no meta.json found (the config has no data_dir, the data cache has no "
+                  "prepared copy, and status.json records neither data_dir nor bytes_per_token)")
+
+
+def _from_cache(cfg: TrainConfig | None) -> tuple[dict, str] | None:
+    if cfg is None or not cfg.dataset or "/" in cfg.dataset:
+        return None
+    try:
+        from engine.tokenizers import cache_root
+        found = sorted((cache_root() / "prepared").glob(f"{cfg.dataset}-{cfg.tokenizer}-*/meta.json"))
+    except Exception:
+        return None
+    metas = []
+    for f in found:
+        try:
+            m = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if m.get("tokenizer") == cfg.tokenizer:
+            metas.append((m, str(f)))
+    keys = {(m.get("vocab_size"), m.get("bytes_per_token"), m.get("chars_per_token")) for m, _ in metas}
+    return metas[0] if len(keys) == 1 else None
 
 
 def summarize(run: RunDir, runs_root: Path) -> RunSummary:
@@ -285,28 +315,32 @@ def latest_samples(s: RunSummary, key: tuple) -> list[dict[str, Any]]:
 
 
 def diversity(s: RunSummary, key: tuple) -> tuple[dict[str, float], int, int | None]:
-    """Mean diversity scores over the latest samples at `key`; (scores, n samples, iter)."""
+    """Diversity of the run's latest samples at `key`: (scores, n samples, iter).
+
+    Scored with engine.metrics.eval_metrics on the completions (distinct-n pooled over
+    the samples, the rest averaged per sample, as the trainer logs it); without
+    engine.metrics, the mean of the per-sample scores stored in samples.jsonl."""
     chosen = latest_samples(s, key)
+    it = chosen[0].get("iter") if chosen else None
+    if not chosen:
+        return {}, 0, None
+    texts = [x.get("completion", x.get("text")) for x in chosen]
+    if all(isinstance(t, str) for t in texts):
+        try:
+            from engine.metrics import eval_metrics  # the training area's scorer
+            m = dict(eval_metrics(texts))
+            m["words"] = m["words"] / len(texts)  # per sample, comparable across runs
+            return {k: float(m[k]) for k in DIVERSITY_KEYS if k in m}, len(chosen), it
+        except ImportError:
+            pass
     scores: dict[str, list[float]] = {}
     for x in chosen:
-        m = x.get("metrics")
-        if not isinstance(m, dict):
-            m = _recompute_metrics(x.get("text", ""))
+        m = x.get("metrics") if isinstance(x.get("metrics"), dict) else {}
         for k in DIVERSITY_KEYS:
-            v = _num(m.get(k)) if m else None
+            v = _num(m.get(k))
             if v is not None:
                 scores.setdefault(k, []).append(v)
-    it = chosen[0].get("iter") if chosen else None
     return {k: statistics.fmean(v) for k, v in scores.items()}, len(chosen), it
-
-
-def _recompute_metrics(text: str) -> dict[str, Any] | None:
-    """Samples written without scores: ask engine.metrics, if it is there."""
-    try:
-        from engine import metrics as m  # the training area's module; may not exist yet
-        return m.text_metrics(text)  # type: ignore[attr-defined]
-    except Exception:
-        return None
 
 
 _SENT = re.compile(r"(?<=[.!?])[\"')\]]*\s+")

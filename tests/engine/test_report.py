@@ -45,31 +45,32 @@ def make_run(root: Path, sweep: str, name: str, evals: list[tuple[int, float, fl
     return run
 
 
-def sample(it: int, text: str, prompt: str = "Once upon a time", temperature: float = 0.8,
-           top_k: int | None = 200, seed: int = 1, **metrics) -> dict:
-    m = dict(ttr=0.5, mattr=0.6, distinct_1=0.5, distinct_2=0.8, distinct_3=0.9,
-             repetition_4=0.05, words=100)
-    m.update(metrics)
+def sample(it: int, completion: str, prompt: str = "Once upon a time", temperature: float = 0.8,
+           top_k: int | None = 200, seed: int = 1) -> dict:
+    """A samples.jsonl record as the trainer writes it (its per-sample metrics are
+    placeholders: the report rescores the completions with engine.metrics)."""
     return dict(iter=it, prompt=prompt, temperature=temperature, top_k=top_k, top_p=None,
-                seed=seed, text=text, metrics=m)
+                seed=seed, text=prompt + completion, completion=completion,
+                metrics={"ttr": 0.0, "repetition_4": 0.0})
 
 
-STORY = ("Once upon a time there was a cat named Tom. Tom liked milk! He lived in a red "
-         "house. One day he met a dog. The dog was kind.")
+STORY = (" there was a cat named Tom. Tom liked milk! He lived in a red house. One day he "
+         "met a dog. The dog was kind.")
+LOOP = " a b c a b c a b c a b c"  # 12 words, 3 unique; 9 4-grams, 3 unique
 
-# (name, n_layer, best val, final train, tok/s samples, repetition_4)
-DEPTH = [("n_layer=1", 1, 1.9125, 1.8625, 1000.0, 0.04),
-         ("n_layer=2", 2, 1.7250, 1.6500, 2000.0, 0.10),
-         ("n_layer=4", 4, 1.6375, 1.5125, 3000.0, 0.45)]
+# (name, n_layer, best val, final train, tok/s samples, completion)
+DEPTH = [("n_layer=1", 1, 1.9125, 1.8625, 1000.0, STORY),
+         ("n_layer=2", 2, 1.7250, 1.6500, 2000.0, STORY),
+         ("n_layer=4", 4, 1.6375, 1.5125, 3000.0, LOOP)]
 
 
 def depth_sweep(root: Path) -> None:
-    for name, nl, val, train, tok_s, rep in DEPTH:
+    for name, nl, val, train, tok_s, text in DEPTH:
         make_run(root, "depth", name, [(0, 4.0, 4.1), (50, 2.25, 2.5), (100, train, val)],
                  trains=[(10, 3.0, 10.0), (20, 2.9, tok_s), (30, 2.8, tok_s + 2),
                          (40, 2.7, tok_s - 2)],
-                 samples=[sample(50, "early text."), sample(100, STORY, repetition_4=rep,
-                                                            ttr=0.625, distinct_1=0.625)],
+                 samples=[sample(50, " early text."), sample(100, text),
+                          sample(100, text, top_k=None)],  # another decoding: ignored
                  n_layer=nl)
     # overfits: val best at iter 100 (1.80), then rises to 1.90 while train keeps falling
     make_run(root, "depth", "n_layer=3", [(0, 4.0, 4.1), (100, 1.85, 1.80), (200, 1.50, 1.90)],
@@ -144,7 +145,7 @@ def test_csv_holds_every_number_one_row_per_run(depth_report):
     _, _, rows = depth_report
     assert len(rows) == 6
     by_run = {r["run"]: r for r in rows}
-    for name, nl, val, train, tok_s, rep in DEPTH:
+    for name, nl, val, train, tok_s, text in DEPTH:
         r = by_run[name]
         assert float(r["best_val_loss"]) == val
         assert float(r["final_val_loss"]) == val
@@ -153,8 +154,12 @@ def test_csv_holds_every_number_one_row_per_run(depth_report):
         assert float(r["bits_per_char"]) == round(val / math.log(2), 6)
         assert float(r["tok_s"]) == tok_s
         assert float(r["wall_s"]) == 125.0
-        assert float(r["repetition_4"]) == rep
-        assert float(r["ttr"]) == 0.625
+        if text == LOOP:  # by hand: 3 unique of 12 words; 1 - 3/9 repeated 4-grams
+            assert (float(r["ttr"]), float(r["repetition_4"])) == (0.25, round(1 - 3 / 9, 6))
+            assert float(r["words"]) == 12
+        else:  # 19 unique of 25 words, no repeated 4-gram
+            assert (float(r["ttr"]), float(r["repetition_4"])) == (0.76, 0.0)
+            assert float(r["words"]) == 25
         assert r["diversity_iter"] == "100"
         assert json.loads(r["varied"]) == {"n_layer": nl}
     assert by_run["n_layer=1"]["params"] == "14464"
@@ -165,16 +170,20 @@ def test_diversity_excerpts_and_observations(depth_report):
     _, md, _ = depth_report
     assert "Decoding setting: **temperature 0.8, top_k 200**" in md
     div = {r[0]: r for r in table_rows(md, "Diversity")}
-    assert div["n_layer=4"][2] == "100" and div["n_layer=4"][9] == "0.450"
-    assert div["n_layer=1"][5] == "0.625"
+    assert header(md, "Diversity")[2:] == ["iter", "samples", "words", "TTR", "MATTR",
+                                           "distinct-1", "distinct-2", "repetition-4"]
+    assert div["n_layer=4"][2:] == ["100", "1", "12", "0.250", "0.250", "0.250",
+                                    f"{3 / 11:.3f}", "0.667"]
+    assert div["n_layer=1"][5] == "0.760" and div["n_layer=1"][9] == "0.000"
     ex = {r[0]: r[2] for r in table_rows(md, "Samples side by side")}
     # 2-4 sentences: the cut stops at the fourth sentence
     assert ex["n_layer=1"] == ("Once upon a time there was a cat named Tom. Tom liked milk! "
                                "He lived in a red house. One day he met a dog.")
+    assert ex["n_layer=3"].startswith("Once upon a time there was a cat")
     obs = md.split("## Observations\n", 1)[1].split("\n## ", 1)[0]
     assert "**n_layer=3** overfits from iter 100" in obs
     assert "rose from 1.8000 (iter 100) to 1.9000 (iter 200)" in obs
-    assert "**n_layer=4** degenerates: repetition-4 = 0.450 > 0.30" in obs
+    assert "**n_layer=4** degenerates: repetition-4 = 0.667 > 0.30" in obs
     assert "n_layer=1" not in obs.split("degenerates")[0].split("overfits")[-1]
     # size steps: 1.9125 -> 1.8 (n_layer=3) etc.; the sentence names the threshold
     assert "per doubling" in obs and "2%" in obs
