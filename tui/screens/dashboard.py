@@ -28,10 +28,10 @@ class DashboardScreen(Screen):
         Binding("escape", "clear_filter", "clear filter", show=False),
         Binding("s", "stop", "stop"),
         Binding("r", "resume", "resume"),
-        Binding("v", "overlay", "sweep overlay"),
-        Binding("y", "logy", "log-y"),
-        Binding("x", "x_axis", "x: iters/tokens"),
-        Binding("o", "toggle_log", "samples/log"),
+        Binding("v", "overlay", "sweep overlay", show=False),
+        Binding("y", "logy", "log-y", show=False),
+        Binding("x", "x_axis", "x: iters/tokens", show=False),
+        Binding("o", "toggle_log", "samples/log", show=False),
     ]
 
     def __init__(self) -> None:
@@ -141,6 +141,7 @@ class DashboardScreen(Screen):
         if view and view.state == "running" and view.host:
             who += f" @ {view.host}"
         chart.border_title = f"Loss · {who} · {chart.describe()}"
+        chart.border_subtitle = "v sweep · y log · x iters/tokens"
         detail = self.query_one(ContentSwitcher)
         kind = "Log" if detail.current == "log" else "Samples"
         detail.border_title = f"{kind} · {self.selected or '—'}  (o: samples/log)"

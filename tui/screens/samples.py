@@ -25,12 +25,16 @@ class RunColumn(VerticalScroll):
         super().__init__(classes="sample-column")
         self.run_id = run_id
         self.border_title = run_id.split("/", 1)[-1]
+        self.text = Text()
 
     def compose(self) -> ComposeResult:
-        yield Static(classes="sample-text")
+        yield Static(self.text, classes="sample-text")
 
     def show(self, text: Text) -> None:
-        self.query_one(Static).update(text)
+        # Mounting is asynchronous: before the Static exists, compose picks the text up.
+        self.text = text
+        for static in self.query(Static):
+            static.update(text)
 
 
 class SamplesScreen(Screen):

@@ -22,9 +22,9 @@ def _num(x: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def fmt_loss(x: Any) -> str:
+def fmt_loss(x: Any, digits: int = 4) -> str:
     f = _num(x)
-    return DASH if f is None else f"{f:.4f}" if f < 10 else f"{f:.3f}"
+    return DASH if f is None else f"{f:.{digits}f}" if f < 10 else f"{f:.{digits - 1}f}"
 
 
 def fmt_params(x: Any) -> str:

@@ -54,7 +54,7 @@ def render_gpus(gpus: list[Any], views: list[RunView], history: GpuHistory,
         ours = runs_on_gpu(g, views)
         util = g.utilization
         out.append(f"{g.index} ", style="bold")
-        out.append(f"{g.name[:22]}\n", style="bold")
+        out.append(f"{g.name.removeprefix('NVIDIA ')[:32]}\n", style="bold")
         out.append(f"  util {'?' if util is None else f'{util:3d}'}% ")
         out.append(sparkline(history.util.get(g.uuid, ()), spark_w, top=100), style="green")
         out.append(f"  mem {fmt_bytes(g.memory_used)}/{fmt_bytes(g.memory_total)} ")

@@ -10,21 +10,28 @@ from tui.services import RunView
 from tui.widgets.format import (DASH, STATE_GLYPH, STATE_STYLE, fmt_duration, fmt_iter, fmt_loss,
                                 fmt_params, fmt_rate)
 
-COLUMNS = (("", "glyph"), ("run", "run"), ("state", "state"), ("device", "device"),
+COLUMNS = (("run", "run"), ("state", "state"), ("device", "device"),
            ("iter", "iter"), ("train", "train"), ("val", "val"), ("params", "params"),
            ("tok/s", "tok_s"), ("ETA", "eta"))
 SWEEP_PREFIX = "sweep:"
 
 
+def short_reason(reason: str) -> str:
+    """A failure reason in a few characters (the log view has the whole story)."""
+    low = reason.lower()
+    if "out of memory" in low or "oom" in low.split():
+        return "OOM"
+    return reason.split()[0][:8] if reason.strip() else DASH
+
+
 def row_cells(v: RunView) -> tuple:
     style = STATE_STYLE.get(v.state, "")
-    last = fmt_duration(v.eta_s) if v.state == "running" else (v.reason[:10] or DASH)
-    device = v.device or DASH
-    if v.host and v.state == "running" and v.device:
-        device = v.device  # the host shows in the detail title; keep the column narrow
-    return (Text(STATE_GLYPH.get(v.state, "?"), style=style), v.name, Text(v.state, style=style),
-            device, Text(fmt_iter(v.iter, v.max_iters), justify="right"),
-            Text(fmt_loss(v.train_loss), justify="right"), Text(fmt_loss(v.val_loss), justify="right"),
+    last = fmt_duration(v.eta_s) if v.state == "running" else short_reason(v.reason)
+    name = Text.assemble((STATE_GLYPH.get(v.state, "?"), style), " ", v.name)
+    return (name, Text(v.state, style=style), v.device or DASH,
+            Text(fmt_iter(v.iter, v.max_iters), justify="right"),
+            Text(fmt_loss(v.train_loss, 3), justify="right"),
+            Text(fmt_loss(v.val_loss, 3), justify="right"),
             Text(fmt_params(v.params), justify="right"), Text(fmt_rate(v.tok_s), justify="right"),
             Text(last, justify="right"))
 
@@ -89,7 +96,7 @@ class RunTable(DataTable):
                 n = sum(1 for x in visible if x.sweep == sweep)
                 key = SWEEP_PREFIX + sweep
                 order.append(key)
-                rows[key] = (Text("▾", style="bold"), Text(sweep, style="bold"),
+                rows[key] = (Text(f"▾ {sweep}", style="bold"),
                              Text(f"{n} run{'s' * (n != 1)}", style="dim"), "", "", "", "", "", "", "")
             order.append(v.id)
             rows[v.id] = row_cells(v)
