@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import socket
 
 from rich.text import Text
 from textual import work
@@ -138,8 +138,8 @@ class DashboardScreen(Screen):
         chart = self.query_one(LossChart)
         view = self._view(self.selected)
         who = self.selected or "no run selected"
-        if view and view.state == "running" and view.host:
-            who += f" @ {view.host}"
+        if view and view.state == "running" and view.host and view.host != socket.gethostname():
+            who += f" @ {view.host}"  # e.g. a Slurm node: where the run really is
         chart.border_title = f"Loss · {who} · {chart.describe()}"
         chart.border_subtitle = "v sweep · y log · x iters/tokens"
         detail = self.query_one(ContentSwitcher)
