@@ -1,0 +1,340 @@
+"""Slurm as an executor (the seam in engine.executor): queued runs become Slurm jobs.
+
+Submission goes through submitit: every job runs `TrainJob`, a submitit Checkpointable
+that starts `python -m engine.train RUN_DIR [--resume]` as a child and waits for it. The
+run directory (on the shared filesystem) is the same contract as for local runs: the
+trainer writes status.json, metrics.jsonl, samples.jsonl and ckpt.pt itself, so status,
+the TUI and reports work unchanged. Runs of one sweep queued together go as one job
+array (submitit's `executor.batch()`).
+
+Time limits and preemption: Slurm sends USR2 `signal_delay_s` before the limit. The
+trainer ignores USR2 (set before exec); submitit calls `TrainJob.checkpoint`, which sends
+the trainer SIGTERM (it checkpoints and exits), marks the run requeued, and hands
+submitit a TrainJob with resume=True; submitit then requeues the job, which continues
+from ckpt.pt when Slurm starts it again (up to `max_requeues` times).
+
+On disk a submitted run is "running" with executor = {kind: "slurm", job_id, ...} and
+slurm_state (engine.slurm_state explains; `merge_status` shows a pending job as queued).
+Files of submitit itself (sbatch script, pickles, its logs) go to RUNS/.slurm/<job id>/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.config import ConfigError
+from engine.runs import FINAL_STATES, RunDir, list_runs
+from engine.slurm_config import SlurmConfig
+from engine.slurm_state import (ENDED, SlurmState, describe, job_id_of,  # noqa: F401
+                                merge_status, query_jobs, reconcile)
+
+SUBMITIT_DIR = ".slurm"
+REFRESH_EVERY_S = 5.0   # squeue/sacct at most this often per executor (clusters dislike polls)
+
+
+class SlurmSubmitError(ConfigError):
+    """sbatch refused the job (unknown partition, missing account, ...). A ConfigError,
+    so the dispatcher stops with this one line and the runs stay queued."""
+
+
+def make_executor(options: dict[str, Any] | None = None) -> "SlurmExecutor":
+    """engine.launch's factory: the `[executor]` table (kind = "slurm", ...) -> executor."""
+    return SlurmExecutor(SlurmConfig.from_dict(options or {"kind": "slurm"}, "[executor]"))
+
+
+def slurm_states(runs: list[RunDir]) -> dict[str, SlurmState]:
+    """run id -> what Slurm says about its job (runs never submitted are left out)."""
+    ids = {r.id: job_id_of(r.read_status()) for r in runs}
+    jobs = query_jobs(j for j in ids.values() if j)
+    return {rid: jobs[j] for rid, j in ids.items() if j in jobs}
+
+
+def sbatch_error_line(e: BaseException) -> str:
+    """sbatch's own complaint ('sbatch: error: ...') as one line, from submitit's error."""
+    text = "\n".join(str(x) for x in (getattr(e, "stderr", None), e, e.__cause__ and
+                                      getattr(e.__cause__, "stderr", None)) if x)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("sbatch: error:")]
+    # "Batch job submission failed: Invalid account..." is the line that says why
+    best = next((ln for ln in errors if "failed" in ln.lower()), errors[-1] if errors else None)
+    if best is None:
+        best = lines[-1] if lines else type(e).__name__
+    return best[:300]
+
+
+# ---- inside the job ------------------------------------------------------------------------
+
+def _ignore_requeue_signal() -> None:
+    """In the trainer child, before exec: Slurm signals every process of the job step
+    with USR2 at the time-limit warning; only submitit (the parent) should act on it.
+    An ignored signal stays ignored across exec."""
+    import submitit
+    sig = submitit.JobEnvironment._usr_sig()
+    signal.signal(sig, signal.SIG_IGN)
+
+
+def _exited(pid: int) -> bool:
+    """Whether our child `pid` has exited, without reaping it (Popen reaps it later;
+    a signal handler must not call Popen.wait while the main thread is inside it)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+try:
+    from submitit.helpers import Checkpointable as _Checkpointable
+except ImportError:  # pragma: no cover - submitit is a dependency; keep imports cheap
+    _Checkpointable = object  # type: ignore[assignment,misc]
+
+
+class TrainJob(_Checkpointable):
+    """The callable each Slurm job runs: one training run, resumable by requeue."""
+
+    def __init__(self, run_path: str, resume: bool, signal_delay_s: int = 120) -> None:
+        self.run_path = str(run_path)
+        self.resume = bool(resume)
+        self.signal_delay_s = signal_delay_s
+        self._proc: subprocess.Popen | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_proc"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._proc = None
+
+    def __call__(self) -> int:
+        import submitit
+        run = RunDir(Path(self.run_path))
+        env = submitit.JobEnvironment()
+        st = run.read_status()
+        ex = dict(st.get("executor") or {})
+        if st.get("state") == "done" or ex.get("cancelled"):
+            print(f"nanotui: {run.id} is {st.get('state')}; nothing to do", flush=True)
+            return 0
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        # After a requeue Slurm did on its own (preemption), continue from the checkpoint.
+        resume = self.resume or (restarts > 0 and run.ckpt_path.exists())
+        ex.update(kind="slurm", job_id=env.job_id, node=socket.gethostname())
+        run.update_status(executor=ex, slurm_state="RUNNING")
+        cmd = [sys.executable, "-m", "engine.train", self.run_path] + (
+            ["--resume"] if resume else [])
+        with open(run.stdout_path, "ab") as log:
+            log.write((f"\n=== nanotui: {'resuming' if resume else 'starting'} {run.id} in "
+                       f"Slurm job {env.job_id} on {socket.gethostname()} at "
+                       f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n").encode())
+            log.flush()
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT,
+                                          preexec_fn=_ignore_requeue_signal)
+        # poll, not wait(): checkpoint() runs as a signal handler in this thread
+        while self._proc.poll() is None:
+            time.sleep(0.5)
+        code = self._proc.returncode
+        if code != 0:
+            if run.read_status().get("state") == "running":
+                run.update_status(state="failed", ended_at=time.time(), exit_code=code,
+                                  reason=(f"killed by signal {-code}" if code < 0 else
+                                          f"engine.train exited with code {code}; see stdout.log"))
+            raise RuntimeError(f"engine.train exited with code {code}")  # job state FAILED
+        return code
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        """Time limit / preemption (submitit calls this from its USR2 handler): stop the
+        trainer so it writes ckpt.pt, then requeue a job that resumes from it."""
+        import submitit
+        run = RunDir(Path(self.run_path))
+        proc = self._proc
+        if proc is not None and proc.returncode is None and not _exited(proc.pid):
+            os.kill(proc.pid, signal.SIGTERM)
+            # leave a margin before Slurm's own SIGKILL at the limit
+            deadline = time.monotonic() + max(5.0, self.signal_delay_s - 15)
+            while not _exited(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if not _exited(proc.pid):
+                os.kill(proc.pid, signal.SIGKILL)  # resumes from the last eval's ckpt.pt
+                while not _exited(proc.pid):
+                    time.sleep(0.1)
+        st = run.read_status()
+        ex = dict(st.get("executor") or {})
+        if st.get("state") == "done" or ex.get("cancelled"):
+            return None  # nothing left to do: submitit does not requeue
+        ex["requeues"] = int(ex.get("requeues") or 0) + 1
+        run.update_status(state="running", reason="requeued after the time-limit warning "
+                          "(or preemption); resumes from ckpt.pt", slurm_state="REQUEUED",
+                          pid=None, pid_create_time=None, host=None, ended_at=None,
+                          exit_code=None, executor=ex)
+        return submitit.helpers.DelayedSubmission(
+            TrainJob(self.run_path, run.ckpt_path.exists(), self.signal_delay_s))
+
+
+# ---- the executor --------------------------------------------------------------------------
+
+class SlurmExecutor:
+    """Runs as Slurm jobs. Slurm queues and places them (places_itself)."""
+
+    kind = "slurm"
+    places_itself = True
+
+    def __init__(self, config: SlurmConfig | None = None) -> None:
+        self.config = config or SlurmConfig()
+        self._last_refresh = 0.0
+
+    # -- submission --
+    def _submitit(self, runs_root: Path, job_name: str):
+        import shutil
+
+        import submitit
+        if shutil.which("sbatch") is None or shutil.which("srun") is None:
+            raise SlurmSubmitError("sbatch/srun not found: run nanotui on a Slurm login node "
+                                   "(or use [executor] kind = \"local\")")
+        folder = Path(runs_root) / SUBMITIT_DIR / "%j"
+        ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.config.max_requeues,
+                                    python=self.config.python)
+        ex.update_parameters(job_name=job_name, **self.config.sbatch_parameters())
+        return ex
+
+    def submit(self, items: list[tuple[RunDir, bool]]) -> list[str]:
+        """Submit (run, resume) pairs, as one job array when there are several; returns
+        the job ids. Before sbatch the runs are marked running (so nothing submits them
+        twice); if sbatch refuses, they go back to queued and SlurmSubmitError says why."""
+        if not items:
+            return []
+        runs_root = items[0][0].path.parent.parent
+        sweeps = sorted({r.sweep for r, _ in items})
+        name = f"nanotui:{items[0][0].id}" if len(items) == 1 else f"nanotui:{','.join(sweeps)}"
+        before = {r.id: r.read_status() for r, _ in items}
+        for r, _ in items:
+            r.update_status(state="running", reason=None, slurm_state="PENDING", pid=None,
+                            pid_create_time=None, host=None, ended_at=None, exit_code=None,
+                            submitted_at=time.time(), executor={"kind": "slurm", "job_id": None})
+        jobs = []
+        err = io.StringIO()
+        try:
+            ex = self._submitit(runs_root, name)
+            calls = [TrainJob(str(r.path), resume, self.config.signal_delay_s) for r, resume in items]
+            # submitit prints sbatch's stderr itself; we say it once, in one line
+            with contextlib.redirect_stderr(err):
+                if len(calls) == 1:
+                    jobs = [ex.submit(calls[0])]
+                else:
+                    with ex.batch():
+                        jobs = [ex.submit(c) for c in calls]
+        except Exception as e:
+            for r, _ in items:
+                old = before[r.id]
+                r.update_status(state=old.get("state", "queued"), reason=old.get("reason"),
+                                slurm_state=None, executor=old.get("executor"))
+            if isinstance(e, SlurmSubmitError):
+                raise
+            raise SlurmSubmitError(f"sbatch refused {name[len('nanotui:'):]}: "
+                                   f"{sbatch_error_line(e)}") from None
+        ids = [str(j.job_id) for j in jobs]
+        for (r, _), jid in zip(items, ids):
+            ex_now = dict(r.read_status().get("executor") or {})
+            ex_now.update(kind="slurm", job_id=jid)
+            r.update_status(executor=ex_now, resume=None)
+        return ids
+
+    def start(self, run: RunDir, placement: Any, resume: bool) -> None:
+        """The seam's start: submit `run`, together with the other queued runs of its
+        sweep as one job array (the dispatcher's later start() calls for those find them
+        submitted and return)."""
+        st = run.read_status()
+        if st.get("state") == "running" and job_id_of(st):
+            return  # submitted with its sweep's array
+        items = [(run, bool(resume or st.get("resume")))]
+        for other in list_runs(run.path.parent.parent):
+            if other.sweep != run.sweep or other.id == run.id:
+                continue
+            ost = other.read_status()
+            if ost.get("state") == "queued":
+                items.append((other, bool(ost.get("resume"))))
+        self.submit(items)
+
+    # -- stop --
+    def stop(self, run: RunDir, grace_s: float = 10.0) -> None:
+        """scancel --signal=TERM (the trainer checkpoints and exits), then plain scancel
+        after grace_s if the job is still there. The run ends stopped, reason cancelled."""
+        st = run.read_status()
+        jid = job_id_of(st)
+        ex = dict(st.get("executor") or {})
+        if jid is None:
+            if st.get("state") not in FINAL_STATES:
+                run.update_status(state="stopped", reason="cancelled before submission",
+                                  ended_at=time.time())
+            return
+        ex["cancelled"] = True  # a job that starts right now sees this and does nothing
+        run.update_status(executor=ex)
+        sl = query_jobs([jid]).get(jid)
+        if sl is not None and sl.state in ("RUNNING", "COMPLETING"):
+            _scancel(["--signal=TERM", jid])
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline and _job_alive(jid):
+                time.sleep(0.5)
+        if _job_alive(jid):
+            _scancel([jid])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and _job_alive(jid):
+                time.sleep(0.5)
+        sl = query_jobs([jid]).get(jid)
+        st = run.read_status()
+        reason = f"cancelled by nanotui stop (Slurm job {jid})"
+        if st.get("state") != "done":
+            fields = {"state": "stopped", "reason": reason}
+            if st.get("state") not in FINAL_STATES:
+                fields["ended_at"] = time.time()
+            if sl is not None:
+                fields["slurm_state"] = sl.state
+            run.update_status(**fields)
+
+    # -- status --
+    def refresh(self, runs: list[RunDir] | None = None, force: bool = False) -> None:
+        """Write Slurm's view into status.json of our runs that are not final."""
+        now = time.monotonic()
+        if not force and now - self._last_refresh < REFRESH_EVERY_S:
+            return
+        self._last_refresh = now
+        mine = []
+        for r in runs or []:
+            try:
+                st = r.read_status()
+            except OSError:
+                continue
+            # also final runs whose recorded Slurm state is not final yet (job ending)
+            if job_id_of(st) and (st.get("state") in ("running", "queued")
+                                  or st.get("slurm_state") not in ENDED):
+                mine.append(r)
+        if not mine:
+            return
+        try:
+            states = slurm_states(mine)
+        except Exception:
+            return  # Slurm unreachable: status.json stays as the trainer wrote it
+        for r in mine:
+            sl = states.get(r.id)
+            if sl is None:
+                continue
+            st = r.read_status()  # after asking Slurm: a final state written meanwhile wins
+            fields = reconcile(st, sl)
+            if fields:
+                r.update_status(**fields)
+
+
+def _scancel(args: list[str]) -> None:
+    subprocess.run(["scancel", *args], capture_output=True, text=True, timeout=30)
+
+
+def _job_alive(jid: str) -> bool:
+    sl = query_jobs([jid]).get(jid)
+    return sl is not None and not sl.ended

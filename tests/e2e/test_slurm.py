@@ -1,0 +1,320 @@
+"""The Slurm executor against a real single-node Slurm (../shared/slurm/start-local-slurm.sh).
+
+The cluster is started once per session in a temp dir (with accounting, so sacct works)
+and stopped at the end; tests skip with the reason when it cannot start (not root, no
+script, apt-get or the daemons fail). Runs are tiny CPU models on a tiny char dataset;
+their run directories (the "shared filesystem") live in the test's tmp dir.
+
+The first tests need no Slurm: [executor] validation, sbatch error lines, state merging.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.config import ConfigError
+from engine.runs import RunDir
+from engine.slurm import SlurmSubmitError, sbatch_error_line
+from engine.slurm_config import SlurmConfig
+from engine.slurm_state import SlurmState, describe, merge_status, reconcile
+
+REPO = Path(__file__).resolve().parents[2]
+SLURM_SCRIPTS = REPO.parent / "shared" / "slurm"
+
+
+# ---- no Slurm needed ---------------------------------------------------------------------
+
+def test_executor_table_is_validated_with_one_line_errors():
+    cfg = SlurmConfig.from_dict({"kind": "slurm", "partition": "accel", "account": "nn1k",
+                                 "time": "01:30:00", "gpus_per_run": 1, "cpus_per_run": 4,
+                                 "mem": "16g", "sbatch_extra": ["--constraint=a100", "--exclusive"],
+                                 "setup": ["module load CUDA"], "qos": "devel"})
+    p = cfg.sbatch_parameters()
+    assert p["time"] == 90 and p["partition"] == "accel" and p["account"] == "nn1k"
+    assert p["gpus_per_node"] == 1 and p["cpus_per_task"] == 4 and p["mem"] == "16G"
+    assert p["additional_parameters"] == {"constraint": "a100", "exclusive": True}
+    assert p["setup"] == ["module load CUDA"] and p["qos"] == "devel"
+    assert SlurmConfig.from_dict({"time": "1-00:00:00"}).time_min == 24 * 60
+    assert SlurmConfig.from_dict({"time": 5, "signal_delay_s": 30}).time_min == 5
+    assert SlurmConfig.from_dict({"sbatch_extra": {"constraint": "a100"}}).sbatch_extra == {
+        "constraint": "a100"}
+    bad = [({"partiton": "x"}, "did you mean 'partition'"),
+           ({"time": "soon"}, "time = 'soon'"),
+           ({"mem": 16}, "16G"),
+           ({"gpus_per_run": -1}, "gpus_per_run"),
+           ({"sbatch_extra": ["constraint=a100"]}, "--constraint=a100"),
+           ({"time": 1}, "signal_delay_s")]
+    for d, needle in bad:
+        with pytest.raises(ConfigError) as e:
+            SlurmConfig.from_dict(d, "experiments.toml [executor]")
+        msg = str(e.value)
+        assert "\n" not in msg and needle in msg and msg.startswith("experiments.toml [executor]")
+
+
+def test_sbatch_error_is_reduced_to_its_one_line():
+    import submitit
+    err = ("sbatch: error: invalid partition specified: nosuch\n"
+           "sbatch: error: Batch job submission failed: Invalid partition name specified")
+    e = submitit.core.utils.FailedJobError(err)
+    e.__cause__ = subprocess.CalledProcessError(1, ["sbatch"], stderr=err)
+    assert sbatch_error_line(e) == ("sbatch: error: Batch job submission failed: "
+                                    "Invalid partition name specified")
+    assert issubclass(SlurmSubmitError, ConfigError)  # the CLI prints it as one line
+
+
+def test_slurm_states_merge_with_status_json():
+    base = {"state": "running", "executor": {"kind": "slurm", "job_id": "7_1"}}
+    pending = SlurmState("7_1", "PENDING", "Priority")
+    shown = merge_status({**base, "slurm_state": "PENDING"}, pending)
+    assert shown["state"] == "queued" and shown["reason"] == "pending (Priority)"
+    cancelled = merge_status(base, SlurmState("7_1", "CANCELLED", source="sacct"))
+    assert cancelled["state"] == "stopped" and "cancelled" in cancelled["reason"]
+    oom = reconcile(base, SlurmState("7_1", "OUT_OF_MEMORY", exit_code="0:125"))
+    assert oom["state"] == "failed" and oom["reason"].startswith("oom")
+    timeout = reconcile(base, SlurmState("7_1", "TIMEOUT"))
+    assert timeout["state"] == "failed" and timeout["reason"].startswith("timeout")
+    # the trainer's own final word wins over what Slurm says about the job
+    done = {**base, "state": "done"}
+    assert merge_status(done, SlurmState("7_1", "COMPLETED"))["state"] == "done"
+    assert merge_status(done, SlurmState("7_1", "CANCELLED"))["state"] == "done"
+    # another job's state is not this run's
+    assert reconcile(base, SlurmState("8_0", "CANCELLED")) == {}
+    assert describe({**base, "slurm_state": "RUNNING"}) == "slurm 7_1 RUNNING"
+    assert describe({"state": "running", "executor": {"kind": "local"}}) == ""
+
+
+# ---- the local cluster -----------------------------------------------------------------------
+
+def _free_port_base() -> int:
+    for base in range(17817, 19000, 10):
+        busy = False
+        for port in range(base, base + 4):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    busy = True
+                    break
+        if not busy:
+            return base
+    return 17817
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A running local Slurm (with accounting); SLURM_CONF set for this process and its
+    children. Skips with the reason when it cannot start."""
+    start, stop = SLURM_SCRIPTS / "start-local-slurm.sh", SLURM_SCRIPTS / "stop-local-slurm.sh"
+    if not start.is_file():
+        pytest.skip(f"Slurm test cluster script not found: {start}")
+    if os.geteuid() != 0:
+        pytest.skip("the local Slurm cluster needs root (daemons run as root)")
+    if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
+        pytest.skip("Slurm is not installed and apt-get is not available to install it")
+    d = tmp_path_factory.mktemp("slurm")
+    # more CPUs than the box has: tiny runs share cores instead of waiting for each other
+    cmd = ["bash", str(start), "--clean", "--cpus", "8", "--port-base", str(_free_port_base()),
+           str(d)]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["bash", str(stop), str(d)], capture_output=True, timeout=120)
+        pytest.skip("the local Slurm cluster did not start within 600 s")
+    if p.returncode != 0:
+        subprocess.run(["bash", str(stop), str(d)], capture_output=True, timeout=120)
+        last = [ln for ln in p.stderr.splitlines() if "ERROR" in ln] or p.stderr.splitlines()[-1:]
+        pytest.skip(f"the local Slurm cluster did not start: {last[-1] if last else p.returncode}")
+    conf = (d / "env.sh").read_text().strip().split("=", 1)[1]
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf
+    os.environ["PATH"] += ":/usr/sbin:/sbin"
+    try:
+        _enforce_accounts(d, Path(conf))
+        yield d
+    finally:
+        subprocess.run(["bash", str(stop), str(d)], capture_output=True, timeout=180)
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+
+
+def _enforce_accounts(d: Path, conf: Path) -> None:
+    """Make the cluster reject unknown accounts, as real clusters do: root gets a default
+    account, AccountingStorageEnforce=associations, and slurmctld is restarted (the
+    setting is only read at start)."""
+    def run(*cmd: str) -> None:
+        subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
+    run("sacctmgr", "-i", "add", "account", "nanotui-test")
+    run("sacctmgr", "-i", "add", "user", "root", "account=nanotui-test",
+        "defaultaccount=nanotui-test")
+    with open(conf, "a") as f:
+        f.write("AccountingStorageEnforce=associations\n")
+    pid = int((d / "run" / "slurmctld.pid").read_text().strip())
+    os.kill(pid, 15)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or
+             "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], 30, "slurmctld to stop")
+    run("slurmctld")
+    wait_for(lambda: subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True,
+                                    text=True).stdout.strip() == "idle", 60, "the node idle")
+
+
+@pytest.fixture(scope="session")
+def char_data(tmp_path_factory) -> Path:
+    """A tiny prepared char dataset (train.bin/val.bin uint16 + meta.json)."""
+    out = tmp_path_factory.mktemp("chardata")
+    text = "the quick brown fox jumps over the lazy dog. once upon a time a cat sat. " * 60
+    chars = sorted(set(text))
+    ids = np.array([chars.index(c) for c in text], dtype=np.uint16)
+    n = int(len(ids) * 0.9)
+    ids[:n].tofile(out / "train.bin")
+    ids[n:].tofile(out / "val.bin")
+    (out / "meta.json").write_text(json.dumps({
+        "vocab_size": len(chars), "tokenizer": "char", "dtype": "uint16", "chars": chars,
+        "eot_token": None, "train_tokens": n, "val_tokens": len(ids) - n}))
+    return out
+
+
+def write_experiments(path: Path, data: Path, executor: dict, max_iters: int = 30,
+                      vary: str = "n_embd = [16, 32, 48]", eval_interval: int = 10) -> Path:
+    ex = "\n".join(f"{k} = {json.dumps(v)}" for k, v in executor.items())
+    path.write_text(f"""
+[defaults]
+data_dir = "{data}"
+tokenizer = "char"
+block_size = 16
+batch_size = 4
+n_layer = 1
+n_head = 2
+n_embd = 16
+max_iters = {max_iters}
+lr_decay_iters = {max_iters}
+warmup_iters = 0
+eval_interval = {eval_interval}
+eval_iters = 2
+log_interval = 5
+device = "cpu"
+dtype = "float32"
+
+[sampling]
+prompts = ["the "]
+max_new_tokens = 16
+
+[executor]
+kind = "slurm"
+{ex}
+
+[sweep.s]
+vary = {{ {vary} }}
+""")
+    return path
+
+
+def nanotui(exp: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tui", "--experiments", str(exp),
+                           "--runs", str(exp.parent / "runs"), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=exp.parent)
+
+
+def status_json(exp: Path) -> dict[str, dict]:
+    p = nanotui(exp, "status", "--json")
+    assert p.returncode == 0, p.stderr
+    return {r["id"]: r for r in json.loads(p.stdout)["runs"]}
+
+
+def wait_for(pred, timeout: float, what: str, every: float = 0.5):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def squeue_ids() -> set[str]:
+    p = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True)
+    return set(p.stdout.split())
+
+
+# ---- tests against the cluster -------------------------------------------------------------
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_sweep_runs_as_a_job_array_and_completes(slurm_cluster, char_data, tmp_path):
+    exp = write_experiments(tmp_path / "experiments.toml", char_data, {"time": 10})
+    p = nanotui(exp, "launch", timeout=240)
+    assert p.returncode == 0, p.stdout + p.stderr
+    runs = status_json(exp)
+    assert sorted(runs) == ["s/n_embd=16", "s/n_embd=32", "s/n_embd=48"]
+    job_ids = set()
+    for rid, st in runs.items():
+        assert st["state"] == "done", (rid, st)
+        assert st["executor"]["kind"] == "slurm"
+        job_ids.add(st["executor"]["job_id"].split("_")[0])
+        run = RunDir(exp.parent / "runs" / rid)
+        evals = [m for m in run.read_metrics() if m["kind"] == "eval"]
+        assert [m["iter"] for m in evals] == [0, 10, 20, 30]
+        assert run.read_samples() and run.read_samples()[-1]["iter"] == 30
+        assert "Slurm job" in run.stdout_path.read_text()
+    assert len(job_ids) == 1, f"one job array for the sweep, got jobs {job_ids}"
+    # Slurm agrees: the three array tasks completed (the trainer writes done just before
+    # its job ends, so give the jobs a moment)
+    job = job_ids.pop()
+
+    def sacct() -> str:
+        return subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", job],
+                              capture_output=True, text=True).stdout
+    wait_for(lambda: sacct().count("COMPLETED") == 3, 30, f"sacct COMPLETED x3: {sacct()}")
+    assert all(st["executor"]["job_id"].startswith(job + "_") for st in runs.values())
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_stop_cancels_a_running_job(slurm_cluster, char_data, tmp_path):
+    exp = write_experiments(tmp_path / "experiments.toml", char_data, {"time": 10},
+                            max_iters=100000, vary="n_embd = [16]", eval_interval=20)
+    p = nanotui(exp, "launch", "--detach")
+    assert p.returncode == 0, p.stdout + p.stderr
+    rid = "s/n_embd=16"
+    run = RunDir(exp.parent / "runs" / rid)
+    wait_for(lambda: run.read_status().get("iter", 0) >= 20 and run.ckpt_path.exists(), 120,
+             "the job to train past its first eval")
+    job = run.read_status()["executor"]["job_id"]
+    assert job in squeue_ids()
+    row = status_json(exp)[rid]
+    assert row["state"] == "running" and row["slurm_state"] == "RUNNING"
+    p = nanotui(exp, "stop", rid, "--grace", "20")
+    assert p.returncode == 0, p.stdout + p.stderr
+    st = run.read_status()
+    assert st["state"] == "stopped" and "cancelled" in st["reason"], st
+    assert job not in {j for j in squeue_ids()}
+    assert run.ckpt_path.exists()
+    assert "checkpoint saved" in run.stdout_path.read_text().splitlines()[-2] + \
+        run.stdout_path.read_text()
+
+
+@pytest.mark.slurm
+def test_bad_partition_or_account_is_one_line_and_runs_stay_queued(slurm_cluster, char_data,
+                                                                   tmp_path):
+    for executor, needle in (({"partition": "nosuchpartition"}, "partition"),
+                             ({"account": "nosuchaccount"}, "account")):
+        d = tmp_path / needle
+        d.mkdir()
+        exp = write_experiments(d / "experiments.toml", char_data, executor)
+        p = nanotui(exp, "launch")
+        assert p.returncode == 2, p.stdout + p.stderr
+        err = p.stderr.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("nanotui: error: "), p.stderr
+        assert "sbatch: error:" in err[0] and needle in err[0].lower(), err
+        assert "Traceback" not in p.stdout + p.stderr
+        runs = status_json(exp)
+        assert len(runs) == 3 and {r["state"] for r in runs.values()} == {"queued"}, runs
