@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from engine.download import SOURCES, fetch_source
 from engine.tokenizers import (EOT_TEXT, DataError, cache_root, check_name,  # noqa: F401
@@ -110,11 +110,8 @@ def prepare(source: str, tokenizer: str = "char", val_fraction: float = 0.1,
         return label
     if tokenizer == "gpt2":
         load_gpt2(tokenizer_files)  # fail early, before any long pass, when it is missing
-    if set(files) == {"text"}:
-        _check_text_file(files["text"])
-    else:
-        for f in files.values():
-            _check_text_file(f)
+    for f in files.values():
+        _check_text_file(f)
     shas = {role: file_sha256(path, progress) for role, path in files.items()}
     source_sha = (shas["text"] if "text" in shas else
                   hashlib.sha256("".join(f"{r}:{shas[r]}\n" for r in sorted(shas)).encode())
@@ -131,16 +128,30 @@ def prepare(source: str, tokenizer: str = "char", val_fraction: float = 0.1,
         return out
     lock_dir = cache_root() / "locks"
     _mkdir(lock_dir)
-    with FileLock(str(lock_dir / (hashlib.sha1(str(out.resolve()).encode()).hexdigest() + ".lock"))):
+    lock = FileLock(str(lock_dir / (hashlib.sha1(str(out.resolve()).encode()).hexdigest()
+                                    + ".lock")))
+    try:
+        lock.acquire(timeout=0.2)
+    except Timeout:
+        if log:
+            log(f"waiting for another process preparing {out}")
+        lock.acquire()
+    try:
         if _matches(out, ident):  # another process prepared it while we waited
             return out
         _mkdir(out.parent, out)
+        for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed prepare
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(_mkdtemp(out, f".{out.name}.tmp-"))
         try:
             if log:
                 log(f"tokenizing {label} with {tokenizer}")
-            meta = _build(files, tokenizer, val_fraction, tmp, tokenizer_files, progress)
-            meta.update(source=source if label in SOURCES else str(Path(source).resolve()),
+            try:
+                meta = _build(files, tokenizer, val_fraction, tmp, tokenizer_files, progress)
+            except OSError as e:  # disk full, vanished source, ...
+                raise DataError(f"cannot prepare {source}: {e.strerror or e}"
+                                + (f": {e.filename}" if e.filename else "")) from None
+            meta.update(source=source if source in SOURCES else str(Path(source).resolve()),
                         source_sha256=source_sha,
                         source_files={r: {"path": str(p), "sha256": shas[r],
                                           "bytes": p.stat().st_size} for r, p in files.items()},
@@ -151,6 +162,8 @@ def prepare(source: str, tokenizer: str = "char", val_fraction: float = 0.1,
             _install(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        lock.release()
     return out
 
 

@@ -175,7 +175,7 @@ def test_concurrent_prepares_do_the_work_once(shared_data, tmp_path):
                               text=True) for _ in range(3)]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs)
-    assert sum(o.count("WORK") for o in outs) == 1
+    assert sum(o.count("WORK tokenizing") for o in outs) == 1
     assert len({o.strip().splitlines()[-1] for o in outs}) == 1
 
 
