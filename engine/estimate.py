@@ -1,0 +1,149 @@
+"""Pre-flight estimates for a run: vocabulary, parameter counts, memory, time.
+
+No torch here: `nanotui plan` should answer in a blink. Parameter counts are exact
+(nanoGPT's architecture, checked against engine.model.GPT in the tests); memory and time
+are rough and say what they assume.
+
+Vocabulary: a char tokenizer's vocabulary is only known once the data is prepared. In
+order: cfg.vocab_size; the prepared data's meta.json (cfg.data_dir, or a prepared copy of
+cfg.dataset in the data cache); else DEFAULT_VOCAB: shakespeare char 65 (nanoGPT's),
+tinystories char 83 (the characters of the TinyStories validation + test files in the
+shared data), gpt2 50304 (nanoGPT's padded GPT-2 vocabulary, which the assignment's
+parameter counts use). A text file's char vocabulary defaults to 256 until prepared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.config import TrainConfig
+
+DEFAULT_VOCAB = {("shakespeare", "char"): 65, ("tinystories", "char"): 83}
+GPT2_VOCAB = 50304
+UNKNOWN_CHAR_VOCAB = 256
+
+# Throughput assumed for time estimates, in training FLOP/s actually achieved (not peak).
+# GPU: a course card (RTX 6000 Ada class, ~360 TFLOPS bf16 peak with sparsity) reaches
+# roughly 10% on these small models, which are launch- and memory-bound.
+# CPU: measured here on the quick sweep (2 shared cores, float32): about 2e10.
+ASSUMED_FLOPS = {"gpu": 30e12, "cpu": 2e10}
+CUDA_CONTEXT_BYTES = 600 * 1024 ** 2   # the CUDA context + allocator slack of any process
+
+
+@dataclass(frozen=True)
+class Estimate:
+    vocab_size: int
+    vocab_source: str        # "config" | "prepared" | "assumed"
+    params: int              # nanoGPT's count (without position embeddings)
+    params_total: int
+    flops_per_token: float   # training (forward + backward)
+    mem_bytes: int           # GPU memory the run is expected to need
+    seconds: float           # on the assumed device
+    device: str              # "gpu" | "cpu": what `seconds` assumes
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("NANOTUI_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "nanotui"
+
+
+def _meta_vocab(d: Path) -> int | None:
+    try:
+        return int(json.loads((d / "meta.json").read_text())["vocab_size"])
+    except Exception:
+        return None
+
+
+def vocab_for(cfg: TrainConfig) -> tuple[int, str]:
+    """(vocab size, where it came from)."""
+    if cfg.vocab_size:
+        return cfg.vocab_size, "config"
+    if cfg.data_dir:
+        v = _meta_vocab(Path(cfg.data_dir).expanduser())
+        if v:
+            return v, "prepared"
+    elif cfg.tokenizer == "char":
+        # the data cache's layout is engine.data's: prepared/<label>-<tokenizer>-<sha>...
+        label = cfg.dataset if "/" not in cfg.dataset else Path(cfg.dataset).name
+        candidates = sorted((_cache_root() / "prepared").glob(f"{label}-char-*"),
+                            key=lambda p: p.stat().st_mtime, reverse=True) \
+            if (_cache_root() / "prepared").is_dir() else []
+        for c in candidates:
+            v = _meta_vocab(c)
+            if v:
+                return v, "prepared"
+        if Path(cfg.dataset).expanduser().is_dir():
+            v = _meta_vocab(Path(cfg.dataset).expanduser())
+            if v:
+                return v, "prepared"
+    if cfg.tokenizer == "gpt2":
+        return GPT2_VOCAB, "assumed"
+    return DEFAULT_VOCAB.get((cfg.dataset, "char"), UNKNOWN_CHAR_VOCAB), "assumed"
+
+
+def param_counts(cfg: TrainConfig, vocab: int) -> tuple[int, int]:
+    """(nanoGPT's count, total) for the nanoGPT architecture with a tied output head.
+
+    Per block: ln_1 + ln_2 (C each), attention qkv 3C^2 + proj C^2, MLP 4C^2 + 4C^2;
+    with bias: + 3C + C + 4C + C + 2C for the LayerNorms. Then ln_f, wte (V*C, tied to
+    lm_head) and wpe (T*C, which nanoGPT's count leaves out)."""
+    C, L, T = cfg.n_embd, cfg.n_layer, cfg.block_size
+    per_block = 12 * C * C + 2 * C + (11 * C if cfg.bias else 0)
+    total = vocab * C + T * C + L * per_block + C + (C if cfg.bias else 0)
+    return total - T * C, total
+
+
+def flops_per_token(cfg: TrainConfig, params: int) -> float:
+    """PaLM appendix B, as nanoGPT's estimate_mfu: 6N + 12 L H Q T."""
+    return 6 * params + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+
+def memory_bytes(cfg: TrainConfig, params_total: int, vocab: int) -> int:
+    """Peak GPU memory, roughly: fp32 weights + grads + AdamW's two moments (16 B/param),
+    activations for the backward pass (~34 B per token per layer per channel in mixed
+    precision, Korthikanti et al. 2022, attention through a fused kernel so no T^2
+    term), the fp32 logits and their gradient, plus the CUDA context. Dropout adds."""
+    B, T, C, L = cfg.batch_size, cfg.block_size, cfg.n_embd, cfg.n_layer
+    act_per_token_layer = (34 + (10 if cfg.dropout > 0 else 0)) * C
+    activations = B * T * L * act_per_token_layer
+    logits = B * T * vocab * 4 * 3
+    return int(16 * params_total + activations + logits + CUDA_CONTEXT_BYTES)
+
+
+def seconds(cfg: TrainConfig, fpt: float, params: int, device: str) -> float:
+    """Training tokens x FLOPs/token, plus evaluation (forward only: a third of the
+    training FLOPs per token) over both splits at every eval, divided by the assumed
+    throughput."""
+    train_tokens = cfg.tokens_per_iter * cfg.max_iters
+    evals = cfg.max_iters // cfg.eval_interval + 1
+    eval_tokens = evals * 2 * cfg.eval_iters * cfg.batch_size * cfg.block_size
+    total = fpt * train_tokens + fpt / 3 * eval_tokens
+    return total / ASSUMED_FLOPS[device]
+
+
+def estimate(cfg: TrainConfig, device: str = "gpu") -> Estimate:
+    vocab, source = vocab_for(cfg)
+    params, total = param_counts(cfg, vocab)
+    fpt = flops_per_token(cfg, params)
+    return Estimate(vocab, source, params, total, fpt, memory_bytes(cfg, total, vocab),
+                    seconds(cfg, fpt, params, device), device)
+
+
+def format_seconds(s: float | None) -> str:
+    if s is None:
+        return "—"
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"

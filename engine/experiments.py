@@ -1,0 +1,394 @@
+"""experiments.toml -> validated run specs.
+
+    [defaults]          any TrainConfig key (engine.config); the base of every run
+    [sampling]          SamplingConfig keys, for every run
+    [launch]            nanotui's own knobs (all optional):
+                          max_runs_per_gpu = 1     runs of ours sharing one card
+                          max_cpu_runs = 1         concurrent runs when placed on the CPU
+                          gpus = [0, "GPU-..."]    cards auto placement may use (index/uuid)
+                          stop_grace_s = 10.0      SIGTERM -> SIGKILL grace for `stop`
+    [executor]          kind = "local" (default) | "slurm"; with "slurm" the other keys are
+                        Slurm options, validated by engine.slurm
+    [sweep.NAME]        description = "..."
+                        fixed = { key = value, ... }      applied to every run of the sweep
+                        vary  = { key = [v1, v2], ... }   one key at a time around
+                                                          defaults + fixed: a run per value
+                        grid  = { key = [...], ... }      the cartesian product
+
+Run names are stable and readable: `n_layer=8` for vary, `n_head=4,n_embd=128` for grid
+(keys in the order written); ids are `<sweep>/<name>`. Every run is built into a
+TrainConfig (so unknown keys, wrong types and impossible shapes are caught) before
+anything starts. Errors are one line naming the file, the line and the key; the line is
+found by scanning the text, since tomllib reports no positions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from engine.config import (ConfigError, SamplingConfig, TrainConfig, check_train_keys,
+                           config_from_dict, did_you_mean, sampling_from_dict)
+from engine.runs import safe_part
+
+TOP_TABLES = ["defaults", "sampling", "launch", "executor", "sweep"]
+SWEEP_KEYS = ["description", "fixed", "vary", "grid"]
+LAUNCH_KEYS = ["max_runs_per_gpu", "max_cpu_runs", "gpus", "stop_grace_s"]
+MAX_RUNS = 1000  # a typo'd grid should not create a million directories
+
+
+class ExperimentsError(ConfigError):
+    """A problem in an experiments file; one line: `FILE:LINE: where: what`."""
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    max_runs_per_gpu: int = 1
+    max_cpu_runs: int = 1
+    gpus: tuple[int | str, ...] = ()     # empty: every card
+    stop_grace_s: float = 10.0
+
+
+@dataclass
+class RunSpec:
+    sweep: str
+    name: str
+    varied: dict[str, Any]
+    cfg: TrainConfig | None          # None when `error` is set
+    error: str | None = None
+    line: int | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.sweep}/{self.name}"
+
+
+@dataclass
+class Sweep:
+    name: str
+    description: str
+    runs: list[RunSpec]
+    line: int | None = None
+
+
+@dataclass
+class Experiments:
+    path: Path
+    sweeps: dict[str, Sweep]
+    launch: LaunchOptions = field(default_factory=LaunchOptions)
+    executor: dict[str, Any] = field(default_factory=lambda: {"kind": "local"})
+
+    def all_runs(self) -> list[RunSpec]:
+        return [r for s in self.sweeps.values() for r in s.runs]
+
+    def select(self, selection: list[str] | None) -> list[RunSpec]:
+        """Runs named by sweep names and/or run ids; all runs when empty."""
+        if not selection:
+            return self.all_runs()
+        ids = {r.id: r for r in self.all_runs()}
+        out: dict[str, RunSpec] = {}
+        for ref in selection:
+            if ref in self.sweeps:
+                out.update((r.id, r) for r in self.sweeps[ref].runs)
+            elif ref in ids:
+                out[ref] = ids[ref]
+            else:
+                choices = list(self.sweeps) + list(ids)
+                raise ExperimentsError(f"{self.path}: no sweep or run {ref!r}"
+                                       f"{did_you_mean(ref, choices)}; sweeps: "
+                                       f"{', '.join(self.sweeps) or '(none)'}")
+        return list(out.values())
+
+
+# ---- locating lines ----------------------------------------------------------------------
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]*?)\s*\]\]?\s*(#.*)?$")
+
+
+def _split_dotted(s: str) -> list[str]:
+    """Split a TOML dotted key (`sweep."a.b".vary`) into its parts, unquoted."""
+    parts, cur, quote = [], "", None
+    for ch in s:
+        if quote:
+            if ch == quote:
+                quote = None
+            else:
+                cur += ch
+        elif ch in "\"'":
+            quote = ch
+        elif ch == ".":
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur.strip())
+    return parts
+
+
+class LineFinder:
+    """Best-effort line numbers for `table path + key` in a TOML text."""
+
+    def __init__(self, text: str):
+        self.lines = text.splitlines()
+
+    def find(self, table: list[str], key: str | None = None) -> int | None:
+        current: list[str] = []
+        header_line = None
+        for no, raw in enumerate(self.lines, 1):
+            m = _HEADER.match(raw)
+            if m and not raw.lstrip().startswith(("#",)):
+                current = _split_dotted(m.group(1))
+                if current == table:
+                    header_line = no
+                    if key is None:
+                        return no
+                continue
+            if key is None:
+                continue
+            stripped = raw.strip()
+            if current == table and re.match(rf"""^["']?{re.escape(key)}["']?\s*[=.]""",
+                                             stripped):
+                return no
+            # dotted keys from a parent table: `[sweep]` + `depth.vary = ...`
+            if current == table[:len(current)] and len(current) < len(table):
+                rest = ".".join(table[len(current):] + [key])
+                if stripped.startswith(rest):
+                    return no
+        return header_line
+
+    def find_in_line(self, line: int | None, needle: str) -> int | None:
+        """The first line at or after `line` (inline tables may span lines) mentioning
+        `needle` as a key, else `line`."""
+        if line is None:
+            return None
+        for no in range(line, min(line + 20, len(self.lines)) + 1):
+            if re.search(rf"""(^|[\s{{,])["']?{re.escape(needle)}["']?\s*=""",
+                         self.lines[no - 1]):
+                return no
+        return line
+
+
+# ---- parsing -------------------------------------------------------------------------------
+
+def format_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v) if v != int(v) or abs(v) >= 1e16 else f"{v:g}"
+    return str(v)
+
+
+def load_experiments(path: str | Path) -> Experiments:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ExperimentsError(f"{path}: no such experiments file (create one, or pass "
+                               f"--experiments FILE; `nanotui demo` writes an example)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ExperimentsError(f"{path}: cannot read: {e}") from None
+    return parse_experiments(text, path)
+
+
+def parse_experiments(text: str, path: str | Path = "experiments.toml") -> Experiments:
+    """Parse and validate; raises ExperimentsError (one line) on structural problems.
+    Per-run config errors (n_embd % n_head, ...) are kept in RunSpec.error so `plan`
+    can show them all; `Experiments.check()`-style callers use `validate_runs`."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ExperimentsError(f"{path}: invalid TOML: {e}") from None
+    lines = LineFinder(text)
+
+    def where(table: list[str], key: str | None = None) -> str:
+        line = lines.find(table, key)
+        return f"{path}:{line}" if line else str(path)
+
+    for key in doc:
+        if key not in TOP_TABLES:
+            raise ExperimentsError(f"{where([], key)}: unknown table or key {key!r}"
+                                   f"{did_you_mean(key, TOP_TABLES)}; expected "
+                                   f"{', '.join(f'[{t}]' for t in TOP_TABLES)}")
+        if not isinstance(doc[key], dict):
+            raise ExperimentsError(f"{where([], key)}: {key} must be a table ([{key}])")
+
+    defaults: dict[str, Any] = {}
+    for key, value in doc.get("defaults", {}).items():
+        defaults.update(check_train_keys({key: value}, f"{where(['defaults'], key)}: [defaults]"))
+    raw_sampling = doc.get("sampling", {})
+    for key, value in raw_sampling.items():
+        sampling_from_dict({key: value}, where(["sampling"], key))
+    sampling = sampling_from_dict(raw_sampling, where(["sampling"]))
+    launch = _launch_options(doc.get("launch", {}), where)
+    executor = _executor(doc.get("executor", {}), where)
+
+    sweeps: dict[str, Sweep] = {}
+    sweep_tables = doc.get("sweep", {})
+    total = 0
+    for sname, table in sweep_tables.items():
+        sweep = _parse_sweep(sname, table, defaults, sampling, lines, path)
+        total += len(sweep.runs)
+        if total > MAX_RUNS:
+            raise ExperimentsError(f"{where(['sweep', sname])}: more than {MAX_RUNS} runs; "
+                                   f"is a grid larger than intended?")
+        sweeps[sname] = sweep
+    return Experiments(path=path, sweeps=sweeps, launch=launch, executor=executor)
+
+
+def _launch_options(d: dict[str, Any], where) -> LaunchOptions:
+    kw: dict[str, Any] = {}
+    for key, v in d.items():
+        w = f"{where(['launch'], key)}: launch.{key}"
+        if key not in LAUNCH_KEYS:
+            raise ExperimentsError(f"{where(['launch'], key)}: unknown key launch.{key}"
+                                   f"{did_you_mean(key, LAUNCH_KEYS)}")
+        if key in ("max_runs_per_gpu", "max_cpu_runs"):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ExperimentsError(f"{w} = {v!r}: expected an integer of at least 1")
+            kw[key] = v
+        elif key == "stop_grace_s":
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1e6:
+                raise ExperimentsError(f"{w} = {v!r}: expected seconds (a number >= 0)")
+            kw[key] = float(v)
+        elif key == "gpus":
+            if not isinstance(v, list) or not all(
+                    (isinstance(g, int) and not isinstance(g, bool) and g >= 0)
+                    or (isinstance(g, str) and g) for g in v):
+                raise ExperimentsError(f"{w} = {v!r}: expected a list of card indices or "
+                                       f"UUIDs, e.g. [0, 1]")
+            kw[key] = tuple(v)
+    return LaunchOptions(**kw)
+
+
+def _executor(d: dict[str, Any], where) -> dict[str, Any]:
+    d = dict(d)
+    kind = d.setdefault("kind", "local")
+    if kind not in ("local", "slurm"):
+        raise ExperimentsError(f"{where(['executor'], 'kind')}: executor.kind = {kind!r}: "
+                               f"expected \"local\" or \"slurm\"")
+    if kind == "local" and len(d) > 1:
+        extra = sorted(k for k in d if k != "kind")
+        raise ExperimentsError(f"{where(['executor'], extra[0])}: executor.{extra[0]}: only "
+                               f"kind is accepted with kind = \"local\" (Slurm options need "
+                               f"kind = \"slurm\")")
+    return d
+
+
+def _parse_sweep(sname: str, table: Any, defaults: dict[str, Any], sampling: SamplingConfig,
+                 lines: LineFinder, path: Path) -> Sweep:
+    header = lines.find(["sweep", sname])
+    at = f"{path}:{header}" if header else str(path)
+    label = f"[sweep.{sname}]"
+    if not safe_part(sname):
+        raise ExperimentsError(f"{at}: sweep name {sname!r} cannot be a directory name "
+                               f"(no '/', '\\', leading '.', or '..'); rename it")
+    if not isinstance(table, dict):
+        raise ExperimentsError(f"{at}: sweep.{sname} must be a table ({label})")
+    for key in table:
+        if key not in SWEEP_KEYS:
+            line = lines.find(["sweep", sname], key)
+            raise ExperimentsError(f"{path}:{line or header}: {label}: unknown key {key!r}"
+                                   f"{did_you_mean(key, SWEEP_KEYS)}; expected description, "
+                                   f"fixed, vary or grid")
+
+    def line_of(key: str) -> int | None:
+        return lines.find(["sweep", sname], key) or header
+
+    def loc(key: str) -> str:
+        line = line_of(key)
+        return f"{path}:{line}" if line else str(path)
+
+    description = table.get("description", "")
+    if not isinstance(description, str):
+        raise ExperimentsError(f"{loc('description')}: {label} description must be a string")
+    fixed = table.get("fixed", {})
+    if not isinstance(fixed, dict):
+        raise ExperimentsError(f"{loc('fixed')}: {label} fixed must be a table, "
+                               f"e.g. fixed = {{ n_head = 8 }}")
+    fixed = _checked(fixed, f"{label} fixed", line_of("fixed"), lines, path)
+    mode = [k for k in ("vary", "grid") if k in table]
+    if not mode:
+        raise ExperimentsError(f"{at}: {label} has no runs: add vary = {{ key = [values] }} "
+                               f"(one key at a time) or grid = {{ ... }} (all combinations)")
+    if len(mode) == 2:
+        raise ExperimentsError(f"{loc('grid')}: {label} has both vary and grid; use one "
+                               f"(or two sweeps)")
+    kind = mode[0]
+    axes = table[kind]
+    if not isinstance(axes, dict) or not axes:
+        raise ExperimentsError(f"{loc(kind)}: {label} {kind} must be a non-empty table of "
+                               f"lists, e.g. {kind} = {{ n_layer = [2, 4] }}")
+    checked_axes: dict[str, list[Any]] = {}
+    for key, values in axes.items():
+        kline = lines.find_in_line(line_of(kind), key)
+        kat = f"{path}:{kline}" if kline else str(path)
+        if not isinstance(values, list) or not values:
+            raise ExperimentsError(f"{kat}: {label} {kind}.{key} = {values!r}: expected a "
+                                   f"non-empty list of values, e.g. [2, 4]")
+        out = []
+        for v in values:
+            out.append(_checked({key: v}, f"{label} {kind}", kline, lines, path)[key])
+        if len(set(map(format_value, out))) != len(out):
+            raise ExperimentsError(f"{kat}: {label} {kind}.{key} lists a value twice: "
+                                   f"{values!r}")
+        checked_axes[key] = out
+
+    combos: list[dict[str, Any]]
+    if kind == "vary":
+        combos = [{k: v} for k, vs in checked_axes.items() for v in vs]
+    else:
+        n = 1
+        for vs in checked_axes.values():
+            n *= len(vs)
+            if n > MAX_RUNS:
+                raise ExperimentsError(f"{loc('grid')}: {label} grid has more than "
+                                       f"{MAX_RUNS} combinations")
+        keys = list(checked_axes)
+        combos = [dict(zip(keys, vals)) for vals in itertools.product(*checked_axes.values())]
+
+    runs = []
+    for varied in combos:
+        name = ",".join(f"{k}={format_value(v)}" for k, v in varied.items())
+        line = lines.find_in_line(line_of(kind), next(iter(varied)))
+        rat = f"{path}:{line}" if line else str(path)
+        if not safe_part(name):
+            raise ExperimentsError(f"{rat}: {label} run name {name!r} cannot be a directory "
+                                   f"name; vary a different value or use a data_dir "
+                                   f"without '/' in a sweep of its own")
+        d = {**defaults, **fixed, **varied}
+        try:
+            cfg = config_from_dict({**d, "sampling": dataclasses.asdict(sampling)},
+                                   f"{rat}: run {sname}/{name}")
+            runs.append(RunSpec(sname, name, varied, cfg, None, line))
+        except ConfigError as e:
+            runs.append(RunSpec(sname, name, varied, None, str(e), line))
+    return Sweep(sname, description, runs, header)
+
+
+def _checked(d: dict[str, Any], label: str, line: int | None, lines: LineFinder,
+             path: Path) -> dict[str, Any]:
+    """Type-check TrainConfig keys; the error names the line of the offending key."""
+    for key in d:
+        kline = lines.find_in_line(line, key) if line else None
+        at = f"{path}:{kline}" if kline else str(path)
+        check_train_keys({key: d[key]}, f"{at}: {label}")
+    return check_train_keys(d, label)
+
+
+def validate_runs(runs: list[RunSpec]) -> None:
+    """Raise for the first invalid run (and say how many there are)."""
+    bad = [r for r in runs if r.error]
+    if bad:
+        more = f" (and {len(bad) - 1} more invalid runs; see `nanotui plan`)" if len(bad) > 1 else ""
+        raise ExperimentsError(f"{bad[0].error}{more}")

@@ -1,0 +1,70 @@
+"""`nanotui launch`: queue runs and dispatch them onto the GPUs (or the CPU)."""
+
+from __future__ import annotations
+
+import time
+
+HELP = "queue runs (sweeps or run ids) and start them as GPUs/CPU allow"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("selection", nargs="*", metavar="SWEEP|RUN",
+                   help="sweeps or run ids (default: every sweep)")
+    p.add_argument("--gpu", default="auto", metavar="auto|cpu|INDEX|UUID",
+                   help="where the runs go (default auto: the least-loaded card that fits)")
+    p.add_argument("--detach", action="store_true",
+                   help="return at once; a background dispatcher starts the queued runs")
+    p.add_argument("--executor", choices=["local", "slurm"],
+                   help="override [executor] kind of the experiments file")
+
+
+def run(args) -> int:
+    from engine.launch import (Dispatcher, dispatcher_pid, queue_runs_detailed,
+                               start_background_dispatcher)
+    from tui.progress import progress_bar
+
+    def log(msg: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+    with progress_bar("preparing data") as update:
+        res = queue_runs_detailed(args.experiments, args.runs, args.selection, args.gpu,
+                                  progress=lambda done, total: update(done, total), log=log)
+    parts = [f"{len(res.queued)} queued"]
+    if res.waiting:
+        parts.append(f"{len(res.waiting)} already queued or running")
+    if res.done:
+        parts.append(f"{len(res.done)} already done")
+    if res.needs_resume:
+        parts.append(f"{len(res.needs_resume)} failed/stopped (skipped: `nanotui resume "
+                     f"{res.needs_resume[0].id}` to continue)")
+    log(", ".join(parts) + f" in {args.runs}")
+    pending = [r.id for r in res.queued + res.waiting]
+    if not pending:
+        return 0
+    if args.detach:
+        pid = dispatcher_pid(args.runs)
+        if pid:
+            log(f"a dispatcher (pid {pid}) is already running; it will start them")
+        else:
+            p = start_background_dispatcher(args.runs, args.experiments, args.gpu, args.executor)
+            log(f"background dispatcher pid {p.pid} (log: {args.runs}/.dispatcher.log); "
+                f"follow with `nanotui status`")
+        return 0
+    d = Dispatcher(args.runs, args.experiments, args.gpu, executor_kind=args.executor, log=log)
+    try:
+        d.run(follow=pending)
+    except KeyboardInterrupt:
+        d.unlock()
+        queued = d.queued_runs()
+        msg = "interrupted: running runs keep running (`nanotui status`, `nanotui stop RUN`)"
+        if queued:
+            p = start_background_dispatcher(args.runs, args.experiments, args.gpu, args.executor)
+            msg += f"; {len(queued)} queued runs go on with a background dispatcher (pid {p.pid})"
+        print(msg, flush=True)
+        return 130
+    from engine.runs import RunDir
+    states = [RunDir(args.runs / rid).read_status().get("state") for rid in pending]
+    failed = sum(1 for s in states if s == "failed")
+    log(f"all {len(pending)} runs finished: {states.count('done')} done, {failed} failed, "
+        f"{states.count('stopped')} stopped")
+    return 1 if failed else 0

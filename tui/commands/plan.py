@@ -1,0 +1,52 @@
+"""`nanotui plan`: the pre-flight of a launch. Nothing is created."""
+
+from __future__ import annotations
+
+import json
+
+HELP = "show the runs a launch would start: parameters, memory, time, errors"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("selection", nargs="*", metavar="SWEEP|RUN",
+                   help="sweeps or run ids (default: every sweep)")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.add_argument("--device", choices=["gpu", "cpu"],
+                   help="what the time estimate assumes (default: gpu when one is visible)")
+
+
+def run(args) -> int:
+    from engine.estimate import ASSUMED_FLOPS, format_seconds
+    from engine.gpu import format_bytes
+    from engine.launch import plan_runs
+    rows = plan_runs(args.experiments, args.selection, device=args.device)
+    errors = [r for r in rows if r.error]
+    if args.json:
+        print(json.dumps({"experiments": str(args.experiments), "runs": [r.to_dict() for r in rows],
+                          "assumed_flops_per_s": ASSUMED_FLOPS,
+                          "errors": len(errors)}, indent=1))
+        return 1 if errors else 0
+    head = f"{'run':34} {'params':>12} {'total':>12} {'vocab':>6} {'memory':>9} {'time':>8}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        if r.error:
+            print(f"{r.id:34} ERROR {r.error}")
+            continue
+        vocab = f"{r.vocab_size}{'*' if r.vocab_source == 'assumed' else ''}"
+        print(f"{r.id:34} {r.params:>12,} {r.params_total:>12,} {vocab:>6} "
+              f"{format_bytes(r.est_mem_bytes):>9} {format_seconds(r.est_seconds):>8}")
+    ok = [r for r in rows if not r.error]
+    if ok:
+        total = sum(r.est_seconds for r in ok)
+        dev = ok[0].est_device
+        print(f"\n{len(ok)} runs, about {format_seconds(total)} of {dev.upper()} time in all, "
+              f"assuming {ASSUMED_FLOPS[dev] / 1e12:g} TFLOP/s achieved (6N + attention "
+              f"FLOPs per token; evals included). Memory: weights, grads, AdamW, "
+              f"activations, logits, CUDA context.")
+        if any(r.vocab_source == "assumed" for r in ok):
+            print("* vocabulary assumed until the data is prepared (`nanotui prepare`).")
+    if errors:
+        print(f"\n{len(errors)} invalid runs: fix them before launching.")
+        return 1
+    return 0

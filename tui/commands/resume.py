@@ -1,0 +1,31 @@
+"""`nanotui resume`: continue failed or stopped runs from their checkpoints."""
+
+from __future__ import annotations
+
+HELP = "continue failed/stopped runs from their last checkpoint"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("runs_", nargs="+", metavar="RUN", help="run ids (sweep/name) or sweeps")
+    p.add_argument("--gpu", default="auto", metavar="auto|cpu|INDEX|UUID")
+    p.add_argument("--wait", action="store_true",
+                   help="dispatch in the foreground until the runs finish")
+
+
+def run(args) -> int:
+    import time
+    from engine.launch import Dispatcher, ensure_dispatcher, resume_run
+    from tui.commands.stop import expand
+    runs = expand(args.runs, args.runs_)
+    for r in runs:
+        ckpt = resume_run(r, None if args.gpu == "auto" else args.gpu)
+        print(f"{r.id}: queued, " + ("continues from its checkpoint" if ckpt
+                                     else "no checkpoint: starts over"))
+    if args.wait:
+        def log(msg: str) -> None:
+            print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+        Dispatcher(args.runs, args.experiments, args.gpu, log=log).run(follow=[r.id for r in runs])
+        return 0
+    pid = ensure_dispatcher(args.runs, args.experiments, args.gpu)
+    print(f"background dispatcher pid {pid}" if pid else "the running dispatcher will start them")
+    return 0

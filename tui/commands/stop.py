@@ -1,0 +1,43 @@
+"""`nanotui stop`: stop runs (SIGTERM, a grace period, then SIGKILL)."""
+
+from __future__ import annotations
+
+HELP = "stop runs: queued ones never start, running ones checkpoint and exit"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("runs_", nargs="+", metavar="RUN", help="run ids (sweep/name) or sweeps")
+    p.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                   help="seconds between SIGTERM and SIGKILL (default [launch] stop_grace_s, 10)")
+
+
+def expand(runs_root, refs):
+    """Run ids, run paths or whole sweeps -> RunDirs (an unknown ref is an error)."""
+    from engine.runs import RunError, find_run, list_runs
+    out = []
+    all_runs = list_runs(runs_root)
+    for ref in refs:
+        sweep = [r for r in all_runs if r.sweep == ref]
+        if sweep and "/" not in ref:
+            out += sweep
+            continue
+        try:
+            out.append(find_run(runs_root, ref))
+        except RunError:
+            from engine.config import did_you_mean
+            raise RunError(f"no run {ref!r} under {runs_root}"
+                           f"{did_you_mean(ref, [r.id for r in all_runs])}") from None
+    return out
+
+
+def run(args) -> int:
+    from engine.launch import stop_run, stop_grace
+    runs = expand(args.runs, args.runs_)
+    grace = args.grace if args.grace is not None else stop_grace(args.experiments)
+    for r in runs:
+        before = r.read_status().get("state")
+        if before in ("done", "failed", "stopped"):
+            print(f"{r.id}: already {before}")
+            continue
+        print(f"{r.id}: {stop_run(r, grace)}", flush=True)
+    return 0
