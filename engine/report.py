@@ -344,8 +344,10 @@ def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: st
         say(f"plotting {name}")
         decoding = common_decoding(summaries)
         plots = [p for p in (
-            rp.loss_curves(summaries, "iter", f"Loss per run · sweep {name}", d / "loss_vs_iters.png"),
-            rp.loss_curves(summaries, "tokens", f"Loss per run · sweep {name}", d / "loss_vs_tokens.png"),
+            rp.loss_curves(summaries, "iter", f"Loss per run · sweep {name}",
+                           d / "loss_vs_iters.png", group_by),
+            rp.loss_curves(summaries, "tokens", f"Loss per run · sweep {name}",
+                           d / "loss_vs_tokens.png", group_by),
             rp.loss_vs_params(study, fit, {s.id for s in pts}, name, d / "val_loss_vs_params.png",
                               group_by=group_by),
             rp.diversity_vs_params(summaries, decoding,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.report_data import RunSummary, diversity
+from engine.report_tables import group_value
 from engine.report_fit import PowerLawFit
 
 DPI = 160
@@ -43,7 +44,7 @@ def _legend(ax, handles=None, labels=None, n: int = 1, title: str | None = None)
 
 
 def _fig(plt, n_legend: int, width: float = 11.0, height: float = 6.0):
-    extra = 0.0 if n_legend <= 12 else 0.28 * ((n_legend + 3) // 4)
+    extra = 0.0 if n_legend <= 12 else 0.32 * ((n_legend + 3) // 4) + 0.4
     return plt.subplots(figsize=(width, height + extra), layout="constrained")
 
 
@@ -67,16 +68,24 @@ def _human(n: float) -> str:
     return f"{n:.3g}"
 
 
-def loss_curves(summaries: list[RunSummary], x: str, title: str, path: Path) -> Path | None:
-    """Train (dashed) and val (solid) loss per run; x is "iter" or "tokens"."""
+def loss_curves(summaries: list[RunSummary], x: str, title: str, path: Path,
+                group_by: str | None = None) -> Path | None:
+    """Train (dashed) and val (solid) loss per run; x is "iter" or "tokens". With
+    group_by, runs are coloured by that config value (a 32-run grid stays readable)."""
     plt = _plt()
     runs = [s for s in summaries if s.evals or s.trains]
     if not runs:
         return None
-    fig, ax = _fig(plt, len(runs))
     from matplotlib.lines import Line2D
-    handles, labels = [], []
-    for s, color in zip(runs, _colors(len(runs))):
+    if group_by:
+        keys = [f"{group_by}={group_value(s, group_by)}" for s in runs]
+    else:
+        keys = [s.run.name if s.state == "done" else f"{s.run.name} [{s.state}]" for s in runs]
+    uniq = list(dict.fromkeys(keys))
+    fig, ax = _fig(plt, len(uniq) + 2)
+    colors = dict(zip(uniq, _colors(len(uniq))))
+    for s, k in zip(runs, keys):
+        color = colors[k]
         # Train loss from the eval records (averaged over eval_iters batches): far less
         # noisy than the per-step loss, which is used only when there are no evals.
         tr = [(r, r.get("train_loss")) for r in s.evals if r.get("train_loss") is not None]
@@ -91,12 +100,11 @@ def loss_curves(summaries: list[RunSummary], x: str, title: str, path: Path) -> 
         if va:
             ax.plot(xs(va), [v for _, v in va], ls="-", color=color,
                     marker="o" if len(va) <= 30 else None, ms=4)
-        label = s.run.name if s.state == "done" else f"{s.run.name} [{s.state}]"
-        handles.append(Line2D([], [], color=color, lw=3))
-        labels.append(label)
+    handles = [Line2D([], [], color=colors[k], lw=3) for k in uniq]
+    labels = list(uniq)
     handles += [Line2D([], [], color="black", ls="-"), Line2D([], [], color="black", ls="--")]
     labels += ["val loss", "train loss"]
-    _legend(ax, handles, labels, n=len(labels), title="run")
+    _legend(ax, handles, labels, n=len(labels), title=group_by or "run")
     if x == "tokens":
         ax.set_xlabel("training tokens seen")
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: _human(v)))
@@ -121,7 +129,7 @@ def loss_vs_params(study: list[RunSummary], fit: PowerLawFit | None, fit_points:
 
     def key(s: RunSummary):
         if group_by:
-            return f"{group_by}={s.config.to_dict().get(group_by) if s.config else '?'}"
+            return f"{group_by}={group_value(s, group_by)}"
         return s.run.sweep
     groups = sorted({key(s) for s in pts})
     colors = dict(zip(groups, _colors(len(groups))))
@@ -151,7 +159,8 @@ def loss_vs_params(study: list[RunSummary], fit: PowerLawFit | None, fit_points:
     ax.set_yscale("log")
     ax.set_xlabel("parameters N (nanoGPT count, log scale)")
     ax.set_ylabel("best val loss (nats/token, log scale)")
-    ax.set_title("Validation loss vs model size")
+    ax.set_title("Validation loss vs model size" + ("" if fit is not None else
+                 f"\n(no power-law fit: fewer than 3 finished sizes)"))
     from matplotlib.ticker import LogLocator, FuncFormatter, NullFormatter
     ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
