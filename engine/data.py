@@ -112,7 +112,7 @@ def prepare(source: str, tokenizer: str = "char", val_fraction: float = 0.1,
         load_gpt2(tokenizer_files)  # fail early, before any long pass, when it is missing
     for f in files.values():
         _check_text_file(f)
-    shas = {role: file_sha256(path, progress) for role, path in files.items()}
+    shas = {role: file_sha256(path, progress, log) for role, path in files.items()}
     source_sha = (shas["text"] if "text" in shas else
                   hashlib.sha256("".join(f"{r}:{shas[r]}\n" for r in sorted(shas)).encode())
                   .hexdigest())
@@ -145,7 +145,7 @@ def prepare(source: str, tokenizer: str = "char", val_fraction: float = 0.1,
         tmp = Path(_mkdtemp(out, f".{out.name}.tmp-"))
         try:
             if log:
-                log(f"tokenizing {label} with {tokenizer}")
+                log(f"tokenizing {label} ({tokenizer})")
             try:
                 meta = _build(files, tokenizer, val_fraction, tmp, tokenizer_files, progress)
             except OSError as e:  # disk full, vanished source, ...
@@ -197,7 +197,7 @@ def _check_text_file(path: Path) -> None:
         raise DataError(f"{path} is empty")
 
 
-def file_sha256(path: Path, progress: Progress | None = None) -> str:
+def file_sha256(path: Path, progress: Progress | None = None, log=None) -> str:
     """sha256 of a file, remembered by (path, size, mtime) so reuse costs no re-read."""
     st = path.stat()
     memo_path = cache_root() / "sha256.json"
@@ -208,6 +208,8 @@ def file_sha256(path: Path, progress: Progress | None = None) -> str:
         memo = {}
     if key in memo:
         return memo[key]
+    if log:
+        log(f"checksumming {path.name}")
     h = hashlib.sha256()
     done = 0
     with open(path, "rb") as f:

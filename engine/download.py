@@ -62,7 +62,7 @@ def fetch_source(name: str, progress: Progress | None = None,
     for role, url in urls.items():
         dest = download_dir(name) / SOURCES[name][role]
         if not dest.exists() and log:
-            log(f"downloading {url}")
+            log(f"downloading {dest.name}")
         try:
             out[role] = download(url, dest, progress)
         except NetworkError as e:

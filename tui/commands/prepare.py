@@ -36,27 +36,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print one JSON document (the prepared dir and its meta.json)")
 
 
+class _StageBars:
+    """One progress bar per stage the engine announces (download, checksum, tokenize);
+    nothing at all when stderr is not a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.update = lambda done, total=None: None
+
+    def stage(self, description: str) -> None:
+        self.close()
+        if self.enabled:
+            self.bar = progress_bar(description, None, enabled=True)
+            self.update = self.bar.__enter__()
+
+    def progress(self, done: int, total: int) -> None:
+        self.update(done, total or None)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
 def run(args: argparse.Namespace) -> int:
     from engine.data import load_meta, prepare
     from engine.tokenizers import DataError
 
-    tty = sys.stderr.isatty() and not args.json
-
-    def log(line: str) -> None:
-        if tty:
-            print(line, file=sys.stderr)
-
+    bars = _StageBars(sys.stderr.isatty() and not args.json)
     try:
-        with progress_bar(f"prepare {args.source}", None, enabled=tty) as update:
-            out = prepare(args.source, args.tokenizer, args.val_fraction,
-                          out_dir=args.data_dir, tokenizer_files=args.tokenizer_file,
-                          progress=lambda done, total: update(done, total or None), log=log)
+        out = prepare(args.source, args.tokenizer, args.val_fraction, out_dir=args.data_dir,
+                      tokenizer_files=args.tokenizer_file, progress=bars.progress,
+                      log=bars.stage)
         meta = load_meta(out)
     except DataError:
         raise
     except OSError as e:  # anything the engine did not word itself
         where = f" {e.filename}" if getattr(e, "filename", None) else ""
         raise CommandError(f"cannot prepare {args.source}:{where} {e.strerror or e}") from None
+    finally:
+        bars.close()
 
     small = [s for s in ("train", "val") if meta[f"{s}_tokens"] < SMALL_SPLIT]
     if args.json:
