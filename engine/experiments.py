@@ -184,7 +184,9 @@ def format_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
-        return repr(v) if v != int(v) or abs(v) >= 1e16 else f"{v:g}"
+        if v != v or v in (float("inf"), float("-inf")) or v != int(v) or abs(v) >= 1e16:
+            return repr(v)
+        return f"{v:g}"
     return str(v)
 
 

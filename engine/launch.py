@@ -326,7 +326,9 @@ class Dispatcher:
                       if (st := statuses[r.id]).get("state") == "running"
                       and (st.get("executor") or {}).get("kind", "local") == "local"]
             for run in queued:
-                st = statuses[run.id]
+                st = run.read_status()
+                if st.get("state") != "queued":
+                    continue  # an executor took it with another (a Slurm job array)
                 try:
                     cfg = run.load_config()
                 except (ConfigError, RunError, OSError) as e:
@@ -348,7 +350,7 @@ class Dispatcher:
                 resume = bool(st.get("resume"))
                 try:
                     self.executor.start(run, placement, resume)
-                except RunError as e:
+                except (RunError, ConfigError) as e:
                     run.update_status(state="failed", reason=str(e), ended_at=time.time())
                     self.log(f"{run.id}: {e}")
                     continue
