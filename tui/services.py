@@ -36,7 +36,7 @@ class ServiceUnavailable(RuntimeError):
 class Launcher(Protocol):
     def sweeps(self) -> list["SweepInfo"]: ...
     def plan(self, selection: list[str]) -> list[Any]: ...
-    def queue(self, selection: list[str]) -> list[RunDir]: ...
+    def queue(self, selection: list[str], gpu: str = "auto") -> list[RunDir]: ...
     def start_dispatcher(self, gpu: str) -> None: ...
     def stop(self, run: RunDir) -> None: ...
     def resume(self, run: RunDir) -> None: ...
@@ -60,8 +60,9 @@ class Services:
 
     @classmethod
     def default(cls, runs_root: Path, experiments_path: Path) -> "Services":
-        return cls(Path(runs_root), Path(experiments_path), _default_gpu_source(),
-                   EngineLauncher(Path(runs_root), Path(experiments_path)),
+        gpus = _default_gpu_source()
+        return cls(Path(runs_root), Path(experiments_path), gpus,
+                   EngineLauncher(Path(runs_root), Path(experiments_path), gpus),
                    EngineSampler(), EngineReporter(Path(runs_root)))
 
 
@@ -91,9 +92,10 @@ def _engine(module: str, what: str) -> Any:
 class EngineLauncher:
     """engine.launch and engine.experiments behind the Launcher methods."""
 
-    def __init__(self, runs_root: Path, experiments_path: Path):
+    def __init__(self, runs_root: Path, experiments_path: Path, gpu_source: Any = None):
         self.runs_root = runs_root
         self.experiments_path = experiments_path
+        self.gpu_source = gpu_source
 
     def sweeps(self) -> list[SweepInfo]:
         exps = _engine("engine.experiments", "reading experiments").load_experiments(
@@ -102,21 +104,31 @@ class EngineLauncher:
                 for s in exps.sweeps.values()]
 
     def plan(self, selection: list[str]) -> list[Any]:
-        return _engine("engine.launch", "planning").plan_runs(self.experiments_path, selection)
+        return _engine("engine.launch", "planning").plan_runs(
+            self.experiments_path, selection, gpu_source=self.gpu_source)
 
-    def queue(self, selection: list[str]) -> list[RunDir]:
+    def queue(self, selection: list[str], gpu: str = "auto") -> list[RunDir]:
+        """Create the runs (queued, each remembering the card asked for); prepares data."""
         return _engine("engine.launch", "launching").queue_runs(
-            self.experiments_path, self.runs_root, selection)
+            self.experiments_path, self.runs_root, selection, gpu=gpu)
 
-    def start_dispatcher(self, gpu: str) -> None:
-        _engine("engine.launch", "launching").start_background_dispatcher(
-            self.runs_root, self.experiments_path, gpu=gpu)
+    def start_dispatcher(self, gpu: str = "auto") -> None:
+        """A background dispatcher (its own session: it outlives the app) unless one runs."""
+        _engine("engine.launch", "launching").ensure_dispatcher(
+            self.runs_root, self.experiments_path, gpu)
 
     def stop(self, run: RunDir) -> None:
-        _engine("engine.launch", "stopping").stop_run(run)
+        launch = _engine("engine.launch", "stopping")
+        try:
+            grace = launch.stop_grace(self.experiments_path)
+        except Exception:  # no or broken experiments file: the default grace
+            grace = 10.0
+        launch.stop_run(run, grace_s=grace)
 
     def resume(self, run: RunDir) -> None:
-        _engine("engine.launch", "resuming").resume_run(run)
+        launch = _engine("engine.launch", "resuming")
+        launch.resume_run(run)
+        launch.ensure_dispatcher(self.runs_root, self.experiments_path)
 
 
 class EngineSampler:

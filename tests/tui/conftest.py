@@ -140,7 +140,7 @@ class FakeLauncher:
                                     60.0 * (i + 1)))
         return rows
 
-    def queue(self, selection: list[str]) -> list[RunDir]:
+    def queue(self, selection: list[str], gpu: str = "auto") -> list[RunDir]:
         self.calls.append(("queue", list(selection)))
         out = []
         for ref in selection:

@@ -22,7 +22,12 @@ AUTO = "auto"
 
 
 def plan_id(row: Any) -> str:
-    return str(getattr(row, "name", ""))
+    """The run id ("sweep/name") of a plan row."""
+    rid = getattr(row, "id", None)
+    if rid:
+        return str(rid)
+    sweep, name = getattr(row, "sweep", None), str(getattr(row, "name", ""))
+    return f"{sweep}/{name}" if sweep and "/" not in name else name
 
 
 class LaunchScreen(Screen):
@@ -183,8 +188,9 @@ class LaunchScreen(Screen):
     @work(thread=True, group="queue", exit_on_error=False)
     def _queue(self, selection: list[str], gpu: str) -> None:
         launcher = self.app.services.launcher
+        self.app.call_from_thread(self.notify, "queueing (preparing data if needed)…")
         try:
-            runs = launcher.queue(selection)
+            runs = launcher.queue(selection, gpu)
             launcher.start_dispatcher(gpu)
         except Exception as e:
             self.app.call_from_thread(self.notify, f"launch: {e}", severity="error", timeout=10)
@@ -193,7 +199,11 @@ class LaunchScreen(Screen):
 
     def _queued(self, n: int, gpu: str) -> None:
         where = "the least-loaded GPU" if gpu == AUTO else ("the CPU" if gpu == "cpu" else f"GPU {gpu}")
-        self.notify(f"queued {n} run{'s' * (n != 1)} for {where}")
+        if n:
+            self.notify(f"queued {n} run{'s' * (n != 1)} for {where}")
+        else:
+            self.notify("nothing new to queue: those runs exist already (r resumes a stopped "
+                        "or failed one)", severity="warning", timeout=8)
         self.app.request_poll()
         if self.app.screen is self:
             self.app.pop_screen()

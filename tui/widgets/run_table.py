@@ -106,7 +106,7 @@ class RunTable(DataTable):
             for key in order:
                 if rows[key] != self._cells.get(key):
                     for (_, col), value in zip(COLUMNS, rows[key]):
-                        self.update_cell(key, col, value)
+                        self.update_cell(key, col, value, update_width=True)
         self._cells = rows
 
     def _rebuild(self, order: list[str], rows: dict[str, tuple]) -> None:

@@ -1,0 +1,169 @@
+"""nanotui in a real tmux session: the quick sweep launched by keys on CPU, the table and
+the chart seen to update in `capture-pane`, quit (runs untouched), restart, runs still there.
+
+Real processes all the way: the TUI, the background dispatcher, two `engine.train` runs on
+a tiny prepared text. Skips when tmux is not installed (CI's .ci/run installs it)."""
+
+from __future__ import annotations
+
+import random
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+EXPERIMENTS = """\
+[defaults]
+dataset = "tiny.txt"
+tokenizer = "char"
+block_size = 32
+batch_size = 8
+n_layer = 1
+n_head = 2
+n_embd = 32
+max_iters = 300
+lr_decay_iters = 300
+warmup_iters = 10
+eval_interval = 50
+eval_iters = 5
+log_interval = 5
+device = "cpu"
+
+[sampling]
+prompts = ["The cat"]
+max_new_tokens = 40
+
+[launch]
+max_cpu_runs = 2
+
+[sweep.quick]
+description = "two tiny models"
+vary = { n_layer = [1, 2] }
+"""
+
+
+def tiny_text() -> str:
+    rng = random.Random(0)
+    words = ("the cat sat on a mat and the dog ran to the park where a little girl "
+             "played with her red ball").split()
+    return "\n".join(" ".join(rng.choice(words) for _ in range(12)).capitalize() + "."
+                     for _ in range(1500)) + "\n"
+
+
+class Tmux:
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True).stdout
+
+    def start(self, command: str) -> None:
+        self("new-session", "-d", "-s", self.name, "-x", "140", "-y", "45", command)
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", self.name)
+
+    def keys(self, *keys: str) -> None:
+        for k in keys:  # one at a time: Escape followed by a key would read as Alt+key
+            self("send-keys", "-t", self.name, k)
+            time.sleep(0.4)
+
+    def wait_for(self, predicate, timeout: float, what: str) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if predicate(screen):
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; the screen:\n{screen}")
+            time.sleep(0.5)
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+def run_row(screen: str, name: str) -> str | None:
+    for line in screen.splitlines():
+        if f" {name} " in line and re.search(r"(queued|running|done|failed|stopped)", line):
+            return line
+    return None
+
+
+def iter_of(screen: str, name: str) -> int | None:
+    row = run_row(screen, name)
+    m = re.search(r"(\d+)/300", row or "")
+    return int(m.group(1)) if m else None
+
+
+def chart_of(screen: str) -> str:
+    """The right-hand half of the upper panels: the loss chart."""
+    return "\n".join(line[85:] for line in screen.splitlines()[1:27])
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_quick_sweep_by_keys_in_tmux(tmp_path):
+    (tmp_path / "tiny.txt").write_text(tiny_text())
+    (tmp_path / "experiments.toml").write_text(EXPERIMENTS)
+    env = f"NANOTUI_DATA_DIR={shlex.quote(str(tmp_path / 'cache'))} PYTHONPATH={shlex.quote(str(REPO))}"
+    tui = (f"cd {shlex.quote(str(tmp_path))} && env {env} {shlex.quote(sys.executable)} -m tui "
+           f"--experiments experiments.toml; echo nanotui-exit-$?; sleep 120")
+    tmux = Tmux(f"nanotui-e2e-{tmp_path.name[-12:]}")
+    tmux.start(tui)
+    try:
+        tmux.wait_for(lambda s: "nanotui" in s and "0 runs" in s, 60, "the dashboard")
+        tmux.keys("l")
+        tmux.wait_for(lambda s: "quick/n_layer=2" in s and "2 runs" in s, 60, "the plan")
+        tmux.keys("Enter")
+        tmux.wait_for(lambda s: "auto (least-loaded)" in s, 30, "the GPU picker")
+        tmux.keys("Enter")
+
+        # The table and the chart update while the runs train.
+        seen_iters: set[int] = set()
+        charts: list[str] = []
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            screen = tmux.screen()
+            row = run_row(screen, "n_layer=2") or ""
+            if "running" in row:
+                it = iter_of(screen, "n_layer=2")
+                if it:
+                    seen_iters.add(it)
+                if "train" in chart_of(screen):
+                    charts.append(chart_of(screen))
+            if all("done" in (run_row(screen, n) or "") for n in ("n_layer=1", "n_layer=2")):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"runs did not finish; the screen:\n{tmux.screen()}")
+        assert len(seen_iters) >= 2, f"the table never moved: {seen_iters}"
+        assert len(set(charts)) >= 2, "the loss chart never changed while running"
+        final = tmux.screen()
+        assert iter_of(final, "n_layer=1") == 300 and iter_of(final, "n_layer=2") == 300
+        assert re.search(r"\d\.\d{3}", run_row(final, "n_layer=2") or "")  # a loss is shown
+
+        tmux.keys("q")
+        tmux.wait_for(lambda s: "nanotui-exit-0" in s, 30, "nanotui to exit")
+    finally:
+        tmux.kill()
+
+    # Restart: disk is the truth, every run is there as it was.
+    tmux = Tmux(f"nanotui-e2e2-{tmp_path.name[-12:]}")
+    tmux.start(tui)
+    try:
+        screen = tmux.wait_for(lambda s: "2 runs" in s and run_row(s, "n_layer=2") is not None,
+                               60, "the dashboard after a restart")
+        for name in ("n_layer=1", "n_layer=2"):
+            row = run_row(screen, name)
+            assert "done" in row and "300/300" in row, row
+        tmux.keys("q")
+        tmux.wait_for(lambda s: "nanotui-exit-0" in s, 30, "nanotui to exit")
+    finally:
+        tmux.kill()
