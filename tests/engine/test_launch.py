@@ -1,0 +1,249 @@
+"""The dispatcher with an in-process executor: queueing, exactly-once starts, placement
+of several runs in one tick, stop/resume of queued runs. Real processes: tests/e2e."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.gpu import GIB, FakeGpuSource, GpuSnapshot
+from engine.launch import (Dispatcher, QueueResult, dispatcher_pid, queue_runs,
+                           queue_runs_detailed, read_journal, resume_run, stop_run)
+from engine.runs import RunDir, RunError, list_runs, process_start_time
+from tui.cli import main
+
+EXP = """
+[defaults]
+data_dir = "{data}"
+n_layer = 1
+n_head = 2
+n_embd = 32
+block_size = 16
+batch_size = 4
+max_iters = 5
+[launch]
+max_runs_per_gpu = {per_gpu}
+[sweep.a]
+vary = {{ n_layer = [1, 2, 3] }}
+[sweep.b]
+vary = {{ n_embd = [32, 64] }}
+"""
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    import numpy as np
+    d = tmp_path / "data"
+    d.mkdir()
+    ids = (np.arange(4000) % 20).astype(np.uint16)
+    ids.tofile(d / "train.bin")
+    ids[:1000].tofile(d / "val.bin")
+    chars = [chr(ord("a") + i) for i in range(20)]
+    (d / "meta.json").write_text(json.dumps({
+        "vocab_size": 20, "tokenizer": "char", "dtype": "uint16", "chars": chars,
+        "eot_token": None, "train_tokens": 4000, "val_tokens": 1000}))
+    return d
+
+
+@pytest.fixture
+def exp(tmp_path, data_dir):
+    def make(per_gpu=1):
+        p = tmp_path / "experiments.toml"
+        p.write_text(EXP.format(data=data_dir, per_gpu=per_gpu))
+        return p
+    return make
+
+
+class FakeExecutor:
+    """Records starts; a started run is 'running' as this test process (alive)."""
+
+    kind = "local"
+    places_itself = False
+
+    def __init__(self):
+        self.started: list[tuple[str, object, bool]] = []
+        self.lock = threading.Lock()
+
+    def start(self, run, placement, resume):
+        with self.lock:
+            self.started.append((run.id, placement, resume))
+        run.update_status(state="running", pid=os.getpid(),
+                          pid_create_time=process_start_time(os.getpid()),
+                          started_at=time.time(), executor={"kind": "local"},
+                          gpu=placement.gpu if placement else None,
+                          est_mem_bytes=placement.est_mem_bytes if placement else 0)
+
+    def stop(self, run, grace_s):
+        run.update_status(state="stopped")
+
+    def refresh(self, runs):
+        pass
+
+
+def finish_all(root: Path) -> None:
+    for r in list_runs(root):
+        if r.read_status()["state"] == "running":
+            r.update_status(state="done")
+
+
+def test_queue_creates_runs_once_and_skips_existing(tmp_path, exp):
+    root = tmp_path / "runs"
+    res = queue_runs_detailed(exp(), root, ["a"])
+    assert [r.id for r in res.queued] == ["a/n_layer=1", "a/n_layer=2", "a/n_layer=3"]
+    st = res.queued[0].read_status()
+    assert st["state"] == "queued" and st["max_iters"] == 5
+    assert res.queued[0].run_table()["varied"] == {"n_layer": 1}
+    res.queued[0].update_status(state="done")
+    res.queued[1].update_status(state="failed", reason="lost")
+    again = queue_runs_detailed(exp(), root, ["a", "b/n_embd=64"])
+    assert [r.id for r in again.queued] == ["b/n_embd=64"]
+    assert [r.id for r in again.done] == ["a/n_layer=1"]
+    assert [r.id for r in again.needs_resume] == ["a/n_layer=2"]
+    assert [r.id for r in again.waiting] == ["a/n_layer=3"]
+
+
+def test_invalid_run_queues_nothing(tmp_path, exp):
+    p = exp()
+    p.write_text(p.read_text() + "[sweep.bad]\nvary = { n_embd = [33] }\n")
+    with pytest.raises(Exception, match="not divisible"):
+        queue_runs(p, tmp_path / "runs")
+    assert list_runs(tmp_path / "runs") == []
+
+
+def test_missing_data_is_one_clear_error(tmp_path):
+    p = tmp_path / "e.toml"
+    p.write_text('[defaults]\ndata_dir = "/nonexistent/x"\n[sweep.s]\nvary = { n_layer = [1] }\n')
+    from engine.config import ConfigError
+    with pytest.raises(ConfigError, match="no prepared data"):
+        queue_runs(p, tmp_path / "runs")
+    assert list_runs(tmp_path / "runs") == []
+
+
+def gpus_with_room_for(n_runs_on_0: int, need: int):
+    free0 = need * n_runs_on_0 + GIB // 2
+    return FakeGpuSource([
+        GpuSnapshot(0, "GPU-0", "big idle", 48 * GIB - free0, 48 * GIB, 0),
+        GpuSnapshot(1, "GPU-1", "busy", 10 * GIB, 48 * GIB, 80)])
+
+
+def test_one_tick_places_two_runs_without_overfilling_a_card(tmp_path, exp):
+    from engine.estimate import estimate
+    root = tmp_path / "runs"
+    runs = queue_runs(exp(per_gpu=4), root, ["b"])
+    need = estimate(runs[0].load_config()).mem_bytes
+    ex = FakeExecutor()
+    d = Dispatcher(root, exp(per_gpu=4), executor=ex, gpu_source=gpus_with_room_for(1, need),
+                   log=lambda m: None)
+    assert d.try_lock()
+    started = d.tick()
+    d.unlock()
+    assert len(started) == 2
+    cards = [p.gpu["index"] for _, p, _ in ex.started]
+    assert cards == [0, 1]  # the idle card first, then the busy one: card 0 had room for one
+    st = runs[0].read_status()
+    assert st["gpu"] == {"index": 0, "uuid": "GPU-0", "name": "big idle"}
+    assert st["est_mem_bytes"] == need
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for _, p, _ in ex.started] == ["GPU-0", "GPU-1"]
+
+
+def test_cpu_cap_and_gpu_request(tmp_path, exp):
+    root = tmp_path / "runs"
+    queue_runs(exp(), root, ["a"])
+    queue_runs(exp(), root, ["b/n_embd=32"], gpu="cpu")
+    ex = FakeExecutor()
+    d = Dispatcher(root, exp(), executor=ex, gpu_source=FakeGpuSource([]), log=lambda m: None)
+    assert d.try_lock()
+    assert len(d.tick()) == 1  # max_cpu_runs = 1
+    assert len(d.tick()) == 0
+    finish_all(root)
+    assert len(d.tick()) == 1
+    d.unlock()
+    assert all(p.device == "cpu" for _, p, _ in ex.started)
+
+
+def test_dispatcher_lock_is_exclusive(tmp_path, exp):
+    root = tmp_path / "runs"
+    a = Dispatcher(root, exp(), executor=FakeExecutor(), log=lambda m: None)
+    b = Dispatcher(root, exp(), executor=FakeExecutor(), log=lambda m: None)
+    assert dispatcher_pid(root) is None
+    assert a.try_lock() and not b.try_lock()
+    assert dispatcher_pid(root) == os.getpid()
+    a.unlock()
+    assert b.try_lock()
+    b.unlock()
+
+
+def test_two_dispatchers_start_each_run_exactly_once(tmp_path, exp):
+    root = tmp_path / "runs"
+    queue_runs(exp(per_gpu=9), root)
+    gpus = FakeGpuSource([GpuSnapshot(i, f"GPU-{i}", "c", 0, 96 * GIB, 0) for i in range(2)])
+    execs = [FakeExecutor(), FakeExecutor()]
+    ds = [Dispatcher(root, exp(per_gpu=9), executor=e, gpu_source=gpus, poll_s=0.05,
+                     log=lambda m: None) for e in execs]
+    threads = [threading.Thread(target=d.run) for d in ds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    started = [rid for e in execs for rid, _, _ in e.started]
+    assert sorted(started) == sorted(r.id for r in list_runs(root))
+    assert len(read_journal(root)) == 5
+
+
+def test_stop_queued_and_resume(tmp_path, exp):
+    root = tmp_path / "runs"
+    r = queue_runs(exp(), root, ["a/n_layer=1"])[0]
+    assert stop_run(r) == "stopped"
+    assert r.read_status()["state"] == "stopped"
+    assert resume_run(r) is False  # no checkpoint: starts over
+    st = r.read_status()
+    assert st["state"] == "queued" and st["resume"] is False
+    with pytest.raises(RunError, match="already queued"):
+        resume_run(r)
+    r.ckpt_path.write_bytes(b"x")
+    r.update_status(state="failed", reason="lost")
+    assert resume_run(r, gpu="1") is True
+    assert r.read_status()["gpu_request"] == "1"
+    ex = FakeExecutor()
+    d = Dispatcher(root, exp(), executor=ex, gpu_source=FakeGpuSource(
+        [GpuSnapshot(0, "GPU-0", "c", 0, 96 * GIB), GpuSnapshot(1, "GPU-1", "c", 0, 96 * GIB)]),
+        log=lambda m: None)
+    assert d.try_lock() and len(d.tick()) == 1
+    d.unlock()
+    (rid, placement, resume), = ex.started
+    assert resume is True and placement.gpu["index"] == 1
+    assert r.read_status().get("resume") is None
+
+
+def test_placement_error_fails_the_run_with_a_reason(tmp_path, exp):
+    root = tmp_path / "runs"
+    r = queue_runs(exp(), root, ["a/n_layer=1"], gpu="7")[0]
+    d = Dispatcher(root, exp(), executor=FakeExecutor(), gpu_source=FakeGpuSource(
+        [GpuSnapshot(0, "GPU-0", "c", 0, 96 * GIB)]), log=lambda m: None)
+    assert d.try_lock()
+    d.tick()
+    d.unlock()
+    st = r.read_status()
+    assert st["state"] == "failed" and "no GPU '7'" in st["reason"]
+
+
+def test_commands_on_queued_runs(tmp_path, exp, capsys):
+    root = tmp_path / "runs"
+    queue_runs(exp(), root, ["a"])
+    args = ["--experiments", str(exp()), "--runs", str(root)]
+    assert main(args + ["status", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["state"] for r in doc["runs"]] == ["queued"] * 3
+    assert main(args + ["status"]) == 0
+    assert "no dispatcher" in capsys.readouterr().out
+    assert main(args + ["stop", "a/n_layer=2"]) == 0
+    assert main(args + ["stop", "a/n_layr=2"]) == 2
+    assert "did you mean" in capsys.readouterr().err
+    assert RunDir(root / "a" / "n_layer=2").read_status()["state"] == "stopped"
+    assert main(args + ["resume", "a/n_layer=1"]) == 2  # queued: cannot resume
+    assert "already queued" in capsys.readouterr().err
