@@ -318,3 +318,59 @@ def test_bad_partition_or_account_is_one_line_and_runs_stay_queued(slurm_cluster
         assert "Traceback" not in p.stdout + p.stderr
         runs = status_json(exp)
         assert len(runs) == 3 and {r["state"] for r in runs.values()} == {"queued"}, runs
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_time_limit_requeues_and_the_run_finishes_from_its_checkpoint(slurm_cluster,
+                                                                      char_data, tmp_path):
+    # 1-minute jobs; Slurm warns (USR2) ~20 s before the limit: the trainer checkpoints
+    # and submitit requeues the job, which resumes from ckpt.pt.
+    exp = write_experiments(tmp_path / "experiments.toml", char_data,
+                            {"time": 1, "signal_delay_s": 20}, max_iters=1_000_000,
+                            vary="n_embd = [16]", eval_interval=20)
+    p = nanotui(exp, "launch", "--detach")
+    assert p.returncode == 0, p.stdout + p.stderr
+    run = RunDir(exp.parent / "runs" / "s/n_embd=16")
+    st = wait_for(lambda: (s := run.read_status()).get("executor", {}).get("requeues") and s,
+                  150, "the time-limit warning and the requeue")
+    job = st["executor"]["job_id"]
+    assert st["state"] == "running" and st["slurm_state"] == "REQUEUED", st
+    assert status_json(exp)[run.id]["state"] == "running"
+    stopped_at = wait_for(lambda: _last_line_iter(run), 30, "the trainer's stop message")
+    assert stopped_at > 0 and run.ckpt_path.exists()
+    # Test shortcuts, not part of what is tested: the first job's work was open-ended so
+    # the limit surely hits; now leave 20 iterations to do, and skip the 120 s hold Slurm
+    # puts on requeued jobs (cred_expire) with a longer limit for the rest.
+    _set_max_iters(run, stopped_at + 20)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now", "TimeLimit=5"],
+                   check=True, capture_output=True)
+    wait_for(lambda: run.read_status().get("state") in ("done", "failed"), 120,
+             "the requeued job to finish")
+    st = run.read_status()
+    assert st["state"] == "done" and st["iter"] == stopped_at + 20, st
+    assert st["executor"]["job_id"] == job and st["executor"]["requeues"] == 1
+    log = run.stdout_path.read_text()
+    assert f"resuming at iter {stopped_at}" in log, log[-2000:]
+    iters = [m["iter"] for m in run.read_metrics() if m["kind"] == "train"]
+    assert iters == sorted(set(iters)) and iters[-1] == stopped_at + 20, iters
+    assert any(i > stopped_at for i in iters) and any(i < stopped_at for i in iters)
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "--duplicates", "-o", "JobID,State",
+                          "-j", job], capture_output=True, text=True).stdout
+    assert "REQUEUED" in out, out
+
+
+def _last_line_iter(run: RunDir) -> int | None:
+    """The iteration of the trainer's 'stopped at iter N; checkpoint saved' line."""
+    import re
+    m = re.findall(r"stopped at iter (\d+); checkpoint saved", run.stdout_path.read_text())
+    return int(m[-1]) if m else None
+
+
+def _set_max_iters(run: RunDir, n: int) -> None:
+    import tomllib
+
+    import tomli_w
+    cfg = tomllib.loads(run.config_path.read_text())
+    cfg["max_iters"] = cfg["lr_decay_iters"] = n
+    run.config_path.write_text(tomli_w.dumps(cfg))
