@@ -307,8 +307,9 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots
 # ---- writing -------------------------------------------------------------------------------
 
 def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: str | None = None,
-                 progress: Callable[[str], None] | None = None) -> ReportResult:
-    """Write report.md, runs.csv and the PNGs for each sweep under out_dir/<sweep>/.
+                 progress: Callable[[str], None] | None = None, plots: bool = True) -> ReportResult:
+    """Write report.md, runs.csv and (unless plots=False) the PNGs for each sweep under
+    out_dir/<sweep>/.
     Raises ReportError (one line) for an unknown sweep, a sweep without finished runs,
     an unknown --group-by key or an unwritable out_dir; nothing is written then."""
     say = progress or (lambda _msg: None)
@@ -343,7 +344,7 @@ def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: st
             raise ReportError(f"cannot write the report to {d}: {e.strerror or e}") from None
         say(f"plotting {name}")
         decoding = common_decoding(summaries)
-        plots = [p for p in (
+        figures = [p for p in (
             rp.loss_curves(summaries, "iter", f"Loss per run · sweep {name}",
                            d / "loss_vs_iters.png", group_by),
             rp.loss_curves(summaries, "tokens", f"Loss per run · sweep {name}",
@@ -353,8 +354,8 @@ def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: st
             rp.diversity_vs_params(summaries, decoding,
                                    describe_decoding(decoding) if decoding else "",
                                    d / "diversity_vs_params.png"),
-        ) if p is not None]
-        md = sweep_markdown(name, summaries, fit_text, plots, group_by, runs_root)
+        ) if p is not None] if plots else []
+        md = sweep_markdown(name, summaries, fit_text, figures, group_by, runs_root)
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(CSV_COLUMNS)
@@ -365,7 +366,7 @@ def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: st
             atomic_write_bytes(d / "runs.csv", buf.getvalue().encode())
         except OSError as e:
             raise ReportError(f"cannot write the report to {d}: {e.strerror or e}") from None
-        reports.append(SweepReport(name, d, d / "report.md", d / "runs.csv", plots,
+        reports.append(SweepReport(name, d, d / "report.md", d / "runs.csv", figures,
                                    len(summaries), sum(s.finished for s in summaries)))
     return ReportResult(out_dir, reports, fit, fit_note)
 

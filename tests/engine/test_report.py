@@ -205,7 +205,7 @@ def test_fit_refused_with_fewer_than_three_sizes(tmp_path):
     make_run(root, "two", "a", [(100, 1.9, 2.0)], n_layer=1)
     make_run(root, "two", "b", [(100, 1.7, 1.8)], n_layer=2)
     make_run(root, "two", "c", [(100, 1.2, 1.5)], state="failed", n_layer=4)
-    res = write_report(root, ["two"], tmp_path / "out")
+    res = write_report(root, ["two"], tmp_path / "out", plots=False)
     assert res.fit is None
     md = res.sweeps[0].report_md.read_text()
     fit = md.split("## Loss vs size: power-law fit\n", 1)[1]
@@ -222,7 +222,7 @@ def test_gpt2_runs_get_perplexity_and_bpc_from_meta(tmp_path):
              data_dir=str(data), n_embd=32)
     make_run(root, "bpe", "nometa", [(100, 3.0, 3.5)], tokenizer="gpt2", vocab_size=50257,
              n_embd=64)
-    res = write_report(root, ["bpe"], tmp_path / "out")
+    res = write_report(root, ["bpe"], tmp_path / "out", plots=False)
     md = res.sweeps[0].report_md.read_text()
     head = header(md, "Results")
     rows = {r[0]: dict(zip(head, r)) for r in table_rows(md, "Results")}
@@ -237,7 +237,7 @@ def test_gpt2_runs_get_perplexity_and_bpc_from_meta(tmp_path):
 def test_status_params_win_over_counting(tmp_path):
     root = tmp_path / "runs"
     make_run(root, "s", "a", [(100, 1.9, 2.0)], status={"params": 1234, "params_total": 5678})
-    res = write_report(root, ["s"], tmp_path / "out")
+    res = write_report(root, ["s"], tmp_path / "out", plots=False)
     row = next(csv.DictReader(res.sweeps[0].runs_csv.open()))
     assert (row["params"], row["params_total"]) == ("1234", "5678")
 
@@ -252,7 +252,7 @@ def test_grid_group_by_and_ranking(tmp_path):
         vals[i] = v
         make_run(root, "grid", f"r{i:02d}", [(mi, v - 0.1, v)], n_head=nh, n_embd=ne,
                  batch_size=bs, max_iters=mi, dropout=dr)
-    res = write_report(root, ["grid"], tmp_path / "out", group_by="n_embd")
+    res = write_report(root, ["grid"], tmp_path / "out", group_by="n_embd", plots=False)
     md = res.sweeps[0].report_md.read_text()
     assert len(table_rows(md, "Results")) == 32
     assert header(md, "Results")[2:7] == ["batch_size", "dropout", "max_iters", "n_embd", "n_head"]
@@ -288,8 +288,8 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path):
 def test_report_is_deterministic_apart_from_the_date(tmp_path):
     root = tmp_path / "runs"
     depth_sweep(root)
-    a = write_report(root, ["depth"], tmp_path / "a").sweeps[0]
-    b = write_report(root, ["depth"], tmp_path / "b").sweeps[0]
+    a = write_report(root, ["depth"], tmp_path / "a", plots=False).sweeps[0]
+    b = write_report(root, ["depth"], tmp_path / "b", plots=False).sweeps[0]
     strip = lambda t: re.sub(r"written \d{4}-\d\d-\d\d \d\d:\d\d UTC", "", t)  # noqa: E731
     assert strip(a.report_md.read_text()) == strip(b.report_md.read_text())
     assert a.runs_csv.read_text() == b.runs_csv.read_text()

@@ -24,9 +24,11 @@ def test_report_command_plain_output_names_the_files(tmp_path, capsys):
     root = tmp_path / "runs"
     for i, nl in enumerate((1, 2)):
         make_run(root, "s", f"n_layer={nl}", [(100, 1.9 - i / 10, 2.0 - i / 10)], n_layer=nl)
-    assert main(["--runs", str(root), "report", "s", "--out", str(tmp_path / "o")]) == 0
+    assert main(["--runs", str(root), "report", "s", "--out", str(tmp_path / "o"),
+                 "--no-plots"]) == 0
     text = capsys.readouterr().out
     assert "s: 2 runs (2 finished) ->" in text and "report.md" in text
+    assert not list((tmp_path / "o" / "s").glob("*.png"))
     assert "No fit: a power-law fit needs at least 3" in text
 
 

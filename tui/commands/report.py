@@ -16,6 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "each sweep gets a folder in it")
     p.add_argument("--group-by", metavar="KEY", default=None,
                    help="also tabulate the best val loss per value of this config key (e.g. n_embd)")
+    p.add_argument("--no-plots", action="store_true", help="write report.md and runs.csv only")
     p.add_argument("--json", action="store_true", help="print what was written as one JSON document")
 
 
@@ -31,13 +32,13 @@ def run(args: argparse.Namespace) -> int:
     quiet = args.json or not sys.stderr.isatty()
     progress = None if quiet else (lambda msg: print(f"nanotui report: {msg}", file=sys.stderr))
     result = write_report(Path(args.runs), args.sweeps, out, group_by=args.group_by,
-                          progress=progress)
+                          progress=progress, plots=not args.no_plots)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
         return 0
     for s in result.sweeps:
         print(f"{s.sweep}: {s.n_runs} runs ({s.n_finished} finished) -> {s.report_md}")
-        print(f"  {s.runs_csv.name}, " + ", ".join(p.name for p in s.plots))
+        print("  " + ", ".join(p.name for p in [s.runs_csv, *s.plots]))
     if result.fit is not None:
         f = result.fit
         se = f" ± {f.se_alpha:.2g}" if f.se_alpha is not None else ""
