@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from engine import data
+from engine import data, data_passes
 from engine.config import TrainConfig
 from engine.data import check_fits, is_prepared, load_meta, prepare, prepared_dir_for
 from engine.tokenizers import EOT_TEXT, DataError, load_gpt2
@@ -95,7 +95,7 @@ def test_shakespeare_gpt2_matches_nanogpt_counts_and_tiktoken(shared_data):
 
 def test_tinystories_char_streams_in_small_blocks(shared_data, monkeypatch):
     # Tiny blocks put many cuts inside the text: ids must not depend on where they fall.
-    monkeypatch.setattr(data, "CHAR_BLOCK", 4093)
+    monkeypatch.setattr(data_passes, "CHAR_BLOCK", 4093)
     path = shared_data / "tinystories" / "val.txt"
     d = prepare(str(path), "char", 0.1)
     meta = load_meta(d)
@@ -107,7 +107,7 @@ def test_tinystories_char_streams_in_small_blocks(shared_data, monkeypatch):
 
 
 def test_tinystories_gpt2_streams_like_whole_text_encoding(shared_data, monkeypatch):
-    monkeypatch.setattr(data, "GPT2_BLOCK", 3001)
+    monkeypatch.setattr(data_passes, "GPT2_BLOCK", 3001)
     path = shared_data / "tinystories" / "val.txt"
     d = prepare(str(path), "gpt2", 0.1, tokenizer_files=[shared_data / "gpt2"])
     enc = load_gpt2().encoding
@@ -130,8 +130,8 @@ def test_char_any_text_any_block_size_matches_reference(tmp_path_factory, pieces
         return
     tmp = tmp_path_factory.mktemp("h")
     (tmp / "t.txt").write_text(text, encoding="utf-8")
-    old = data.CHAR_BLOCK
-    data.CHAR_BLOCK = 7  # cuts inside multi-byte characters and separators
+    old = data_passes.CHAR_BLOCK
+    data_passes.CHAR_BLOCK = 7  # cuts inside multi-byte characters and separators
     try:
         try:
             d = prepare(str(tmp / "t.txt"), "char", vf, out_dir=tmp / "out")
@@ -139,7 +139,7 @@ def test_char_any_text_any_block_size_matches_reference(tmp_path_factory, pieces
             assert "split is empty" in str(e)
             return
     finally:
-        data.CHAR_BLOCK = old
+        data_passes.CHAR_BLOCK = old
     chars, eot, train, val = char_reference(text, vf)
     meta = load_meta(d)
     assert meta["chars"] == chars and meta["eot_token"] == eot
@@ -182,7 +182,7 @@ def test_concurrent_prepares_do_the_work_once(shared_data, tmp_path):
 def test_interrupted_prepare_leaves_nothing_that_looks_prepared(shared_data, monkeypatch, tmp_path):
     def boom(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(data, "_char_pass", boom)
+    monkeypatch.setattr(data_passes, "_char_pass", boom)
     with pytest.raises(KeyboardInterrupt):
         prepare(str(shared_data / "shakespeare" / "input.txt"), "char", 0.1, out_dir=tmp_path / "p")
     assert not (tmp_path / "p").exists() and list(tmp_path.iterdir()) == []
