@@ -27,7 +27,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from engine.data_passes import build
-from engine.download import SOURCES, fetch_source
+from engine.download import SOURCES, download_dir, fetch_source
 from engine.tokenizers import (DataError, cache_root, check_name,  # noqa: F401
                                from_meta, load_gpt2)
 
@@ -112,17 +112,11 @@ def prepare(source: str, tokenizer: str = "char", val_fraction: float = 0.1,
     for f in files.values():
         _check_text_file(f)
     shas = {role: file_sha256(path, progress, log) for role, path in files.items()}
-    source_sha = (shas["text"] if "text" in shas else
-                  hashlib.sha256("".join(f"{r}:{shas[r]}\n" for r in sorted(shas)).encode())
-                  .hexdigest())
+    source_sha = _combined_sha(shas)
     vf = val_fraction if "text" in files else None
     ident = {"source_sha256": source_sha, "tokenizer": tokenizer, "val_fraction": vf}
-
-    if out_dir is None:
-        key = f"{label}-{tokenizer}-{source_sha[:16]}" + (f"-val{vf:g}" if vf is not None else "")
-        out = cache_root() / "prepared" / key
-    else:
-        out = Path(out_dir).expanduser()
+    out = (Path(out_dir).expanduser() if out_dir is not None
+           else _cache_dir_for(label, tokenizer, source_sha, vf))
     if _matches(out, ident):
         return out
     lock_dir = cache_root() / "locks"
@@ -166,6 +160,52 @@ def prepare(source: str, tokenizer: str = "char", val_fraction: float = 0.1,
     return out
 
 
+def find_prepared(cfg) -> Path | None:
+    """The prepared dir `cfg` would train on, if it is already there; None otherwise.
+    Cheap and side-effect free (for plans and reports): never downloads or prepares, and
+    only hashes a source file when its checksum is not remembered and it is small."""
+    if cfg.data_dir:
+        d = Path(cfg.data_dir).expanduser()
+        return d if is_prepared(d) else None
+    if cfg.dataset in SOURCES:
+        files = {role: download_dir(cfg.dataset) / name
+                 for role, name in SOURCES[cfg.dataset].items()}
+        label = cfg.dataset
+    else:
+        p = Path(cfg.dataset).expanduser()
+        if p.is_dir():
+            return p if is_prepared(p) else None
+        files, label = {"text": p}, _label_of(p)
+    if not all(f.is_file() for f in files.values()):
+        return None
+    shas = {r: file_sha256(f, memo_only=f.stat().st_size > SMALL_FILE) for r, f in files.items()}
+    if None in shas.values():
+        return None
+    vf = cfg.val_fraction if "text" in files else None
+    out = _cache_dir_for(label, cfg.tokenizer, _combined_sha(shas), vf)
+    ident = {"source_sha256": _combined_sha(shas), "tokenizer": cfg.tokenizer, "val_fraction": vf}
+    return out if _matches(out, ident) else None
+
+
+SMALL_FILE = 64 << 20  # find_prepared hashes files up to this size when not remembered
+
+
+def _label_of(path: Path) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in path.stem)[:40] or "text"
+
+
+def _combined_sha(shas: dict[str, str]) -> str:
+    """One identity for a source: its file's sha256, or a hash over role:sha lines."""
+    if set(shas) == {"text"}:
+        return shas["text"]
+    return hashlib.sha256("".join(f"{r}:{shas[r]}\n" for r in sorted(shas)).encode()).hexdigest()
+
+
+def _cache_dir_for(label: str, tokenizer: str, source_sha: str, vf: float | None) -> Path:
+    key = f"{label}-{tokenizer}-{source_sha[:16]}" + (f"-val{vf:g}" if vf is not None else "")
+    return cache_root() / "prepared" / key
+
+
 def resolve_source(source: str, progress=None, log=None) -> tuple[dict[str, Path] | None, object]:
     """(role -> file, label) for a source; (None, dir) for an already-prepared dir."""
     if source in SOURCES:
@@ -175,8 +215,7 @@ def resolve_source(source: str, progress=None, log=None) -> tuple[dict[str, Path
         load_meta(p)  # raises a clear error when the dir holds no prepared data
         return None, p
     if p.is_file():
-        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in p.stem)[:40] or "text"
-        return {"text": p}, stem
+        return {"text": p}, _label_of(p)
     if p.exists():
         raise DataError(f"{source} is not a regular file")
     raise DataError(f"no such file or dataset: {source!r} (use tinystories, shakespeare, "
@@ -196,8 +235,10 @@ def _check_text_file(path: Path) -> None:
         raise DataError(f"{path} is empty")
 
 
-def file_sha256(path: Path, progress: Progress | None = None, log=None) -> str:
-    """sha256 of a file, remembered by (path, size, mtime) so reuse costs no re-read."""
+def file_sha256(path: Path, progress: Progress | None = None, log=None,
+                memo_only: bool = False) -> str | None:
+    """sha256 of a file, remembered by (path, size, mtime) so reuse costs no re-read.
+    With memo_only, None when it is not remembered."""
     st = path.stat()
     memo_path = cache_root() / "sha256.json"
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
@@ -207,6 +248,8 @@ def file_sha256(path: Path, progress: Progress | None = None, log=None) -> str:
         memo = {}
     if key in memo:
         return memo[key]
+    if memo_only:
+        return None
     if log:
         log(f"checksumming {path.name}")
     h = hashlib.sha256()

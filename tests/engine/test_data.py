@@ -270,3 +270,17 @@ def test_meta_that_disagrees_with_the_bins_is_not_prepared(shared_data, tmp_path
     # preparing again repairs it
     prepare(str(shared_data / "shakespeare" / "input.txt"), "char", 0.1, out_dir=d)
     assert is_prepared(d)
+
+
+def test_find_prepared_never_prepares(shared_data, tmp_path):
+    from engine.data import find_prepared
+    src = str(shared_data / "shakespeare" / "input.txt")
+    cfg = TrainConfig(dataset=src, tokenizer="char", val_fraction=0.1)
+    assert find_prepared(cfg) is None
+    assert not (data.cache_root() / "prepared").exists()
+    d = prepared_dir_for(cfg)
+    assert find_prepared(cfg) == d
+    assert find_prepared(cfg.replace(tokenizer="gpt2")) is None
+    assert find_prepared(cfg.replace(val_fraction=0.2)) is None
+    assert find_prepared(TrainConfig(data_dir=str(d))) == d
+    assert find_prepared(TrainConfig(dataset="tinystories")) is None  # not downloaded
