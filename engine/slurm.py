@@ -47,8 +47,16 @@ class SlurmSubmitError(ConfigError):
 
 
 def make_executor(options: dict[str, Any] | None = None) -> "SlurmExecutor":
-    """engine.launch's factory: the `[executor]` table (kind = "slurm", ...) -> executor."""
-    return SlurmExecutor(SlurmConfig.from_dict(options or {"kind": "slurm"}, "[executor]"))
+    """engine.launch's factory: the `[executor]` table (kind = "slurm", ...) -> executor.
+
+    With Slurm options beyond kind (the dispatcher's executor, built from the experiments
+    file), sbatch first checks them (`sbatch --test-only`, nothing is submitted): a wrong
+    partition or account is then one line before any run leaves the queue."""
+    options = dict(options or {"kind": "slurm"})
+    ex = SlurmExecutor(SlurmConfig.from_dict(options, "[executor]"))
+    if set(options) - {"kind"}:
+        ex.preflight()
+    return ex
 
 
 def slurm_states(runs: list[RunDir]) -> dict[str, SlurmState]:
@@ -191,6 +199,34 @@ class SlurmExecutor:
         self._last_refresh = 0.0
 
     # -- submission --
+    def preflight(self) -> None:
+        """`sbatch --test-only` with our options; SlurmSubmitError with sbatch's line."""
+        import shutil
+        if shutil.which("sbatch") is None:
+            raise SlurmSubmitError("sbatch not found: run nanotui on a Slurm login node "
+                                   "(or use [executor] kind = \"local\")")
+        cmd = ["sbatch", "--test-only", "--output=/dev/null", "--wrap=true"]
+        for key, value in self.config.sbatch_parameters().items():
+            if key in ("setup", "signal_delay_s", "array_parallelism"):
+                continue
+            if key == "additional_parameters":
+                cmd += [f"--{k}" if v is True else f"--{k}={v}" for k, v in value.items()]
+            else:
+                cmd.append(f"--{key.replace('_', '-')}={value}")
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise SlurmSubmitError(f"sbatch --test-only did not answer: {e}") from None
+        if p.returncode != 0:
+            lines = [ln.strip() for ln in p.stderr.splitlines() if ln.strip()]
+            # "sbatch: error: invalid partition specified: gpu" names the value; the
+            # account check only says "allocation failure: Invalid account ..."
+            said = next((ln for ln in lines if ln.startswith("sbatch: error:")), None)
+            why = next((ln for ln in lines if ln.startswith("allocation failure:")), None)
+            line = said or (f"sbatch: error: {why.split(':', 1)[1].strip()}" if why else
+                            sbatch_error_line(RuntimeError(p.stderr or p.stdout)))
+            raise SlurmSubmitError(f"Slurm refuses the [executor] options: {line}")
+
     def _submitit(self, runs_root: Path, job_name: str):
         import shutil
 

@@ -24,7 +24,7 @@ import pytest
 
 from engine.config import ConfigError
 from engine.runs import RunDir
-from engine.slurm import SlurmSubmitError, sbatch_error_line
+from engine.slurm import SlurmExecutor, SlurmSubmitError, sbatch_error_line
 from engine.slurm_config import SlurmConfig
 from engine.slurm_state import SlurmState, describe, merge_status, reconcile
 
@@ -250,7 +250,9 @@ def squeue_ids() -> set[str]:
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_sweep_runs_as_a_job_array_and_completes(slurm_cluster, char_data, tmp_path):
-    exp = write_experiments(tmp_path / "experiments.toml", char_data, {"time": 10})
+    exp = write_experiments(tmp_path / "experiments.toml", char_data,
+                            {"time": "00:10:00", "cpus_per_run": 1, "mem": "500M",
+                             "setup": [f"touch {tmp_path}/setup-ran"]})
     p = nanotui(exp, "launch", timeout=240)
     assert p.returncode == 0, p.stdout + p.stderr
     runs = status_json(exp)
@@ -266,6 +268,7 @@ def test_sweep_runs_as_a_job_array_and_completes(slurm_cluster, char_data, tmp_p
         assert run.read_samples() and run.read_samples()[-1]["iter"] == 30
         assert "Slurm job" in run.stdout_path.read_text()
     assert len(job_ids) == 1, f"one job array for the sweep, got jobs {job_ids}"
+    assert (tmp_path / "setup-ran").exists(), "the [executor] setup lines ran in the job"
     # Slurm agrees: the three array tasks completed (the trainer writes done just before
     # its job ends, so give the jobs a moment)
     job = job_ids.pop()
@@ -318,6 +321,15 @@ def test_bad_partition_or_account_is_one_line_and_runs_stay_queued(slurm_cluster
         assert "Traceback" not in p.stdout + p.stderr
         runs = status_json(exp)
         assert len(runs) == 3 and {r["state"] for r in runs.values()} == {"queued"}, runs
+        # past that check, a refusal at submission also leaves the runs queued
+        runs = [RunDir(exp.parent / "runs" / rid) for rid in sorted(runs)]
+        ex = SlurmExecutor(SlurmConfig.from_dict(executor))
+        with pytest.raises(SlurmSubmitError) as e:
+            ex.submit([(r, False) for r in runs])
+        assert "\n" not in str(e.value) and "sbatch: error:" in str(e.value)
+        for r in runs:
+            st = r.read_status()
+            assert st["state"] == "queued" and not st.get("executor"), st
 
 
 @pytest.mark.slurm
