@@ -348,8 +348,8 @@ class SlurmExecutor:
             except OSError:
                 continue
             # also final runs whose recorded Slurm state is not final yet (job ending)
-            if job_id_of(st) and (st.get("state") in ("running", "queued")
-                                  or st.get("slurm_state") not in ENDED):
+            if job_id_of(st) and (st.get("state") == "running" or (
+                    st.get("state") in FINAL_STATES and st.get("slurm_state") not in ENDED)):
                 mine.append(r)
         if not mine:
             return

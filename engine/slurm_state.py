@@ -145,8 +145,9 @@ def reconcile(status: dict[str, Any], slurm: SlurmState | None) -> dict[str, Any
     fields: dict[str, Any] = {}
     if status.get("slurm_state") != slurm.state:
         fields["slurm_state"] = slurm.state
-    state = status.get("state")
-    if state in ("running", "queued") and slurm.ended:
+    # Only "running" runs have a live job (submission writes running); a queued run with
+    # an old job id was resumed, and that old job's end says nothing about it now.
+    if status.get("state") == "running" and slurm.ended:
         new_state, reason = _ENDED_AS.get(slurm.state, ("failed", f"Slurm: {slurm.state}"))
         if slurm.state == "FAILED" and slurm.exit_code:
             reason += f" (exit code {slurm.exit_code.split(':')[0]}; see stdout.log)"

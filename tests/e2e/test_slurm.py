@@ -87,6 +87,9 @@ def test_slurm_states_merge_with_status_json():
     done = {**base, "state": "done"}
     assert merge_status(done, SlurmState("7_1", "COMPLETED"))["state"] == "done"
     assert merge_status(done, SlurmState("7_1", "CANCELLED"))["state"] == "done"
+    # a resumed run (queued again) is not ended by its old job's end
+    resumed = {**base, "state": "queued"}
+    assert reconcile(resumed, SlurmState("7_1", "CANCELLED")) == {"slurm_state": "CANCELLED"}
     # another job's state is not this run's
     assert reconcile(base, SlurmState("8_0", "CANCELLED")) == {}
     assert describe({**base, "slurm_state": "RUNNING"}) == "slurm 7_1 RUNNING"
