@@ -20,6 +20,7 @@ from engine.tokenizers import EOT_TEXT, DataError, load_gpt2
 
 CHAR_BLOCK = 8 << 20
 GPT2_BLOCK = 1 << 20
+MAX_CARRY_BLOCKS = 8  # beyond this with no boundary, cut at any character boundary
 EOT_B = EOT_TEXT.encode()
 PLACEHOLDER = 0  # NUL stands in for <|endoftext|> while mapping; text with NUL is refused
 
@@ -62,7 +63,7 @@ def _blocks(path: Path, block: int, cut, progress=None, base: int = 0, total: in
             buf = carry + data if carry else data
             i = cut(buf)
             if i <= 0:
-                if len(buf) < 8 * block:  # no boundary yet: read on, up to a limit
+                if len(buf) < MAX_CARRY_BLOCKS * block:  # no boundary yet: read on, to a limit
                     carry = buf
                     continue
                 i = _cut_anywhere(buf)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from engine import data, data_passes
 from engine.config import TrainConfig
@@ -120,7 +120,7 @@ def test_tinystories_gpt2_streams_like_whole_text_encoding(shared_data, monkeypa
     assert int((train == 50256).sum() + (val == 50256).sum()) == 3117
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.lists(st.sampled_from(["a", "b", "\n", " ", "é", "€", "𝄞", EOT_TEXT, "<", "|"]),
                 min_size=2, max_size=300),
        st.sampled_from([0.1, 0.25, 0.5]))
@@ -284,3 +284,32 @@ def test_find_prepared_never_prepares(shared_data, tmp_path):
     assert find_prepared(cfg.replace(val_fraction=0.2)) is None
     assert find_prepared(TrainConfig(data_dir=str(d))) == d
     assert find_prepared(TrainConfig(dataset="tinystories")) is None  # not downloaded
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["Once", " upon", "a", " ", "  ", "\n", "\n\n", " \n", "'s",
+                                 "'ll", ".", "!!", "42", " 7", "é", " café", "—", "\t",
+                                 EOT_TEXT, "\n" + EOT_TEXT + "\n"]), min_size=2, max_size=120))
+def test_gpt2_any_text_any_block_size_matches_whole_text(shared_data, tmp_path_factory, pieces):
+    text = "".join(pieces)
+    enc = load_gpt2([shared_data / "gpt2" / "gpt2.tiktoken"]).encoding
+    tmp = tmp_path_factory.mktemp("g")
+    (tmp / "t.txt").write_text(text, encoding="utf-8")
+    old = data_passes.GPT2_BLOCK, data_passes.MAX_CARRY_BLOCKS
+    data_passes.GPT2_BLOCK, data_passes.MAX_CARRY_BLOCKS = 5, 10**9  # never cut blindly
+    try:
+        try:
+            d = prepare(str(tmp / "t.txt"), "gpt2", 0.25, out_dir=tmp / "out")
+        except DataError as e:
+            assert "split is empty" in str(e)
+            return
+    finally:
+        data_passes.GPT2_BLOCK, data_passes.MAX_CARRY_BLOCKS = old
+    k = int(len(text) * 0.75)
+    j = text.find(EOT_TEXT, max(0, k - len(EOT_TEXT) + 1))
+    if 0 <= j < k:
+        k = j
+    train, val = bins(d)
+    assert train.tolist() == enc.encode(text[:k], allowed_special={EOT_TEXT})
+    assert val.tolist() == enc.encode(text[k:], allowed_special={EOT_TEXT})
