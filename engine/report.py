@@ -270,6 +270,11 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots
            "Varied: " + (", ".join(f"`{k}`" for k in varied) or "nothing (a single setting)") + ".", "",
            "Fixed: " + ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in fixed.items()) + ".", "",
            "## Results", "", _results_table(summaries, varied)]
+    missing = [f"bits/char of {s.run.name}: {s.bpc_note}" for s in summaries
+               if s.best_val is not None and s.bpc is None]
+    missing += [f"parameters of {s.run.name}: {s.params_note}" for s in summaries if s.params is None]
+    if missing:
+        out += ["Missing numbers (—): " + "; ".join(missing) + ".", ""]
     if len(summaries) >= 4:
         out += ["## Ranked by best validation loss", "", _ranking(summaries, varied)]
     if group_by:
@@ -328,7 +333,7 @@ def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: st
             counts = ", ".join(f"{n} {st}" for st, n in sorted(states.items()))
             raise ReportError(f"sweep {name!r} has no finished runs yet ({counts}); "
                               "nothing to report")
-        per_sweep[name] = sorted(summaries, key=lambda s: (s.params or 0, s.run.name))
+        per_sweep[name] = sorted(summaries, key=lambda s: (s.params is None, s.params or 0, s.run.name))
     _check_out_dir(out_dir)
 
     study = [s for ss in per_sweep.values() for s in ss]

@@ -171,11 +171,17 @@ def find_meta(cfg: TrainConfig | None, status: dict[str, Any], runs_root: Path) 
 
 
 def _from_cache(cfg: TrainConfig | None) -> tuple[dict, str] | None:
-    if cfg is None or not cfg.dataset or "/" in cfg.dataset:
+    """meta.json of the data cache's copy of cfg.dataset, without preparing anything.
+    A text-file dataset is matched by its recorded source path; a named one by name,
+    trusted only when all cached copies agree on what the report needs."""
+    if cfg is None or not cfg.dataset:
         return None
+    is_path = "/" in cfg.dataset or cfg.dataset.endswith(".txt")
     try:
         from engine.tokenizers import cache_root
-        found = sorted((cache_root() / "prepared").glob(f"{cfg.dataset}-{cfg.tokenizer}-*/meta.json"))
+        pattern = f"*-{cfg.tokenizer}-*/meta.json" if is_path else f"{cfg.dataset}-{cfg.tokenizer}-*/meta.json"
+        found = sorted((cache_root() / "prepared").glob(pattern))
+        source = str(Path(cfg.dataset).expanduser().resolve()) if is_path else None
     except Exception:
         return None
     metas = []
@@ -184,8 +190,11 @@ def _from_cache(cfg: TrainConfig | None) -> tuple[dict, str] | None:
             m = json.loads(f.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if m.get("tokenizer") == cfg.tokenizer:
-            metas.append((m, str(f)))
+        if m.get("tokenizer") != cfg.tokenizer or (is_path and m.get("source") != source):
+            continue
+        if m.get("val_fraction") not in (None, cfg.val_fraction):
+            continue
+        metas.append((m, str(f)))
     keys = {(m.get("vocab_size"), m.get("bytes_per_token"), m.get("chars_per_token")) for m, _ in metas}
     return metas[0] if len(keys) == 1 else None
 

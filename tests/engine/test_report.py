@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -222,6 +223,13 @@ def test_gpt2_runs_get_perplexity_and_bpc_from_meta(tmp_path):
              data_dir=str(data), n_embd=32)
     make_run(root, "bpe", "nometa", [(100, 3.0, 3.5)], tokenizer="gpt2", vocab_size=50257,
              n_embd=64)
+    # a named dataset prepared into the data cache (conftest isolates NANOTUI_DATA_DIR)
+    cached = Path(os.environ["NANOTUI_DATA_DIR"]) / "prepared" / "tinystories-gpt2-0123abcd"
+    cached.mkdir(parents=True)
+    (cached / "meta.json").write_text(json.dumps({"vocab_size": 50257, "tokenizer": "gpt2",
+                                                  "bytes_per_token": 4.25, "val_fraction": None}))
+    make_run(root, "bpe", "cached", [(100, 3.0, 3.4)], tokenizer="gpt2", vocab_size=None,
+             dataset="tinystories", n_embd=48)
     res = write_report(root, ["bpe"], tmp_path / "out", plots=False)
     md = res.sweeps[0].report_md.read_text()
     head = header(md, "Results")
@@ -229,6 +237,9 @@ def test_gpt2_runs_get_perplexity_and_bpc_from_meta(tmp_path):
     assert rows["small"]["perplexity"] == f"{math.exp(3.25):.2f}"
     assert rows["small"]["bits/char"] == f"{3.25 / math.log(2) / 4.0:.3f}"
     assert rows["nometa"]["bits/char"] == "—"  # no meta.json: shown as missing
+    assert "Missing numbers (—): bits/char of nometa: no meta.json found" in md
+    assert rows["cached"]["bits/char"] == f"{3.4 / math.log(2) / 4.25:.3f}"
+    assert rows["cached"]["params (nanoGPT)"] == f"{50257 * 48 + 12 * 48 * 48 + 3 * 48:,}"
     assert rows["small"]["params (nanoGPT)"] == f"{50257 * 32 + 12 * 32 * 32 + 3 * 32:,}"
     csvrow = {r["run"]: r for r in csv.DictReader(res.sweeps[0].runs_csv.open())}
     assert float(csvrow["small"]["perplexity"]) == round(math.exp(3.25), 6)
