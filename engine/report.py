@@ -230,16 +230,16 @@ def _excerpts(summaries: list[RunSummary], decoding: tuple | None) -> str:
 
 
 def _fit_section(fit: PowerLawFit | None, note: str, pts: list[RunSummary], sweeps: list[str]) -> str:
-    scope = ", ".join(f"`{s}`" for s in sweeps)
+    scope = ("the sweep " if len(sweeps) == 1 else "the sweeps ") + ", ".join(f"`{s}`" for s in sweeps)
     used = ", ".join(f"{s.id} ({fmt(s.params, 'int')}, {fmt(s.best_val, 'loss')})" for s in pts)
     if fit is None:
         return (f"{note} The fit of L(N) = E + A·N^(-α) uses the best finished run at each "
-                f"parameter count across the sweeps {scope}; at least {MIN_POINTS} are needed."
+                f"parameter count across {scope}; at least {MIN_POINTS} are needed."
                 + (f" Available: {used}." if pts else "") + "\n")
 
     def pm(v: float, se: float | None) -> str:
         return f"{v:.4g} ± {se:.2g}" if se is not None else f"{v:.4g}"
-    lines = [f"Fitted across the sweeps {scope} on {fit.n_points} points (the best finished "
+    lines = [f"Fitted across {scope} on {fit.n_points} points (the best finished "
              f"run at each parameter count): {used}.", "",
              f"**{fit.formula()}**", "",
              md_table(["parameter", "value ± standard error"],

@@ -304,3 +304,17 @@ def test_report_is_deterministic_apart_from_the_date(tmp_path):
     strip = lambda t: re.sub(r"written \d{4}-\d\d-\d\d \d\d:\d\d UTC", "", t)  # noqa: E731
     assert strip(a.report_md.read_text()) == strip(b.report_md.read_text())
     assert a.runs_csv.read_text() == b.runs_csv.read_text()
+
+
+def test_fit_spans_every_sweep_of_the_report(tmp_path):
+    root = tmp_path / "runs"
+    depth_sweep(root)
+    make_run(root, "width", "n_embd=48", [(100, 1.6, 1.65)], n_embd=48)
+    make_run(root, "width", "n_embd=64", [(100, 1.5, 1.55)], n_embd=64)
+    res = write_report(root, ["depth", "width"], tmp_path / "out", plots=False)
+    assert [s.sweep for s in res.sweeps] == ["depth", "width"]
+    assert res.fit is not None and res.fit.n_points == 6  # 4 depth sizes + 2 width sizes
+    fits = [s.report_md.read_text().split("## Loss vs size: power-law fit\n", 1)[1]
+            .split("\n## ", 1)[0] for s in res.sweeps]
+    assert fits[0] == fits[1] and "across the sweeps `depth`, `width` on 6 points" in fits[0]
+    assert f"α (exponent) | {res.fit.alpha:.4g}" in fits[0]
