@@ -231,6 +231,12 @@ class Series:
     eval_train: list[float] = field(default_factory=list)
     eval_val: list[float] = field(default_factory=list)
     eval_tokens: list[float] = field(default_factory=list)
+    tok_s_sum: float = 0.0      # throughput over the run (the first record, often a warm-up
+    tok_s_n: int = 0            # or compile step, is left out)
+
+    @property
+    def mean_tok_s(self) -> float | None:
+        return self.tok_s_sum / self.tok_s_n if self.tok_s_n else None
 
 
 @dataclass(frozen=True)
@@ -348,6 +354,9 @@ class RunStore:
                 continue
             tokens = r.get("tokens") or it * (t.tokens_per_iter or 0)
             if r.get("kind") == "train" and _is_num(r.get("loss")):
+                if s.train_iter and _is_num(r.get("tok_s")):
+                    s.tok_s_sum += float(r["tok_s"])
+                    s.tok_s_n += 1
                 s.train_iter.append(it), s.train_loss.append(float(r["loss"]))
                 s.train_tokens.append(tokens)
             elif r.get("kind") == "eval" and _is_num(r.get("val_loss")):

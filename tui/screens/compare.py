@@ -38,8 +38,9 @@ def summarize(view: RunView, series: Any, samples: list[dict[str, Any]]) -> dict
         xs = [s.get("metrics", {}).get(key) for s in latest]
         xs = [x for x in xs if isinstance(x, (int, float))]
         return sum(xs) / len(xs) if xs else None
+    tok_s = series.mean_tok_s if series is not None and series.mean_tok_s else view.tok_s
     return {"params": view.params, "best": best, "final": final, "gap": gap,
-            "tok_s": view.tok_s, "ttr": mean("ttr"), "d2": mean("distinct_2")}
+            "tok_s": tok_s, "ttr": mean("ttr"), "d2": mean("distinct_2")}
 
 
 class CompareScreen(Screen):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 from rich.text import Text
 from textual import work
@@ -22,6 +23,9 @@ from tui.widgets.run_table import RunTable
 from tui.widgets.samples_view import SamplesView
 
 
+CHART_MIN_INTERVAL = 2.0  # seconds between chart redraws while points stream in
+
+
 class DashboardScreen(Screen):
     BINDINGS = [
         Binding("slash", "filter", "filter", key_display="/"),
@@ -39,6 +43,9 @@ class DashboardScreen(Screen):
         self.selected: str | None = None
         self.sweep: str | None = None
         self.views: list[RunView] = []
+        self._header_text = ""
+        self._chart_drawn_at = 0.0
+        self._chart_timer = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
@@ -71,8 +78,9 @@ class DashboardScreen(Screen):
         self._header()
         self.on_gpus(None)
         wanted = self._chart_ids()
-        if self.selected and (result.metrics_changed & set(wanted) or self.query_one(LossChart).run_id != self.selected):
-            self._redraw_chart()
+        chart = self.query_one(LossChart)
+        if self.selected and (result.metrics_changed & set(wanted) or chart.run_id != self.selected):
+            self._chart_changed()
         if self.selected in result.samples_changed:
             self._redraw_samples()
         if result.log_id == self.selected and (result.log_text or result.log_reset):
@@ -110,7 +118,22 @@ class DashboardScreen(Screen):
         self.app.store.show_log(self.selected)
         self.app.request_poll()
 
+    def _chart_changed(self) -> None:
+        """New points: redraw now if the chart is empty or was drawn a while ago, else
+        once CHART_MIN_INTERVAL has passed (a plotext redraw is the costliest thing the
+        dashboard does; live runs would otherwise trigger one every poll)."""
+        chart = self.query_one(LossChart)
+        wait = CHART_MIN_INTERVAL - (time.monotonic() - self._chart_drawn_at)
+        if not chart.has_data or chart.run_id != self.selected or wait <= 0:
+            self._redraw_chart()
+        elif self._chart_timer is None:
+            self._chart_timer = self.set_timer(wait, self._redraw_chart)
+
     def _redraw_chart(self) -> None:
+        if self._chart_timer is not None:
+            self._chart_timer.stop()
+            self._chart_timer = None
+        self._chart_drawn_at = time.monotonic()
         chart = self.query_one(LossChart)
         store = self.app.store
         others = [(rid, s) for rid in self._chart_ids() if rid != self.selected
@@ -132,7 +155,9 @@ class DashboardScreen(Screen):
         t.append(" nanotui ", style="bold reverse")
         t.append(f" {app.services.experiments_path.name} · {app.services.runs_root.name}/ · {gpus}"
                  f" · {n} runs, {running} running, {queued} queued")
-        self.query_one("#title", Static).update(t)
+        if t.plain != self._header_text:  # an unchanged update would still repaint
+            self._header_text = t.plain
+            self.query_one("#title", Static).update(t)
 
     def _title_detail(self) -> None:
         chart = self.query_one(LossChart)

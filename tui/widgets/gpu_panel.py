@@ -84,5 +84,11 @@ def render_gpus(gpus: list[Any], views: list[RunView], history: GpuHistory,
 
 
 class GpuPanel(Static):
+    _last: tuple | None = None
+
     def show(self, gpus: list[Any], views: list[RunView], history: GpuHistory) -> None:
-        self.update(render_gpus(gpus, views, history, self.size.width or 60))
+        text = render_gpus(gpus, views, history, self.size.width or 60)
+        key = (text.plain, tuple(text.spans))
+        if key != self._last:  # an unchanged update would still repaint
+            self._last = key
+            self.update(text)

@@ -44,6 +44,7 @@ class LossChart(PlotextPlot):
         self.options = ChartOptions()
         self.run_id: str | None = None
         self.message = "select a run"
+        self.has_data = False
 
     def describe(self) -> str:
         o = self.options
@@ -86,6 +87,7 @@ class LossChart(PlotextPlot):
         if o.logy:
             plt.yscale("log")
         plt.xlabel("tokens" if o.x_tokens else "iter")
+        self.has_data = drew
         if not drew:
             self.message = "no metrics yet" if run_id else "select a run"
             plt.title(self.message)

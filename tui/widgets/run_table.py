@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
@@ -89,11 +91,12 @@ class RunTable(DataTable):
         visible = [v for v in views if matches(v, self.filter_text)] if self.filter_text else views
         order: list[str] = []
         rows: dict[str, tuple] = {}
+        counts = Counter(v.sweep for v in visible)
         sweep = None
         for v in visible:
             if v.sweep != sweep:
                 sweep = v.sweep
-                n = sum(1 for x in visible if x.sweep == sweep)
+                n = counts[sweep]
                 key = SWEEP_PREFIX + sweep
                 order.append(key)
                 rows[key] = (Text(f"▾ {sweep}", style="bold"),
