@@ -14,7 +14,10 @@ Three measurements, each in fresh child processes (peak RSS from os.wait4 of tha
    same --gpt2-mb MB text (nanoGPT's data/shakespeare/prepare.py way), alternating; the
    ratio is of throughput on the same input bytes.
 
-The machine may be shared: figures are medians of alternating runs, compare ratios.
+The machine may be shared: figures are medians of alternating runs, compare ratios. Each
+run also prints the child's CPU seconds and the load average: on a busy machine (Linux
+autogroup scheduling shares the CPU per session, not per thread) a multi-threaded child
+cannot get more than its share, so the gpt2 speed-up only shows when cores are free.
 """
 
 from __future__ import annotations
@@ -71,7 +74,8 @@ def make_corpus(path: Path, size: int) -> Path:
 
 
 def run_child(argv: list[str], cwd: Path, env: dict | None = None) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS bytes, stdout) of one child process."""
+    """(wall seconds, peak RSS bytes, stdout) of one child process; its CPU seconds
+    (user + system) go to LAST_CPU, so a report can show how much of the machine it got."""
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **(env or {})},
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -82,7 +86,12 @@ def run_child(argv: list[str], cwd: Path, env: dict | None = None) -> tuple[floa
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode:
         sys.exit(f"child failed ({p.returncode}): {' '.join(argv[:3])}\n{err[-2000:]}")
+    global LAST_CPU
+    LAST_CPU = usage.ru_utime + usage.ru_stime
     return wall, usage.ru_maxrss * 1024, out
+
+
+LAST_CPU = 0.0
 
 
 def ours(corpus: Path, tokenizer: str, work: Path, env: dict | None = None):
@@ -129,7 +138,9 @@ def side_by_side(name_a, run_a, name_b, run_b, repeats: int):
             res[name][0].append(wall)
             res[name][1].append(rss)
             res[name] = (res[name][0], res[name][1], out)
-            print(f"  run {r + 1} {name:28s} {wall:7.2f} s  peak RSS {mib(rss)}", flush=True)
+            print(f"  run {r + 1} {name:28s} {wall:7.2f} s  peak RSS {mib(rss):>9s}  "
+                  f"CPU {LAST_CPU:6.2f} s ({LAST_CPU / wall:.2f} cores)  "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
     return res
 
 
@@ -141,12 +152,17 @@ def main() -> None:
     ap.add_argument("--gpt2-mb", type=int, default=40, help="gpt2 comparison size (MB); 0 skips")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--bpe", type=Path, default=SHARED / "gpt2" / "gpt2.tiktoken")
+    ap.add_argument("--only", choices=["char", "big", "gpt2"], help="run one measurement")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "nanotui-bench")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}")
 
-    if args.nanogpt and args.mb:
+
+    def want(name: str) -> bool:
+        return args.only in (None, name)
+
+    if args.nanogpt and args.mb and want("char"):
         corpus = make_corpus(args.workdir / f"tinystories-{args.mb}MB.txt", args.mb * 10**6)
         size = corpus.stat().st_size
         print(f"\nchar prepare of {corpus} ({size / 1e6:.0f} MB), {args.repeats} alternating runs")
@@ -160,14 +176,14 @@ def main() -> None:
               f"{mib(max(rb))} peak | speed-up {mb_ / ma:.2f}x | "
               f"{size / ma / 1e6:.0f} vs {size / mb_ / 1e6:.0f} MB/s")
 
-    if args.big_gb:
+    if args.big_gb and want("big"):
         big = make_corpus(args.workdir / f"tinystories-{args.big_gb:g}GB.txt", int(args.big_gb * 1e9))
         print(f"\nchar prepare of {big} ({big.stat().st_size / 1e9:.2f} GB), nanotui only")
         wall, rss, out = ours(big, "char", args.workdir)
-        print(f"  nanotui {wall:.1f} s, peak RSS {mib(rss)}, "
+        print(f"  nanotui {wall:.1f} s, peak RSS {mib(rss)}, CPU {LAST_CPU:.1f} s, "
               f"{big.stat().st_size / wall / 1e6:.0f} MB/s, tokens {out.strip()}")
 
-    if args.gpt2_mb:
+    if args.gpt2_mb and want("gpt2"):
         corpus = make_corpus(args.workdir / f"tinystories-{args.gpt2_mb}MB.txt", args.gpt2_mb * 10**6)
         size = corpus.stat().st_size
         print(f"\ngpt2 prepare of {corpus} ({size / 1e6:.0f} MB), {args.repeats} alternating runs")
