@@ -23,13 +23,13 @@ from tui.messages import GpusPolled, RunsPolled
 from tui.services import PollResult, RunStore, Services
 from tui.widgets.gpu_panel import GpuHistory
 
-APP_BINDINGS = [
-    Binding("q", "quit", "quit"),
+APP_BINDINGS = [  # footer order: help first so it survives an 80-column footer
     Binding("question_mark", "help", "help", key_display="?"),
     Binding("l", "launch", "launch"),
     Binding("c", "compare", "compare"),
     Binding("p", "samples", "samples"),
     Binding("e", "report", "report"),
+    Binding("q", "quit", "quit"),
 ]
 
 

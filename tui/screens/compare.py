@@ -59,7 +59,7 @@ class CompareScreen(Screen):
         with Horizontal(id="compare-body"):
             yield DataTable(id="compare-table", cursor_type="row", classes="panel")
             yield PlotextPlot(id="scaling", classes="panel")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -121,8 +121,7 @@ class CompareScreen(Screen):
             plt.scatter(xs, ys, marker="dot", color="orange+")
             if len(pts) > 1:
                 plt.plot(xs, ys, color="orange", marker="braille")
-            plt.xlabel("log10 params")
-            plt.ylabel("log10 best val loss")
+            plt.xlabel("params (log scale) → best val loss (log scale) ↑")
             # Tick labels in real units so nobody has to undo the logs in their head.
             plt.xticks(xs, [fmt_params(p) for p, _, _ in pts])
             plt.yticks(ys, [f"{b:.3f}" for _, b, _ in pts])

@@ -28,7 +28,7 @@ CHART_MIN_INTERVAL = 2.0  # seconds between chart redraws while points stream in
 
 class DashboardScreen(Screen):
     BINDINGS = [
-        Binding("slash", "filter", "filter", key_display="/"),
+        Binding("slash", "filter", "filter", key_display="/", show=False),
         Binding("escape", "clear_filter", "clear filter", show=False),
         Binding("s", "stop", "stop"),
         Binding("r", "resume", "resume"),
@@ -59,7 +59,7 @@ class DashboardScreen(Screen):
                 yield SamplesView(id="samples")
                 yield LogView(id="log")
             yield GpuPanel(id="gpus", classes="panel")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#runs-panel").border_title = "Runs"

@@ -52,7 +52,7 @@ class LaunchScreen(Screen):
             with Vertical(id="plan-panel", classes="panel"):
                 yield DataTable(id="plan", cursor_type="row")
                 yield Static(id="plan-summary")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#title", Static).update(Text.assemble(

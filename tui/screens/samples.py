@@ -60,7 +60,7 @@ class SamplesScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Static(id="title")
         yield HorizontalScroll(id="sample-columns")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.app.runs_signal.subscribe(self, self.on_runs)
