@@ -208,69 +208,52 @@ def build(files: dict[str, Path], tokenizer: str, val_fraction: float, out: Path
 
 
 def _char_encoder(chars: list[str], eot: int | None):
-    """A function bytes -> (ids, characters in those bytes) for one block."""
-    vocab_size = len(chars) + (eot is not None)
-    if vocab_size <= 255:  # ids 0..254; 255 marks non-ASCII characters
-        return _char_encoder_bytes(chars, eot)
-    return _char_encoder_utf32(chars, eot)
+    """A function bytes -> (ids, characters in those bytes) for one block.
 
-
-def _char_encoder_bytes(chars: list[str], eot: int | None):
-    """Fast path for small vocabularies: one bytes.translate maps ASCII bytes to their ids,
-    deletes UTF-8 continuation bytes and marks lead bytes with 255; only the few marked
-    positions are then decoded and looked up."""
+    One bytes.translate maps every ASCII byte to its id (ASCII characters sort first, so
+    their ids are below 128), deletes UTF-8 continuation bytes, and marks each non-ASCII
+    character's lead byte with 255 and each <|endoftext|> (replaced by NUL) with 254; only
+    the marked positions are then decoded and looked up."""
+    big = len(chars) + (eot is not None) > 65535
+    dtype = np.uint32 if big else np.uint16
+    stoi = {c: i for i, c in enumerate(chars)}
     table = bytearray(256)
     table[0xC0:] = b"\xff" * 64
-    stoi = {c: i for i, c in enumerate(chars)}
+    table[PLACEHOLDER] = 254
     for c, i in stoi.items():
         if ord(c) < 128:
             table[ord(c)] = i
-    if eot is not None:
-        table[PLACEHOLDER] = eot
     table = bytes(table)
-    other = {ord(c): i for c, i in stoi.items() if ord(c) >= 128}
-    cps = np.fromiter(other, np.int64, len(other))
-    ids_of = np.fromiter(other.values(), np.int64, len(other))
-    order = np.argsort(cps)
-    cps, ids_of = cps[order], ids_of[order]
+    other = sorted((ord(c), i) for c, i in stoi.items() if ord(c) >= 128)
+    cps = np.array([cp for cp, _ in other], np.int64)
+    ids_of = np.array([i for _, i in other], dtype)
 
     def encode(b: bytes) -> tuple[np.ndarray, int]:
         nsep = b.count(EOT_B) if eot is not None else 0
         if nsep:
             b = b.replace(EOT_B, bytes([PLACEHOLDER]))
-        ids = np.frombuffer(b.translate(table, CONTINUATION), np.uint8).astype(np.uint16)
+        small = np.frombuffer(b.translate(table, CONTINUATION), np.uint8)
+        ids = small.astype(dtype)
+        if nsep:
+            ids[small == 254] = eot
         if not b.isascii():
-            arr = np.frombuffer(b, np.uint8)
-            lead = np.flatnonzero(arr >= 0xC0)
-            last = len(arr) - 1
-            b0 = arr[lead].astype(np.int64)
-            b1 = arr[np.minimum(lead + 1, last)].astype(np.int64) & 0x3F
-            b2 = arr[np.minimum(lead + 2, last)].astype(np.int64) & 0x3F
-            b3 = arr[np.minimum(lead + 3, last)].astype(np.int64) & 0x3F
-            cp = np.where(b0 >= 0xF0, ((b0 & 7) << 18) | (b1 << 12) | (b2 << 6) | b3,
-                          np.where(b0 >= 0xE0, ((b0 & 15) << 12) | (b1 << 6) | b2,
-                                   ((b0 & 31) << 6) | b1))
-            ids[np.flatnonzero(ids == 255)] = ids_of[np.searchsorted(cps, cp)]
+            ids[small == 255] = ids_of[np.searchsorted(cps, _lead_code_points(b))]
         return ids, len(ids) + (len(EOT_B) - 1) * nsep
     return encode
 
 
-def _char_encoder_utf32(chars: list[str], eot: int | None):
-    """Any vocabulary: decode, view as UTF-32 code points, map through a full table."""
-    dtype = np.uint16 if len(chars) < 65535 else np.uint32
-    lut = np.zeros(0x110000, dtype)
-    for i, c in enumerate(chars):
-        lut[ord(c)] = i
-    if eot is not None:
-        lut[PLACEHOLDER] = eot
-
-    def encode(b: bytes) -> tuple[np.ndarray, int]:
-        nsep = b.count(EOT_B) if eot is not None else 0
-        if nsep:
-            b = b.replace(EOT_B, bytes([PLACEHOLDER]))
-        ids = lut[np.frombuffer(b.decode("utf-8").encode("utf-32-le"), np.uint32)]
-        return ids, len(ids) + (len(EOT_B) - 1) * nsep
-    return encode
+def _lead_code_points(b: bytes) -> np.ndarray:
+    """Code points of the non-ASCII characters of valid UTF-8 bytes, in order."""
+    arr = np.frombuffer(b, np.uint8)
+    lead = np.flatnonzero(arr >= 0xC0)
+    last = len(arr) - 1
+    b0 = arr[lead].astype(np.int64)
+    b1 = arr[np.minimum(lead + 1, last)].astype(np.int64) & 0x3F
+    b2 = arr[np.minimum(lead + 2, last)].astype(np.int64) & 0x3F
+    b3 = arr[np.minimum(lead + 3, last)].astype(np.int64) & 0x3F
+    return np.where(b0 >= 0xF0, ((b0 & 7) << 18) | (b1 << 12) | (b2 << 6) | b3,
+                    np.where(b0 >= 0xE0, ((b0 & 15) << 12) | (b1 << 6) | b2,
+                             ((b0 & 31) << 6) | b1))
 
 
 def _targets(files, scans, val_fraction):

@@ -313,3 +313,16 @@ def test_gpt2_any_text_any_block_size_matches_whole_text(shared_data, tmp_path_f
     train, val = bins(d)
     assert train.tolist() == enc.encode(text[:k], allowed_special={EOT_TEXT})
     assert val.tolist() == enc.encode(text[k:], allowed_special={EOT_TEXT})
+
+
+def test_large_vocab_with_separators_matches_reference(tmp_path):
+    # more than 255 ids: the end-of-text id no longer fits the one-byte marker table
+    cjk = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 400))
+    text = "".join(f"{cjk[i:i + 50]} story {i}\n{EOT_TEXT}\n" for i in range(0, 400, 7)) * 3
+    (tmp_path / "cjk.txt").write_text(text, encoding="utf-8")
+    d = prepare(str(tmp_path / "cjk.txt"), "char", 0.1)
+    chars, eot, train, val = char_reference(text)
+    meta = load_meta(d)
+    assert eot > 255 and meta["eot_token"] == eot and meta["chars"] == chars
+    got_train, got_val = bins(d, meta)
+    assert got_train.tolist() == train and got_val.tolist() == val
