@@ -149,6 +149,21 @@ def test_quick_sweep_by_keys_in_tmux(tmp_path):
         assert iter_of(final, "n_layer=1") == 300 and iter_of(final, "n_layer=2") == 300
         assert re.search(r"\d\.\d{3}", run_row(final, "n_layer=2") or "")  # a loss is shown
 
+        # A new sample from a real checkpoint, without leaving the app.
+        tmux.keys("p")
+        tmux.wait_for(lambda s: "Samples" in s and "The cat" in s, 30, "the samples screen")
+        tmux.keys("n")
+        tmux.wait_for(lambda s: "New sample from" in s, 30, "the sampling dialog")
+        tmux.keys("Enter")
+        tmux.wait_for(lambda s: "new sample (not saved)" in s, 60, "the generated sample")
+        tmux.keys("Escape")
+        time.sleep(0.5)
+        tmux.keys("c")
+        screen = tmux.wait_for(lambda s: "Compare" in s and "best val" in s, 30, "compare")
+        assert "n_layer=1" in screen and "n_layer=2" in screen
+        tmux.keys("Escape")
+        time.sleep(0.5)
+
         tmux.keys("q")
         tmux.wait_for(lambda s: "nanotui-exit-0" in s, 30, "nanotui to exit")
     finally:
