@@ -92,11 +92,13 @@ class _Scan:
         for offset, b in _blocks(path, CHAR_BLOCK, _cut_newline, progress, base, total):
             nsep = b.count(EOT_B)
             self.nsep += nsep
-            new = (b.replace(EOT_B, b"") if nsep else b).translate(None, known)
-            if new:
-                found = set(new)
+            rest = b.translate(None, known)  # usually only separator characters are left
+            if rest:
+                found = set(rest)
                 if 0 in found:
                     raise DataError(f"{path} is not text (it contains NUL bytes)")
+                # a character counts only if it occurs outside the separators too
+                found = {c for c in found if rest.count(c) > nsep * EOT_B.count(c)}
                 self.ascii |= found
                 known += bytes(found)
             self.nchars += len(b)
@@ -229,9 +231,11 @@ def _char_encoder(chars: list[str], eot: int | None):
     ids_of = np.array([i for _, i in other], dtype)
 
     def encode(b: bytes) -> tuple[np.ndarray, int]:
-        nsep = b.count(EOT_B) if eot is not None else 0
-        if nsep:
+        nsep = 0
+        if eot is not None:
+            n = len(b)
             b = b.replace(EOT_B, bytes([PLACEHOLDER]))
+            nsep = (n - len(b)) // (len(EOT_B) - 1)
         small = np.frombuffer(b.translate(table, CONTINUATION), np.uint8)
         ids = small.astype(dtype)
         if nsep:
