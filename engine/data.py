@@ -43,7 +43,9 @@ def load_meta(data_dir: str | os.PathLike) -> dict:
     d = Path(data_dir)
     missing = [f for f in PREPARED_FILES if not (d / f).is_file()]
     if missing:
-        raise DataError(f"{d} holds no prepared data (missing {', '.join(missing)})")
+        hint = ("; it looks like nanoGPT's format (meta.pkl): prepare the text with "
+                "nanotui prepare" if (d / "meta.pkl").is_file() else "")
+        raise DataError(f"{d} holds no prepared data (missing {', '.join(missing)}){hint}")
     try:
         meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -51,6 +53,8 @@ def load_meta(data_dir: str | os.PathLike) -> dict:
     for key in ("vocab_size", "tokenizer", "dtype", "train_tokens", "val_tokens"):
         if key not in meta:
             raise DataError(f"{d / 'meta.json'}: missing key {key!r}")
+    if meta["dtype"] not in ("uint16", "uint32"):
+        raise DataError(f"{d / 'meta.json'}: dtype {meta['dtype']!r} is not uint16 or uint32")
     itemsize = np.dtype(meta["dtype"]).itemsize
     for split in ("train", "val"):
         size = (d / f"{split}.bin").stat().st_size
