@@ -252,7 +252,9 @@ def squeue_ids() -> set[str]:
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_sweep_runs_as_a_job_array_and_completes(slurm_cluster, char_data, tmp_path):
+def test_sweep_runs_as_a_job_array_and_completes(slurm_cluster, char_data, tmp_path,
+                                                 time_limit_job):
+    # (time_limit_job: started first, checked last, so its minute overlaps this test)
     exp = write_experiments(tmp_path / "experiments.toml", char_data,
                             {"time": "00:10:00", "cpus_per_run": 1, "mem": "500M",
                              "setup": [f"touch {tmp_path}/setup-ran"]})
@@ -292,7 +294,7 @@ def test_stop_cancels_a_running_job(slurm_cluster, char_data, tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     rid = "s/n_embd=16"
     run = RunDir(exp.parent / "runs" / rid)
-    wait_for(lambda: run.read_status().get("iter", 0) >= 20 and run.ckpt_path.exists(), 120,
+    wait_for(lambda: run.read_status().get("iter", 0) >= 5 and run.ckpt_path.exists(), 120,
              "the job to train past its first eval")
     job = run.read_status()["executor"]["job_id"]
     assert job in squeue_ids()
@@ -335,36 +337,71 @@ def test_bad_partition_or_account_is_one_line_and_runs_stay_queued(slurm_cluster
             assert st["state"] == "queued" and not st.get("executor"), st
 
 
-@pytest.mark.slurm
-@pytest.mark.slow
-def test_time_limit_requeues_and_the_run_finishes_from_its_checkpoint(slurm_cluster,
-                                                                      char_data, tmp_path):
-    # 1-minute jobs; Slurm warns (USR2) ~20 s before the limit: the trainer checkpoints
-    # and submitit requeues the job, which resumes from ckpt.pt.
-    exp = write_experiments(tmp_path / "experiments.toml", char_data,
+@pytest.fixture(scope="session")
+def time_limit_job(slurm_cluster, char_data, tmp_path_factory):
+    """A run in 1-minute jobs, launched as early as the first Slurm test asks for it so
+    that its minute overlaps the other tests. Slurm warns (USR2) ~20 s before the limit:
+    the trainer checkpoints and submitit requeues the job. A watcher thread then applies
+    the test shortcuts at once (see _after_requeue) and records what it saw."""
+    import threading
+    d = tmp_path_factory.mktemp("timelimit")
+    exp = write_experiments(d / "experiments.toml", char_data,
                             {"time": 1, "signal_delay_s": 20}, max_iters=1_000_000,
                             vary="n_embd = [16]", eval_interval=20)
     p = nanotui(exp, "launch", "--detach")
     assert p.returncode == 0, p.stdout + p.stderr
     run = RunDir(exp.parent / "runs" / "s/n_embd=16")
+    seen: dict = {}
+
+    def watch() -> None:
+        try:
+            _after_requeue(run, seen)
+        except BaseException as e:  # reported by the test
+            seen["error"] = e
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return exp, run, t, seen
+
+
+def _after_requeue(run: RunDir, seen: dict) -> None:
     st = wait_for(lambda: (s := run.read_status()).get("executor", {}).get("requeues") and s,
-                  150, "the time-limit warning and the requeue")
+                  150, "the time-limit warning and the requeue", every=0.2)
+    seen["at_requeue"] = st
+    seen["stopped_at"] = wait_for(lambda: _last_line_iter(run), 30, "the trainer's stop line")
+    # Test shortcuts, not what is tested: the first job's work was open-ended so that the
+    # limit surely hits; now leave 20 iterations to do, and skip the ~120 s hold Slurm puts
+    # on a requeued job (cred_expire), with a longer limit for the rest.
+    _set_max_iters(run, seen["stopped_at"] + 20)
     job = st["executor"]["job_id"]
-    assert st["state"] == "running" and st["slurm_state"] == "REQUEUED", st
-    assert status_json(exp)[run.id]["state"] == "running"
-    stopped_at = wait_for(lambda: _last_line_iter(run), 30, "the trainer's stop message")
-    assert stopped_at > 0 and run.ckpt_path.exists()
-    # Test shortcuts, not part of what is tested: the first job's work was open-ended so
-    # the limit surely hits; now leave 20 iterations to do, and skip the 120 s hold Slurm
-    # puts on requeued jobs (cred_expire) with a longer limit for the rest.
-    _set_max_iters(run, stopped_at + 20)
+
+    def slurm_state() -> str:
+        return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
+                              text=True).stdout.strip()
+    # the run records the requeue just before submitit asks Slurm for it
+    seen["slurm_after"] = wait_for(lambda: (x := slurm_state()) not in ("RUNNING", "COMPLETING")
+                                   and x, 60, "Slurm to requeue the job", every=0.2)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now", "TimeLimit=5"],
                    check=True, capture_output=True)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_time_limit_requeues_and_the_run_finishes_from_its_checkpoint(time_limit_job):
+    exp, run, watcher, seen = time_limit_job
+    watcher.join(200)
+    if "error" in seen:
+        raise seen["error"]
+    st, stopped_at = seen["at_requeue"], seen["stopped_at"]
+    job = st["executor"]["job_id"]
+    assert st["state"] == "running" and st["slurm_state"] == "REQUEUED", st
+    assert stopped_at > 0 and run.ckpt_path.exists()
+    assert seen["slurm_after"] == "PENDING", seen  # Slurm requeued it
     wait_for(lambda: run.read_status().get("state") in ("done", "failed"), 120,
              "the requeued job to finish")
     st = run.read_status()
     assert st["state"] == "done" and st["iter"] == stopped_at + 20, st
     assert st["executor"]["job_id"] == job and st["executor"]["requeues"] == 1
+    assert status_json(exp)[run.id]["state"] == "done"
     log = run.stdout_path.read_text()
     assert f"resuming at iter {stopped_at}" in log, log[-2000:]
     iters = [m["iter"] for m in run.read_metrics() if m["kind"] == "train"]
