@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ConfigError
-from engine.runs import FINAL_STATES, RunDir, list_runs
+from engine.runs import FINAL_STATES, RunDir, RunError, list_runs
 from engine.slurm_config import SlurmConfig
 from engine.slurm_state import (ENDED, SlurmState, describe, job_id_of,  # noqa: F401
                                 merge_status, query_jobs, reconcile)
@@ -368,7 +368,14 @@ class SlurmExecutor:
 
 
 def _scancel(args: list[str]) -> None:
-    subprocess.run(["scancel", *args], capture_output=True, text=True, timeout=30)
+    try:
+        p = subprocess.run(["scancel", *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RunError(f"cannot cancel Slurm job {args[-1]}: {e}") from None
+    if p.returncode != 0 and "already completing or completed" not in p.stderr \
+            and "Invalid job id" not in p.stderr:
+        line = (p.stderr.strip().splitlines() or [f"scancel exited with {p.returncode}"])[-1]
+        raise RunError(f"cannot cancel Slurm job {args[-1]}: {line}")
 
 
 def _job_alive(jid: str) -> bool:

@@ -154,6 +154,12 @@ def reconcile(status: dict[str, Any], slurm: SlurmState | None) -> dict[str, Any
         fields.update(state=new_state, reason=reason, ended_at=time.time())
         if slurm.exit_code and slurm.exit_code.split(":")[0].isdigit():
             fields["exit_code"] = int(slurm.exit_code.split(":")[0])
+    elif (status.get("state") in ("stopped", "failed") and slurm.waiting
+          and not (status.get("executor") or {}).get("cancelled")):
+        # Slurm requeued the job itself (preemption, node failure with --requeue) after
+        # the trainer stopped on its SIGTERM: it will start again and resume from ckpt.pt.
+        fields.update(state="running", reason="requeued by Slurm; resumes from ckpt.pt",
+                      ended_at=None, exit_code=None)
     return fields
 
 

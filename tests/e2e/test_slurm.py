@@ -90,6 +90,14 @@ def test_slurm_states_merge_with_status_json():
     # a resumed run (queued again) is not ended by its old job's end
     resumed = {**base, "state": "queued"}
     assert reconcile(resumed, SlurmState("7_1", "CANCELLED")) == {"slurm_state": "CANCELLED"}
+    # the trainer stopped on Slurm's SIGTERM and Slurm requeued the job (preemption)
+    pre = reconcile({**base, "state": "stopped"}, SlurmState("7_1", "PENDING", "BeginTime"))
+    assert pre["state"] == "running" and "requeued" in pre["reason"]
+    assert merge_status({**base, "state": "stopped", "slurm_state": "PENDING"},
+                        SlurmState("7_1", "PENDING", "BeginTime"))["state"] == "queued"
+    # ... but not a run the user cancelled
+    cancelled_run = {**base, "state": "stopped", "executor": {**base["executor"], "cancelled": True}}
+    assert "state" not in reconcile(cancelled_run, SlurmState("7_1", "PENDING"))
     # another job's state is not this run's
     assert reconcile(base, SlurmState("8_0", "CANCELLED")) == {}
     assert describe({**base, "slurm_state": "RUNNING"}) == "slurm 7_1 RUNNING"
