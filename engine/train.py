@@ -60,11 +60,23 @@ def resolve_data_dir(cfg: TrainConfig) -> Path:
     except ImportError:
         prepared_dir_for = None
     if prepared_dir_for is not None:
-        return Path(prepared_dir_for(cfg))
+        return Path(prepared_dir_for(cfg, progress=_progress_logger()))
     if not cfg.data_dir:
         raise TrainError("data_dir is not set: point it at a prepared directory "
                          "(train.bin, val.bin, meta.json)")
     return Path(cfg.data_dir).expanduser()
+
+
+def _progress_logger() -> Callable[[int, int], None]:
+    """Preparing a dataset can take minutes: say so in stdout.log every 10%."""
+    last = [-1]
+
+    def progress(done: int, total: int) -> None:
+        pct = int(100 * done / total) // 10 * 10 if total else 0
+        if pct != last[0]:
+            last[0] = pct
+            print(f"preparing data: {pct}%", flush=True)
+    return progress
 
 
 def load_data(cfg: TrainConfig) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
@@ -182,7 +194,7 @@ class Trainer:
         self.best_iter: int | None = None
         self.evals_since_best = 0
         self.last_eval_iter: int | None = None
-        self.X, self.Y = self.next_batch()
+        self.prefetch()
 
     # -- pieces --
     @property
@@ -191,6 +203,13 @@ class Trainer:
 
     def next_batch(self):
         return get_batch(self.train_data, self.cfg, self.device, self.batch_gen)
+
+    def prefetch(self) -> None:
+        """Draw the next step's batch now (on CUDA it copies while the GPU computes). The
+        generator state from before the draw is what a checkpoint stores, so a resumed
+        run draws this same batch again."""
+        self.batch_state = self.batch_gen.get_state()
+        self.X, self.Y = self.next_batch()
 
     def compile(self) -> str:
         """torch.compile the model; a failure here (or at the first compiled call) is
@@ -242,7 +261,7 @@ class Trainer:
             with self.ctx:
                 _, loss = model(self.X, self.Y)
                 loss = loss / steps
-            self.X, self.Y = self.next_batch()  # fetch the next batch while the GPU works
+            self.prefetch()  # the next batch, while the GPU works
             self.scaler.scale(loss).backward()
             total += loss.detach()
         return total
@@ -273,7 +292,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs, as tensors and plain containers only, so it loads
         with torch.load(weights_only=True)."""
-        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "batch": self.batch_gen.get_state()}
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "batch": self.batch_state}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
@@ -313,7 +332,7 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise TrainError(f"checkpoint does not match this run's config: {msg[:300]}") from None
-        self.X, self.Y = self.next_batch()
+        self.prefetch()
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
@@ -362,8 +381,12 @@ class Stop:
         self.requested = False
 
     def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
+        self.previous = {sig: signal.signal(sig, self._handle)
+                         for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def uninstall(self) -> None:
+        for sig, handler in getattr(self, "previous", {}).items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
@@ -468,8 +491,14 @@ class TrainingRun:
 
     # -- the loop --
     def execute(self) -> int:
-        cfg, t, run = self.cfg, self.trainer, self.run
         self.stop.install()
+        try:
+            return self._loop()
+        finally:
+            self.stop.uninstall()
+
+    def _loop(self) -> int:
+        cfg, t, run = self.cfg, self.trainer, self.run
         run.prepare_for_resume(t.iter_num if self.ckpt is not None else -1)
         import psutil
         me = psutil.Process()
@@ -534,7 +563,9 @@ class TrainingRun:
                 self.log(f"iter {it}: loss {train_loss:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, "
                          f"tok/s {tok_s:,.0f}, {util}")
                 eta = (sum(step_times) / len(step_times) * (cfg.max_iters - it)) if step_times else None
-                self.status(iter=it, train_loss=train_loss, tok_s=tok_s, mfu=speed["mfu"], eta_s=eta)
+                self.last_progress = dict(iter=it, train_loss=train_loss, tok_s=tok_s,
+                                          mfu=speed["mfu"])
+                self.status(eta_s=eta, **self.last_progress)
             del t_step
 
     def stop_now(self) -> int:
@@ -545,8 +576,9 @@ class TrainingRun:
         return self.finish("stopped", "stopped by signal", 0)
 
     def finish(self, state: str, reason: str | None, code: int) -> int:
+        progress = dict(getattr(self, "last_progress", {}), iter=self.trainer.iter_num)
         self.run.update_status(state=state, reason=reason, exit_code=code, ended_at=time.time(),
-                               iter=self.trainer.iter_num, eta_s=0 if state == "done" else None)
+                               eta_s=0 if state == "done" else None, **progress)
         self.log(f"{state}" + (f": {reason}" if reason else "") + f" at iter {self.trainer.iter_num}")
         return code
 
