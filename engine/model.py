@@ -62,13 +62,77 @@ class KVCache:
         return 0 if self.k[0] is None else self.k[0].size(2)
 
 
+# ---- CPU fast paths ------------------------------------------------------------------------
+# Profiling a bf16-autocast training step on a 2-core AVX512-BF16 CPU (torch 2.13) showed
+# scaled_dot_product_attention's CPU flash kernel taking ~40% of the step (its backward
+# alone ~28%), more than all the linear layers together, and dropout's bernoulli_ draws
+# dominating once dropout > 0 (SDPA then falls back to its math path). On CPU, training
+# attention is therefore written as three plain batched ops (baddbmm with an additive
+# causal mask and the 1/sqrt(hs) scale fused in, softmax, bmm), and dropout masks come
+# from 16-bit slices of 64-bit random words (4x fewer generator draws). CUDA keeps SDPA
+# (flash) and torch's dropout. Set CPU_ATTENTION = "sdpa" to compare (benchmarks do).
+CPU_ATTENTION = "matmul"
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")
+
+_CAUSAL_BIAS: dict[tuple, torch.Tensor] = {}
+
+
+def _causal_bias(T: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(T, T) additive mask: 0 on and below the diagonal, -inf above; cached per shape."""
+    key = (T, dtype, device)
+    bias = _CAUSAL_BIAS.get(key)
+    if bias is None:
+        bias = torch.full((T, T), float("-inf"), dtype=dtype, device=device).triu(1)
+        _CAUSAL_BIAS[key] = bias
+    return bias
+
+
+def keep_mask(shape, p: float, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Bool mask, True with probability 1 - p (p resolved to 1/65536), built from 16-bit
+    slices of random int64 words: a quarter of the generator draws of bernoulli_."""
+    n = math.prod(shape)
+    words = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64,
+                          device=device, generator=generator)
+    r = words.view(torch.int16)[:n].view(shape)
+    return r >= (-32768 + round(p * 65536))
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout, as F.dropout, with the cheaper mask on CPU."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    scale = keep_mask(x.shape, p, x.device).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * scale
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout (same name in printouts, no parameters) using the CPU fast mask."""
+
+    def forward(self, x):
+        return dropout(x, self.p, self.training)
+
+
+def matmul_causal_attention(q, k, v, dropout_p: float = 0.0) -> torch.Tensor:
+    """Causal attention of (B, nh, T, hs) q, k, v as baddbmm + softmax (+ dropout) + bmm;
+    the same function as SDPA with is_causal=True (the CPU training path, see above)."""
+    B, H, T, hs = q.shape
+    bias = _causal_bias(T, q.dtype, q.device)
+    att = torch.baddbmm(bias, q.reshape(B * H, T, hs), k.reshape(B * H, T, hs).transpose(1, 2),
+                        alpha=1.0 / math.sqrt(hs))
+    att = torch.softmax(att, dim=-1)
+    att = dropout(att, dropout_p, dropout_p > 0.0)
+    return torch.bmm(att.to(v.dtype), v.reshape(B * H, T, hs)).view(B, H, T, hs)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         assert config.n_embd % config.n_head == 0
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
@@ -90,9 +154,11 @@ class CausalSelfAttention(nn.Module):
         # keys, the T new queries sit at positions P..P+T-1: a single new query (T == 1)
         # sees everything, a prefill (P == 0) is plain causal.
         S = k.size(2)
-        if T == S:
-            y = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        dropout_p = self.dropout if self.training else 0.0
+        if T == S and x.device.type == "cpu" and CPU_ATTENTION == "matmul":
+            y = matmul_causal_attention(q, k, v, dropout_p)
+        elif T == S:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v)
         else:
@@ -108,7 +174,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x):
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
@@ -136,7 +202,7 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
+            drop=Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=LayerNorm(config.n_embd, bias=config.bias),
         ))
@@ -181,14 +247,15 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         if targets is not None:
             logits = self.lm_head(x)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1),
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
                                    ignore_index=-1)
             return logits, loss
         return self.lm_head(x[:, [-1], :]), None
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         """AdamW with decay on matrices (>= 2 dims) only: not on biases and LayerNorm gains.
-        The fused kernel is used on CUDA where this torch has it."""
+        The fused kernel (one pass over all parameters) is used on CUDA, and on CPU where
+        torch >= 2.4 has one too."""
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
@@ -197,7 +264,7 @@ class GPT(nn.Module):
             {"params": no_decay, "weight_decay": 0.0},
         ]
         fused_ok = "fused" in inspect.signature(torch.optim.AdamW).parameters
-        extra = {"fused": True} if fused_ok and device_type == "cuda" else {}
+        extra = {"fused": True} if fused_ok and device_type in FUSED_ADAMW_DEVICES else {}
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
 
     def flops_per_token(self, seq_len: int | None = None) -> float:

@@ -1,0 +1,280 @@
+"""The GPT model: nanoGPT's parameter counts, cached generation equal to uncached, the
+cache beyond block_size, sampling filters, seeds, and the CPU fast paths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import engine.model as model_mod
+from engine.model import GPT, GPTConfig, KVCache, keep_mask, matmul_causal_attention, sample_next
+
+# (n_layer, n_head, n_embd) -> (params at vocab 65, params at vocab 50304); block 256, no bias.
+ASSIGNMENT_COUNTS = {
+    # depth: n_head=8 n_embd=256
+    (2, 8, 256): (1_590_784, 14_451_968),
+    (4, 8, 256): (3_164_672, 16_025_856),
+    (8, 8, 256): (6_312_448, 19_173_632),
+    (12, 8, 256): (9_460_224, 22_321_408),
+    # width: n_layer=6 n_head=8
+    (6, 8, 128): (1_189_632, 7_620_224),
+    (6, 8, 192): (2_669_184, 12_315_072),
+    (6, 8, 256): (4_738_560, 17_599_744),
+    (6, 8, 384): (10_646_784, 29_938_560),
+    # heads: n_layer=6 n_embd=256, any n_head
+    (6, 1, 256): (4_738_560, 17_599_744),
+    (6, 4, 256): (4_738_560, 17_599_744),
+    (6, 16, 256): (4_738_560, 17_599_744),
+    (6, 32, 256): (4_738_560, 17_599_744),
+}
+CASES = [(shape, vocab, counts[i]) for shape, counts in ASSIGNMENT_COUNTS.items()
+         for i, vocab in enumerate((65, 50304))]
+
+
+@pytest.mark.parametrize("shape,vocab,expected", CASES,
+                         ids=[f"L{s[0]}-H{s[1]}-E{s[2]}-V{v}" for s, v, _ in CASES])
+def test_param_counts_match_nanogpt(shape, vocab, expected):
+    n_layer, n_head, n_embd = shape
+    # The meta device builds the shapes without allocating or initialising 30M weights.
+    with torch.device("meta"):
+        m = GPT(GPTConfig(block_size=256, vocab_size=vocab, n_layer=n_layer, n_head=n_head,
+                          n_embd=n_embd, bias=False))
+    assert m.get_num_params() == expected
+    assert m.get_num_params(non_embedding=False) == expected + 256 * n_embd
+
+
+def tiny(block_size=32, dropout=0.0, seed=0, vocab=17):
+    torch.manual_seed(seed)
+    m = GPT(GPTConfig(block_size=block_size, vocab_size=vocab, n_layer=2, n_head=2, n_embd=32,
+                      dropout=dropout, bias=False))
+    return m.eval()
+
+
+def test_cached_logits_equal_uncached_position_by_position():
+    m = tiny()
+    idx = torch.randint(17, (3, 32), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full, _ = m(idx, targets=idx)  # logits at every position, no cache
+        cache = KVCache(m.config.n_layer)
+        prefill, _ = m(idx[:, :5], cache=cache)
+        torch.testing.assert_close(prefill[:, -1], full[:, 4], rtol=1e-5, atol=1e-5)
+        for t in range(5, 32):
+            step, _ = m(idx[:, t:t + 1], cache=cache)
+            torch.testing.assert_close(step[:, -1], full[:, t], rtol=1e-5, atol=1e-5)
+        assert cache.length == 32
+
+
+def test_cached_forward_of_several_new_tokens_is_causal():
+    m = tiny()
+    idx = torch.randint(17, (2, 20), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full, _ = m(idx, targets=idx)
+        cache = KVCache(m.config.n_layer)
+        m(idx[:, :12], cache=cache)
+        # 8 new tokens at once after 12 cached ones: the partial-causal mask path
+        logits, _ = m(idx[:, 12:], cache=cache)
+    torch.testing.assert_close(logits[:, -1], full[:, -1], rtol=1e-5, atol=1e-5)
+
+
+def test_cached_and_uncached_generation_sample_the_same_tokens_within_block():
+    m = tiny(block_size=64)
+    prompt = torch.randint(17, (2, 7), generator=torch.Generator().manual_seed(3))
+    a = m.generate(prompt, 50, temperature=1.0, generator=torch.Generator().manual_seed(9))
+    b = m.generate(prompt, 50, temperature=1.0, generator=torch.Generator().manual_seed(9),
+                   use_cache=False)
+    assert a.shape == (2, 57)
+    assert torch.equal(a, b)
+
+
+def record_logits(monkeypatch):
+    """Patch sample_next to keep the logits generate() samples each token from."""
+    seen = []
+    real = model_mod.sample_next
+
+    def spy(logits, *args, **kwargs):
+        seen.append(logits.clone())
+        return real(logits, *args, **kwargs)
+    monkeypatch.setattr(model_mod, "sample_next", spy)
+    return seen
+
+
+def test_generation_beyond_block_size_matches_the_documented_window(monkeypatch):
+    """KVCache's documented rule: the cache holds a window ending at the newest token that
+    grows by one per step; when it would exceed block_size it is rebuilt from the last
+    block_size // 2 tokens at positions 0..n-1. Each step's logits must equal an uncached
+    forward over exactly that window."""
+    bs = 16
+    m = tiny(block_size=bs)
+    prompt = torch.randint(17, (2, 5), generator=torch.Generator().manual_seed(4))
+    seen = record_logits(monkeypatch)
+    n_new = 3 * bs
+    out = m.generate(prompt, n_new, temperature=1.0, generator=torch.Generator().manual_seed(5))
+    assert out.shape == (2, 5 + n_new) and len(seen) == n_new
+    window = min(prompt.size(1), bs)
+    refreshes = 0
+    with torch.no_grad():
+        for i, logits in enumerate(seen):
+            end = prompt.size(1) + i  # tokens known when sampling token i
+            expected, _ = m(out[:, end - window:end])
+            torch.testing.assert_close(logits, expected[:, -1], rtol=1e-5, atol=1e-5)
+            if window + 1 > bs:
+                window, refreshes = bs // 2, refreshes + 1
+            else:
+                window += 1
+    assert refreshes >= 4
+
+
+def test_prompt_longer_than_block_size_is_cropped():
+    m = tiny(block_size=16)
+    prompt = torch.randint(17, (1, 40), generator=torch.Generator().manual_seed(6))
+    out = m.generate(prompt, 10, top_k=1)
+    assert out.shape == (1, 50) and torch.equal(out[:, :40], prompt)
+    uncached = m.generate(prompt, 1, top_k=1, use_cache=False)
+    assert torch.equal(out[:, 40], uncached[:, 40])  # first token: same last-16 window
+
+
+def greedy(m, prompt, n):
+    out = prompt
+    with torch.no_grad():
+        for _ in range(n):
+            logits, _ = m(out[:, -m.config.block_size:])
+            out = torch.cat([out, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return out
+
+
+def test_top_k_1_and_tiny_top_p_are_greedy():
+    m = tiny(block_size=32)
+    prompt = torch.randint(17, (2, 4), generator=torch.Generator().manual_seed(7))
+    expected = greedy(m, prompt, 20)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(m.generate(prompt, 20, temperature=1.5, top_k=1, generator=g), expected)
+    assert torch.equal(m.generate(prompt, 20, temperature=1.5, top_p=1e-6, generator=g), expected)
+
+
+def test_top_k_and_top_p_only_sample_allowed_tokens():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0, -1.0]]).repeat(2000, 1)
+    g = torch.Generator().manual_seed(0)
+    k3 = sample_next(logits, top_k=3, generator=g).flatten()
+    assert set(k3.tolist()) == {0, 1, 2}
+    # softmax of these logits: 0.636, 0.234, 0.086, ...: p=0.8 keeps the two tokens that
+    # reach 0.8 (the one crossing p included), p=0.5 keeps the first only.
+    p8 = sample_next(logits, top_p=0.8, generator=g).flatten()
+    assert set(p8.tolist()) == {0, 1}
+    assert set(sample_next(logits, top_p=0.5, generator=g).flatten().tolist()) == {0}
+    # the kept tokens keep their relative odds: 0.636 : 0.234
+    frac0 = (p8 == 0).float().mean().item()
+    assert 0.68 < frac0 < 0.78
+
+
+def test_temperature_sharpens():
+    logits = torch.tensor([[1.0, 0.0]]).repeat(4000, 1)
+    g = torch.Generator().manual_seed(0)
+    hot = (sample_next(logits, temperature=2.0, generator=g) == 0).float().mean().item()
+    cold = (sample_next(logits, temperature=0.25, generator=g) == 0).float().mean().item()
+    assert hot < 0.7 < 0.95 < cold
+
+
+def test_seeded_generation_is_reproducible():
+    m = tiny()
+    prompt = torch.zeros((1, 1), dtype=torch.long)
+    a = m.generate(prompt, 40, generator=torch.Generator().manual_seed(123))
+    b = m.generate(prompt, 40, generator=torch.Generator().manual_seed(123))
+    c = m.generate(prompt, 40, generator=torch.Generator().manual_seed(124))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_generate_restores_training_mode():
+    m = tiny().train()
+    m.generate(torch.zeros((1, 1), dtype=torch.long), 3)
+    assert m.training
+
+
+# ---- CPU fast paths: same function as the reference implementations ---------------------
+
+@pytest.mark.parametrize("n_head,hs", [(2, 16), (8, 4)])
+def test_matmul_attention_equals_sdpa(n_head, hs):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, n_head, 24, hs, generator=g, requires_grad=True) for _ in range(3))
+    ours = matmul_causal_attention(q, k, v)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_attention_paths_give_the_same_model_loss(monkeypatch):
+    m = tiny(block_size=32).train()
+    idx = torch.randint(17, (4, 32), generator=torch.Generator().manual_seed(8))
+    monkeypatch.setattr(model_mod, "CPU_ATTENTION", "matmul")
+    _, loss_a = m(idx, targets=idx)
+    monkeypatch.setattr(model_mod, "CPU_ATTENTION", "sdpa")
+    _, loss_b = m(idx, targets=idx)
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_autocast_loss_is_close_to_fp32():
+    m = tiny(block_size=32).train()
+    idx = torch.randint(17, (4, 32), generator=torch.Generator().manual_seed(8))
+    _, fp32 = m(idx, targets=idx)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, bf16 = m(idx, targets=idx)
+    assert bf16.dtype == torch.float32
+    assert abs(bf16.item() - fp32.item()) < 0.02
+
+
+def test_keep_mask_rate_and_dropout_expectation():
+    g = torch.Generator().manual_seed(0)
+    mask = keep_mask((1000, 1000), 0.2, "cpu", generator=g)
+    assert mask.dtype == torch.bool
+    assert abs(mask.float().mean().item() - 0.8) < 0.002
+    # neighbouring elements are independent (no structure from slicing the words)
+    pairs = (mask[:, 0::2] & mask[:, 1::2]).float().mean().item()
+    assert abs(pairs - 0.64) < 0.003
+    x = torch.ones(1000, 1000)
+    y = model_mod.dropout(x, 0.2, training=True)
+    assert abs(y.mean().item() - 1.0) < 0.01
+    assert set(torch.unique(y).tolist()) == {0.0, 1.25}
+    assert model_mod.dropout(x, 0.2, training=False) is x
+
+
+def test_dropout_is_active_in_training_only():
+    m = tiny(dropout=0.3)
+    idx = torch.randint(17, (2, 32), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        e1, _ = m.eval()(idx, targets=idx)
+        e2, _ = m(idx, targets=idx)
+        t1, _ = m.train()(idx, targets=idx)
+        t2, _ = m(idx, targets=idx)
+    assert torch.equal(e1, e2)
+    assert not torch.equal(t1, t2)
+
+
+def test_training_step_reduces_loss_on_a_fixed_batch():
+    m = tiny(block_size=16, dropout=0.1).train()
+    opt = m.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    idx = torch.randint(17, (4, 17), generator=torch.Generator().manual_seed(10))
+    x, y = idx[:, :-1], idx[:, 1:]
+    first = None
+    for _ in range(15):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, loss = m(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        first = first if first is not None else loss.item()
+    assert loss.item() < first - 0.5
+
+
+def test_weight_decay_groups_and_flops():
+    m = tiny()
+    opt = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"])
+    assert all(p.dim() < 2 for p in no_decay["params"])
+    n = m.get_num_params()
+    assert m.flops_per_token() == 6 * n + 12 * 2 * 2 * 16 * 32
