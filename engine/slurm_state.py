@@ -103,19 +103,36 @@ def query_sacct(job_ids: Iterable[str]) -> dict[str, SlurmState]:
     ids = sorted(set(job_ids))
     if not ids:
         return {}
+    # ask for whole arrays: tasks never started are one record "123_[1-2%3]"
+    bases = sorted({j.split("_")[0] for j in ids})
     p = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode,Reason,NodeList",
-              "-j", ",".join(ids)])
+              "-j", ",".join(bases)])
     if p is None or p.returncode != 0:
         return {}
     out = {}
     for line in p.stdout.splitlines():
         parts = line.strip().split("|")
-        if len(parts) < 5 or not parts[0] or "[" in parts[0]:
-            continue  # "123_[0-2]" is a pending array not yet split; squeue answers those
-        jid, state, code, reason, node = parts[:5]
+        if len(parts) < 5 or not parts[0]:
+            continue
+        jids, state, code, reason, node = parts[:5]
         node = None if node in ("", "None assigned") else node
-        out[jid] = SlurmState(jid, _norm_state(state), None if reason in ("None", "") else reason,
-                              code or None, node, "sacct")
+        for jid in expand_array_id(jids):
+            out[jid] = SlurmState(jid, _norm_state(state),
+                                  None if reason in ("None", "") else reason, code or None,
+                                  node, "sacct")
+    return {j: st for j, st in out.items() if j in ids}
+
+
+def expand_array_id(job_id: str) -> list[str]:
+    """'123_[0-2,5%4]' -> ['123_0', '123_1', '123_2', '123_5']; other ids as they are."""
+    if "_[" not in job_id:
+        return [job_id]
+    base, rest = job_id.split("_[", 1)
+    out = []
+    for part in rest.rstrip("]").split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and (not hi or hi.isdigit()):
+            out += [f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
     return out
 
 

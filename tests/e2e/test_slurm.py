@@ -26,7 +26,8 @@ from engine.config import ConfigError
 from engine.runs import RunDir
 from engine.slurm import SlurmExecutor, SlurmSubmitError, sbatch_error_line
 from engine.slurm_config import SlurmConfig
-from engine.slurm_state import SlurmState, describe, merge_status, reconcile
+from engine.slurm_state import (SlurmState, describe, expand_array_id, merge_status,
+                                reconcile)
 
 REPO = Path(__file__).resolve().parents[2]
 SLURM_SCRIPTS = REPO.parent / "shared" / "slurm"
@@ -100,6 +101,8 @@ def test_slurm_states_merge_with_status_json():
     assert "state" not in reconcile(cancelled_run, SlurmState("7_1", "PENDING"))
     # another job's state is not this run's
     assert reconcile(base, SlurmState("8_0", "CANCELLED")) == {}
+    assert expand_array_id("15_[1-2,5%3]") == ["15_1", "15_2", "15_5"]
+    assert expand_array_id("15_1") == ["15_1"] and expand_array_id("16") == ["16"]
     assert describe({**base, "slurm_state": "RUNNING"}) == "slurm 7_1 RUNNING"
     assert describe({"state": "running", "executor": {"kind": "local"}}) == ""
 
