@@ -62,6 +62,7 @@ class LossChart(PlotextPlot):
         self.run_id = run_id
         o = self.options
         drew = False
+        xs_seen: list = []
         if series is not None:
             tx = series.train_tokens if o.x_tokens else series.train_iter
             ex = series.eval_tokens if o.x_tokens else series.eval_iter
@@ -69,10 +70,12 @@ class LossChart(PlotextPlot):
             if xs:
                 plt.plot(xs, ys, label="train", color="blue+", marker="braille")
                 drew = True
+                xs_seen += [xs[0], xs[-1]]
             xs, ys = _finite(*thin(ex, series.eval_val), o.logy)
             if xs:
                 plt.plot(xs, ys, label="val", color="orange+", marker="dot" if len(xs) < 40 else "braille")
                 drew = True
+                xs_seen += [xs[0], xs[-1]]
         if o.overlay:
             for i, (rid, s) in enumerate(others):
                 x = s.eval_tokens if o.x_tokens else s.eval_iter
@@ -84,6 +87,9 @@ class LossChart(PlotextPlot):
                     plt.plot(xs, ys, label=rid.split("/", 1)[-1][:18],
                              color=OVERLAY_COLORS[i % len(OVERLAY_COLORS)], marker="braille")
                     drew = True
+                    xs_seen += [xs[0], xs[-1]]
+        if xs_seen and min(xs_seen) == max(xs_seen):
+            plt.xlim(0, max(xs_seen) * 2 or 1)  # one point (iter 0): no negative iterations
         if o.logy:
             plt.yscale("log")
         plt.xlabel("tokens" if o.x_tokens else "iter")
