@@ -246,7 +246,8 @@ def _fit_section(fit: PowerLawFit | None, note: str, pts: list[RunSummary], swee
                       [["α (exponent)", pm(fit.alpha, fit.se_alpha)],
                        ["E (irreducible loss, nats/token)", pm(fit.E, fit.se_E)],
                        ["A", pm(fit.A, fit.se_A)],
-                       ["RMSE (nats/token)", f"{fit.rmse:.4g}"],
+                       ["RMSE (nats/token)", f"{fit.rmse:.4g}" if fit.n_points > 3 else
+                        "0 (3 points, 3 parameters: the curve passes through them)"],
                        ["R²", fmt(fit.r2, "div")]]).rstrip()]
     if fit.se_alpha is None:
         lines += ["", "Standard errors need at least 4 points (3 parameters are fitted)."]

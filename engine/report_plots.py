@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from engine.report_data import RunSummary, diversity
 from engine.report_tables import group_value
 from engine.report_fit import PowerLawFit
@@ -55,10 +57,19 @@ def _log_x(ax, values) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     ax.set_xscale("log")
     lo, hi = min(values), max(values)
-    subs = (1.0, 2.0, 5.0) if hi / lo < 100 else (1.0,)
+    subs = ((1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if hi / lo < 10 else
+            (1.0, 2.0, 5.0) if hi / lo < 100 else (1.0,))
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _human(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _tex_num(x: float) -> str:
+    """3 significant digits; large or small numbers as mantissa×10^k (no "e+03")."""
+    if x == 0 or 1e-2 <= abs(x) < 1e3:
+        return f"{x:.3g}"
+    k = int(np.floor(np.log10(abs(x))))
+    return f"{x / 10 ** k:.3g}×10$^{{{k}}}$"
 
 
 def _human(n: float) -> str:
@@ -120,7 +131,6 @@ def loss_curves(summaries: list[RunSummary], x: str, title: str, path: Path,
 def loss_vs_params(study: list[RunSummary], fit: PowerLawFit | None, fit_points: set[str],
                    highlight_sweep: str | None, path: Path, group_by: str | None = None) -> Path | None:
     """Best val loss against nanoGPT parameter count, log-log, with the fitted power law."""
-    import numpy as np
     plt = _plt()
     pts = [s for s in study if s.params and s.best_val is not None]
     if not pts:
@@ -151,9 +161,10 @@ def loss_vs_params(study: list[RunSummary], fit: PowerLawFit | None, fit_points:
     if fit is not None:
         n = np.array([s.params for s in pts], dtype=float)
         grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 200)
+        err = "exact: 3 points" if fit.n_points == 3 else f"RMSE {fit.rmse:.2g}"
         ax.plot(grid, fit.predict(grid), color="black", lw=1.8, zorder=1,
-                label=f"fit: {fit.E:.3g} + {fit.A:.3g}·N$^{{-{fit.alpha:.3g}}}$\n"
-                      f"α = {fit.alpha:.3g}, RMSE {fit.rmse:.3g}")
+                label=f"fit: {fit.E:.3g} + {_tex_num(fit.A)}·N$^{{-{fit.alpha:.3g}}}$\n"
+                      f"α = {fit.alpha:.3g}, {err}")
         ax.axhline(fit.E, color="black", ls=":", lw=1.2, label=f"E = {fit.E:.3g} (irreducible)")
     _log_x(ax, [s.params for s in pts])
     ax.set_yscale("log")
@@ -179,7 +190,7 @@ def diversity_vs_params(summaries: list[RunSummary], decoding: tuple | None, lab
         return None
     rows = []
     for s in summaries:
-        if s.params:
+        if s.params and s.finished:  # a running run's early samples would not compare
             d, n, _ = diversity(s, decoding)
             if n:
                 rows.append((s.params, d))
@@ -189,15 +200,21 @@ def diversity_vs_params(summaries: list[RunSummary], decoding: tuple | None, lab
     fig, ax = _fig(plt, 5, width=10.0, height=6.0)
     names = {"ttr": "TTR", "mattr": "MATTR", "distinct_1": "distinct-1",
              "distinct_2": "distinct-2", "repetition_4": "repetition-4"}
-    if all(abs(d.get("ttr", -1) - d.get("distinct_1", -2)) < 1e-9 for _, d in rows):
-        # Word-level TTR and distinct-1 are the same ratio: one line, not two on top.
-        del names["distinct_1"]
-        names["ttr"] = "TTR (= distinct-1)"
-    markers = "osD^v"
-    for (k, name), m in zip(names.items(), markers):
-        xs = [p for p, d in rows if k in d]
-        if xs:
-            ax.plot(xs, [d[k] for p, d in rows if k in d], marker=m, ms=7, label=name)
+    # Metrics that coincide on every run (word TTR is distinct-1; MATTR is TTR for samples
+    # shorter than its window) are drawn once, with one joint label, not on top of each other.
+    lines: list[tuple[list[str], list[float]]] = []
+    for k, name in names.items():
+        if not all(k in d for _, d in rows):
+            continue
+        ys = [d[k] for _, d in rows]
+        for labels, other in lines:
+            if all(abs(a - b) < 1e-9 for a, b in zip(ys, other)):
+                labels.append(name)
+                break
+        else:
+            lines.append(([name], ys))
+    for (labels, ys), m in zip(lines, "osD^v"):
+        ax.plot([p for p, _ in rows], ys, marker=m, ms=7, label=" = ".join(labels))
     _log_x(ax, [p for p, _ in rows])
     ax.set_xlabel("parameters N (nanoGPT count, log scale)")
     ax.set_ylabel("score (fraction, 0-1)")

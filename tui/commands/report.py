@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if result.fit is not None:
         f = result.fit
         se = f" ± {f.se_alpha:.2g}" if f.se_alpha is not None else ""
-        print(f"fit: {f.formula()}  (alpha {f.alpha:.4g}{se}, RMSE {f.rmse:.3g}, {f.n_points} points)")
+        err = f"RMSE {f.rmse:.3g}" if f.n_points > 3 else "exact through 3 points"
+        print(f"fit: {f.formula()}  (alpha {f.alpha:.4g}{se}, {err}, {f.n_points} points)")
     else:
         print(result.fit_note)
     return 0
