@@ -74,11 +74,13 @@ def generate_samples(model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], n
                      top_p: float | None, seed: int, use_cache: bool = True) -> list[dict[str, Any]]:
     """num_samples continuations of each prompt; each a dict with prompt, temperature,
     top_k, top_p, seed, max_new_tokens, text (prompt + continuation), completion (the
-    continuation) and metrics (engine.metrics.text_metrics of the completion)."""
+    continuation) and metrics (engine.metrics.text_metrics of the completion). Prompt
+    characters the vocabulary lacks are left out (text shows the prompt the model saw)."""
     device = next(model.parameters()).device
     out = []
     for prompt in prompts:
-        ids = tokenizer.encode(prompt)
+        ids = encode_prompt(tokenizer, prompt)
+        shown = tokenizer.decode(ids) if ids else ""
         if not ids:  # an empty (or all-unknown) prompt starts from the end-of-text token
             ids = [tokenizer.eot_token if tokenizer.eot_token is not None else 0]
         idx = torch.tensor([ids], dtype=torch.long, device=device)
@@ -90,10 +92,25 @@ def generate_samples(model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], n
             out.append({
                 "prompt": prompt, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                 "seed": seed + j, "max_new_tokens": max_new_tokens,
-                "text": prompt + completion, "completion": completion,
+                "text": shown + completion, "completion": completion,
                 "metrics": text_metrics(completion),
             })
     return out
+
+
+def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """The prompt's tokens; a char vocabulary may lack some of its characters (a TinyStories
+    prompt on a Shakespeare model): those are dropped rather than failing the sample."""
+    try:
+        return tokenizer.encode(prompt)
+    except Exception:
+        kept = []
+        for c in prompt:
+            try:
+                kept.extend(tokenizer.encode(c))
+            except Exception:
+                continue
+        return kept
 
 
 @dataclass

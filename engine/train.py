@@ -457,7 +457,10 @@ class TrainingRun:
         if not (math.isfinite(losses["val"]) and math.isfinite(losses["train"])):
             raise NonFinite(f"loss is {losses['val']} at the eval of iter {it}")
         if self.tokenizer is not None:
-            self.write_samples(it)
+            try:
+                self.write_samples(it)
+            except Exception as e:  # samples are a view on training, never a reason to stop it
+                self.log(f"samples at {it} failed: {_one_line(e)}")
         improved = losses["val"] < t.best_val_loss
         if improved:
             t.best_val_loss, t.best_iter, t.evals_since_best = losses["val"], it, 0
@@ -579,7 +582,7 @@ class TrainingRun:
         progress = dict(getattr(self, "last_progress", {}), iter=self.trainer.iter_num)
         self.run.update_status(state=state, reason=reason, exit_code=code, ended_at=time.time(),
                                eta_s=0 if state == "done" else None, **progress)
-        self.log(f"{state}" + (f": {reason}" if reason else "") + f" at iter {self.trainer.iter_num}")
+        self.log(f"{state} at iter {self.trainer.iter_num}" + (f": {reason}" if reason else ""))
         return code
 
 

@@ -113,3 +113,10 @@ def test_python_m_engine_sample_bad_checkpoint_is_one_line(tmp_path, capsys):
     assert main([str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot load checkpoint" in err
+
+
+def test_prompt_characters_outside_the_vocabulary_are_dropped(trained):
+    loaded = load_model(trained.path, device="cpu")
+    s = _gen(loaded, 1, prompts=["Once the dog!"], num_samples=1)[0]   # no capitals, no "!"
+    assert s["prompt"] == "Once the dog!"
+    assert s["text"] == "nce the dog" + s["completion"] and len(s["completion"]) == 24
