@@ -56,12 +56,14 @@ class NanotuiApp(App):
         self._poll_again = False
         self._gpu_polling = False
         self.exit_choice: str | None = None
+        self._dashboard_shown = False
 
     # -- lifetime --
     def on_mount(self) -> None:
-        from tui.screens.dashboard import DashboardScreen
-        self.push_screen(DashboardScreen())
+        # The dashboard is shown once the first poll is in (or after 0.5 s on a slow
+        # disk), so the first paint is the full table rather than an empty one first.
         self.request_poll()
+        self.set_timer(0.5, self._show_dashboard)
         self._poll_gpus()
         if self.poll_interval:
             self.set_interval(self.poll_interval, self.request_poll, name="runs-poll")
@@ -95,8 +97,15 @@ class NanotuiApp(App):
             return
         self.post_message(RunsPolled(result))
 
+    def _show_dashboard(self) -> None:
+        from tui.screens.dashboard import DashboardScreen
+        if not self._dashboard_shown:
+            self._dashboard_shown = True
+            self.push_screen(DashboardScreen())
+
     def on_runs_polled(self, message: RunsPolled) -> None:
         self.last_poll = message.result
+        self._show_dashboard()
         self.runs_signal.publish(message.result)
         self._poll_done()
 
@@ -189,7 +198,7 @@ class NanotuiApp(App):
 
     @work(thread=True, group="report", exit_on_error=False)
     def _write_report(self, sweep: str) -> None:
-        out_dir = self.services.runs_root.parent / "reports" / sweep
+        out_dir = self.services.runs_root.parent / "reports"  # the report adds <sweep>/
         try:
             path = self.services.reporter.write([sweep], out_dir)
         except Exception as e:

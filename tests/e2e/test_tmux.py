@@ -161,6 +161,9 @@ def test_quick_sweep_by_keys_in_tmux(tmp_path):
         tmux.keys("c")
         screen = tmux.wait_for(lambda s: "Compare" in s and "best val" in s, 30, "compare")
         assert "n_layer=1" in screen and "n_layer=2" in screen
+        tmux.keys("e")  # the report, written by engine.report in a worker
+        tmux.wait_for(lambda s: "report written" in s, 90, "the report notification")
+        assert (tmp_path / "reports" / "quick" / "report.md").is_file()
         tmux.keys("Escape")
         time.sleep(0.5)
 

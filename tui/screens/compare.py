@@ -53,6 +53,7 @@ class CompareScreen(Screen):
     def __init__(self, sweep: str) -> None:
         super().__init__()
         self.sweep = sweep
+        self._signature: tuple | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
@@ -89,6 +90,10 @@ class CompareScreen(Screen):
         store = self.app.store
         rows = [(v, summarize(v, store.series(v.id), store.samples(v.id))) for v in views]
         rows.sort(key=lambda r: (r[1]["params"] is None, r[1]["params"] or 0))
+        signature = (self.sweep, tuple((v.id, v.state, tuple(f.items())) for v, f in rows))
+        if signature == self._signature:
+            return  # nothing new: no rebuild, no repaint
+        self._signature = signature
         table = self.query_one(DataTable)
         cursor = table.cursor_row
         table.clear()
