@@ -88,7 +88,9 @@ def generate_samples(model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], n
             gen = torch.Generator(device=device).manual_seed(seed + j)
             y = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k,
                                top_p=top_p, generator=gen, use_cache=use_cache)
-            completion = tokenizer.decode(y[0, len(ids):].tolist())
+            # a padded vocabulary (GPT-2's 50304) has ids no tokenizer can decode
+            completion = tokenizer.decode([i for i in y[0, len(ids):].tolist()
+                                           if i < tokenizer.vocab_size])
             out.append({
                 "prompt": prompt, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                 "seed": seed + j, "max_new_tokens": max_new_tokens,

@@ -107,11 +107,20 @@ def load_data(cfg: TrainConfig) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
 
 
 def vocab_size_of(cfg: TrainConfig, meta: dict[str, Any]) -> int:
+    """The model's vocabulary: the config's when set, else the data's; GPT-2's 50257 is
+    padded to 50304 (a multiple of 64: faster matmuls; nanoGPT's default, and the size the
+    course's parameter counts assume). Char vocabularies are used as they are."""
     if cfg.vocab_size is not None:
-        return cfg.vocab_size
+        n = cfg.vocab_size
+        if "vocab_size" in meta and n < int(meta["vocab_size"]):
+            raise TrainError(f"vocab_size = {n} is smaller than the data's {meta['vocab_size']}")
+        return n
     if "vocab_size" not in meta:
         raise TrainError("meta.json has no vocab_size and the config sets none")
-    return int(meta["vocab_size"])
+    n = int(meta["vocab_size"])
+    if meta.get("tokenizer") == "gpt2":
+        n = (n + 63) // 64 * 64
+    return n
 
 
 def get_batch(data: np.ndarray, cfg: TrainConfig, device: torch.device,

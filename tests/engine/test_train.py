@@ -311,3 +311,11 @@ def test_not_a_run_dir_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no config.toml" in err
     assert not (tmp_path / "nope").exists()
+
+
+def test_vocab_size_from_data_with_gpt2_padded_to_a_multiple_of_64():
+    assert T.vocab_size_of(TrainConfig(), {"vocab_size": 65, "tokenizer": "char"}) == 65
+    assert T.vocab_size_of(TrainConfig(), {"vocab_size": 50257, "tokenizer": "gpt2"}) == 50304
+    assert T.vocab_size_of(TrainConfig(vocab_size=70), {"vocab_size": 65}) == 70
+    with pytest.raises(T.TrainError, match="smaller than the data"):
+        T.vocab_size_of(TrainConfig(vocab_size=60), {"vocab_size": 65})
