@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from engine.config import ConfigError
-from engine.estimate import estimate
+from engine.estimate import estimate, format_seconds
 from engine.executor import Executor, LocalExecutor, Placement
 from engine.experiments import (Experiments, ExperimentsError, LaunchOptions, RunSpec,
                                 load_experiments, validate_runs)
@@ -279,6 +279,7 @@ class Dispatcher:
         self._lock_file = None
         self._last_state: dict[str, str] = {}
         self._last_progress = 0.0
+        self._last_iter: dict[str, int | None] = {}
 
     # -- the lock --
     def try_lock(self) -> bool:
@@ -418,10 +419,15 @@ class Dispatcher:
                     extra = f": {st['reason']}" if st.get("reason") else ""
                     self.log(f"{r.id}: {state}{extra}")
                 self._last_state[r.id] = state
-            elif periodic and state == "running":
-                loss = st.get("val_loss") or st.get("train_loss")
-                self.log(f"{r.id}: iter {st.get('iter', 0)}/{st.get('max_iters', '?')}"
-                         + (f" loss {loss:.4f}" if isinstance(loss, (int, float)) else ""))
+            elif periodic and state == "running" and st.get("iter") != self._last_iter.get(r.id):
+                self._last_iter[r.id] = st.get("iter")
+                parts = [f"{r.id}: iter {st.get('iter', 0)}/{st.get('max_iters', '?')}"]
+                for key, label in (("train_loss", "train"), ("val_loss", "val")):
+                    if isinstance(st.get(key), (int, float)):
+                        parts.append(f"{label} {st[key]:.4f}")
+                if isinstance(st.get("eta_s"), (int, float)):
+                    parts.append(f"ETA {format_seconds(st['eta_s'])}")
+                self.log(" ".join(parts))
         if periodic:
             self._last_progress = now
 

@@ -247,3 +247,22 @@ def test_commands_on_queued_runs(tmp_path, exp, capsys):
     assert RunDir(root / "a" / "n_layer=2").read_status()["state"] == "stopped"
     assert main(args + ["resume", "a/n_layer=1"]) == 2  # queued: cannot resume
     assert "already queued" in capsys.readouterr().err
+
+
+def test_demo_corpus_and_files(tmp_path):
+    from engine.demo import corpus, write_demo
+    from engine.experiments import load_experiments
+    c = corpus(50_000, seed=3)
+    assert c == corpus(50_000, seed=3) and c != corpus(50_000, seed=4)
+    assert 50_000 <= len(c) < 52_000 and c.startswith("") and "\n\n" in c
+    exp_path = write_demo(tmp_path / "demo")
+    assert (tmp_path / "demo" / "stories.txt").stat().st_size > 200_000
+    exp = load_experiments(exp_path)
+    runs = exp.select(["quick"])
+    assert [r.name for r in runs] == ["n_layer=1", "n_layer=2"]
+    assert all(r.error is None for r in runs)
+    assert runs[0].cfg.dataset == str((tmp_path / "demo" / "stories.txt").resolve())
+    # a second demo keeps the files (and so the runs made from them)
+    (tmp_path / "demo" / "stories.txt").write_text("kept")
+    write_demo(tmp_path / "demo")
+    assert (tmp_path / "demo" / "stories.txt").read_text() == "kept"
