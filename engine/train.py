@@ -187,8 +187,10 @@ class Trainer:
         self.dtype = dtype or dev.resolve_dtype(cfg.dtype, self.device)
         self.ctx = dev.autocast_context(self.device, self.dtype)
         torch.manual_seed(cfg.seed)
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 parts of autocast; as nanoGPT
+        if self.device.type == "cuda" and self.dtype != torch.float32:
+            # TF32 for the fp32 leftovers of mixed precision, as nanoGPT; a run that asks
+            # for float32 gets true fp32 (and MFU against the card's fp32 peak).
+            torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.model = build_model(cfg, vocab_size, self.device)
         self.optimizer = self.model.configure_optimizers(
@@ -460,16 +462,21 @@ class TrainingRun:
         t0 = time.time()
         losses = t.estimate_loss()
         it = t.iter_num
-        self.run.log_metric(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"],
-                            lr=get_lr(it, self.cfg), tokens=it * t.tokens_per_iter, t=time.time())
         self.log(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         if not (math.isfinite(losses["val"]) and math.isfinite(losses["train"])):
+            self.run.log_metric(kind="eval", iter=it, train_loss=losses["train"],
+                                val_loss=losses["val"], t=time.time())
             raise NonFinite(f"loss is {losses['val']} at the eval of iter {it}")
+        pooled = None
         if self.tokenizer is not None:
             try:
-                self.write_samples(it)
+                pooled = self.write_samples(it)
             except Exception as e:  # samples are a view on training, never a reason to stop it
                 self.log(f"samples at {it} failed: {_one_line(e)}")
+        # "samples": the eval's diversity scores (engine.metrics.eval_metrics, pooled)
+        self.run.log_metric(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"],
+                            lr=get_lr(it, self.cfg), tokens=it * t.tokens_per_iter,
+                            samples=pooled, t=time.time())
         improved = losses["val"] < t.best_val_loss
         if improved:
             t.best_val_loss, t.best_iter, t.evals_since_best = losses["val"], it, 0
@@ -488,7 +495,7 @@ class TrainingRun:
                  + (" (new best)" if improved else ""))
         return losses
 
-    def write_samples(self, it: int) -> None:
+    def write_samples(self, it: int) -> dict[str, Any] | None:
         from engine.metrics import eval_metrics
         from engine.sample import generate_samples
         s = self.cfg.sampling
@@ -496,10 +503,12 @@ class TrainingRun:
                                    s.max_new_tokens, s.temperature, s.top_k, s.top_p, s.seed)
         for rec in samples:
             self.run.log_sample(iter=it, **rec)
-        if samples:
-            m = eval_metrics([r["completion"] for r in samples])
-            self.log(f"samples at {it}: ttr {m['ttr']:.3f} distinct_2 {m['distinct_2']:.3f} "
-                     f"repetition_4 {m['repetition_4']:.3f} | {samples[0]['text'][:80]!r}")
+        if not samples:
+            return None
+        m = eval_metrics([r["completion"] for r in samples])
+        self.log(f"samples at {it}: ttr {m['ttr']:.3f} distinct_2 {m['distinct_2']:.3f} "
+                 f"repetition_4 {m['repetition_4']:.3f} | {samples[0]['text'][:80]!r}")
+        return m
 
     # -- the loop --
     def execute(self) -> int:
@@ -576,7 +585,7 @@ class TrainingRun:
                          f"tok/s {tok_s:,.0f}, {util}")
                 eta = (sum(step_times) / len(step_times) * (cfg.max_iters - it)) if step_times else None
                 self.last_progress = dict(iter=it, train_loss=train_loss, tok_s=tok_s,
-                                          mfu=speed["mfu"])
+                                          mfu=speed["mfu"], compile=t.compile_status)
                 self.status(eta_s=eta, **self.last_progress)
             del t_step
 
@@ -633,6 +642,12 @@ def main(argv: list[str] | None = None) -> int:
         session = TrainingRun(run, args.resume, log=lambda s: print(s, flush=True))
     except (ConfigError, RunError, TrainError, OSError, ValueError) as e:
         return fail_input(_one_line(e))
+    except Exception as e:  # a bug or a resource problem while setting up
+        traceback.print_exc()
+        msg = _one_line(e)
+        print(f"engine.train: failed: {msg}", file=sys.stderr, flush=True)
+        run.update_status(state="failed", reason=msg, exit_code=1, ended_at=time.time())
+        return 1
     try:
         return session.execute()
     except NonFinite as e:

@@ -200,6 +200,7 @@ def test_a_run_writes_the_contract_files(tmp_path, capsys):
     assert [m["iter"] for m in evals] == [0, 10, 20]
     assert all(TRAIN_FIELDS <= set(m) for m in train) and all(EVAL_FIELDS <= set(m) for m in evals)
     assert train[-1]["tokens"] == 20 * 4 * 32
+    assert set(evals[-1]["samples"]) == METRIC_FIELDS   # the eval's pooled diversity scores
 
     samples = run.read_samples()
     assert [s["iter"] for s in samples] == [0, 0, 10, 10, 20, 20]
