@@ -122,6 +122,7 @@ class LaunchScreen(Screen):
         self.plan = list(rows)
         table = self.query_one("#plan", DataTable)
         table.clear()
+        existing = {v.id: v.state for v in (self.app.last_poll.views if self.app.last_poll else ())}
         for r in self.plan:
             rid = plan_id(r)
             varied = ", ".join(f"{k}={v}" for k, v in (getattr(r, "varied", None) or {}).items())
@@ -131,7 +132,9 @@ class LaunchScreen(Screen):
                           rid, varied or DASH, Text(fmt_params(getattr(r, "params", None)), justify="right"),
                           Text(fmt_bytes(getattr(r, "est_mem_bytes", None)), justify="right"),
                           Text(fmt_duration(getattr(r, "est_seconds", None)), justify="right"),
-                          Text(str(err or ("skipped" if rid in self.skipped else "")),
+                          Text(str(err or ("skipped" if rid in self.skipped else
+                                           f"exists ({existing[rid]}): not queued again"
+                                           if rid in existing else "")),
                                style="red" if err else "dim"), key=rid)
         self._summary()
 
