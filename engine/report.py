@@ -249,6 +249,8 @@ def _fit_section(fit: PowerLawFit | None, note: str, pts: list[RunSummary], swee
                        ["RMSE (nats/token)", f"{fit.rmse:.4g}" if fit.n_points > 3 else
                         "0 (3 points, 3 parameters: the curve passes through them)"],
                        ["R²", fmt(fit.r2, "div")]]).rstrip()]
+    if fit.warning:
+        lines += ["", f"**Warning:** {fit.warning}."]
     if fit.se_alpha is None:
         lines += ["", "Standard errors need at least 4 points (3 parameters are fitted)."]
     if fit.n_points < 5:

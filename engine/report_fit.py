@@ -35,6 +35,18 @@ class PowerLawFit:
     se_alpha: float | None
     r2: float | None       # coefficient of determination on the points
 
+    @property
+    def warning(self) -> str:
+        """Why α should not be read as a scaling exponent, or "" when nothing is wrong."""
+        if self.A == 0.0:
+            return ("the loss does not fall with size here, so the best fit is a flat line "
+                    "(A = 0) and α means nothing")
+        if self.alpha <= _ALPHA_LO * 1.01 or self.alpha >= _ALPHA_HI * 0.99:
+            return (f"α ran into the edge of its search range [{_ALPHA_LO:g}, {_ALPHA_HI:g}]: "
+                    "these losses do not follow E + A·N^(-α) (e.g. a larger model is not "
+                    "better); do not read α as a scaling exponent")
+        return ""
+
     def predict(self, n: np.ndarray | float) -> np.ndarray:
         return self.E + self.A * np.asarray(n, dtype=float) ** (-self.alpha)
 
@@ -42,7 +54,7 @@ class PowerLawFit:
         return f"L(N) = {self.E:.4g} + {self.A:.4g}·N^(-{self.alpha:.4g})"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "warning": self.warning}
 
 
 def _solve_linear(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:

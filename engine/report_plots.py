@@ -162,6 +162,8 @@ def loss_vs_params(study: list[RunSummary], fit: PowerLawFit | None, fit_points:
         n = np.array([s.params for s in pts], dtype=float)
         grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 200)
         err = "exact: 3 points" if fit.n_points == 3 else f"RMSE {fit.rmse:.2g}"
+        if fit.warning:
+            err += "\n(not a power law: see report)"
         ax.plot(grid, fit.predict(grid), color="black", lw=1.8, zorder=1,
                 label=f"fit: {fit.E:.3g} + {_tex_num(fit.A)}·N$^{{-{fit.alpha:.3g}}}$\n"
                       f"α = {fit.alpha:.3g}, {err}")

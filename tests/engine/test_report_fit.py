@@ -61,3 +61,12 @@ def test_three_points_fit_without_standard_errors():
 def test_flat_losses_do_not_crash():
     f = fit_power_law([1e5, 1e6, 1e7, 1e8], [2.0, 2.0, 2.0, 2.0])
     assert f.predict(1e6) == pytest.approx(2.0)
+
+
+def test_losses_that_do_not_fall_with_size_are_flagged():
+    # the largest model is worse: alpha runs to the edge of its range, and the fit says so
+    f = fit_power_law([54272, 103552, 152832, 202112], [2.4151, 2.3994, 2.3940, 2.4025])
+    assert "do not read α as a scaling exponent" in f.warning
+    rising = fit_power_law([1e5, 1e6, 1e7, 1e8], [2.0, 2.1, 2.2, 2.3])
+    assert rising.A == 0.0 and "flat line" in rising.warning
+    assert fit_power_law(N, synth(1.6, 120.0, 0.32, 0.0, 0)).warning == ""

@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         se = f" ± {f.se_alpha:.2g}" if f.se_alpha is not None else ""
         err = f"RMSE {f.rmse:.3g}" if f.n_points > 3 else "exact through 3 points"
         print(f"fit: {f.formula()}  (alpha {f.alpha:.4g}{se}, {err}, {f.n_points} points)")
+        if f.warning:
+            print(f"warning: {f.warning}")
     else:
         print(result.fit_note)
     return 0
