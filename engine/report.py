@@ -132,6 +132,16 @@ def _settings(summaries: list[RunSummary]) -> tuple[list[str], dict[str, Any]]:
     return varied, fixed
 
 
+def _fixed_table(fixed: dict[str, Any], pairs: int = 3) -> str:
+    """key/value pairs side by side, three to a row: compact in print."""
+    items = [(k, json.dumps(v) if not isinstance(v, str) else (v or '""')) for k, v in fixed.items()]
+    rows = []
+    for i in range(0, len(items), pairs):
+        chunk = items[i:i + pairs] + [("", "")] * (pairs - len(items[i:i + pairs]))
+        rows.append([x for kv in chunk for x in kv])
+    return md_table(["setting", "value"] * pairs, rows)
+
+
 def _cfg(s: RunSummary, key: str) -> Any:
     return s.config.to_dict().get(key, "—") if s.config else "—"
 
@@ -271,7 +281,7 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots
            "in nats per token; runs not marked `done` are shown with their state and left out "
            "of the fit.", "", "## Settings", "",
            "Varied: " + (", ".join(f"`{k}`" for k in varied) or "nothing (a single setting)") + ".", "",
-           "Fixed: " + ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in fixed.items()) + ".", "",
+           "Fixed (the same in every run):", "", _fixed_table(fixed),
            "## Results", "", _results_table(summaries, varied)]
     missing = [f"bits/char of {s.run.name}: {s.bpc_note}" for s in summaries
                if s.best_val is not None and s.bpc is None]
