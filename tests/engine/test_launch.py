@@ -266,3 +266,11 @@ def test_demo_corpus_and_files(tmp_path):
     (tmp_path / "demo" / "stories.txt").write_text("kept")
     write_demo(tmp_path / "demo")
     assert (tmp_path / "demo" / "stories.txt").read_text() == "kept"
+
+
+def test_launch_with_an_absent_gpu_is_one_line_and_queues_nothing(tmp_path, exp, capsys):
+    root = tmp_path / "runs"
+    assert main(["--experiments", str(exp()), "--runs", str(root), "launch", "--gpu", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--gpu 3: no such GPU" in err
+    assert list_runs(root) == []

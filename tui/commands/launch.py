@@ -18,6 +18,20 @@ def add_arguments(p) -> None:
                    help="override [executor] kind of the experiments file")
 
 
+def check_gpu_request(gpu: str) -> None:
+    """Fail before queuing anything when --gpu names a card that is not here."""
+    from engine.gpu import default_gpu_source
+    from engine.placement import find_card, parse_request
+    from tui.cli import CommandError
+    req = parse_request(gpu)
+    if req in ("auto", "cpu"):
+        return
+    gpus = default_gpu_source().snapshot()
+    if find_card(gpus, req) is None:
+        have = ", ".join(f"{g.index} ({g.uuid})" for g in gpus) or "none visible"
+        raise CommandError(f"--gpu {gpu}: no such GPU; cards: {have}; or use auto or cpu")
+
+
 def run(args) -> int:
     from engine.launch import (Dispatcher, dispatcher_pid, queue_runs_detailed,
                                start_background_dispatcher)
@@ -26,6 +40,7 @@ def run(args) -> int:
     def log(msg: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
+    check_gpu_request(args.gpu)
     with progress_bar("preparing data") as update:
         res = queue_runs_detailed(args.experiments, args.runs, args.selection, args.gpu,
                                   progress=lambda done, total: update(done, total), log=log)

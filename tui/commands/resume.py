@@ -16,6 +16,8 @@ def run(args) -> int:
     import time
     from engine.launch import Dispatcher, ensure_dispatcher, resume_run
     from tui.commands.stop import expand
+    from tui.commands.launch import check_gpu_request
+    check_gpu_request(args.gpu)
     runs = expand(args.runs, args.runs_)
     for r in runs:
         ckpt = resume_run(r, None if args.gpu == "auto" else args.gpu)
