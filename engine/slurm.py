@@ -99,6 +99,24 @@ def _exited(pid: int) -> bool:
         return True
 
 
+def job_gpu() -> dict[str, Any] | None:
+    """The card Slurm gave this job ({index, uuid, name}), matched through NVML (or
+    NANOTUI_FAKE_GPUS) by CUDA_VISIBLE_DEVICES; None without a GPU or without NVML. The
+    TUI on a login node (no NVML there) shows it from status.json."""
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    if not first:
+        return None
+    try:
+        from engine.gpu import default_gpu_source
+        cards = default_gpu_source().snapshot()
+    except Exception:
+        return None
+    for c in cards:
+        if first in (str(c.index), c.uuid):
+            return {"index": c.index, "uuid": c.uuid, "name": c.name}
+    return None
+
+
 try:
     from submitit.helpers import Checkpointable as _Checkpointable
 except ImportError:  # pragma: no cover - submitit is a dependency; keep imports cheap
@@ -134,7 +152,7 @@ class TrainJob(_Checkpointable):
         # After a requeue Slurm did on its own (preemption), continue from the checkpoint.
         resume = self.resume or (restarts > 0 and run.ckpt_path.exists())
         ex.update(kind="slurm", job_id=env.job_id, node=socket.gethostname())
-        run.update_status(executor=ex, slurm_state="RUNNING")
+        run.update_status(executor=ex, slurm_state="RUNNING", gpu=job_gpu())
         cmd = [sys.executable, "-m", "engine.train", self.run_path] + (
             ["--resume"] if resume else [])
         with open(run.stdout_path, "ab") as log:
@@ -142,8 +160,11 @@ class TrainJob(_Checkpointable):
                        f"Slurm job {env.job_id} on {socket.gethostname()} at "
                        f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n").encode())
             log.flush()
+            # Slurm numbers cards like NVML (PCI bus order); make CUDA agree
+            child_env = {**os.environ, "CUDA_DEVICE_ORDER": os.environ.get(
+                "CUDA_DEVICE_ORDER", "PCI_BUS_ID")}
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT,
+                                          stderr=subprocess.STDOUT, env=child_env,
                                           preexec_fn=_ignore_requeue_signal)
         # poll, not wait(): checkpoint() runs as a signal handler in this thread
         while self._proc.poll() is None:

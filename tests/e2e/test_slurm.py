@@ -107,6 +107,21 @@ def test_slurm_states_merge_with_status_json():
     assert describe({"state": "running", "executor": {"kind": "local"}}) == ""
 
 
+def test_job_records_the_card_slurm_gave_it(tmp_path, monkeypatch):
+    from engine.slurm import job_gpu
+    fake = tmp_path / "gpus.json"
+    fake.write_text(json.dumps({"gpus": [
+        {"index": 0, "uuid": "GPU-aaa", "name": "NVIDIA RTX 6000 Ada"},
+        {"index": 1, "uuid": "GPU-bbb", "name": "NVIDIA RTX PRO 6000"}]}))
+    monkeypatch.setenv("NANOTUI_FAKE_GPUS", str(fake))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert job_gpu() == {"index": 1, "uuid": "GPU-bbb", "name": "NVIDIA RTX PRO 6000"}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaa,GPU-bbb")
+    assert job_gpu()["index"] == 0
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert job_gpu() is None
+
+
 # ---- the local cluster -----------------------------------------------------------------------
 
 def _free_port_base() -> int:
@@ -351,13 +366,13 @@ def test_bad_partition_or_account_is_one_line_and_runs_stay_queued(slurm_cluster
 @pytest.fixture(scope="session")
 def time_limit_job(slurm_cluster, char_data, tmp_path_factory):
     """A run in 1-minute jobs, launched as early as the first Slurm test asks for it so
-    that its minute overlaps the other tests. Slurm warns (USR2) ~20 s before the limit:
+    that its wait overlaps the other tests. Slurm warns (USR2) ~15 s before the limit:
     the trainer checkpoints and submitit requeues the job. A watcher thread then applies
     the test shortcuts at once (see _after_requeue) and records what it saw."""
     import threading
     d = tmp_path_factory.mktemp("timelimit")
     exp = write_experiments(d / "experiments.toml", char_data,
-                            {"time": 1, "signal_delay_s": 20}, max_iters=1_000_000,
+                            {"time": 1, "signal_delay_s": 15}, max_iters=1_000_000,
                             vary="n_embd = [16]", eval_interval=20)
     p = nanotui(exp, "launch", "--detach")
     assert p.returncode == 0, p.stdout + p.stderr
@@ -378,7 +393,8 @@ def _after_requeue(run: RunDir, seen: dict) -> None:
     st = wait_for(lambda: (s := run.read_status()).get("executor", {}).get("requeues") and s,
                   150, "the time-limit warning and the requeue", every=0.2)
     seen["at_requeue"] = st
-    seen["stopped_at"] = wait_for(lambda: _last_line_iter(run), 30, "the trainer's stop line")
+    seen["stopped_at"] = wait_for(lambda: (n := _last_line_iter(run)) is not None and (n,),
+                                  30, "the trainer's stop line")[0]
     # Test shortcuts, not what is tested: the first job's work was open-ended so that the
     # limit surely hits; now leave 20 iterations to do, and skip the ~120 s hold Slurm puts
     # on a requeued job (cred_expire), with a longer limit for the rest.
@@ -389,9 +405,11 @@ def _after_requeue(run: RunDir, seen: dict) -> None:
         return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
                               text=True).stdout.strip()
     # the run records the requeue just before submitit asks Slurm for it
-    seen["slurm_after"] = wait_for(lambda: (x := slurm_state()) not in ("RUNNING", "COMPLETING")
-                                   and x, 60, "Slurm to requeue the job", every=0.2)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now", "TimeLimit=5"],
+    seen["slurm_after"] = wait_for(lambda: slurm_state() == "PENDING" and "PENDING", 60,
+                                   "Slurm to requeue the job (PENDING again)", every=0.2)
+    # now+5 s, not now: a start within the second of the requeue is refused by slurmd
+    # ("Job credential revoked") and the job fails
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now+5", "TimeLimit=5"],
                    check=True, capture_output=True)
 
 
@@ -404,8 +422,8 @@ def test_time_limit_requeues_and_the_run_finishes_from_its_checkpoint(time_limit
         raise seen["error"]
     st, stopped_at = seen["at_requeue"], seen["stopped_at"]
     job = st["executor"]["job_id"]
-    assert st["state"] == "running" and st["slurm_state"] == "REQUEUED", st
-    assert stopped_at > 0 and run.ckpt_path.exists()
+    assert st["state"] == "running" and st["slurm_state"] == "REQUEUED", seen
+    assert stopped_at > 0 and run.ckpt_path.exists(), seen
     assert seen["slurm_after"] == "PENDING", seen  # Slurm requeued it
     wait_for(lambda: run.read_status().get("state") in ("done", "failed"), 120,
              "the requeued job to finish")
