@@ -537,11 +537,7 @@ class TrainingRun:
             self.log("compiling the model...")
             run.update_status(compile=t.compile())
 
-        step_times: list[float] = []  # seconds per step, warm steps only: the ETA's basis
-        warm_skip = TIMING_WARMUP_STEPS
-        t_last = time.time()
-        steps_since_log = 0
-        train_loss = None
+        timer = StepTimer()
         while True:
             if (t.iter_num % cfg.eval_interval == 0 or t.iter_num >= cfg.max_iters) \
                     and t.last_eval_iter != t.iter_num:
@@ -551,27 +547,20 @@ class TrainingRun:
                              f"(best {t.best_val_loss:.4f} at iter {t.best_iter})")
                     return self.finish("done", "early stop", 0)
                 del losses
-                t_last, steps_since_log, warm_skip = time.time(), 0, TIMING_WARMUP_STEPS
+                timer.restart()  # the eval's time is not a step's
             if t.iter_num >= cfg.max_iters:
                 return self.finish("done", None, 0)
             if self.stop.requested:
                 return self.stop_now()
 
             lr = get_lr(t.iter_num, cfg)
-            t_step = time.time()
             loss = t.train_step(lr)
-            steps_since_log += 1
+            timer.steps += 1
             it = t.iter_num
             if it % cfg.log_interval == 0 or self.stop.requested or it >= cfg.max_iters:
                 train_loss = loss.item()  # synchronises: the timings below are real
                 now = time.time()
-                dt = (now - t_last) / steps_since_log
-                if warm_skip > 0:
-                    warm_skip -= steps_since_log
-                else:
-                    step_times.extend([dt] * steps_since_log)
-                    del step_times[:-200]
-                t_last, steps_since_log = now, 0
+                dt = timer.lap(now)
                 if not math.isfinite(train_loss):
                     raise NonFinite(f"loss is {train_loss} at iter {it}")
                 tok_s = t.tokens_per_iter / dt
@@ -583,11 +572,10 @@ class TrainingRun:
                         else f"{speed['flops'] / 1e9:.1f} GFLOP/s")
                 self.log(f"iter {it}: loss {train_loss:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, "
                          f"tok/s {tok_s:,.0f}, {util}")
-                eta = (sum(step_times) / len(step_times) * (cfg.max_iters - it)) if step_times else None
+                eta = timer.eta(cfg.max_iters - it)
                 self.last_progress = dict(iter=it, train_loss=train_loss, tok_s=tok_s,
                                           mfu=speed["mfu"], compile=t.compile_status)
                 self.status(eta_s=eta, **self.last_progress)
-            del t_step
 
     def stop_now(self) -> int:
         t = self.trainer
@@ -602,6 +590,41 @@ class TrainingRun:
                                eta_s=0 if state == "done" else None, **progress)
         self.log(f"{state} at iter {self.trainer.iter_num}" + (f": {reason}" if reason else ""))
         return code
+
+
+class StepTimer:
+    """Seconds per training step for tok/s and the ETA. Laps are taken at log points
+    (after a synchronising .item()); the first TIMING_WARMUP_STEPS steps after a start,
+    a resume or an eval (compilation, allocator and cache warm-up) are left out of the ETA,
+    and eval time never enters it because the timer restarts after each eval."""
+
+    WINDOW = 200
+
+    def __init__(self, now: float | None = None):
+        self.times: list[float] = []
+        self.restart(now)
+
+    def restart(self, now: float | None = None) -> None:
+        self.t_last = time.time() if now is None else now
+        self.steps = 0
+        self.skip = TIMING_WARMUP_STEPS
+
+    def lap(self, now: float) -> float:
+        """Close the lap over the `steps` since the last one; return seconds per step."""
+        n = max(self.steps, 1)
+        dt = (now - self.t_last) / n
+        if self.skip > 0:
+            self.skip -= n
+        else:
+            self.times.extend([dt] * n)
+            del self.times[:-self.WINDOW]
+        self.t_last, self.steps = now, 0
+        return dt
+
+    def eta(self, steps_left: int) -> float | None:
+        if not self.times:
+            return None
+        return sum(self.times) / len(self.times) * max(steps_left, 0)
 
 
 class NonFinite(Exception):

@@ -108,6 +108,10 @@ def test_sigterm_checkpoints_and_stops_with_exit_0(tmp_path):
     run = make_run(tmp_path, max_iters=100_000, lr_decay_iters=100_000)
     proc = start(run)
     wait_for(lambda: last_train_iter(run) >= 5, proc=proc)
+    wait_for(lambda: (run.read_status().get("eta_s") or 0) > 0, proc=proc)
+    st = run.read_status()   # what the UI reads while the run trains
+    assert st["state"] == "running" and st["pid"] == proc.pid and st["tok_s"] > 0
+    assert st["max_iters"] == 100_000 and st["params"] > 0 and st["device"] == "cpu"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     st = run.read_status()

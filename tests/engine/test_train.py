@@ -320,3 +320,28 @@ def test_vocab_size_from_data_with_gpt2_padded_to_a_multiple_of_64():
     assert T.vocab_size_of(TrainConfig(vocab_size=70), {"vocab_size": 65}) == 70
     with pytest.raises(T.TrainError, match="smaller than the data"):
         T.vocab_size_of(TrainConfig(vocab_size=60), {"vocab_size": 65})
+
+
+def test_eta_leaves_out_warm_up_steps_and_eval_time():
+    timer = T.StepTimer(now=0.0)
+    now = 0.0
+    for dt in (5.0, 3.0, 1.0):          # compilation / warm-up steps: not in the ETA
+        timer.steps += 1
+        now += dt
+        timer.lap(now)
+    assert timer.eta(100) is None
+    for _ in range(4):
+        timer.steps += 1
+        now += 0.1
+        timer.lap(now)
+    assert timer.eta(100) == pytest.approx(10.0)
+    now += 60.0                          # an eval
+    timer.restart(now)
+    for _ in range(T.TIMING_WARMUP_STEPS):
+        timer.steps += 1
+        now += 0.5
+        timer.lap(now)
+    timer.steps += 2                     # a log_interval of 2
+    now += 0.2
+    assert timer.lap(now) == pytest.approx(0.1)
+    assert timer.eta(10) == pytest.approx(1.0)
