@@ -100,13 +100,15 @@ async def first_paint(root: Path, n: int) -> tuple[float, float]:
     return elapsed, cpu
 
 
-def cold_first_paint(root: Path, n: int) -> float:
-    """Seconds from starting a fresh interpreter (imports included) to the full paint."""
+def cold_first_paint(root: Path, n: int) -> tuple[float, float]:
+    """(wall, CPU) seconds from starting a fresh interpreter (imports included) to the
+    full paint."""
     code = (f"import sys, time, asyncio, psutil; sys.path.insert(0, {str(REPO / 'benchmarks')!r});"
             f"import tui_bench as tb; asyncio.run(tb.first_paint(tb.Path({str(root)!r}), {n}));"
-            "print(time.time() - psutil.Process().create_time())")
+            "print(time.time() - psutil.Process().create_time(), time.process_time())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    wall, cpu = out.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
 
 
 async def idle_cpu_headless(root: Path, seconds: float) -> float:
@@ -185,7 +187,8 @@ def main() -> int:
               "  target <= 1 s")
         cold = [cold_first_paint(big, args.runs) for _ in range(args.repeat)]
         print(f"first full paint, {args.runs} run dirs, from a fresh interpreter (imports "
-              f"included): wall {fmt(cold, ' s')}")
+              f"included): wall {fmt([c[0] for c in cold], ' s')}; "
+              f"CPU {fmt([c[1] for c in cold], ' s')}")
 
         live_root = tmp / "live" / "runs"
         live = make_runs(live_root, args.live, live=args.live, pid=sleeper.pid)
