@@ -42,24 +42,45 @@ class LayerNorm(nn.Module):
 
 
 class KVCache:
-    """Keys and values of every layer for the tokens generated so far.
+    """Keys and values of every layer for the tokens seen so far, in buffers allocated
+    once for `capacity` positions (block_size by default) and filled in place, so a new
+    token costs no copy of the whole cache (torch.cat per step was ~7% of a decode step).
 
-    Positions are absolute: the token at position t was embedded with wpe[t]. Once the
-    sequence would outgrow block_size, the cache cannot simply drop its oldest entry
-    (every cached key was computed with a position that is now "wrong" for a window that
-    starts later), so generation re-encodes the last block_size // 2 tokens from scratch
-    with positions 0..n-1 and continues from there. This keeps every forward pass exactly
-    the computation the model was trained on, at the cost of one prefill per
-    block_size // 2 new tokens.
+    Positions are absolute: the token in cache slot t was embedded with wpe[t], and the
+    cache holds a window of the sequence that ends at its newest token. Once that window
+    would outgrow block_size, the cache cannot simply drop its oldest entry: every cached
+    key was computed at a position that would be wrong for a window starting later, and
+    the model never saw positions >= block_size. So GPT.generate rebuilds it: the last
+    block_size // 2 tokens are re-encoded from scratch at positions 0..n-1 (one prefill)
+    and generation continues from there. Every forward pass is thus exactly a computation
+    the model was trained on (an uncached forward over the cached window gives the same
+    logits; tests check it), at the cost of one prefill per block_size // 2 new tokens,
+    and each token beyond block_size sees between block_size // 2 and block_size - 1
+    tokens of context (nanoGPT's uncached sample.py always sees block_size - 1; it pays a
+    full forward pass per token for that).
     """
 
-    def __init__(self, n_layer: int):
-        self.k: list[torch.Tensor | None] = [None] * n_layer
+    def __init__(self, n_layer: int, capacity: int | None = None):
+        self.k: list[torch.Tensor | None] = [None] * n_layer  # (B, nh, capacity, hs) buffers
         self.v: list[torch.Tensor | None] = [None] * n_layer
+        self.capacity = capacity  # None: GPT.forward sets block_size
+        self.length = 0           # positions filled (the same in every layer)
 
-    @property
-    def length(self) -> int:
-        return 0 if self.k[0] is None else self.k[0].size(2)
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Store the (B, nh, T, hs) keys/values of positions length..length+T-1 of one
+        layer; return views of all cached positions including them. GPT.forward calls
+        advance(T) once every layer has stored its part."""
+        if self.k[layer] is None:
+            B, nh, _, hs = k.shape
+            self.k[layer] = k.new_empty((B, nh, self.capacity, hs))
+            self.v[layer] = v.new_empty((B, nh, self.capacity, hs))
+        end = self.length + k.size(2)
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, t: int) -> None:
+        self.length += t
 
 
 # ---- CPU fast paths ------------------------------------------------------------------------
@@ -70,8 +91,10 @@ class KVCache:
 # attention is therefore written as three plain batched ops (baddbmm with an additive
 # causal mask and the 1/sqrt(hs) scale fused in, softmax, bmm), and dropout masks come
 # from 16-bit slices of 64-bit random words (4x fewer generator draws). CUDA keeps SDPA
-# (flash) and torch's dropout. Set CPU_ATTENTION = "sdpa" to compare (benchmarks do).
+# (flash) and torch's dropout. Set CPU_ATTENTION = "sdpa" and CPU_FAST_DROPOUT = False
+# to get the plain path back (benchmarks/train_speed.py does, to show what each buys).
 CPU_ATTENTION = "matmul"
+CPU_FAST_DROPOUT = True
 FUSED_ADAMW_DEVICES = ("cuda", "cpu")
 
 _CAUSAL_BIAS: dict[tuple, torch.Tensor] = {}
@@ -101,7 +124,7 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout, as F.dropout, with the cheaper mask on CPU."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or not CPU_FAST_DROPOUT:
         return F.dropout(x, p, True)
     scale = keep_mask(x.shape, p, x.device).to(x.dtype).mul_(1.0 / (1.0 - p))
     return x * scale
@@ -145,11 +168,7 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)
         if cache is not None:
-            past = cache.k[layer]
-            if past is not None:
-                k = torch.cat([past, k], dim=2)
-                v = torch.cat([cache.v[layer], v], dim=2)
-            cache.k[layer], cache.v[layer] = k, v
+            k, v = cache.update(layer, k, v)
         # A query at position i may attend to keys 0..i. With a cache holding P earlier
         # keys, the T new queries sit at positions P..P+T-1: a single new query (T == 1)
         # sees everything, a prefill (P == 0) is plain causal.
@@ -237,13 +256,20 @@ class GPT(nn.Module):
         """Logits for every position when `targets` is given (with the mean cross-entropy
         loss), else for the last position only: generation needs nothing more."""
         b, t = idx.size()
-        start = cache.length if cache is not None else 0
-        assert start + t <= self.config.block_size, (
+        start = 0
+        if cache is not None:
+            start = cache.length
+            if cache.capacity is None:
+                cache.capacity = self.config.block_size
+        limit = self.config.block_size if cache is None else min(cache.capacity, self.config.block_size)
+        assert start + t <= limit, (
             f"cannot forward {start + t} positions, block size is {self.config.block_size}")
         pos = torch.arange(start, start + t, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for i, block in enumerate(self.transformer.h):
             x = block(x, cache, i)
+        if cache is not None:
+            cache.advance(t)
         x = self.transformer.ln_f(x)
         if targets is not None:
             logits = self.lm_head(x)

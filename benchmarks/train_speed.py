@@ -1,0 +1,230 @@
+"""CPU training speed, nanotui vs nanoGPT, side by side in one process.
+
+    python benchmarks/train_speed.py --nanogpt /work/nanogpt
+    python benchmarks/train_speed.py --nanogpt /work/nanogpt --configs 6,8,256 --dropout 0 \\
+        --variants nanogpt,ours,ours-plain,ours-fp32 --repeats 7
+
+For each (n_layer, n_head, n_embd) and dropout, at batch 12, block 256, vocab 65, every
+variant takes turns doing one training iteration (forward + backward + grad clip + AdamW
+step + next batch), the order rotating each round, so a machine shared with other work
+slows all variants alike; figures are medians over --repeats rounds after --warmup
+rounds. Variants:
+
+  nanogpt     nanoGPT's model.py (imported from --nanogpt, never copied) and its train.py
+              loop as it runs on CPU: fp32 (train.py uses no autocast on CPU), eager
+              (compile=False, as its README says for CPU), non-fused AdamW, its get_batch.
+  ours        nanotui's real step: engine.train.Trainer.train_step, the code path of
+              `python -m engine.train`, with dtype auto (bf16 autocast on a bf16 CPU).
+  ours-plain  the same with the CPU fast paths off (SDPA attention, torch dropout, no fused
+              AdamW): bf16 autocast alone, to show what the engineering adds.
+  ours-fp32   nanotui's step in float32 (what it does on a CPU without bf16).
+  ours-compile  Trainer.compile() (torch.compile, inductor); compile time is reported.
+
+Besides wall-clock tokens/s, the CPU time of each step (time.process_time, all threads)
+is compared: on a shared machine wall time also measures the other tenants, CPU time
+much less so (run with --threads 1 for the cleanest CPU-time comparison).
+The same synthetic tokens feed every variant. Loss values are printed so equal work is
+visible (all variants start from the same seed; bf16 differs by rounding only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import engine.model as our_model  # noqa: E402
+from engine import device as dev  # noqa: E402
+from engine.config import TrainConfig  # noqa: E402
+from engine.train import Trainer  # noqa: E402
+
+DEFAULT_CONFIGS = "2,8,256 6,8,256 6,8,128 6,32,256"
+LR, WEIGHT_DECAY, BETAS, GRAD_CLIP = 1e-3, 0.1, (0.9, 0.99), 1.0
+
+
+def load_nanogpt(path: Path):
+    """nanoGPT's model.py as a module, imported from its checkout."""
+    file = path / "model.py"
+    if not file.is_file():
+        sys.exit(f"train_speed: {file} not found: --nanogpt must point at a nanoGPT checkout")
+    spec = importlib.util.spec_from_file_location("nanogpt_model", file)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class NanoGPTStep:
+    """nanoGPT train.py's inner loop on CPU (gradient_accumulation_steps = 1)."""
+
+    def __init__(self, ng, cfg: TrainConfig, data: np.ndarray):
+        torch.manual_seed(cfg.seed)
+        conf = ng.GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size,
+                            n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                            dropout=cfg.dropout, bias=cfg.bias)
+        with contextlib.redirect_stdout(io.StringIO()):  # its parameter-count prints
+            self.model = ng.GPT(conf)
+            self.opt = self.model.configure_optimizers(WEIGHT_DECAY, LR, BETAS, "cpu")
+        self.cfg, self.data = cfg, data
+        self.ctx = contextlib.nullcontext()  # train.py: no autocast when device_type == 'cpu'
+        self.X, self.Y = self.get_batch()
+
+    def get_batch(self):
+        T, data = self.cfg.block_size, self.data
+        ix = torch.randint(len(data) - T, (self.cfg.batch_size,))
+        x = torch.stack([torch.from_numpy(data[i:i + T].astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + T].astype(np.int64)) for i in ix])
+        return x, y
+
+    def __call__(self) -> float:
+        with self.ctx:
+            _, loss = self.model(self.X, self.Y)
+        self.X, self.Y = self.get_batch()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+
+class OurStep:
+    """engine.train.Trainer.train_step, optionally with the CPU fast paths switched off."""
+
+    def __init__(self, cfg: TrainConfig, data: np.ndarray, plain: bool = False,
+                 compile: bool = False):
+        self.plain = plain
+        with self.switches():
+            self.trainer = Trainer(cfg, data, data, cfg.vocab_size, log=lambda s: None)
+        self.compile_s = None
+        if compile:
+            self.trainer.compile()
+            t0 = time.perf_counter()
+            self()  # compiles forward and backward
+            self.compile_s = time.perf_counter() - t0
+
+    @contextlib.contextmanager
+    def switches(self):
+        saved = (our_model.CPU_ATTENTION, our_model.CPU_FAST_DROPOUT, our_model.FUSED_ADAMW_DEVICES)
+        if self.plain:
+            our_model.CPU_ATTENTION, our_model.CPU_FAST_DROPOUT = "sdpa", False
+            our_model.FUSED_ADAMW_DEVICES = ("cuda",)
+        try:
+            yield
+        finally:
+            our_model.CPU_ATTENTION, our_model.CPU_FAST_DROPOUT, our_model.FUSED_ADAMW_DEVICES = saved
+
+    def __call__(self) -> float:
+        with self.switches():
+            return self.trainer.train_step(LR).item()
+
+
+def make_variant(name: str, ng, cfg: TrainConfig, data: np.ndarray):
+    if name == "nanogpt":
+        return NanoGPTStep(ng, cfg, data)
+    if name == "ours":
+        return OurStep(cfg, data)
+    if name == "ours-plain":
+        return OurStep(cfg, data, plain=True)
+    if name == "ours-fp32":
+        return OurStep(cfg.replace(dtype="float32"), data)
+    if name == "ours-compile":
+        return OurStep(cfg, data, compile=True)
+    sys.exit(f"train_speed: unknown variant {name!r}")
+
+
+def measure(variants: list[str], ng, cfg: TrainConfig, data: np.ndarray, warmup: int,
+            repeats: int) -> dict[str, dict]:
+    steps = {v: make_variant(v, ng, cfg, data) for v in variants}
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
+    losses: dict[str, list[float]] = {v: [] for v in variants}
+    for r in range(warmup + repeats):
+        order = variants[r % len(variants):] + variants[:r % len(variants)]  # rotate
+        for v in order:
+            c0, t0 = time.process_time(), time.perf_counter()
+            loss = steps[v]()
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            losses[v].append(loss)
+            if r >= warmup:
+                times[v].append(dt)
+                cpu[v].append(dc)
+    out = {}
+    for v in variants:
+        med = statistics.median(times[v])
+        out[v] = {"ms": med * 1000, "tok_s": cfg.tokens_per_iter / med,
+                  "cpu_ms": statistics.median(cpu[v]) * 1000,
+                  "spread": (max(times[v]) - min(times[v])) / med,
+                  "loss": losses[v][-1],
+                  "compile_s": getattr(steps[v], "compile_s", None)}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nanogpt", type=Path, required=True, help="a nanoGPT checkout (its model.py)")
+    ap.add_argument("--configs", default=DEFAULT_CONFIGS,
+                    help=f"space-separated n_layer,n_head,n_embd (default: {DEFAULT_CONFIGS!r})")
+    ap.add_argument("--dropout", default="0,0.2", help="comma-separated (default 0,0.2)")
+    ap.add_argument("--variants", default="nanogpt,ours",
+                    help="comma-separated: nanogpt, ours, ours-plain, ours-fp32, ours-compile")
+    ap.add_argument("--batch-size", type=int, default=12)
+    ap.add_argument("--block-size", type=int, default=256)
+    ap.add_argument("--vocab-size", type=int, default=65)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ng = load_nanogpt(args.nanogpt.expanduser())
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    base = variants[0]
+    data = np.random.default_rng(0).integers(0, args.vocab_size, 1 << 20).astype(np.uint16)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{dev.cpu_model_name()}, bf16 native: {dev.cpu_has_bf16()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"batch {args.batch_size}, block {args.block_size}, vocab {args.vocab_size}; "
+          f"medians of {args.repeats} alternating rounds after {args.warmup} warm-up; "
+          f"ratios vs {base}")
+    header = f"{'config':>12} {'dropout':>7} " + " ".join(f"{v + ' tok/s':>18}" for v in variants)
+    header += " " + " ".join(f"{v + '/' + base:>18}" for v in variants[1:])
+    print(header)
+    for spec in args.configs.split():
+        n_layer, n_head, n_embd = (int(x) for x in spec.split(","))
+        for p in (float(x) for x in args.dropout.split(",")):
+            cfg = TrainConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                              block_size=args.block_size, batch_size=args.batch_size,
+                              vocab_size=args.vocab_size, dropout=p, bias=False, device="cpu",
+                              dtype="auto", learning_rate=LR, weight_decay=WEIGHT_DECAY,
+                              beta1=BETAS[0], beta2=BETAS[1], grad_clip=GRAD_CLIP)
+            res = measure(variants, ng, cfg, data, args.warmup, args.repeats)
+            row = f"{spec:>12} {p:>7.1f} " + " ".join(
+                f"{res[v]['tok_s']:>12,.0f} ±{res[v]['spread'] * 50:>3.0f}%" for v in variants)
+            row += " " + " ".join(f"{res[base]['ms'] / res[v]['ms']:>17.2f}x" for v in variants[1:])
+            print(row, flush=True)
+            # CPU seconds per step (all threads): what a step costs when the cores are
+            # shared, where wall-clock time mostly measures the other tenants.
+            extra = [f"CPU-time ratio " + ", ".join(
+                f"{v}/{base} {res[base]['cpu_ms'] / res[v]['cpu_ms']:.2f}x" for v in variants[1:])]
+            extra += [f"{v} loss {res[v]['loss']:.3f}" for v in variants]
+            extra += [f"{v} compile {res[v]['compile_s']:.0f}s" for v in variants
+                      if res[v]["compile_s"] is not None]
+            print(" " * 21 + "; ".join(extra), flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.1f} "
+          "(± is half the max-min spread of the timed rounds, relative to the median)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
