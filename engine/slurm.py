@@ -126,10 +126,12 @@ except ImportError:  # pragma: no cover - submitit is a dependency; keep imports
 class TrainJob(_Checkpointable):
     """The callable each Slurm job runs: one training run, resumable by requeue."""
 
-    def __init__(self, run_path: str, resume: bool, signal_delay_s: int = 120) -> None:
+    def __init__(self, run_path: str, resume: bool, signal_delay_s: int = 120,
+                 max_requeues: int = 3) -> None:
         self.run_path = str(run_path)
         self.resume = bool(resume)
         self.signal_delay_s = signal_delay_s
+        self.max_requeues = max_requeues
         self._proc: subprocess.Popen | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -198,13 +200,21 @@ class TrainJob(_Checkpointable):
         ex = dict(st.get("executor") or {})
         if st.get("state") == "done" or ex.get("cancelled"):
             return None  # nothing left to do: submitit does not requeue
+        if int(ex.get("requeues") or 0) >= self.max_requeues:
+            # submitit gives up too (its own countdown); say why in the run's status
+            run.update_status(state="stopped", ended_at=time.time(),
+                              reason=f"hit the Slurm time limit {self.max_requeues + 1} times "
+                                     f"(max_requeues = {self.max_requeues}); `nanotui resume` "
+                                     f"continues from ckpt.pt")
+            return None
         ex["requeues"] = int(ex.get("requeues") or 0) + 1
         run.update_status(state="running", reason="requeued after the time-limit warning "
                           "(or preemption); resumes from ckpt.pt", slurm_state="REQUEUED",
                           pid=None, pid_create_time=None, host=None, ended_at=None,
                           exit_code=None, executor=ex)
         return submitit.helpers.DelayedSubmission(
-            TrainJob(self.run_path, run.ckpt_path.exists(), self.signal_delay_s))
+            TrainJob(self.run_path, run.ckpt_path.exists(), self.signal_delay_s,
+                     self.max_requeues))
 
 
 # ---- the executor --------------------------------------------------------------------------
@@ -279,7 +289,8 @@ class SlurmExecutor:
         err = io.StringIO()
         try:
             ex = self._submitit(runs_root, name)
-            calls = [TrainJob(str(r.path), resume, self.config.signal_delay_s) for r, resume in items]
+            calls = [TrainJob(str(r.path), resume, self.config.signal_delay_s,
+                              self.config.max_requeues) for r, resume in items]
             # submitit prints sbatch's stderr itself; we say it once, in one line
             with contextlib.redirect_stderr(err):
                 if len(calls) == 1:

@@ -122,6 +122,28 @@ def test_job_records_the_card_slurm_gave_it(tmp_path, monkeypatch):
     assert job_gpu() is None
 
 
+def test_checkpoint_stops_the_trainer_and_requeues_until_max_requeues(tmp_path):
+    """TrainJob.checkpoint as submitit calls it at the time-limit warning (no Slurm here:
+    a sleeping child stands in for the trainer)."""
+    from engine.config import TrainConfig
+    from engine.runs import create_run
+    from engine.slurm import TrainJob
+    run = create_run(tmp_path / "runs", "s", "a", TrainConfig(n_layer=1, n_head=1, n_embd=8,
+                                                              block_size=8, max_iters=10))
+    run.update_status(state="running", executor={"kind": "slurm", "job_id": "5_0"})
+    job = TrainJob(str(run.path), resume=False, signal_delay_s=20, max_requeues=1)
+    job._proc = subprocess.Popen(["sleep", "60"])
+    again = job.checkpoint()
+    assert job._proc.wait(5) == -15  # SIGTERM: the trainer checkpoints and exits
+    st = run.read_status()
+    assert st["state"] == "running" and st["slurm_state"] == "REQUEUED"
+    assert st["executor"] == {"kind": "slurm", "job_id": "5_0", "requeues": 1}
+    assert again.function.run_path == str(run.path) and again.function.max_requeues == 1
+    assert job.checkpoint() is None  # the second warning: max_requeues reached, no requeue
+    st = run.read_status()
+    assert st["state"] == "stopped" and "max_requeues = 1" in st["reason"]
+
+
 # ---- the local cluster -----------------------------------------------------------------------
 
 def _free_port_base() -> int:
@@ -449,9 +471,9 @@ def _last_line_iter(run: RunDir) -> int | None:
 
 
 def _set_max_iters(run: RunDir, n: int) -> None:
-    import tomllib
-
     import tomli_w
-    cfg = tomllib.loads(run.config_path.read_text())
+
+    from engine.config import load_toml
+    cfg = load_toml(run.config_path)
     cfg["max_iters"] = cfg["lr_decay_iters"] = n
     run.config_path.write_text(tomli_w.dumps(cfg))
