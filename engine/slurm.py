@@ -42,8 +42,11 @@ REFRESH_EVERY_S = 5.0   # squeue/sacct at most this often per executor (clusters
 
 
 class SlurmSubmitError(ConfigError):
-    """sbatch refused the job (unknown partition, missing account, ...). A ConfigError,
-    so the dispatcher stops with this one line and the runs stay queued."""
+    """sbatch refused the job (unknown partition, missing account, ...): one line. The
+    runs are back in state queued when this is raised; `keep_queued` asks the dispatcher
+    to stop with this line instead of marking the run failed."""
+
+    keep_queued = True
 
 
 def make_executor(options: dict[str, Any] | None = None) -> "SlurmExecutor":
