@@ -37,7 +37,7 @@ class NanotuiApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "nanotui"
     BINDINGS = APP_BINDINGS
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide"), (170, "-xwide")]
 
     def __init__(self, services: Services, poll_interval: float = 1.0,
                  gpu_interval: float = 2.0) -> None:

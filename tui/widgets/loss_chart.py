@@ -73,7 +73,10 @@ class LossChart(PlotextPlot):
                 xs_seen += [xs[0], xs[-1]]
             xs, ys = _finite(*thin(ex, series.eval_val), o.logy)
             if xs:
-                plt.plot(xs, ys, label="val", color="orange+", marker="dot" if len(xs) < 40 else "braille")
+                if len(xs) < 40:  # few evals: points, so the train line stays visible
+                    plt.scatter(xs, ys, label="val", color="orange+", marker="●")
+                else:
+                    plt.plot(xs, ys, label="val", color="orange+", marker="braille")
                 drew = True
                 xs_seen += [xs[0], xs[-1]]
         if o.overlay:
