@@ -414,6 +414,7 @@ class TrainingRun:
         self.log = log
         self.stop = Stop()
         self.status_t = 0.0
+        self.status_pending: dict[str, Any] = {}
         # setup: every user error surfaces here, before anything in the run dir changes
         self.cfg = run.load_config()
         try:
@@ -441,11 +442,15 @@ class TrainingRun:
 
     # -- status and logging --
     def status(self, force: bool = False, **fields: Any) -> None:
+        """Merge fields into status.json at most about once a second (it is read by the UI),
+        or now when forced; fields held back are written with the next write."""
+        self.status_pending.update(fields)
         now = time.time()
         if not force and now - self.status_t < self.STATUS_EVERY_S:
             return
         self.status_t = now
-        self.run.update_status(**fields)
+        self.run.update_status(**self.status_pending)
+        self.status_pending = {}
 
     def speed_fields(self, tok_s: float) -> dict[str, Any]:
         m = dev.mfu(self.flops_per_token, tok_s, self.device_name, self.dtype)
@@ -573,9 +578,8 @@ class TrainingRun:
                 self.log(f"iter {it}: loss {train_loss:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, "
                          f"tok/s {tok_s:,.0f}, {util}")
                 eta = timer.eta(cfg.max_iters - it)
-                self.last_progress = dict(iter=it, train_loss=train_loss, tok_s=tok_s,
-                                          mfu=speed["mfu"], compile=t.compile_status)
-                self.status(eta_s=eta, **self.last_progress)
+                self.status(iter=it, train_loss=train_loss, tok_s=tok_s, mfu=speed["mfu"],
+                            compile=t.compile_status, eta_s=eta)
 
     def stop_now(self) -> int:
         t = self.trainer
@@ -585,9 +589,9 @@ class TrainingRun:
         return self.finish("stopped", "stopped by signal", 0)
 
     def finish(self, state: str, reason: str | None, code: int) -> int:
-        progress = dict(getattr(self, "last_progress", {}), iter=self.trainer.iter_num)
+        progress = dict(self.status_pending, iter=self.trainer.iter_num)
         self.run.update_status(state=state, reason=reason, exit_code=code, ended_at=time.time(),
-                               eta_s=0 if state == "done" else None, **progress)
+                               **{**progress, "eta_s": 0 if state == "done" else None})
         self.log(f"{state} at iter {self.trainer.iter_num}" + (f": {reason}" if reason else ""))
         return code
 

@@ -55,14 +55,30 @@ def make_run(tmp_path, name="r", **over) -> RunDir:
 
 
 def start(run: RunDir, *extra: str) -> subprocess.Popen:
-    log = open(run.stdout_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "engine.train", str(run.path), *extra],
-                            cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    with open(run.stdout_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "engine.train", str(run.path), *extra],
+                                cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    STARTED.append(proc)
+    return proc
 
 
 def finish(run: RunDir, *extra: str, timeout=240) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "engine.train", str(run.path), *extra],
                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_processes():
+    """A failing test must not leave a training process behind."""
+    yield
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    STARTED.clear()
+
+
+STARTED: list[subprocess.Popen] = []
 
 
 def wait_for(pred, timeout=120.0, proc=None):
