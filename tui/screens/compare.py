@@ -123,9 +123,9 @@ class CompareScreen(Screen):
         if pts:
             xs = [math.log10(p) for p, _, _ in pts]
             ys = [math.log10(b) for _, b, _ in pts]
-            plt.scatter(xs, ys, marker="dot", color="orange+")
             if len(pts) > 1:
                 plt.plot(xs, ys, color="orange", marker="braille")
+            plt.scatter(xs, ys, marker="●", color="orange+")  # after the line: on top
             plt.xlabel("params (log scale) → best val loss (log scale) ↑")
             # Tick labels in real units so nobody has to undo the logs in their head.
             plt.xticks(xs, [fmt_params(p) for p, _, _ in pts])
