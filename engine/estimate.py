@@ -26,10 +26,12 @@ GPT2_VOCAB = 50304
 UNKNOWN_CHAR_VOCAB = 256
 
 # Throughput assumed for time estimates, in training FLOP/s actually achieved (not peak).
-# GPU: a course card (RTX 6000 Ada class, ~360 TFLOPS bf16 peak with sparsity) reaches
-# roughly 10% on these small models, which are launch- and memory-bound.
-# CPU: measured here on the quick sweep (2 shared cores, float32): about 2e10.
-ASSUMED_FLOPS = {"gpu": 30e12, "cpu": 2e10}
+# GPU: a course card (RTX 6000 Ada class) reaches roughly 10% of its bf16 peak on these
+# small models, which are launch- and memory-bound.
+# CPU: the quick sweep here (2 cores, ~0.1M-parameter models) did 5-10 GFLOP/s.
+ASSUMED_FLOPS = {"gpu": 30e12, "cpu": 8e9}
+# Sampling at every eval is one forward pass per generated token: latency-bound.
+SECONDS_PER_SAMPLED_TOKEN = {"gpu": 0.001, "cpu": 0.002}
 CUDA_CONTEXT_BYTES = 600 * 1024 ** 2   # the CUDA context + allocator slack of any process
 
 
@@ -73,7 +75,10 @@ def vocab_for(cfg: TrainConfig) -> tuple[int, str]:
             return v, "prepared"
     elif cfg.tokenizer == "char":
         # the data cache's layout is engine.data's: prepared/<label>-<tokenizer>-<sha>...
-        label = cfg.dataset if "/" not in cfg.dataset else Path(cfg.dataset).name
+        label = cfg.dataset
+        if "/" in cfg.dataset or cfg.dataset.endswith(".txt"):  # engine.data's _label_of
+            label = "".join(c if c.isalnum() or c in "-_." else "_"
+                            for c in Path(cfg.dataset).stem)[:40] or "text"
         candidates = sorted((_cache_root() / "prepared").glob(f"{label}-char-*"),
                             key=lambda p: p.stat().st_mtime, reverse=True) \
             if (_cache_root() / "prepared").is_dir() else []
@@ -122,12 +127,14 @@ def memory_bytes(cfg: TrainConfig, params_total: int, vocab: int) -> int:
 def seconds(cfg: TrainConfig, fpt: float, params: int, device: str) -> float:
     """Training tokens x FLOPs/token, plus evaluation (forward only: a third of the
     training FLOPs per token) over both splits at every eval, divided by the assumed
-    throughput."""
+    throughput; plus the samples drawn at every eval at an assumed latency per token."""
     train_tokens = cfg.tokens_per_iter * cfg.max_iters
     evals = cfg.max_iters // cfg.eval_interval + 1
     eval_tokens = evals * 2 * cfg.eval_iters * cfg.batch_size * cfg.block_size
     total = fpt * train_tokens + fpt / 3 * eval_tokens
-    return total / ASSUMED_FLOPS[device]
+    sp = cfg.sampling
+    sampled = evals * len(sp.prompts) * sp.num_samples * sp.max_new_tokens
+    return total / ASSUMED_FLOPS[device] + sampled * SECONDS_PER_SAMPLED_TOKEN[device]
 
 
 def estimate(cfg: TrainConfig, device: str = "gpu") -> Estimate:

@@ -392,8 +392,12 @@ class Dispatcher:
                 elif not self.queued_runs():
                     if not self.holds_lock:
                         return 0  # the other dispatcher has taken them all
-                    with queue_lock(self.runs_root):  # nothing queued since we looked?
+                    # Give the runs directory up under the queue lock: a launch that
+                    # queues after this sees no dispatcher and starts one; one that
+                    # queued before is seen here.
+                    with queue_lock(self.runs_root):
                         if not self.queued_runs():
+                            self.unlock()
                             return 0
                 time.sleep(self.poll_s)
         finally:
