@@ -34,6 +34,10 @@ def run(args) -> int:
     from engine.launch import stop_run, stop_grace
     runs = expand(args.runs, args.runs_)
     grace = args.grace if args.grace is not None else stop_grace(args.experiments)
+    # Queued runs first: stopping a running one frees its slot, and the dispatcher would
+    # otherwise start the next run of the very sweep being stopped.
+    states = {r.id: r.read_status().get("state") for r in runs}
+    runs.sort(key=lambda r: states[r.id] != "queued")
     for r in runs:
         before = r.read_status().get("state")
         if before in ("done", "failed", "stopped"):
