@@ -128,7 +128,7 @@ def choose(need: int, gpus: list[GpuSnapshot], active: list[ActiveRun], policy: 
     if not gpus:
         return _cpu(active, policy, need)
     allowed = [g for g in gpus if not policy.gpus or any(
-        str(ref) == g.uuid or (isinstance(ref, int) and ref == g.index) for ref in policy.gpus)]
+        find_card([g], ref) is not None for ref in policy.gpus)]
     if not allowed:
         raise PlacementError(f"none of the allowed GPUs {list(policy.gpus)} is present "
                              f"(cards here: {', '.join(str(g.index) for g in gpus)})")

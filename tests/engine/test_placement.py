@@ -65,6 +65,7 @@ def test_allow_list_by_index_and_uuid():
     gpus = [card(0, util=0), card(1, util=90), card(2, util=50)]
     assert choose(GIB, gpus, [], Policy(gpus=(1,))).gpu["index"] == 1
     assert choose(GIB, gpus, [], Policy(gpus=("GPU-2", 1))).gpu["index"] == 2
+    assert choose(GIB, gpus, [], Policy(gpus=("1",))).gpu["index"] == 1
     with pytest.raises(PlacementError, match="none of the allowed"):
         choose(GIB, gpus, [], Policy(gpus=(7,)))
 
