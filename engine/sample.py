@@ -148,7 +148,7 @@ def load_model(run_dir_or_ckpt: str | Path, device: str = "auto",
     from engine.train import TrainError, load_checkpoint
     path = checkpoint_path(run_dir_or_ckpt, checkpoint)
     dv = dev.resolve_device(device)
-    ck = load_checkpoint(path, map_location=dv)
+    ck = load_checkpoint(path, map_location="cpu")  # then .to(dv) below
     try:
         model = GPT(GPTConfig(**ck["model_args"]))
         model.load_state_dict(ck["model"])

@@ -333,11 +333,11 @@ class Trainer:
             self.evals_since_best = int(ck.get("evals_since_best", 0))
             self.last_eval_iter = ck.get("last_eval_iter")
             rng = ck["rng"]
-            torch.set_rng_state(rng["torch"])
-            self.batch_gen.set_state(rng["batch"])
+            torch.set_rng_state(rng["torch"].cpu())
+            self.batch_gen.set_state(rng["batch"].cpu())
             if self.device.type == "cuda" and "cuda" in rng:
                 try:
-                    torch.cuda.set_rng_state_all(rng["cuda"])
+                    torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
                 except Exception:  # a different number of visible cards: keep fresh state
                     pass
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -429,7 +429,8 @@ class TrainingRun:
         self.trainer = Trainer(self.cfg, train_data, val_data, vocab, self.device, self.dtype, log=log)
         self.ckpt: dict[str, Any] | None = None
         if resume and run.ckpt_path.exists():
-            self.ckpt = load_checkpoint(run.ckpt_path, map_location=self.device)
+            # on the CPU: RNG states must be CPU tensors; load_state_dict moves the rest
+            self.ckpt = load_checkpoint(run.ckpt_path, map_location="cpu")
             self.trainer.load_state_dict(self.ckpt)
         elif resume:
             log(f"no {run.ckpt_path.name} yet: starting from scratch")
