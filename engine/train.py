@@ -670,6 +670,8 @@ def main(argv: list[str] | None = None) -> int:
         session = TrainingRun(run, args.resume, log=lambda s: print(s, flush=True))
     except (ConfigError, RunError, TrainError, OSError, ValueError) as e:
         return fail_input(_one_line(e))
+    except KeyboardInterrupt:
+        return fail_input("interrupted while starting", record=False)
     except Exception as e:  # a bug or a resource problem while setting up
         traceback.print_exc()
         msg = _one_line(e)

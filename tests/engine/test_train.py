@@ -345,3 +345,12 @@ def test_eta_leaves_out_warm_up_steps_and_eval_time():
     now += 0.2
     assert timer.lap(now) == pytest.approx(0.1)
     assert timer.eta(10) == pytest.approx(1.0)
+
+
+def test_resume_with_a_changed_model_shape_is_one_line(tmp_path, capsys):
+    run = tiny_run(tmp_path, max_iters=10)
+    assert T.main([str(run.path)]) == 0
+    capsys.readouterr()
+    run.config_path.write_text(run.config_path.read_text().replace("n_embd = 32\n", "n_embd = 64\n"))
+    _assert_clean_failure(run, capsys, [str(run.path), "--resume"], "does not match",
+                          [run.ckpt_path, run.metrics_path])
