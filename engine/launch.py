@@ -352,6 +352,8 @@ class Dispatcher:
                 try:
                     self.executor.start(run, placement, resume)
                 except (RunError, ConfigError) as e:
+                    if getattr(e, "keep_queued", False):
+                        raise  # e.g. sbatch refused the options: every run would fail alike
                     run.update_status(state="failed", reason=str(e), ended_at=time.time())
                     self.log(f"{run.id}: {e}")
                     continue

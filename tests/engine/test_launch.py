@@ -274,3 +274,24 @@ def test_launch_with_an_absent_gpu_is_one_line_and_queues_nothing(tmp_path, exp,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--gpu 3: no such GPU" in err
     assert list_runs(root) == []
+
+
+def test_executor_error_with_keep_queued_stops_the_dispatcher(tmp_path, exp):
+    from engine.config import ConfigError
+
+    class Refused(ConfigError):
+        keep_queued = True
+
+    class Refusing(FakeExecutor):
+        places_itself = True
+
+        def start(self, run, placement, resume):
+            raise Refused("sbatch: invalid partition 'gpux'")
+
+    root = tmp_path / "runs"
+    queue_runs(exp(), root, ["a"])
+    d = Dispatcher(root, exp(), executor=Refusing(), log=lambda m: None)
+    with pytest.raises(Refused, match="invalid partition"):
+        d.run()
+    assert {r.read_status()["state"] for r in list_runs(root)} == {"queued"}
+    assert dispatcher_pid(root) is None
