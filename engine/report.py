@@ -56,14 +56,21 @@ class SweepReport:
 class ReportResult:
     out_dir: Path
     sweeps: list[SweepReport]
-    fit: PowerLawFit | None
-    fit_note: str
-    notes: list[str] = field(default_factory=list)
+    fits: list[FitGroup] = field(default_factory=list)  # one per tokenizer + data
+
+    @property
+    def fit(self) -> PowerLawFit | None:
+        """The fit of the largest group (the only one in a single-tokenizer study)."""
+        return self.fits[0].fit if self.fits else None
+
+    @property
+    def fit_note(self) -> str:
+        return self.fits[0].note if self.fits else "No fit: no finished runs."
 
     def to_dict(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir), "sweeps": [s.to_dict() for s in self.sweeps],
                 "fit": self.fit.to_dict() if self.fit else None, "fit_note": self.fit_note,
-                "notes": self.notes}
+                "fits": [g.to_dict() for g in self.fits]}
 
 
 # ---- checking the request ----------------------------------------------------------------
@@ -96,6 +103,27 @@ def _select(runs_root: Path, sweeps: list[str]) -> dict[str, list]:
 
 # ---- the study-wide fit -----------------------------------------------------------------
 
+@dataclass
+class FitGroup:
+    """One power-law fit: runs whose losses are in the same unit (same tokenizer and data)."""
+    label: str                    # e.g. "char · val.txt"
+    fit: PowerLawFit | None
+    note: str                     # why there is no fit ("" when there is one)
+    points: list[RunSummary]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "fit": self.fit.to_dict() if self.fit else None,
+                "note": self.note, "points": [s.id for s in self.points]}
+
+
+def data_label(s: RunSummary) -> str:
+    """Loss per token only compares between runs with one tokenizer on one text."""
+    if s.config is None:
+        return "?"
+    src = s.config.data_dir or s.config.dataset
+    return f"{s.config.tokenizer} · {Path(src).name or src}"
+
+
 def fit_points(study: list[RunSummary]) -> list[RunSummary]:
     """The best finished run at each parameter count: the frontier a scaling law describes.
     Runs that lose to a same-size run (more dropout, fewer iterations) would only add scatter."""
@@ -107,13 +135,20 @@ def fit_points(study: list[RunSummary]) -> list[RunSummary]:
     return [best[k] for k in sorted(best)]
 
 
-def study_fit(study: list[RunSummary]) -> tuple[PowerLawFit | None, str, list[RunSummary]]:
-    pts = fit_points(study)
-    try:
-        fit = fit_power_law([s.params for s in pts], [s.best_val for s in pts])
-    except FitRefused as e:
-        return None, f"No fit: {e}.", pts
-    return fit, "", pts
+def study_fits(study: list[RunSummary]) -> list[FitGroup]:
+    """One fit per (tokenizer, data) group, the group with the most finished runs first."""
+    groups: dict[str, list[RunSummary]] = {}
+    for s in study:
+        groups.setdefault(data_label(s), []).append(s)
+    out = []
+    for label, members in groups.items():
+        pts = fit_points(members)
+        try:
+            fit, note = fit_power_law([s.params for s in pts], [s.best_val for s in pts]), ""
+        except FitRefused as e:
+            fit, note = None, f"No fit: {e}."
+        out.append(FitGroup(label, fit, note, pts))
+    return sorted(out, key=lambda g: (-len(g.points), g.label))
 
 
 # ---- Markdown -----------------------------------------------------------------------------
@@ -239,13 +274,26 @@ def _excerpts(summaries: list[RunSummary], decoding: tuple | None) -> str:
             "each run's sample from its latest eval.\n\n" + md_table(["run", "iter", "excerpt"], rows))
 
 
-def _fit_section(fit: PowerLawFit | None, note: str, pts: list[RunSummary], sweeps: list[str]) -> str:
+def _fit_section(groups: list[FitGroup], sweeps: list[str]) -> str:
     scope = ("the sweep " if len(sweeps) == 1 else "the sweeps ") + ", ".join(f"`{s}`" for s in sweeps)
+    text = ""
+    if len(groups) > 1:
+        text = (f"Losses per token compare only between runs with the same tokenizer and "
+                f"data, so each such group of {scope} gets its own fit.\n\n")
+    for g in groups:
+        if len(groups) > 1:
+            text += f"### {g.label}\n\n"
+        text += _one_fit(g, scope)
+    return text
+
+
+def _one_fit(g: FitGroup, scope: str) -> str:
+    fit, pts = g.fit, g.points
     used = ", ".join(f"{s.id} ({fmt(s.params, 'int')}, {fmt(s.best_val, 'loss')})" for s in pts)
     if fit is None:
-        return (f"{note} The fit of L(N) = E + A·N^(-α) uses the best finished run at each "
+        return (f"{g.note} The fit of L(N) = E + A·N^(-α) uses the best finished run at each "
                 f"parameter count across {scope}; at least {MIN_POINTS} are needed."
-                + (f" Available: {used}." if pts else "") + "\n")
+                + (f" Available: {used}." if pts else "") + "\n\n")
 
     def pm(v: float, se: float | None) -> str:
         return f"{v:.4g} ± {se:.2g}" if se is not None else f"{v:.4g}"
@@ -266,7 +314,7 @@ def _fit_section(fit: PowerLawFit | None, note: str, pts: list[RunSummary], swee
     if fit.n_points < 5:
         lines += ["", f"With only {fit.n_points} points the exponent is poorly constrained; "
                       "treat α as indicative."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n"
 
 
 def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots: list[Path],
@@ -305,7 +353,7 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots
     if unfinished:
         obs.append("Not finished (shown, not fitted): " + "; ".join(unfinished) + ".")
     out += [f"- {o}" for o in obs]
-    out += ["", "## Loss vs size: power-law fit", "", fit_text]
+    out += ["", "## Loss vs size: power-law fit", "", fit_text.rstrip() + "\n"]
     if plots:
         out += ["## Figures", ""] + [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in plots]
     out += ["## How these numbers were computed", ""]
@@ -314,7 +362,9 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots
             f"run at each), gain per doubling = (L1 − L2) / L1 / log2(N2 / N1) × 100%, with L "
             f"the best val loss; below {DIMINISHING_PCT:g}% per doubling counts as diminishing.",
             "- Power-law fit: least squares of L(N) = E + A·N^(-α) over the best finished run "
-            "at each parameter count (N = nanoGPT count, L = best val loss), with E ≥ 0. For "
+            "at each parameter count (N = nanoGPT count, L = best val loss), with E ≥ 0, "
+            "separately for each tokenizer + data (losses per token of different tokenizers "
+            "are in different units). For "
             "fixed α the model is linear in (E, A), so α is found by a search over "
             "[0.001, 3] (log grid, then golden section); standard errors are from the "
             "Jacobian at the optimum, s²(JᵀJ)⁻¹ with s² = SSE/(n−3). RMSE = sqrt(SSE/n).",
@@ -350,8 +400,9 @@ def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: st
     _check_out_dir(out_dir)
 
     study = [s for ss in per_sweep.values() for s in ss]
-    fit, fit_note, pts = study_fit(study)
-    fit_text = _fit_section(fit, fit_note, pts, list(per_sweep))
+    fits = study_fits(study)
+    fit_text = _fit_section(fits, list(per_sweep))
+    fitted = {s.id for g in fits if g.fit is not None for s in g.points}
     from engine import report_plots as rp
     reports = []
     for name, summaries in per_sweep.items():
@@ -367,7 +418,7 @@ def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: st
                            d / "loss_vs_iters.png", group_by),
             rp.loss_curves(summaries, "tokens", f"Loss per run · sweep {name}",
                            d / "loss_vs_tokens.png", group_by),
-            rp.loss_vs_params(study, fit, {s.id for s in pts}, name, d / "val_loss_vs_params.png",
+            rp.loss_vs_params(study, fits, name, d / "val_loss_vs_params.png",
                               group_by=group_by),
             rp.diversity_vs_params(summaries, decoding,
                                    describe_decoding(decoding) if decoding else "",
@@ -378,7 +429,7 @@ def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: st
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(CSV_COLUMNS)
         for s in summaries:
-            w.writerow(csv_row(s, decoding, group_by, s.id in {p.id for p in pts}))
+            w.writerow(csv_row(s, decoding, group_by, s.id in fitted))
         try:
             atomic_write_bytes(d / "report.md", md.encode())
             atomic_write_bytes(d / "runs.csv", buf.getvalue().encode())
@@ -386,5 +437,5 @@ def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: st
             raise ReportError(f"cannot write the report to {d}: {e.strerror or e}") from None
         reports.append(SweepReport(name, d, d / "report.md", d / "runs.csv", figures,
                                    len(summaries), sum(s.finished for s in summaries)))
-    return ReportResult(out_dir, reports, fit, fit_note)
+    return ReportResult(out_dir, reports, fits)
 

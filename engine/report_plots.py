@@ -12,7 +12,6 @@ import numpy as np
 
 from engine.report_data import RunSummary, diversity
 from engine.report_tables import group_value
-from engine.report_fit import PowerLawFit
 
 DPI = 160
 _STYLE = {
@@ -128,10 +127,13 @@ def loss_curves(summaries: list[RunSummary], x: str, title: str, path: Path,
     return path
 
 
-def loss_vs_params(study: list[RunSummary], fit: PowerLawFit | None, fit_points: set[str],
-                   highlight_sweep: str | None, path: Path, group_by: str | None = None) -> Path | None:
-    """Best val loss against nanoGPT parameter count, log-log, with the fitted power law."""
+def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | None,
+                   path: Path, group_by: str | None = None) -> Path | None:
+    """Best val loss against nanoGPT parameter count, log-log, with the fitted power law
+    of each tokenizer + data group (engine.report.FitGroup)."""
     plt = _plt()
+    fitted = [g for g in fits if g.fit is not None]
+    fit_points = {s.id for g in fitted for s in g.points}
     pts = [s for s in study if s.params and s.best_val is not None]
     if not pts:
         return None
@@ -154,28 +156,31 @@ def loss_vs_params(study: list[RunSummary], fit: PowerLawFit | None, fit_points:
         ax.scatter([s.params for s in unf], [s.best_val for s in unf], marker="x", s=70,
                    color="grey", zorder=3, label="not finished (not fitted)")
     off = [s for s in pts if s.finished and s.id not in fit_points]
-    if fit is not None and off:
+    if fitted and off:
         ax.scatter([s.params for s in off], [s.best_val for s in off], marker="o", s=140,
                    facecolor="none", edgecolor="grey", zorder=2,
                    label="not the best at its size (not fitted)")
-    if fit is not None:
-        n = np.array([s.params for s in pts], dtype=float)
+    for g, ls in zip(fitted, ("-", "--", "-.", ":")):
+        fit = g.fit
+        n = np.array([s.params for s in g.points], dtype=float)
         grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 200)
         err = "exact: 3 points" if fit.n_points == 3 else f"RMSE {fit.rmse:.2g}"
         if fit.warning:
             err += "\n(not a power law: see report)"
-        ax.plot(grid, fit.predict(grid), color="black", lw=1.8, zorder=1,
-                label=f"fit: {fit.E:.3g} + {_tex_num(fit.A)}·N$^{{-{fit.alpha:.3g}}}$\n"
+        name = f"fit ({g.label})" if len(fits) > 1 else "fit"
+        ax.plot(grid, fit.predict(grid), color="black", lw=1.8, ls=ls, zorder=1,
+                label=f"{name}: {fit.E:.3g} + {_tex_num(fit.A)}·N$^{{-{fit.alpha:.3g}}}$\n"
                       f"α = {fit.alpha:.3g}, {err}")
-        ax.axhline(fit.E, color="black", ls=":", lw=1.2, label=f"E = {fit.E:.3g} (irreducible)")
+        if len(fits) == 1:
+            ax.axhline(fit.E, color="black", ls=":", lw=1.2, label=f"E = {fit.E:.3g} (irreducible)")
     _log_x(ax, [s.params for s in pts])
     ax.set_yscale("log")
     ax.set_xlabel("parameters N (nanoGPT count, log scale)")
     ax.set_ylabel("best val loss (nats/token, log scale)")
-    ax.set_title("Validation loss vs model size" + ("" if fit is not None else
-                 f"\n(no power-law fit: fewer than 3 finished sizes)"))
+    ax.set_title("Validation loss vs model size" + ("" if fitted else
+                 "\n(no power-law fit: fewer than 3 finished sizes)"))
     from matplotlib.ticker import LogLocator, FuncFormatter, NullFormatter
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
     _legend(ax, n=len(groups) + 3, title=group_by or "sweep")

@@ -318,3 +318,21 @@ def test_fit_spans_every_sweep_of_the_report(tmp_path):
             .split("\n## ", 1)[0] for s in res.sweeps]
     assert fits[0] == fits[1] and "across the sweeps `depth`, `width` on 6 points" in fits[0]
     assert f"α (exponent) | {res.fit.alpha:.4g}" in fits[0]
+
+
+def test_each_tokenizer_gets_its_own_fit(tmp_path):
+    # nats per token of a BPE run and of a char run are different units: never one fit
+    root = tmp_path / "runs"
+    depth_sweep(root)
+    for ne, val in ((32, 6.5), (48, 6.0), (64, 5.7)):
+        make_run(root, "bpe", f"n_embd={ne}", [(100, val - 0.1, val)], tokenizer="gpt2",
+                 vocab_size=50257, n_embd=ne)
+    res = write_report(root, ["depth", "bpe"], tmp_path / "out", plots=False)
+    labels = [g.label for g in res.fits]
+    assert labels == ["char · shakespeare", "gpt2 · shakespeare"]
+    assert [g.fit.n_points for g in res.fits] == [4, 3]
+    assert all(s.tokenizer == "gpt2" for s in res.fits[1].points)
+    md = res.sweeps[1].report_md.read_text()
+    assert "### char · shakespeare" in md and "### gpt2 · shakespeare" in md
+    assert json.loads(json.dumps(res.to_dict()))["fits"][1]["points"] == [
+        "bpe/n_embd=32", "bpe/n_embd=48", "bpe/n_embd=64"]

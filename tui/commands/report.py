@@ -39,13 +39,15 @@ def run(args: argparse.Namespace) -> int:
     for s in result.sweeps:
         print(f"{s.sweep}: {s.n_runs} runs ({s.n_finished} finished) -> {s.report_md}")
         print("  " + ", ".join(p.name for p in [s.runs_csv, *s.plots]))
-    if result.fit is not None:
-        f = result.fit
+    for g in result.fits:
+        label = f" [{g.label}]" if len(result.fits) > 1 else ""
+        f = g.fit
+        if f is None:
+            print(f"{g.note}{label}")
+            continue
         se = f" ± {f.se_alpha:.2g}" if f.se_alpha is not None else ""
         err = f"RMSE {f.rmse:.3g}" if f.n_points > 3 else "exact through 3 points"
-        print(f"fit: {f.formula()}  (alpha {f.alpha:.4g}{se}, {err}, {f.n_points} points)")
+        print(f"fit{label}: {f.formula()}  (alpha {f.alpha:.4g}{se}, {err}, {f.n_points} points)")
         if f.warning:
             print(f"warning: {f.warning}")
-    else:
-        print(result.fit_note)
     return 0
