@@ -304,7 +304,7 @@ def _one_fit(g: FitGroup, scope: str) -> str:
                       [["α (exponent)", pm(fit.alpha, fit.se_alpha)],
                        ["E (irreducible loss, nats/token)", pm(fit.E, fit.se_E)],
                        ["A", pm(fit.A, fit.se_A)],
-                       ["RMSE (nats/token)", f"{fit.rmse:.4g}" if fit.n_points > 3 else
+                       ["RMSE (nats/token)", f"{fit.rmse:.4g}" if not fit.exact else
                         "0 (3 points, 3 parameters: the curve passes through them)"],
                        ["R²", fmt(fit.r2, "div")]]).rstrip()]
     if fit.warning:

@@ -36,6 +36,11 @@ class PowerLawFit:
     r2: float | None       # coefficient of determination on the points
 
     @property
+    def exact(self) -> bool:
+        """3 points, 3 parameters and nothing constrained: the curve passes through them."""
+        return self.n_points == 3 and self.rmse < 1e-9
+
+    @property
     def warning(self) -> str:
         """Why α should not be read as a scaling exponent, or "" when nothing is wrong."""
         if self.A == 0.0:

@@ -164,7 +164,7 @@ def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | N
         fit = g.fit
         n = np.array([s.params for s in g.points], dtype=float)
         grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 200)
-        err = "exact: 3 points" if fit.n_points == 3 else f"RMSE {fit.rmse:.2g}"
+        err = "exact: 3 points" if fit.exact else f"RMSE {fit.rmse:.2g}"
         if fit.warning:
             err += "\n(not a power law: see report)"
         name = f"fit ({g.label})" if len(fits) > 1 else "fit"

@@ -110,5 +110,7 @@ def diminishing_returns(summaries: list[RunSummary], threshold_pct: float) -> st
         return text + (f"Every step gains at least {threshold_pct:g}% per doubling: no sign "
                        "of saturation within this sweep.")
     a, b, gain = first_low
+    change = (f"gains only {gain:.1f}% per doubling, below {threshold_pct:g}%" if gain >= 0 else
+              f"makes the best val loss worse ({gain:.1f}% per doubling)")
     return text + (f"Returns diminish beyond {best[a].run.name} ({fmt(a, 'int')} params): going "
-                   f"to {fmt(b, 'int')} gains {gain:.1f}% per doubling, below {threshold_pct:g}%.")
+                   f"to {best[b].run.name} ({fmt(b, 'int')} params) {change}.")

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{g.note}{label}")
             continue
         se = f" ± {f.se_alpha:.2g}" if f.se_alpha is not None else ""
-        err = f"RMSE {f.rmse:.3g}" if f.n_points > 3 else "exact through 3 points"
+        err = "exact through 3 points" if f.exact else f"RMSE {f.rmse:.3g}"
         print(f"fit{label}: {f.formula()}  (alpha {f.alpha:.4g}{se}, {err}, {f.n_points} points)")
         if f.warning:
             print(f"warning: {f.warning}")
