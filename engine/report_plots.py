@@ -49,18 +49,27 @@ def _fig(plt, n_legend: int, width: float = 11.0, height: float = 6.0):
     return plt.subplots(figsize=(width, height + extra), layout="constrained")
 
 
-def _log_x(ax, values) -> None:
-    """Log x axis with plain labels ("10k", "2M"): majors at 1-2-5 when the data span
-    under two decades (else too few ticks), at powers of ten otherwise; minors unlabelled
-    so labels never collide."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-    ax.set_xscale("log")
+def _log_x(ax, values) -> str:
+    """A log x axis with plain labels ("10k", "2M"): majors at 1-1.5-2-3-5-7 or 1-2-5 when
+    the data span one or two decades (else too few ticks), powers of ten otherwise; minors
+    unlabelled so labels never collide. Sizes within a factor of 2 get a linear axis with
+    enough digits to tell the ticks apart. Returns the axis label's scale note."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
     lo, hi = min(values), max(values)
+    if hi / lo < 2:
+        sig = 3 if hi == lo else max(3, math.ceil(math.log10(hi / (hi - lo))) + 2)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _human(v, sig)))
+        return "linear scale"
+    ax.set_xscale("log")
     subs = ((1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if hi / lo < 10 else
             (1.0, 2.0, 5.0) if hi / lo < 100 else (1.0,))
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _human(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
+    return "log scale"
 
 
 def _tex_num(x: float) -> str:
@@ -71,11 +80,11 @@ def _tex_num(x: float) -> str:
     return f"{x / 10 ** k:.3g}×10$^{{{k}}}$"
 
 
-def _human(n: float) -> str:
+def _human(n: float, sig: int = 3) -> str:
     for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= div:
-            return f"{n / div:.3g}{unit}"
-    return f"{n:.3g}"
+            return f"{n / div:.{sig}g}{unit}"
+    return f"{n:.{sig}g}"
 
 
 def loss_curves(summaries: list[RunSummary], x: str, title: str, path: Path,
@@ -171,11 +180,14 @@ def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | N
         ax.plot(grid, fit.predict(grid), color="black", lw=1.8, ls=ls, zorder=1,
                 label=f"{name}: {fit.E:.3g} + {_tex_num(fit.A)}·N$^{{-{fit.alpha:.3g}}}$\n"
                       f"α = {fit.alpha:.3g}, {err}")
-        if len(fits) == 1:
+        if len(fits) == 1 and fit.E > 0:  # E = 0 has no place on a log axis
             ax.axhline(fit.E, color="black", ls=":", lw=1.2, label=f"E = {fit.E:.3g} (irreducible)")
-    _log_x(ax, [s.params for s in pts])
+    xs = [s.params for s in pts]
+    if fitted:  # the fit lines reach 1.5x beyond their points: keep the axis log-log
+        xs += [min(xs) / 1.5, max(xs) * 1.5]
+    scale = _log_x(ax, xs)
     ax.set_yscale("log")
-    ax.set_xlabel("parameters N (nanoGPT count, log scale)")
+    ax.set_xlabel(f"parameters N (nanoGPT count, {scale})")
     ax.set_ylabel("best val loss (nats/token, log scale)")
     ax.set_title("Validation loss vs model size" + ("" if fitted else
                  "\n(no power-law fit: fewer than 3 finished sizes)"))
@@ -222,8 +234,8 @@ def diversity_vs_params(summaries: list[RunSummary], decoding: tuple | None, lab
             lines.append(([name], ys))
     for (labels, ys), m in zip(lines, "osD^v"):
         ax.plot([p for p, _ in rows], ys, marker=m, ms=7, label=" = ".join(labels))
-    _log_x(ax, [p for p, _ in rows])
-    ax.set_xlabel("parameters N (nanoGPT count, log scale)")
+    scale = _log_x(ax, [p for p, _ in rows])
+    ax.set_xlabel(f"parameters N (nanoGPT count, {scale})")
     ax.set_ylabel("score (fraction, 0-1)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"Sample diversity vs model size\n({label})")
