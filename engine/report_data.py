@@ -144,9 +144,9 @@ def find_meta(cfg: TrainConfig | None, status: dict[str, Any], runs_root: Path) 
     """The prepared data's meta.json for a run, and where it came from (or why not).
 
     Looked for in: config data_dir, status.json data_dir, a dataset given as a prepared
-    dir, then the data cache (engine.data's `<cache>/prepared/<dataset>-<tokenizer>-*`),
-    which is only trusted when every matching entry agrees on the vocabulary and bytes
-    per token (the cache key also holds a content hash we cannot recompute here)."""
+    dir, engine.data.find_prepared (the exact cache entry), then the data cache by name
+    (`<cache>/prepared/<dataset>-<tokenizer>-*`), trusted only when every matching entry
+    agrees on the vocabulary and bytes per token."""
     cands: list[str] = []
     if cfg is not None and cfg.data_dir:
         cands.append(cfg.data_dir)
@@ -163,6 +163,14 @@ def find_meta(cfg: TrainConfig | None, status: dict[str, Any], runs_root: Path) 
                     return json.loads(meta.read_text()), str(meta)
                 except (OSError, json.JSONDecodeError):
                     return None, f"{meta} is unreadable"
+    if cfg is not None:
+        try:  # the data area's exact lookup (never prepares or downloads)
+            from engine.data import find_prepared
+            d = find_prepared(cfg)
+            if d is not None and (d / "meta.json").is_file():
+                return json.loads((d / "meta.json").read_text()), str(d / "meta.json")
+        except Exception:
+            pass  # an older engine.data, or an unreadable file: try the cache by name
     cached = _from_cache(cfg)
     if cached is not None:
         return cached
