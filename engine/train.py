@@ -632,6 +632,14 @@ class StepTimer:
         return sum(self.times) / len(self.times) * max(steps_left, 0)
 
 
+class SetupStopped(Exception):
+    """SIGTERM arrived before the first training step."""
+
+
+def _stop_setup(signum, frame) -> None:
+    raise SetupStopped()
+
+
 class NonFinite(Exception):
     """The loss (or the weights) became NaN/inf: the run failed; checkpoints are kept."""
 
@@ -663,15 +671,32 @@ def main(argv: list[str] | None = None) -> int:
     if not run.exists():
         return fail_input(f"{run.path}: not a run directory (no config.toml)", record=False)
     st = run.read_status()
-    if st.get("state") == "running" and st.get("pid") != os.getpid() and process_matches(
-            st.get("pid"), st.get("pid_create_time")):
+    if st.get("state") == "running" and st.get("host") == socket.gethostname() \
+            and st.get("pid") != os.getpid() \
+            and process_matches(st.get("pid"), st.get("pid_create_time")):
         return fail_input(f"run {run.id} is already running (pid {st.get('pid')})", record=False)
+    # A stop while setting up (preparing a dataset can take minutes) ends the process at
+    # once; from the first step on, SIGTERM waits for the step and checkpoints (Stop).
+    previous = signal.signal(signal.SIGTERM, _stop_setup)
     try:
-        session = TrainingRun(run, args.resume, log=lambda s: print(s, flush=True))
+        return _train(run, args.resume, fail_input)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train(run: RunDir, resume: bool, fail_input: Callable[[str], int]) -> int:
+    try:
+        session = TrainingRun(run, resume, log=lambda s: print(s, flush=True))
     except (ConfigError, RunError, TrainError, OSError, ValueError) as e:
         return fail_input(_one_line(e))
+    except SetupStopped:
+        print("engine.train: stopped before training started", file=sys.stderr, flush=True)
+        run.update_status(state="stopped", reason="stopped before training started",
+                          exit_code=0, ended_at=time.time())
+        return 0
     except KeyboardInterrupt:
-        return fail_input("interrupted while starting", record=False)
+        print("engine.train: interrupted while starting", file=sys.stderr, flush=True)
+        return 2
     except Exception as e:  # a bug or a resource problem while setting up
         traceback.print_exc()
         msg = _one_line(e)

@@ -354,3 +354,21 @@ def test_resume_with_a_changed_model_shape_is_one_line(tmp_path, capsys):
     run.config_path.write_text(run.config_path.read_text().replace("n_embd = 32\n", "n_embd = 64\n"))
     _assert_clean_failure(run, capsys, [str(run.path), "--resume"], "does not match",
                           [run.ckpt_path, run.metrics_path])
+
+
+def test_sigterm_while_setting_up_stops_at_once(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+    run = tiny_run(tmp_path)
+    real = T.load_data
+
+    def slow_prepare(cfg):
+        os.kill(os.getpid(), signal.SIGTERM)   # `nanotui stop` while the data is prepared
+        return real(cfg)
+    monkeypatch.setattr(T, "load_data", slow_prepare)
+    before = signal.getsignal(signal.SIGTERM)
+    assert T.main([str(run.path)]) == 0
+    st = run.read_status()
+    assert st["state"] == "stopped" and st["exit_code"] == 0
+    assert not run.metrics_path.exists() and not run.ckpt_path.exists()
+    assert signal.getsignal(signal.SIGTERM) is before
