@@ -20,6 +20,7 @@ from engine.tokenizers import EOT_TEXT, DataError, load_gpt2
 
 CHAR_BLOCK = 8 << 20
 GPT2_BLOCK = 1 << 20
+EOT_COUNTS = np.array(sorted({(c, EOT_TEXT.encode().count(c)) for c in EOT_TEXT.encode()}))
 MAX_CARRY_BLOCKS = 8  # beyond this with no boundary, cut at any character boundary
 EOT_B = EOT_TEXT.encode()
 PLACEHOLDER = 0  # NUL stands in for <|endoftext|> while mapping; text with NUL is refused
@@ -94,11 +95,12 @@ class _Scan:
             self.nsep += nsep
             rest = b.translate(None, known)  # usually only separator characters are left
             if rest:
-                found = set(rest)
-                if 0 in found:
+                counts = np.bincount(np.frombuffer(rest, np.uint8), minlength=128)
+                if counts[0]:
                     raise DataError(f"{path} is not text (it contains NUL bytes)")
+                counts[EOT_COUNTS[:, 0]] -= nsep * EOT_COUNTS[:, 1]
                 # a character counts only if it occurs outside the separators too
-                found = {c for c in found if rest.count(c) > nsep * EOT_B.count(c)}
+                found = {int(c) for c in np.flatnonzero(counts > 0)}
                 self.ascii |= found
                 known += bytes(found)
             self.nchars += len(b)
