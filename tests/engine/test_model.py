@@ -193,10 +193,12 @@ def test_generate_restores_training_mode():
 
 # ---- CPU fast paths: same function as the reference implementations ---------------------
 
-@pytest.mark.parametrize("n_head,hs", [(2, 16), (8, 4)])
-def test_matmul_attention_equals_sdpa(n_head, hs):
+@pytest.mark.parametrize("n_head,hs,T", [(2, 16, 24), (8, 4, 24), (2, 8, 128), (2, 8, 200),
+                                         (1, 4, 256)])
+def test_matmul_attention_equals_sdpa(n_head, hs, T):
+    """Including the query-chunked path (T >= 128) with uneven chunks (T = 200)."""
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(3, n_head, 24, hs, generator=g, requires_grad=True) for _ in range(3))
+    q, k, v = (torch.randn(3, n_head, T, hs, generator=g, requires_grad=True) for _ in range(3))
     ours = matmul_causal_attention(q, k, v)
     ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
