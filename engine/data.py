@@ -73,13 +73,15 @@ def is_prepared(data_dir: str | os.PathLike) -> bool:
 
 
 def check_fits(meta: dict, block_size: int) -> None:
-    """Raise DataError unless both splits hold more than block_size tokens (training
-    samples windows of block_size + 1 tokens from each)."""
+    """Raise DataError unless both splits hold at least block_size + 2 tokens: training
+    draws windows of block_size + 1 tokens (inputs and shifted targets) at random starts,
+    and engine.train's get_batch needs at least two possible starts."""
+    need = block_size + 2
     for split in ("train", "val"):
         n = meta[f"{split}_tokens"]
-        if n <= block_size:
-            raise DataError(f"the {split} split has {n:,} tokens, not more than block_size "
-                            f"{block_size}: use a smaller block_size or more text"
+        if n < need:
+            raise DataError(f"the {split} split has {n:,} tokens, fewer than block_size + 2 "
+                            f"= {need}: use a smaller block_size or more text"
                             + (" (or a larger val_fraction)" if split == "val" else ""))
 
 

@@ -245,7 +245,9 @@ def test_check_fits_and_small_files(tmp_path):
     meta = load_meta(prepare(str(tmp_path / "small.txt"), "char", 0.1))
     assert (meta["train_tokens"], meta["val_tokens"]) == (90, 10)
     check_fits(meta, 8)
-    with pytest.raises(DataError, match="the val split has 10 tokens, not more than block_size 64"):
+    with pytest.raises(DataError, match="the val split has 10 tokens, fewer than block_size"):
+        check_fits(meta, 9)
+    with pytest.raises(DataError, match=r"fewer than block_size \+ 2 = 66: use a smaller"):
         check_fits(meta, 64)
 
 
