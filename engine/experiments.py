@@ -284,6 +284,12 @@ def _executor(d: dict[str, Any], where) -> dict[str, Any]:
         raise ExperimentsError(f"{where(['executor'], extra[0])}: executor.{extra[0]}: only "
                                f"kind is accepted with kind = \"local\" (Slurm options need "
                                f"kind = \"slurm\")")
+    if kind == "slurm":
+        # Slurm options are checked here, before anything is queued, so a typo names the
+        # file and line (engine.slurm_config imports no Slurm client: cheap and safe).
+        from engine.slurm_config import SlurmConfig
+        key = next((k for k in d if k != "kind"), "kind")
+        SlurmConfig.from_dict(d, f"{where(['executor'], key)}: [executor]")
     return d
 
 

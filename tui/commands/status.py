@@ -19,10 +19,12 @@ def status_rows(runs_root, selection=None) -> list[dict]:
     runs = [r for r in list_runs(runs_root)
             if not selection or r.id in selection or r.sweep in selection]
     refresh_executors(runs)
+    from engine.slurm_state import describe, merge_status
     rows = []
     for r in runs:
-        st = r.read_status()
-        rows.append({"id": r.id, "sweep": r.sweep, "name": r.name, **st})
+        st = merge_status(r.read_status())  # a pending Slurm job shows as queued
+        rows.append({"id": r.id, "sweep": r.sweep, "name": r.name, **st,
+                     "slurm": describe(st) or None})
     return rows
 
 
@@ -55,6 +57,9 @@ def run(args) -> int:
               f"{_fmt(r.get('tok_s'), ',.0f'):>8} {eta:>7}")
         if r.get("state") in ("failed", "stopped") and r.get("reason"):
             print(f"{'':32} └ {r['reason']}")
+        if r.get("slurm"):
+            print(f"{'':32} └ {r['slurm']}" + (f" · {r['reason']}" if r.get("state") == "queued"
+                                               and r.get("reason") else ""))
     pid = dispatcher_pid(args.runs)
     queued = sum(1 for r in rows if r.get("state") == "queued")
     if queued and not pid:
