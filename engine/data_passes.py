@@ -297,7 +297,11 @@ def _char_pass(files, scans, val_fraction, encode_block, writers, progress, base
 
 
 def _cores() -> int:
-    """Cores this process may run on (taskset / cgroup cpusets), not all of the machine's."""
+    """GPT-2 encoding threads: $NANOTUI_PREPARE_THREADS, else the cores this process may
+    run on (taskset / cgroup cpusets), not all of the machine's."""
+    env = os.environ.get("NANOTUI_PREPARE_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
