@@ -15,7 +15,6 @@ parameter counts use). A text file's char vocabulary defaults to 256 until prepa
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,14 +49,6 @@ class Estimate:
         return dict(self.__dict__)
 
 
-def _cache_root() -> Path:
-    env = os.environ.get("NANOTUI_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "nanotui"
-
-
 def _meta_vocab(d: Path) -> int | None:
     try:
         return int(json.loads((d / "meta.json").read_text())["vocab_size"])
@@ -69,27 +60,17 @@ def vocab_for(cfg: TrainConfig) -> tuple[int, str]:
     """(vocab size, where it came from)."""
     if cfg.vocab_size:
         return cfg.vocab_size, "config"
+    from engine.data import find_prepared  # exact cache lookup; never prepares or downloads
     if cfg.data_dir:
-        v = _meta_vocab(Path(cfg.data_dir).expanduser())
-        if v:
-            return v, "prepared"
-    elif cfg.tokenizer == "char":
-        # the data cache's layout is engine.data's: prepared/<label>-<tokenizer>-<sha>...
-        label = cfg.dataset
-        if "/" in cfg.dataset or cfg.dataset.endswith(".txt"):  # engine.data's _label_of
-            label = "".join(c if c.isalnum() or c in "-_." else "_"
-                            for c in Path(cfg.dataset).stem)[:40] or "text"
-        candidates = sorted((_cache_root() / "prepared").glob(f"{label}-char-*"),
-                            key=lambda p: p.stat().st_mtime, reverse=True) \
-            if (_cache_root() / "prepared").is_dir() else []
-        for c in candidates:
-            v = _meta_vocab(c)
-            if v:
-                return v, "prepared"
-        if Path(cfg.dataset).expanduser().is_dir():
-            v = _meta_vocab(Path(cfg.dataset).expanduser())
-            if v:
-                return v, "prepared"
+        d: Path | None = Path(cfg.data_dir).expanduser()
+    else:
+        try:
+            d = find_prepared(cfg)
+        except Exception:  # an unreadable source: the plan still shows an assumed vocabulary
+            d = None
+    v = _meta_vocab(d) if d is not None else None
+    if v:
+        return v, "prepared"
     if cfg.tokenizer == "gpt2":
         return GPT2_VOCAB, "assumed"
     return DEFAULT_VOCAB.get((cfg.dataset, "char"), UNKNOWN_CHAR_VOCAB), "assumed"

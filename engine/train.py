@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from engine import device as dev
-from engine.config import ConfigError, TrainConfig, config_from_dict, load_config
+from engine.config import ConfigError, TrainConfig, config_from_dict
 from engine.model import GPT, GPTConfig
 from engine.runs import RunDir, RunError, process_matches
 

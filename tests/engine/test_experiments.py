@@ -12,7 +12,6 @@ import torch
 from engine.config import ConfigError
 from engine.estimate import estimate, param_counts
 from engine.experiments import ExperimentsError, load_experiments, parse_experiments
-from engine.launch import plan_runs
 from engine.model import GPT, GPTConfig
 from tui.cli import main
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.gpu import (GIB, FakeGpuSource, GpuSnapshot, NvmlGpuSource, default_gpu_source,
+from engine.gpu import (GIB, FakeGpuSource, NvmlGpuSource, default_gpu_source,
                         gpus_from_json)
 from tui.cli import main
 

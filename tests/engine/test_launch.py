@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.gpu import GIB, FakeGpuSource, GpuSnapshot
-from engine.launch import (Dispatcher, QueueResult, dispatcher_pid, queue_runs,
+from engine.launch import (Dispatcher, dispatcher_pid, queue_runs,
                            queue_runs_detailed, read_journal, resume_run, stop_run)
 from engine.runs import RunDir, RunError, list_runs, process_start_time
 from tui.cli import main

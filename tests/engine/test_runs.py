@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from engine.config import TrainConfig
-from engine.runs import JsonlTail, RunDir, create_run, find_run, list_runs
+from engine.runs import JsonlTail, create_run, find_run, list_runs
 
 
 def make(tmp_path, name="n_layer=2"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from tests.tui.conftest import asynctest, settle
 from tui.screens.dashboard import DashboardScreen
