@@ -13,7 +13,7 @@ rounds. Variants:
   nanogpt     nanoGPT's model.py (imported from --nanogpt, never copied) and its train.py
               loop as it runs on CPU: fp32 (train.py uses no autocast on CPU), eager
               (compile=False, as its README says for CPU), non-fused AdamW, its get_batch.
-  ours        nanotui's real step: engine.train.Trainer.train_step, the code path of
+  ours        nanotui's real step: engine.trainer.Trainer.train_step, the code path of
               `python -m engine.train`, with dtype auto (bf16 autocast on a bf16 CPU).
   ours-plain  the same with the CPU fast paths off (SDPA attention, torch dropout, no fused
               AdamW): bf16 autocast alone, to show what the engineering adds.
@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO))
 import engine.model as our_model  # noqa: E402
 from engine import device as dev  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
-from engine.train import Trainer  # noqa: E402
+from engine.trainer import Trainer  # noqa: E402
 
 DEFAULT_CONFIGS = "2,8,256 6,8,256 6,8,128 6,32,256"
 LR, WEIGHT_DECAY, BETAS, GRAD_CLIP = 1e-3, 0.1, (0.9, 0.99), 1.0
@@ -99,7 +99,7 @@ class NanoGPTStep:
 
 
 class OurStep:
-    """engine.train.Trainer.train_step, optionally with the CPU fast paths switched off."""
+    """engine.trainer.Trainer.train_step, optionally with the CPU fast paths switched off."""
 
     def __init__(self, cfg: TrainConfig, data: np.ndarray, plain: bool = False,
                  compile: bool = False):

@@ -137,7 +137,7 @@ def checkpoint_path(run_dir_or_ckpt: str | Path, checkpoint: str = "latest") -> 
         raise ValueError(f"checkpoint must be latest or best, not {checkpoint!r}")
     path = run.best_path if checkpoint == "best" else run.ckpt_path
     if not path.is_file():
-        from engine.train import TrainError
+        from engine.trainer import TrainError
         raise TrainError(f"{p}: no {path.name} yet (a run writes it at its first eval)")
     return path
 
@@ -145,7 +145,7 @@ def checkpoint_path(run_dir_or_ckpt: str | Path, checkpoint: str = "latest") -> 
 def load_model(run_dir_or_ckpt: str | Path, device: str = "auto",
                checkpoint: str = "latest") -> LoadedModel:
     """Rebuild the model of a checkpoint in eval mode, with its tokenizer."""
-    from engine.train import TrainError, load_checkpoint
+    from engine.trainer import TrainError, load_checkpoint
     path = checkpoint_path(run_dir_or_ckpt, checkpoint)
     dv = dev.resolve_device(device)
     ck = load_checkpoint(path, map_location="cpu")  # then .to(dv) below
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("target", metavar="RUN_DIR_OR_CKPT")
     add_sample_arguments(p)
     args = p.parse_args(argv)
-    from engine.train import TrainError
+    from engine.trainer import TrainError
     try:
         return sample_command(Path(args.target), args)
     except (TrainError, ConfigError, ValueError, OSError) as e:

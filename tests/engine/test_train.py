@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from engine import train as T
+from engine import trainer as TR
 from engine.config import TrainConfig, dump_config
 from engine.runs import RunDir, create_run
 
@@ -73,10 +74,10 @@ def tiny_run(tmp_path, name="r", **over) -> RunDir:
     return create_run(tmp_path / "runs", "t", name, tiny_cfg(data, **over))
 
 
-def tiny_trainer(tmp_path, **over) -> T.Trainer:
+def tiny_trainer(tmp_path, **over) -> TR.Trainer:
     cfg = tiny_cfg(write_char_data(tmp_path / "data"), **over)
     train, val, meta = T.load_data(cfg)
-    return T.Trainer(cfg, train, val, meta["vocab_size"], log=lambda s: None)
+    return TR.Trainer(cfg, train, val, meta["vocab_size"], log=lambda s: None)
 
 
 # ---- pieces --------------------------------------------------------------------------------
@@ -96,27 +97,27 @@ def nanogpt_get_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr):
 def test_cosine_schedule_is_nanogpts():
     cfg = TrainConfig(learning_rate=1e-3, warmup_iters=50, lr_decay_iters=600, min_lr=1e-4)
     for it in (0, 1, 49, 50, 51, 300, 599, 600, 601, 1000):
-        assert T.get_lr(it, cfg) == pytest.approx(nanogpt_get_lr(it, 1e-3, 50, 600, 1e-4))
+        assert TR.get_lr(it, cfg) == pytest.approx(nanogpt_get_lr(it, 1e-3, 50, 600, 1e-4))
 
 
 def test_linear_constant_and_no_decay_schedules():
     lin = TrainConfig(learning_rate=1e-3, warmup_iters=10, lr_decay_iters=110, min_lr=0.0,
                       lr_schedule="linear")
-    assert T.get_lr(60, lin) == pytest.approx(0.5e-3)
-    assert T.get_lr(110, lin) == pytest.approx(0.0)
+    assert TR.get_lr(60, lin) == pytest.approx(0.5e-3)
+    assert TR.get_lr(110, lin) == pytest.approx(0.0)
     const = TrainConfig(learning_rate=1e-3, warmup_iters=10, lr_schedule="constant")
-    assert T.get_lr(4, const) < 1e-3 and T.get_lr(10, const) == T.get_lr(10**6, const) == 1e-3
+    assert TR.get_lr(4, const) < 1e-3 and TR.get_lr(10, const) == TR.get_lr(10**6, const) == 1e-3
     flat = TrainConfig(learning_rate=1e-3, warmup_iters=10, decay_lr=False)
-    assert T.get_lr(0, flat) == T.get_lr(10**6, flat) == 1e-3   # nanoGPT: no warmup either
+    assert TR.get_lr(0, flat) == TR.get_lr(10**6, flat) == 1e-3   # nanoGPT: no warmup either
 
 
 def test_get_batch_targets_are_inputs_shifted_and_reproducible():
     data = np.arange(1000, dtype=np.uint16)
     cfg = TrainConfig(block_size=8, batch_size=5)
-    x, y = T.get_batch(data, cfg, torch.device("cpu"), torch.Generator().manual_seed(1))
+    x, y = TR.get_batch(data, cfg, torch.device("cpu"), torch.Generator().manual_seed(1))
     assert x.shape == y.shape == (5, 8) and x.dtype == torch.long
     assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(y - x, torch.ones_like(x))
-    x2, _ = T.get_batch(data, cfg, torch.device("cpu"), torch.Generator().manual_seed(1))
+    x2, _ = TR.get_batch(data, cfg, torch.device("cpu"), torch.Generator().manual_seed(1))
     assert torch.equal(x, x2)
 
 
@@ -179,7 +180,7 @@ def test_checkpoints_load_with_weights_only(tmp_path):
     t = tiny_trainer(tmp_path)
     t.train_step()
     path = tmp_path / "ck.pt"
-    T.save_checkpoint(t.state_dict(), path)
+    TR.save_checkpoint(t.state_dict(), path)
     ck = torch.load(path, weights_only=True)
     assert ck["iter_num"] == 1 and ck["config"]["n_embd"] == 32
     assert not list(tmp_path.glob(".ck.pt.*.tmp"))  # the temporary file was renamed
@@ -226,7 +227,7 @@ def test_a_run_writes_the_contract_files(tmp_path, capsys):
 
 def test_early_stop_after_patience_evals_without_improvement(tmp_path, monkeypatch):
     run = tiny_run(tmp_path, max_iters=100, early_stop_patience=2)
-    monkeypatch.setattr(T.Trainer, "estimate_loss", lambda self: {"train": 1.0, "val": 1.0})
+    monkeypatch.setattr(TR.Trainer, "estimate_loss", lambda self: {"train": 1.0, "val": 1.0})
     assert T.main([str(run.path)]) == 0
     st = run.read_status()
     assert st["state"] == "done" and st["reason"] == "early stop"
@@ -235,7 +236,7 @@ def test_early_stop_after_patience_evals_without_improvement(tmp_path, monkeypat
 
 def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     run = tiny_run(tmp_path, max_iters=30)
-    real = T.Trainer._accumulate
+    real = TR.Trainer._accumulate
 
     def poisoned(self, model):
         loss = real(self, model)
@@ -244,7 +245,7 @@ def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
                 p.grad.fill_(float("nan"))
             return loss * float("nan")
         return loss
-    monkeypatch.setattr(T.Trainer, "_accumulate", poisoned)
+    monkeypatch.setattr(TR.Trainer, "_accumulate", poisoned)
     assert T.main([str(run.path)]) == 1
     st = run.read_status()
     assert st["state"] == "failed" and "nan" in st["reason"] and st["exit_code"] == 1
@@ -303,8 +304,8 @@ def test_corrupted_checkpoint_on_resume_is_one_line_and_untouched(tmp_path, caps
 def test_a_checkpoint_holding_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": {}, "model_args": {}, "x": TrainConfig()}, path)
-    with pytest.raises(T.TrainError, match="cannot load checkpoint"):
-        T.load_checkpoint(path)
+    with pytest.raises(TR.TrainError, match="cannot load checkpoint"):
+        TR.load_checkpoint(path)
 
 
 def test_not_a_run_dir_is_one_line(tmp_path, capsys):
@@ -315,11 +316,11 @@ def test_not_a_run_dir_is_one_line(tmp_path, capsys):
 
 
 def test_vocab_size_from_data_with_gpt2_padded_to_a_multiple_of_64():
-    assert T.vocab_size_of(TrainConfig(), {"vocab_size": 65, "tokenizer": "char"}) == 65
-    assert T.vocab_size_of(TrainConfig(), {"vocab_size": 50257, "tokenizer": "gpt2"}) == 50304
-    assert T.vocab_size_of(TrainConfig(vocab_size=70), {"vocab_size": 65}) == 70
-    with pytest.raises(T.TrainError, match="smaller than the data"):
-        T.vocab_size_of(TrainConfig(vocab_size=60), {"vocab_size": 65})
+    assert TR.vocab_size_of(TrainConfig(), {"vocab_size": 65, "tokenizer": "char"}) == 65
+    assert TR.vocab_size_of(TrainConfig(), {"vocab_size": 50257, "tokenizer": "gpt2"}) == 50304
+    assert TR.vocab_size_of(TrainConfig(vocab_size=70), {"vocab_size": 65}) == 70
+    with pytest.raises(TR.TrainError, match="smaller than the data"):
+        TR.vocab_size_of(TrainConfig(vocab_size=60), {"vocab_size": 65})
 
 
 def test_eta_leaves_out_warm_up_steps_and_eval_time():

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from engine import train as T
+from engine import trainer as TR
 from test_train import tiny_run  # tests/engine is on sys.path (pytest's rootdir-less import)
 
 
@@ -22,14 +23,14 @@ def _one_torch_thread():
 
 
 def _sigterm_at(monkeypatch, at_iter: int):
-    real = T.Trainer.train_step
+    real = TR.Trainer.train_step
 
     def step(self, lr=None):
         loss = real(self, lr)
         if self.iter_num == at_iter:
             os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-loop, like `nanotui stop`
         return loss
-    monkeypatch.setattr(T.Trainer, "train_step", step)
+    monkeypatch.setattr(TR.Trainer, "train_step", step)
 
 
 def _losses(run):
@@ -69,7 +70,7 @@ def test_resume_drops_records_past_the_checkpoint_and_a_torn_line(tmp_path):
     assert T.main([str(run.path)]) == 0
     ck = torch.load(run.ckpt_path, weights_only=True)
     ck["iter_num"], ck["last_eval_iter"] = 10, 10        # pretend the last checkpoint was at 10
-    T.save_checkpoint(ck, run.ckpt_path)
+    TR.save_checkpoint(ck, run.ckpt_path)
     with open(run.metrics_path, "a") as f:
         f.write('{"kind": "train", "iter": 21, "lo')
     assert T.main([str(run.path), "--resume"]) == 0

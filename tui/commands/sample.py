@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.runs import find_run
     from engine.sample import sample_command
-    from engine.train import TrainError
+    from engine.trainer import TrainError
     from tui.cli import CommandError
 
     ref = Path(args.run)

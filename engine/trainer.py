@@ -1,0 +1,365 @@
+"""The pieces of training, reusable on their own: data loading, batches, the model, the
+learning-rate schedule, one optimizer step (Trainer.train_step), loss estimates and
+checkpoints. engine.train drives them for one run directory; `nanotui bench` and
+benchmarks/train_speed.py time Trainer.train_step itself, so what they measure is what
+runs train with.
+
+Iteration numbers count completed optimizer steps (see engine.train).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from engine import device as dev
+from engine.config import TrainConfig, config_from_dict
+from engine.model import GPT, GPTConfig
+
+CKPT_FORMAT = 1
+EVAL_SEED_OFFSET = 1     # eval batches come from their own generator: same batches every eval
+
+
+class TrainError(Exception):
+    """A problem with the run's input (data, checkpoint, device); one clear line."""
+
+
+# ---- data ----------------------------------------------------------------------------------
+
+def resolve_data_dir(cfg: TrainConfig) -> Path:
+    """The prepared directory: engine.data.prepared_dir_for when the data module exists
+    (it prepares named datasets into the cache), else cfg.data_dir."""
+    try:
+        from engine.data import prepared_dir_for
+    except ImportError:
+        prepared_dir_for = None
+    if prepared_dir_for is not None:
+        return Path(prepared_dir_for(cfg, progress=_progress_logger()))
+    if not cfg.data_dir:
+        raise TrainError("data_dir is not set: point it at a prepared directory "
+                         "(train.bin, val.bin, meta.json)")
+    return Path(cfg.data_dir).expanduser()
+
+
+def _progress_logger() -> Callable[[int, int], None]:
+    """Preparing a dataset can take minutes: say so in stdout.log every 10%."""
+    last = [-1]
+
+    def progress(done: int, total: int) -> None:
+        pct = int(100 * done / total) // 10 * 10 if total else 0
+        if pct != last[0]:
+            last[0] = pct
+            print(f"preparing data: {pct}%", flush=True)
+    return progress
+
+
+def load_data(cfg: TrainConfig) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
+    """(train tokens, val tokens, meta) of the run's prepared data, as read-only memmaps."""
+    data_dir = resolve_data_dir(cfg)
+    if not data_dir.is_dir():
+        raise TrainError(f"data_dir {str(data_dir)!r} does not exist")
+    meta_path = data_dir / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise TrainError(f"{meta_path}: missing (a prepared dir holds train.bin, val.bin, meta.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TrainError(f"{meta_path}: not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise TrainError(f"{meta_path}: expected a JSON object")
+    dtype = np.dtype(meta.get("dtype", "uint16"))
+    out = []
+    for split in ("train", "val"):
+        path = data_dir / f"{split}.bin"
+        if not path.is_file():
+            raise TrainError(f"{path}: missing")
+        if path.stat().st_size < dtype.itemsize * (cfg.block_size + 2):
+            raise TrainError(f"{path}: has fewer tokens than block_size + 2 = {cfg.block_size + 2}")
+        out.append(np.memmap(path, dtype=dtype, mode="r"))
+    meta.setdefault("data_dir", str(data_dir))
+    return out[0], out[1], meta
+
+
+def vocab_size_of(cfg: TrainConfig, meta: dict[str, Any]) -> int:
+    """The model's vocabulary: the config's when set, else the data's; GPT-2's 50257 is
+    padded to 50304 (a multiple of 64: faster matmuls; nanoGPT's default, and the size the
+    course's parameter counts assume). Char vocabularies are used as they are."""
+    if cfg.vocab_size is not None:
+        n = cfg.vocab_size
+        if "vocab_size" in meta and n < int(meta["vocab_size"]):
+            raise TrainError(f"vocab_size = {n} is smaller than the data's {meta['vocab_size']}")
+        return n
+    if "vocab_size" not in meta:
+        raise TrainError("meta.json has no vocab_size and the config sets none")
+    n = int(meta["vocab_size"])
+    if meta.get("tokenizer") == "gpt2":
+        n = (n + 63) // 64 * 64
+    return n
+
+
+def get_batch(data: np.ndarray, cfg: TrainConfig, device: torch.device,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """batch_size random windows of block_size tokens: inputs x and next-token targets y."""
+    T = cfg.block_size
+    ix = torch.randint(len(data) - T - 1, (cfg.batch_size,), generator=generator).numpy()
+    # One fancy-indexing read of all windows (instead of batch_size slices and a stack).
+    chunk = torch.from_numpy(data[ix[:, None] + np.arange(T + 1)].astype(np.int64))
+    x, y = chunk[:, :-1], chunk[:, 1:]
+    if device.type == "cuda":
+        return (x.pin_memory().to(device, non_blocking=True),
+                y.pin_memory().to(device, non_blocking=True))
+    return x.contiguous().to(device), y.contiguous().to(device)
+
+
+# ---- model and schedule ----------------------------------------------------------------------
+
+def model_args(cfg: TrainConfig, vocab_size: int) -> dict[str, Any]:
+    return dict(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer,
+                n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
+
+
+def build_model(cfg: TrainConfig, vocab_size: int, device: torch.device) -> GPT:
+    """A freshly initialised GPT (seed torch first for a reproducible init)."""
+    return GPT(GPTConfig(**model_args(cfg, vocab_size))).to(device)
+
+
+def get_lr(it: int, cfg: TrainConfig) -> float:
+    """Learning rate at step `it`. cosine is nanoGPT's get_lr exactly: linear warmup, cosine
+    decay to min_lr at lr_decay_iters, min_lr after. linear decays linearly instead;
+    constant keeps the rate after the warmup; decay_lr = false is nanoGPT's constant rate
+    with no warmup."""
+    lr = cfg.learning_rate
+    if not cfg.decay_lr:
+        return lr
+    if it < cfg.warmup_iters:
+        return lr * (it + 1) / (cfg.warmup_iters + 1)
+    if cfg.lr_schedule == "constant":
+        return lr
+    if it > cfg.lr_decay_iters:
+        return cfg.min_lr
+    span = cfg.lr_decay_iters - cfg.warmup_iters
+    ratio = (it - cfg.warmup_iters) / span if span > 0 else 1.0
+    if cfg.lr_schedule == "cosine":
+        coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
+    else:  # linear
+        coeff = 1.0 - ratio
+    return cfg.min_lr + coeff * (lr - cfg.min_lr)
+
+
+# ---- the trainer -------------------------------------------------------------------------------
+
+class Trainer:
+    """Model, optimizer and batch stream of one run, one optimizer step at a time."""
+
+    def __init__(self, cfg: TrainConfig, train_data: np.ndarray, val_data: np.ndarray,
+                 vocab_size: int, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.log = log
+        self.train_data, self.val_data = train_data, val_data
+        self.device = device or dev.resolve_device(cfg.device)
+        self.dtype = dtype or dev.resolve_dtype(cfg.dtype, self.device)
+        self.ctx = dev.autocast_context(self.device, self.dtype)
+        torch.manual_seed(cfg.seed)
+        if self.device.type == "cuda" and self.dtype != torch.float32:
+            # TF32 for the fp32 leftovers of mixed precision, as nanoGPT; a run that asks
+            # for float32 gets true fp32 (and MFU against the card's fp32 peak).
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.model = build_model(cfg, vocab_size, self.device)
+        self.optimizer = self.model.configure_optimizers(
+            cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), self.device.type)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=dev.needs_grad_scaler(self.device, self.dtype))
+        self.batch_gen = torch.Generator().manual_seed(cfg.seed)
+        self.compiled: Any = None
+        self.compile_status = "off"
+        self.iter_num = 0
+        self.best_val_loss = math.inf
+        self.best_iter: int | None = None
+        self.evals_since_best = 0
+        self.last_eval_iter: int | None = None
+        self.prefetch()
+
+    # -- pieces --
+    @property
+    def tokens_per_iter(self) -> int:
+        return self.cfg.tokens_per_iter
+
+    def next_batch(self):
+        return get_batch(self.train_data, self.cfg, self.device, self.batch_gen)
+
+    def prefetch(self) -> None:
+        """Draw the next step's batch now (on CUDA it copies while the GPU computes). The
+        generator state from before the draw is what a checkpoint stores, so a resumed
+        run draws this same batch again."""
+        self.batch_state = self.batch_gen.get_state()
+        self.X, self.Y = self.next_batch()
+
+    def compile(self) -> str:
+        """torch.compile the model; a failure here (or at the first compiled call) is
+        logged and training continues eagerly."""
+        try:
+            self.compiled = torch.compile(self.model)
+            self.compile_status = "on"
+        except Exception as e:  # e.g. no Triton for this GPU, no C compiler
+            self._compile_failed(e)
+        return self.compile_status
+
+    def _compile_failed(self, e: BaseException) -> None:
+        why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        self.log(f"torch.compile failed, continuing without it ({why[:300]})")
+        self.compiled = None
+        self.compile_status = "failed"
+
+    def _with_model(self, fn: Callable[[Any], Any]) -> Any:
+        """Run fn(model), compiled when possible; a compiled failure falls back to eager."""
+        if self.compiled is not None:
+            try:
+                return fn(self.compiled)
+            except Exception as e:
+                self._compile_failed(e)
+                self.optimizer.zero_grad(set_to_none=True)
+        return fn(self.model)
+
+    def train_step(self, lr: float | None = None) -> torch.Tensor:
+        """One optimizer step over gradient_accumulation_steps micro-batches; returns the
+        mean loss as a 0-d tensor (not synchronised: call float() when you need it)."""
+        lr = get_lr(self.iter_num, self.cfg) if lr is None else lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss = self._with_model(self._accumulate)
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iter_num += 1
+        return loss
+
+    def _accumulate(self, model) -> torch.Tensor:
+        steps = self.cfg.gradient_accumulation_steps
+        total = torch.zeros((), device=self.device)
+        self.model.train()
+        for _ in range(steps):
+            with self.ctx:
+                _, loss = model(self.X, self.Y)
+                loss = loss / steps
+            self.prefetch()  # the next batch, while the GPU works
+            self.scaler.scale(loss).backward()
+            total += loss.detach()
+        return total
+
+    @torch.no_grad()
+    def estimate_loss(self) -> dict[str, float]:
+        """Mean loss over eval_iters batches of each split; the batches are the same at
+        every eval (their own fixed-seed generator), so eval curves are not noisier than
+        the model."""
+        out = {}
+        self.model.eval()
+        for split, data in (("train", self.train_data), ("val", self.val_data)):
+            gen = torch.Generator().manual_seed(self.cfg.seed + EVAL_SEED_OFFSET)
+            losses = torch.zeros(self.cfg.eval_iters)
+            for k in range(self.cfg.eval_iters):
+                x, y = get_batch(data, self.cfg, self.device, gen)
+                with self.ctx:
+                    _, loss = self._with_model(lambda m: m(x, y))
+                losses[k] = loss.item()
+            out[split] = losses.mean().item()
+        self.model.train()
+        return out
+
+    def all_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    # -- checkpoints --
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs, as tensors and plain containers only, so it loads
+        with torch.load(weights_only=True)."""
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "batch": self.batch_state}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "format": CKPT_FORMAT,
+            "model": self.model.state_dict(),
+            "model_args": asdict(self.model.config),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iter_num": self.iter_num,
+            "best_val_loss": self.best_val_loss,
+            "best_iter": self.best_iter,
+            "evals_since_best": self.evals_since_best,
+            "last_eval_iter": self.last_eval_iter,
+            "config": self.cfg.to_dict(),
+            "rng": rng,
+        }
+
+    def load_state_dict(self, ck: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            if ck.get("scaler"):
+                self.scaler.load_state_dict(ck["scaler"])
+            self.iter_num = int(ck["iter_num"])
+            self.best_val_loss = float(ck["best_val_loss"])
+            self.best_iter = ck.get("best_iter")
+            self.evals_since_best = int(ck.get("evals_since_best", 0))
+            self.last_eval_iter = ck.get("last_eval_iter")
+            rng = ck["rng"]
+            torch.set_rng_state(rng["torch"].cpu())
+            self.batch_gen.set_state(rng["batch"].cpu())
+            if self.device.type == "cuda" and "cuda" in rng:
+                try:
+                    torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+                except Exception:  # a different number of visible cards: keep fresh state
+                    pass
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TrainError(f"checkpoint does not match this run's config: {msg[:300]}") from None
+        self.prefetch()
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary file beside `path`, fsync, rename over it: a reader (or a
+    crash) never sees half a checkpoint."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """A checkpoint dict; weights_only=True, so no pickled code is ever executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainError(f"{path}: no checkpoint")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrainError(f"{path}: cannot load checkpoint ({msg[:200]})") from None
+    if not isinstance(ck, dict) or "model" not in ck or "model_args" not in ck:
+        raise TrainError(f"{path}: not a nanotui checkpoint")
+    return ck
+
+
+def checkpoint_config(ck: dict[str, Any], source: str) -> TrainConfig:
+    return config_from_dict(ck.get("config", {}), source=source)
