@@ -24,6 +24,7 @@ import math
 import os
 import signal
 import socket
+import statistics
 import sys
 import time
 import traceback
@@ -201,7 +202,7 @@ class TrainingRun:
             self.log("compiling the model...")
             run.update_status(compile=t.compile())
 
-        timer = StepTimer()
+        timer = self.timer = StepTimer()
         while True:
             if (t.iter_num % cfg.eval_interval == 0 or t.iter_num >= cfg.max_iters) \
                     and t.last_eval_iter != t.iter_num:
@@ -249,6 +250,11 @@ class TrainingRun:
 
     def finish(self, state: str, reason: str | None, code: int) -> int:
         progress = dict(self.status_pending, iter=self.trainer.iter_num)
+        timer = getattr(self, "timer", None)
+        if timer is not None and timer.times:
+            # A finished run's speed is its typical step (the median of the recent laps,
+            # warm-up excluded), not whatever the last lap happened to be.
+            progress.update(self.speed_fields(self.trainer.tokens_per_iter / timer.median()))
         self.run.update_status(state=state, reason=reason, exit_code=code, ended_at=time.time(),
                                **{**progress, "eta_s": 0 if state == "done" else None})
         self.log(f"{state} at iter {self.trainer.iter_num}" + (f": {reason}" if reason else ""))
@@ -283,6 +289,9 @@ class StepTimer:
             del self.times[:-self.WINDOW]
         self.t_last, self.steps = now, 0
         return dt
+
+    def median(self) -> float:
+        return statistics.median(self.times)
 
     def eta(self, steps_left: int) -> float | None:
         if not self.times:

@@ -217,6 +217,9 @@ def test_a_run_writes_the_contract_files(tmp_path, capsys):
         assert st.get(key) is not None, key
     assert st["device"] == "cpu" and st["dtype"] == "float32"
     assert st["best_val_loss"] == min(e["val_loss"] for e in evals)
+    # a finished run reports its typical speed, not its last lap's
+    steady = sorted(m["tok_s"] for m in train[3:])
+    assert steady[0] <= st["tok_s"] <= steady[-1]
 
     for path in (run.ckpt_path, run.best_path):
         ck = torch.load(path, weights_only=True)
