@@ -27,8 +27,10 @@ UNKNOWN_CHAR_VOCAB = 256
 # Throughput assumed for time estimates, in training FLOP/s actually achieved (not peak).
 # GPU: a course card (RTX 6000 Ada class) reaches roughly 10% of its bf16 peak on these
 # small models, which are launch- and memory-bound.
-# CPU: the quick sweep here (2 cores, ~0.1M-parameter models) did 5-10 GFLOP/s.
-ASSUMED_FLOPS = {"gpu": 30e12, "cpu": 8e9}
+# CPU: the quick sweep measured 46-49 GFLOP/s on an idle 2-core AVX512-BF16 EPYC
+# (tok/s x flops/token, evals excluded; earlier 5-10 GFLOP/s readings were on a box
+# loaded 5x over).
+ASSUMED_FLOPS = {"gpu": 30e12, "cpu": 40e9}
 # Sampling at every eval is one forward pass per generated token: latency-bound.
 SECONDS_PER_SAMPLED_TOKEN = {"gpu": 0.001, "cpu": 0.002}
 CUDA_CONTEXT_BYTES = 600 * 1024 ** 2   # the CUDA context + allocator slack of any process
