@@ -26,6 +26,7 @@ from engine import device as dev
 from engine.config import ConfigError, SamplingConfig, TrainConfig
 from engine.metrics import eval_metrics, text_metrics
 from engine.model import GPT, GPTConfig
+from engine.sample_args import add_sample_arguments
 
 
 class Tokenizer(Protocol):
@@ -178,21 +179,6 @@ def _meta_from_data_dir(cfg: TrainConfig) -> dict[str, Any] | None:
 
 
 # ---- command line (shared by `python -m engine.sample` and `nanotui sample`) -------------------
-
-def add_sample_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prompt", action="append", metavar="P",
-                   help="prompt (repeatable; default: the run's sampling.prompts)")
-    p.add_argument("--num-samples", type=int, metavar="N", help="samples per prompt")
-    p.add_argument("--max-new-tokens", type=int, metavar="M")
-    p.add_argument("--temperature", type=float, metavar="T")
-    p.add_argument("--top-k", type=int, metavar="K", help="0 turns top-k off")
-    p.add_argument("--top-p", type=float, metavar="P", help="1 turns top-p off")
-    p.add_argument("--seed", type=int, metavar="S")
-    p.add_argument("--checkpoint", choices=["latest", "best"], default="latest",
-                   help="ckpt.pt (latest, default) or best.pt (best val loss)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
-    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
-
 
 def sample_command(target: Path, args: argparse.Namespace) -> int:
     """Generate as `args` asks and print; errors are raised as one-line exceptions."""

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +21,7 @@ import torch
 from engine import device as dev
 from engine.config import TrainConfig, config_from_dict
 from engine.model import GPT, GPTConfig
+from engine.runs import atomic_write
 
 CKPT_FORMAT = 1
 EVAL_SEED_OFFSET = 1     # eval batches come from their own generator: same batches every eval
@@ -331,19 +330,7 @@ class Trainer:
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """torch.save to a temporary file beside `path`, fsync, rename over it: a reader (or a
     crash) never sees half a checkpoint."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:

@@ -1,0 +1,22 @@
+"""The options of `nanotui sample` and `python -m engine.sample`, in a module without
+torch, so building the `nanotui` parser stays fast."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", action="append", metavar="P",
+                   help="prompt (repeatable; default: the run's sampling.prompts)")
+    p.add_argument("--num-samples", type=int, metavar="N", help="samples per prompt")
+    p.add_argument("--max-new-tokens", type=int, metavar="M")
+    p.add_argument("--temperature", type=float, metavar="T")
+    p.add_argument("--top-k", type=int, metavar="K", help="0 turns top-k off")
+    p.add_argument("--top-p", type=float, metavar="P", help="1 turns top-p off")
+    p.add_argument("--seed", type=int, metavar="S", help="sample j of a prompt uses seed S+j")
+    p.add_argument("--checkpoint", choices=["latest", "best"], default="latest",
+                   help="ckpt.pt (latest, default) or best.pt (best val loss)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON document: each sample's text and metrics, and the pooled metrics")
