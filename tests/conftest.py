@@ -34,3 +34,14 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     """Keep tests away from the user's data cache and real GPUs."""
     monkeypatch.setenv("NANOTUI_DATA_DIR", str(tmp_path_factory.mktemp("data-cache")))
     monkeypatch.delenv("NANOTUI_FAKE_GPUS", raising=False)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """The CI box is shared (2 cores, many processes): two torch threads fighting for
+    them made a tiny training step ~15x slower than one thread."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -13,7 +13,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from engine.config import TrainConfig
 from engine.runs import RunDir, create_run
@@ -22,14 +21,7 @@ from engine.train import main
 NANOGPT_VAL = {100: 2.5793, 200: 2.4664, 300: 2.3895, 400: 2.3291, 500: 2.3016, 600: 2.2745}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The CI box is shared (2 cores, many processes): two torch threads fighting for
-    them made a tiny training step ~15x slower than one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def prepare_char_data(text: str, out_dir) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from engine import train as T
 from engine.sample import generate_samples, load_model
@@ -13,13 +12,7 @@ from test_train import tiny_run  # tests/engine is on sys.path (pytest's rootdir
 from tui.cli import main as nanotui
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Shared 2-core CI box: one torch thread is ~15x faster than two fighting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture

@@ -21,14 +21,7 @@ SAMPLE_FIELDS = {"iter", "prompt", "temperature", "top_k", "top_p", "seed", "tex
 METRIC_FIELDS = {"ttr", "mattr", "distinct_1", "distinct_2", "distinct_3", "repetition_4", "words"}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The CI box is shared (2 cores, many processes): two torch threads fighting for
-    them made a tiny training step ~15x slower than one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def synthetic_text(n_words: int = 6000, seed: int = 0) -> str:

@@ -13,13 +13,7 @@ from engine import trainer as TR
 from test_train import tiny_run  # tests/engine is on sys.path (pytest's rootdir-less import)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Shared 2-core CI box: one torch thread is ~15x faster than two fighting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _sigterm_at(monkeypatch, at_iter: int):
