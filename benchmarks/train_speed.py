@@ -1,22 +1,27 @@
-"""CPU training speed, nanotui vs nanoGPT, side by side in one process.
+"""CPU training speed, nanotui vs nanoGPT, side by side in one run.
 
     python benchmarks/train_speed.py --nanogpt /work/nanogpt
     python benchmarks/train_speed.py --nanogpt /work/nanogpt --configs 6,8,256 --dropout 0 \\
-        --variants nanogpt,ours,ours-plain,ours-fp32 --repeats 7
+        --variants nanogpt,ours,nanogpt-tuned,ours-plain --repeats 9
 
 For each (n_layer, n_head, n_embd) and dropout, at batch 12, block 256, vocab 65, every
-variant takes turns doing one training iteration (forward + backward + grad clip + AdamW
-step + next batch), the order rotating each round, so a machine shared with other work
-slows all variants alike; figures are medians over --repeats rounds after --warmup
-rounds. Variants:
+variant runs in a worker process of its own (set up as its real training process would
+be) and the workers take turns doing one training iteration each (forward + backward +
+grad clip + AdamW step + next batch), the order rotating each round, so a machine shared
+with other work slows all variants alike; figures are medians over --repeats rounds
+after --warmup rounds. Variants:
 
   nanogpt     nanoGPT's model.py (imported from --nanogpt, never copied) and its train.py
               loop as it runs on CPU: fp32 (train.py uses no autocast on CPU), eager
-              (compile=False, as its README says for CPU), non-fused AdamW, its get_batch.
+              (compile=False, as its README says for CPU), non-fused AdamW, its get_batch,
+              in a plain Python process as `python train.py` is.
   ours        nanotui's real step: engine.trainer.Trainer.train_step, the code path of
-              `python -m engine.train`, with dtype auto (bf16 autocast on a bf16 CPU).
-  ours-plain  the same with the CPU fast paths off (SDPA attention, torch dropout, no fused
-              AdamW): bf16 autocast alone, to show what the engineering adds.
+              `python -m engine.train`, with dtype auto (bf16 autocast on a bf16 CPU), in
+              a process set up as engine.train sets itself up (device.keep_freed_memory).
+  nanogpt-tuned  nanoGPT's step in a process with nanotui's allocator setting: what that
+              setting alone gives, so it is not mistaken for model-code speed.
+  ours-plain  nanotui with the CPU fast paths off (SDPA attention, torch dropout, no fused
+              AdamW) and no allocator setting: bf16 autocast alone.
   ours-fp32   nanotui's step in float32 (what it does on a CPU without bf16).
   ours-compile  Trainer.compile() (torch.compile, inductor); compile time is reported.
 
@@ -35,6 +40,7 @@ import importlib.util
 import io
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import engine.model as our_model  # noqa: E402
+from engine import cpu_kernels  # noqa: E402
 from engine import device as dev  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 from engine.trainer import Trainer  # noqa: E402
@@ -115,22 +122,27 @@ class OurStep:
 
     @contextlib.contextmanager
     def switches(self):
-        saved = (our_model.CPU_ATTENTION, our_model.CPU_FAST_DROPOUT, our_model.FUSED_ADAMW_DEVICES)
+        saved = (cpu_kernels.CPU_ATTENTION, cpu_kernels.CPU_FAST_DROPOUT, our_model.FUSED_ADAMW_DEVICES)
         if self.plain:
-            our_model.CPU_ATTENTION, our_model.CPU_FAST_DROPOUT = "sdpa", False
+            cpu_kernels.CPU_ATTENTION, cpu_kernels.CPU_FAST_DROPOUT = "sdpa", False
             our_model.FUSED_ADAMW_DEVICES = ("cuda",)
         try:
             yield
         finally:
-            our_model.CPU_ATTENTION, our_model.CPU_FAST_DROPOUT, our_model.FUSED_ADAMW_DEVICES = saved
+            cpu_kernels.CPU_ATTENTION, cpu_kernels.CPU_FAST_DROPOUT, our_model.FUSED_ADAMW_DEVICES = saved
 
     def __call__(self) -> float:
         with self.switches():
             return self.trainer.train_step(LR).item()
 
 
+VARIANTS = ("nanogpt", "nanogpt-tuned", "ours", "ours-plain", "ours-fp32", "ours-compile")
+
+
 def make_variant(name: str, ng, cfg: TrainConfig, data: np.ndarray):
-    if name == "nanogpt":
+    if name in ("ours", "ours-fp32", "ours-compile", "nanogpt-tuned"):
+        dev.keep_freed_memory()  # what engine.train does at start-up on CPU
+    if name in ("nanogpt", "nanogpt-tuned"):
         return NanoGPTStep(ng, cfg, data)
     if name == "ours":
         return OurStep(cfg, data)
@@ -143,30 +155,86 @@ def make_variant(name: str, ng, cfg: TrainConfig, data: np.ndarray):
     sys.exit(f"train_speed: unknown variant {name!r}")
 
 
-def measure(variants: list[str], ng, cfg: TrainConfig, data: np.ndarray, warmup: int,
-            repeats: int) -> dict[str, dict]:
-    steps = {v: make_variant(v, ng, cfg, data) for v in variants}
+def bench_config(spec: str, dropout: float, args) -> TrainConfig:
+    n_layer, n_head, n_embd = (int(x) for x in spec.split(","))
+    return TrainConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                       block_size=args.block_size, batch_size=args.batch_size,
+                       vocab_size=args.vocab_size, dropout=dropout, bias=False, device="cpu",
+                       dtype="auto", learning_rate=LR, weight_decay=WEIGHT_DECAY,
+                       beta1=BETAS[0], beta2=BETAS[1], grad_clip=GRAD_CLIP)
+
+
+def synthetic_data(vocab_size: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, vocab_size, 1 << 20).astype(np.uint16)
+
+
+def worker(args) -> int:
+    """One variant in this process: build it, then run one step per 'step' line on stdin
+    and answer 'wall_s cpu_s loss' on stdout."""
+    ng = load_nanogpt(args.nanogpt.expanduser())
+    cfg = bench_config(args.configs, float(args.dropout), args)
+    step = make_variant(args.worker, ng, cfg, synthetic_data(args.vocab_size))
+    print(f"ready {getattr(step, 'compile_s', None)}", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        c0, t0 = time.process_time(), time.perf_counter()
+        loss = step()
+        print(f"{time.perf_counter() - t0} {time.process_time() - c0} {loss}", flush=True)
+    return 0
+
+
+class Worker:
+    """The parent's handle on one variant's worker process."""
+
+    def __init__(self, variant: str, spec: str, dropout: float, args):
+        cmd = [sys.executable, __file__, "--worker", variant, "--nanogpt", str(args.nanogpt),
+               "--configs", spec, "--dropout", str(dropout), "--batch-size", str(args.batch_size),
+               "--block-size", str(args.block_size), "--vocab-size", str(args.vocab_size),
+               "--threads", str(args.threads)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = self.proc.stdout.readline().split()
+        if not ready or ready[0] != "ready":
+            sys.exit(f"train_speed: the {variant} worker failed to start")
+        self.compile_s = None if ready[1] == "None" else float(ready[1])
+
+    def step(self) -> tuple[float, float, float]:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        wall, cpu, loss = (float(x) for x in self.proc.stdout.readline().split())
+        return wall, cpu, loss
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def measure(variants: list[str], spec: str, dropout: float, args) -> dict[str, dict]:
+    workers = {v: Worker(v, spec, dropout, args) for v in variants}
     times: dict[str, list[float]] = {v: [] for v in variants}
     cpu: dict[str, list[float]] = {v: [] for v in variants}
     losses: dict[str, list[float]] = {v: [] for v in variants}
-    for r in range(warmup + repeats):
-        order = variants[r % len(variants):] + variants[:r % len(variants)]  # rotate
-        for v in order:
-            c0, t0 = time.process_time(), time.perf_counter()
-            loss = steps[v]()
-            dt, dc = time.perf_counter() - t0, time.process_time() - c0
-            losses[v].append(loss)
-            if r >= warmup:
-                times[v].append(dt)
-                cpu[v].append(dc)
+    try:
+        for r in range(args.warmup + args.repeats):
+            order = variants[r % len(variants):] + variants[:r % len(variants)]  # rotate
+            for v in order:
+                dt, dc, loss = workers[v].step()
+                losses[v].append(loss)
+                if r >= args.warmup:
+                    times[v].append(dt)
+                    cpu[v].append(dc)
+    finally:
+        for w in workers.values():
+            w.close()
+    tokens_per_iter = args.batch_size * args.block_size
     out = {}
     for v in variants:
         med = statistics.median(times[v])
-        out[v] = {"ms": med * 1000, "tok_s": cfg.tokens_per_iter / med,
+        out[v] = {"ms": med * 1000, "tok_s": tokens_per_iter / med,
                   "cpu_ms": statistics.median(cpu[v]) * 1000,
                   "spread": (max(times[v]) - min(times[v])) / med,
                   "loss": losses[v][-1],
-                  "compile_s": getattr(steps[v], "compile_s", None)}
+                  "compile_s": workers[v].compile_s}
     return out
 
 
@@ -177,20 +245,25 @@ def main() -> int:
                     help=f"space-separated n_layer,n_head,n_embd (default: {DEFAULT_CONFIGS!r})")
     ap.add_argument("--dropout", default="0,0.2", help="comma-separated (default 0,0.2)")
     ap.add_argument("--variants", default="nanogpt,ours",
-                    help="comma-separated: nanogpt, ours, ours-plain, ours-fp32, ours-compile")
+                    help="comma-separated, the first is the baseline: " + ", ".join(VARIANTS))
     ap.add_argument("--batch-size", type=int, default=12)
     ap.add_argument("--block-size", type=int, default=256)
     ap.add_argument("--vocab-size", type=int, default=65)
     ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     ap.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one variant
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    ng = load_nanogpt(args.nanogpt.expanduser())
+    if args.worker:
+        return worker(args)
+    load_nanogpt(args.nanogpt.expanduser())  # fail early on a wrong path
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        sys.exit(f"train_speed: unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     base = variants[0]
-    data = np.random.default_rng(0).integers(0, args.vocab_size, 1 << 20).astype(np.uint16)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{dev.cpu_model_name()}, bf16 native: {dev.cpu_has_bf16()}, "
           f"load average {os.getloadavg()[0]:.1f}")
@@ -201,14 +274,8 @@ def main() -> int:
     header += " " + " ".join(f"{v + '/' + base:>18}" for v in variants[1:])
     print(header)
     for spec in args.configs.split():
-        n_layer, n_head, n_embd = (int(x) for x in spec.split(","))
         for p in (float(x) for x in args.dropout.split(",")):
-            cfg = TrainConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-                              block_size=args.block_size, batch_size=args.batch_size,
-                              vocab_size=args.vocab_size, dropout=p, bias=False, device="cpu",
-                              dtype="auto", learning_rate=LR, weight_decay=WEIGHT_DECAY,
-                              beta1=BETAS[0], beta2=BETAS[1], grad_clip=GRAD_CLIP)
-            res = measure(variants, ng, cfg, data, args.warmup, args.repeats)
+            res = measure(variants, spec, p, args)
             row = f"{spec:>12} {p:>7.1f} " + " ".join(
                 f"{res[v]['tok_s']:>12,.0f} ±{res[v]['spread'] * 50:>3.0f}%" for v in variants)
             row += " " + " ".join(f"{res[base]['ms'] / res[v]['ms']:>17.2f}x" for v in variants[1:])

@@ -94,6 +94,8 @@ def run_bench(cfg: TrainConfig, iters: int = 10, warmup: int = 3,
     except ValueError as e:
         raise ConfigError(f"bench: {e}") from None
     dtype = dev.resolve_dtype(cfg.dtype, device)
+    if device.type == "cpu":
+        dev.keep_freed_memory()  # as the training process does
     data = synthetic_tokens(cfg)
     say = log or (lambda s: None)
     trainer = Trainer(cfg, data, data, cfg.vocab_size, device, dtype, log=say)

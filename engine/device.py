@@ -8,6 +8,8 @@ measured ~10x an fp32 one), fp16 + GradScaler on older CUDA cards, fp32 otherwis
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import platform
 from contextlib import nullcontext
@@ -71,6 +73,35 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and cpu_has_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+@functools.lru_cache(maxsize=None)
+def keep_freed_memory() -> bool:
+    """Make glibc malloc keep freed memory mapped instead of returning it to the kernel.
+
+    A CPU training step allocates and frees the same few hundred MB of activations every
+    iteration. By default glibc serves blocks above its mmap threshold (128 KB, adapting
+    up to 32 MB) with fresh mmap()s and trims the heap top, so every step page-faults its
+    activations in again (zeroed by the kernel): ~19,000 page faults per step for
+    6x8x128, batch 12, block 256. Raising both thresholds keeps the memory in the heap for
+    reuse: peak RSS is unchanged (memory is held up to the step's peak, which every step
+    reaches anyway) and the step measured 15-30% faster (see docs/performance.md). Called
+    once by CPU training processes and `nanotui bench`; a no-op off glibc. Returns
+    whether the settings were applied."""
+    name = ctypes.util.find_library("c")
+    if platform.system() != "Linux" or not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False  # musl and other C libraries have no mallopt
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -17,6 +17,9 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from engine import cpu_kernels
+from engine.cpu_kernels import Dropout
+
 
 @dataclass
 class GPTConfig:
@@ -83,83 +86,9 @@ class KVCache:
         self.length += t
 
 
-# ---- CPU fast paths ------------------------------------------------------------------------
-# Profiling a bf16-autocast training step on a 2-core AVX512-BF16 CPU (torch 2.13) showed
-# scaled_dot_product_attention's CPU flash kernel taking ~40% of the step (its backward
-# alone ~28%), more than all the linear layers together, and dropout's bernoulli_ draws
-# dominating once dropout > 0 (SDPA then falls back to its math path). On CPU, training
-# attention is therefore written as three plain batched ops (baddbmm with an additive
-# causal mask and the 1/sqrt(hs) scale fused in, softmax, bmm), and dropout masks come
-# from 16-bit slices of 64-bit random words (4x fewer generator draws). CUDA keeps SDPA
-# (flash) and torch's dropout. Set CPU_ATTENTION = "sdpa" and CPU_FAST_DROPOUT = False
-# to get the plain path back (benchmarks/train_speed.py does, to show what each buys).
-CPU_ATTENTION = "matmul"
-CPU_FAST_DROPOUT = True
+# CPU training fast paths (attention with a hand-written backward, cheap dropout masks)
+# live in engine/cpu_kernels.py; fused AdamW is used where torch has it.
 FUSED_ADAMW_DEVICES = ("cuda", "cpu")
-
-_CAUSAL_BIAS: dict[tuple, torch.Tensor] = {}
-
-
-def _causal_bias(rows: int, cols: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """(rows, cols) additive mask for the last `rows` queries of `cols` positions: 0 where
-    a query may attend (key position <= query position), -inf above; cached per shape."""
-    key = (rows, cols, dtype, device)
-    bias = _CAUSAL_BIAS.get(key)
-    if bias is None:
-        bias = torch.full((rows, cols), float("-inf"), dtype=dtype, device=device)
-        bias = bias.triu(cols - rows + 1)
-        _CAUSAL_BIAS[key] = bias
-    return bias
-
-
-def keep_mask(shape, p: float, device, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Bool mask, True with probability 1 - p (p resolved to 1/65536), built from 16-bit
-    slices of random int64 words: a quarter of the generator draws of bernoulli_."""
-    n = math.prod(shape)
-    words = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64,
-                          device=device, generator=generator)
-    r = words.view(torch.int16)[:n].view(shape)
-    return r >= (-32768 + round(p * 65536))
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout, as F.dropout, with the cheaper mask on CPU."""
-    if not training or p == 0.0:
-        return x
-    if x.device.type != "cpu" or not CPU_FAST_DROPOUT:
-        return F.dropout(x, p, True)
-    scale = keep_mask(x.shape, p, x.device).to(x.dtype).mul_(1.0 / (1.0 - p))
-    return x * scale
-
-
-class Dropout(nn.Dropout):
-    """nn.Dropout (same name in printouts, no parameters) using the CPU fast mask."""
-
-    def forward(self, x):
-        return dropout(x, self.p, self.training)
-
-
-def matmul_causal_attention(q, k, v, dropout_p: float = 0.0) -> torch.Tensor:
-    """Causal attention of (B, nh, T, hs) q, k, v as baddbmm + softmax (+ dropout) + bmm;
-    the same function as SDPA with is_causal=True (the CPU training path, see above).
-
-    The queries are split into up to 4 chunks of >= 64 rows; chunk c only multiplies
-    against the keys up to its last row, so the score matrices cover (n+1)/(2n) of T x T
-    instead of all of it (62.5% for 4 chunks): the masked half of causal attention is
-    mostly never computed. Each row still sees exactly its keys 0..i."""
-    B, H, T, hs = q.shape
-    q, k, v = (t.reshape(B * H, T, hs) for t in (q, k, v))
-    n = min(4, max(1, T // 64))
-    bounds = [T * i // n for i in range(n + 1)]
-    outs = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        att = torch.baddbmm(_causal_bias(b - a, b, q.dtype, q.device), q[:, a:b],
-                            k[:, :b].transpose(1, 2), alpha=1.0 / math.sqrt(hs))
-        att = torch.softmax(att, dim=-1)
-        att = dropout(att, dropout_p, dropout_p > 0.0)
-        outs.append(torch.bmm(att.to(v.dtype), v[:, :b]))
-    y = outs[0] if n == 1 else torch.cat(outs, dim=1)
-    return y.view(B, H, T, hs)
 
 
 class CausalSelfAttention(nn.Module):
@@ -175,6 +104,10 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, cache: KVCache | None = None, layer: int = 0):
         B, T, C = x.size()
+        dropout_p = self.dropout if self.training else 0.0
+        if cache is None and x.device.type == "cpu" and cpu_kernels.CPU_ATTENTION == "matmul":
+            y = cpu_kernels.causal_attention(self.c_attn(x), self.n_head, dropout_p)
+            return self.resid_dropout(self.c_proj(y))
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         hs = C // self.n_head
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
@@ -186,10 +119,7 @@ class CausalSelfAttention(nn.Module):
         # keys, the T new queries sit at positions P..P+T-1: a single new query (T == 1)
         # sees everything, a prefill (P == 0) is plain causal.
         S = k.size(2)
-        dropout_p = self.dropout if self.training else 0.0
-        if T == S and x.device.type == "cpu" and CPU_ATTENTION == "matmul":
-            y = matmul_causal_attention(q, k, v, dropout_p)
-        elif T == S:
+        if T == S:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v)

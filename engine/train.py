@@ -81,6 +81,8 @@ class TrainingRun:
         except ValueError as e:
             raise TrainError(str(e)) from None
         self.dtype = dev.resolve_dtype(self.cfg.dtype, self.device)
+        if self.device.type == "cpu":
+            dev.keep_freed_memory()  # 15-30% faster CPU steps: no page faults per step
         if self.dtype == torch.bfloat16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise TrainError(f"dtype = 'bfloat16': {dev.device_name(self.device)} has no bf16 support")
         train_data, val_data, self.meta = load_data(self.cfg)

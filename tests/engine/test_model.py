@@ -3,12 +3,16 @@ cache beyond block_size, sampling filters, seeds, and the CPU fast paths."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import engine.model as model_mod
-from engine.model import GPT, GPTConfig, KVCache, keep_mask, matmul_causal_attention, sample_next
+from engine import cpu_kernels
+from engine.cpu_kernels import causal_attention, keep_mask
+from engine.model import GPT, GPTConfig, KVCache, sample_next
 
 # (n_layer, n_head, n_embd) -> (params at vocab 65, params at vocab 50304); block 256, no bias.
 ASSIGNMENT_COUNTS = {
@@ -193,27 +197,88 @@ def test_generate_restores_training_mode():
 
 # ---- CPU fast paths: same function as the reference implementations ---------------------
 
-@pytest.mark.parametrize("n_head,hs,T", [(2, 16, 24), (8, 4, 24), (2, 8, 128), (2, 8, 200),
-                                         (1, 4, 256)])
-def test_matmul_attention_equals_sdpa(n_head, hs, T):
-    """Including the query-chunked path (T >= 128) with uneven chunks (T = 200)."""
+def sdpa_reference(qkv, n_head, attn_mask=None, dropout_scale=None):
+    """Attention through torch's own ops from the (B, T, 3C) c_attn output to (B, T, C)."""
+    B, T, C3 = qkv.shape
+    q, k, v = (t.view(B, T, n_head, -1).transpose(1, 2) for t in qkv.split(C3 // 3, dim=2))
+    if dropout_scale is None:
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    else:  # explicit softmax so a given dropout mask can be applied to the probabilities
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+        att = att.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        y = (torch.softmax(att, dim=-1) * dropout_scale) @ v
+    return y.transpose(1, 2).reshape(B, T, C3 // 3)
+
+
+@pytest.mark.parametrize("B,n_head,hs,T", [(3, 2, 16, 24), (3, 8, 4, 24), (3, 2, 8, 128),
+                                           (3, 2, 8, 200), (3, 1, 4, 256), (20, 8, 4, 64)])
+def test_cpu_attention_equals_sdpa(B, n_head, hs, T):
+    """Outputs and gradients, including query chunks (T >= 128), uneven chunks (T = 200)
+    and several batch groups (20 x 8 heads)."""
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(3, n_head, T, hs, generator=g, requires_grad=True) for _ in range(3))
-    ours = matmul_causal_attention(q, k, v)
-    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    qkv = torch.randn(B, T, 3 * n_head * hs, generator=g, requires_grad=True)
+    ours = causal_attention(qkv, n_head)
+    ref = sdpa_reference(qkv, n_head)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
-    grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
-    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
-    for a, b in zip(grads, ref_grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    (grad,) = torch.autograd.grad(ours.square().sum(), qkv)
+    (ref_grad,) = torch.autograd.grad(ref.square().sum(), qkv)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_attention_groups_and_chunks_cover_everything():
+    for B, H in [(1, 1), (12, 8), (12, 32), (5, 64), (20, 8)]:
+        groups = cpu_kernels.batch_groups(B, H)
+        assert groups[0][0] == 0 and groups[-1][1] == B
+        assert all(a < b for a, b in groups)
+        assert all(b == c for (_, b), (c, _) in zip(groups, groups[1:]))  # contiguous
+    for T in (1, 63, 64, 200, 256, 1024):
+        chunks = cpu_kernels.query_chunks(T)
+        assert chunks[0][0] == 0 and chunks[-1][1] == T and len(chunks) <= 4
+
+
+def test_cpu_attention_dropout_matches_reference_with_the_same_mask(monkeypatch):
+    """With attention dropout the hand-written backward must still be the gradient of
+    softmax(qk^T) * mask / (1 - p) @ v: masks are made repeatable per shape for the check."""
+    p = 0.25
+    masks = {}
+
+    def fixed_mask(shape, p, device, generator=None):
+        if tuple(shape) not in masks:
+            g = torch.Generator().manual_seed(len(masks))
+            masks[tuple(shape)] = torch.rand(shape, generator=g) >= p
+        return masks[tuple(shape)]
+
+    monkeypatch.setattr(cpu_kernels, "keep_mask", fixed_mask)
+    B, n_head, hs, T = 2, 2, 8, 64  # one group, one chunk: one mask of shape (4, 64, 64)
+    qkv = torch.randn(B, T, 3 * n_head * hs, dtype=torch.float64, requires_grad=True,
+                      generator=torch.Generator().manual_seed(1))
+    ours = causal_attention(qkv, n_head, dropout_p=p)
+    (mask,) = masks.values()
+    ref = sdpa_reference(qkv, n_head, dropout_scale=mask.view(B, n_head, T, T) / (1 - p))
+    torch.testing.assert_close(ours, ref)
+    assert torch.autograd.gradcheck(lambda x: causal_attention(x, n_head, dropout_p=p), (qkv,))
+
+
+def test_cpu_attention_in_bf16_is_close_to_fp32():
+    g = torch.Generator().manual_seed(2)
+    qkv = torch.randn(4, 256, 3 * 64, generator=g, requires_grad=True)
+    qkv16 = qkv.detach().bfloat16().requires_grad_()
+    dy = torch.randn(4, 256, 64, generator=g)
+    ref = sdpa_reference(qkv, 4)
+    ours = causal_attention(qkv16, 4)
+    assert ours.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), ref, rtol=0.02, atol=0.02)
+    (grad,) = torch.autograd.grad(ref, qkv, dy)
+    (grad16,) = torch.autograd.grad(ours, qkv16, dy.bfloat16())
+    assert (grad16.float() - grad).norm() / grad.norm() < 0.02
 
 
 def test_cpu_attention_paths_give_the_same_model_loss(monkeypatch):
     m = tiny(block_size=32).train()
     idx = torch.randint(17, (4, 32), generator=torch.Generator().manual_seed(8))
-    monkeypatch.setattr(model_mod, "CPU_ATTENTION", "matmul")
+    monkeypatch.setattr(cpu_kernels, "CPU_ATTENTION", "matmul")
     _, loss_a = m(idx, targets=idx)
-    monkeypatch.setattr(model_mod, "CPU_ATTENTION", "sdpa")
+    monkeypatch.setattr(cpu_kernels, "CPU_ATTENTION", "sdpa")
     _, loss_b = m(idx, targets=idx)
     torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-5)
 
@@ -237,10 +302,10 @@ def test_keep_mask_rate_and_dropout_expectation():
     pairs = (mask[:, 0::2] & mask[:, 1::2]).float().mean().item()
     assert abs(pairs - 0.64) < 0.003
     x = torch.ones(1000, 1000)
-    y = model_mod.dropout(x, 0.2, training=True)
+    y = cpu_kernels.dropout(x, 0.2, training=True)
     assert abs(y.mean().item() - 1.0) < 0.01
     assert set(torch.unique(y).tolist()) == {0.0, 1.25}
-    assert model_mod.dropout(x, 0.2, training=False) is x
+    assert cpu_kernels.dropout(x, 0.2, training=False) is x
 
 
 def test_dropout_is_active_in_training_only():

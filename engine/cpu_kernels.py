@@ -1,0 +1,191 @@
+"""CPU training fast paths: causal self-attention with a hand-written backward, and dropout.
+
+Why these exist. Profiling a bf16-autocast training step on a 2-core AVX512-BF16 CPU
+(torch 2.13, torch.profiler) showed scaled_dot_product_attention's CPU flash kernel taking
+~40% of the step (its backward alone ~28%), more than all the linear layers together, and
+dropout's bernoulli_ draws dominating once dropout > 0 (SDPA then falls back to its math
+path). So on CPU:
+
+- Attention is plain batched matmuls (baddbmm with an additive causal mask and the
+  1/sqrt(hs) scale fused in, softmax, bmm), and only the causal part is computed: the
+  queries are cut into up to 4 chunks of >= 64 rows, and chunk c only meets the keys up to
+  its last row, so the score matrices cover (n+1)/(2n) of T x T (62.5% for 4 chunks).
+- Left to autograd, that graph cost more than its matmuls: the gradients of the key/value
+  slices were summed with add_ (8-10% of the step), the softmax ran in fp32 between two
+  casts, the head transposes were copied twice, and dV = P^T dY multiplied a transposed
+  matrix (half the speed of the other layout). CausalAttention's backward instead
+  accumulates dK^T and dV^T in place with baddbmm_ in the fast layout, keeps the softmax in
+  the matmul dtype (torch's CPU softmax accumulates bf16 in fp32), and reads q/k/v from and
+  writes its gradient into the (B, T, 3C) layout of c_attn directly.
+- It works through the batch in groups of about 64 heads, so the score matrices of a group
+  (~2 MB) stay in cache between the matmul that writes them and the softmax that reads
+  them; the whole batch at once measured ~1.5x slower at 32 heads.
+- Dropout masks come from 16-bit slices of 64-bit random words: a quarter of the
+  generator draws of bernoulli_.
+
+CUDA keeps SDPA (flash) and torch's dropout. Set CPU_ATTENTION = "sdpa" and
+CPU_FAST_DROPOUT = False for the plain path (benchmarks/train_speed.py does, to show
+what each buys). Tests check that both paths compute the same function and gradients.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+CPU_ATTENTION = "matmul"
+CPU_FAST_DROPOUT = True
+HEADS_PER_GROUP = 64
+QUERY_CHUNKS = 4
+
+_CAUSAL_BIAS: dict[tuple, torch.Tensor] = {}
+
+
+def causal_bias(rows: int, cols: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """(rows, cols) additive mask for the last `rows` queries of `cols` positions: 0 where
+    a query may attend (key position <= query position), -inf above; cached per shape."""
+    key = (rows, cols, dtype, str(device))
+    bias = _CAUSAL_BIAS.get(key)
+    if bias is None:
+        bias = torch.full((rows, cols), float("-inf"), dtype=dtype, device=device)
+        bias = bias.triu(cols - rows + 1)
+        _CAUSAL_BIAS[key] = bias
+    return bias
+
+
+def keep_mask(shape, p: float, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Bool mask, True with probability 1 - p (p resolved to 1/65536), built from 16-bit
+    slices of random int64 words: a quarter of the generator draws of bernoulli_."""
+    n = math.prod(shape)
+    words = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64,
+                          device=device, generator=generator)
+    r = words.view(torch.int16)[:n].view(shape)
+    return r >= (-32768 + round(p * 65536))
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout, as F.dropout, with the cheaper mask on CPU."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or not CPU_FAST_DROPOUT:
+        return F.dropout(x, p, True)
+    scale = keep_mask(x.shape, p, x.device).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * scale
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout (same name in printouts, no parameters) using the CPU fast mask."""
+
+    def forward(self, x):
+        return dropout(x, self.p, self.training)
+
+
+def query_chunks(T: int) -> list[tuple[int, int]]:
+    """Up to QUERY_CHUNKS row ranges of >= 64 queries covering 0..T-1."""
+    n = min(QUERY_CHUNKS, max(1, T // 64))
+    bounds = [T * i // n for i in range(n + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def batch_groups(B: int, n_head: int) -> list[tuple[int, int]]:
+    """Batch ranges of about HEADS_PER_GROUP heads each, as even as possible."""
+    n = max(1, min(B, round(B * n_head / HEADS_PER_GROUP)))
+    bounds = [B * i // n for i in range(n + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """(b, T, C) -> contiguous (b * n_head, T, hs)."""
+    b, T, C = x.shape
+    return x.reshape(b, T, n_head, C // n_head).transpose(1, 2).reshape(b * n_head, T, -1)
+
+
+class CausalAttention(torch.autograd.Function):
+    """y = causal softmax(q k^T / sqrt(hs)) v, with attention dropout, from the (B, T, 3C)
+    output of c_attn to the (B, T, C) input of c_proj. Runs in qkv's dtype (bf16 under
+    autocast: autocast is off inside, the softmax accumulates in fp32 either way)."""
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, n_head: int, dropout_p: float):
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        hs = C // n_head
+        keep_scale = 1.0 / (1.0 - dropout_p)
+        y = qkv.new_empty(B, T, C)
+        y4 = y.view(B, T, n_head, hs)
+        saved = []  # per (group, chunk): softmax probabilities, dropout mask
+        for b0, b1 in batch_groups(B, n_head):
+            q, k, v = (_heads(t, n_head) for t in qkv[b0:b1].split(C, dim=2))
+            for a, b in query_chunks(T):
+                # scores into fresh memory (beta=0: nothing read), then -inf above the
+                # diagonal, which lies in the last b - a columns only
+                s = q.new_empty(q.size(0), b - a, b).baddbmm_(
+                    q[:, a:b], k[:, :b].transpose(1, 2), beta=0.0, alpha=1.0 / math.sqrt(hs))
+                s[:, :, a:b].add_(causal_bias(b - a, b - a, s.dtype, s.device))
+                p = torch.softmax(s, dim=-1)
+                mask = None
+                if dropout_p > 0.0:
+                    mask = keep_mask(p.shape, dropout_p, p.device)
+                    yc = torch.bmm(p * mask, v[:, :b]).mul_(keep_scale)
+                else:
+                    yc = torch.bmm(p, v[:, :b])
+                y4[b0:b1, a:b] = yc.view(b1 - b0, n_head, b - a, hs).transpose(1, 2)
+                if ctx.needs_input_grad[0]:
+                    saved += [p, mask]
+        ctx.n_head, ctx.dropout_p = n_head, dropout_p
+        ctx.save_for_backward(qkv, *saved)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        with torch.autocast(dy.device.type, enabled=False):
+            return CausalAttention._backward(ctx, dy)
+
+    @staticmethod
+    def _backward(ctx, dy: torch.Tensor):
+        qkv, *saved = ctx.saved_tensors
+        n_head, dropout_p = ctx.n_head, ctx.dropout_p
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        hs = C // n_head
+        scale = 1.0 / math.sqrt(hs)
+        keep_scale = 1.0 / (1.0 - dropout_p)
+        dy = dy.to(qkv.dtype)
+        dqkv = qkv.new_empty(B, T, C3)
+        saved = iter(saved)
+        for b0, b1 in batch_groups(B, n_head):
+            nb = b1 - b0
+            q, k, v = (_heads(t, n_head) for t in qkv[b0:b1].split(C, dim=2))
+            dyh = _heads(dy[b0:b1], n_head)
+            dq = torch.empty_like(q)
+            dkt = q.new_zeros(nb * n_head, hs, T)  # dK^T and dV^T: accumulated over
+            dvt = q.new_zeros(nb * n_head, hs, T)  # chunks in the fast matmul layout
+            for a, b in query_chunks(T):
+                p, mask = next(saved), next(saved)
+                dyc = dyh[:, a:b]
+                # dP, pre-multiplied by the score scale (the softmax backward is linear in
+                # dP), so dQ and dK need no scaling pass of their own
+                dp = torch.empty_like(p).baddbmm_(dyc, v[:, :b].transpose(1, 2), beta=0.0,
+                                                  alpha=scale * keep_scale)
+                if mask is None:
+                    dvt[:, :, :b].baddbmm_(dyc.transpose(1, 2), p)
+                else:
+                    dvt[:, :, :b].baddbmm_(dyc.transpose(1, 2), p * mask, alpha=keep_scale)
+                    dp.mul_(mask)
+                ds = torch.ops.aten._softmax_backward_data(dp, p, -1, p.dtype)
+                dq[:, a:b] = torch.bmm(ds, k[:, :b])
+                dkt[:, :, :b].baddbmm_(q[:, a:b].transpose(1, 2), ds)
+            d = dqkv[b0:b1].view(nb, T, 3, n_head, hs)
+            d[:, :, 0] = dq.view(nb, n_head, T, hs).transpose(1, 2)
+            d[:, :, 1] = dkt.view(nb, n_head, hs, T).permute(0, 3, 1, 2)
+            d[:, :, 2] = dvt.view(nb, n_head, hs, T).permute(0, 3, 1, 2)
+        return dqkv, None, None
+
+
+def causal_attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0) -> torch.Tensor:
+    """CausalAttention.apply, with autocast off inside (it computes in qkv's dtype)."""
+    with torch.autocast(qkv.device.type, enabled=False):
+        return CausalAttention.apply(qkv, n_head, dropout_p)
