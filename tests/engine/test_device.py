@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -83,3 +87,36 @@ def test_mfu_is_achieved_over_peak_or_none():
 
 def test_device_name_of_cpu_is_the_model_name():
     assert dev.device_name(torch.device("cpu"))
+
+
+FAULTS_SCRIPT = """
+import resource, sys, torch
+from engine import device
+from engine.model import GPT, GPTConfig
+if sys.argv[1] == "keep":
+    assert device.keep_freed_memory()
+torch.manual_seed(0)
+model = GPT(GPTConfig(block_size=256, vocab_size=65, n_layer=2, n_head=8, n_embd=256))
+x = torch.randint(65, (12, 256))
+def step():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    _, loss = model(x, x)
+    loss.backward()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(*[step() for _ in range(6)])
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc malloc settings: Linux only")
+def test_keep_freed_memory_stops_page_faults_after_the_first_steps():
+    """Training steps after warm-up reuse the memory of earlier ones instead of having
+    the kernel fault their activations in again (each variant in a fresh process: the
+    setting is process-wide)."""
+    def faults(mode: str) -> list[int]:
+        out = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True,
+                             text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+        return [int(n) for n in out.stdout.split()]
+
+    default, keep = faults("default"), faults("keep")
+    assert sum(keep[2:]) < keep[0] // 10       # steady state: almost no page faults
+    assert sum(default[2:]) > sum(keep[2:])    # what glibc's defaults cost
