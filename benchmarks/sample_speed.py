@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import os
 import statistics
@@ -33,17 +32,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from nanogpt_ref import load_nanogpt  # noqa: E402
 from engine.model import GPT, GPTConfig  # noqa: E402
-
-
-def load_nanogpt(path: Path):
-    file = path / "model.py"
-    if not file.is_file():
-        sys.exit(f"sample_speed: {file} not found: --nanogpt must point at a nanoGPT checkout")
-    spec = importlib.util.spec_from_file_location("nanogpt_model", file)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def main() -> int:
@@ -60,7 +50,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    ng = load_nanogpt(args.nanogpt.expanduser())
+    ng = load_nanogpt(args.nanogpt, "sample_speed")
     shape = dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
                  block_size=args.block_size, vocab_size=65, dropout=0.0, bias=False)
     torch.manual_seed(1337)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import os
 import statistics
@@ -52,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import engine.model as our_model  # noqa: E402
+from nanogpt_ref import load_nanogpt  # noqa: E402
 from engine import cpu_kernels  # noqa: E402
 from engine import device as dev  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
@@ -59,17 +59,6 @@ from engine.trainer import Trainer  # noqa: E402
 
 DEFAULT_CONFIGS = "2,8,256 6,8,256 6,8,128 6,32,256"
 LR, WEIGHT_DECAY, BETAS, GRAD_CLIP = 1e-3, 0.1, (0.9, 0.99), 1.0
-
-
-def load_nanogpt(path: Path):
-    """nanoGPT's model.py as a module, imported from its checkout."""
-    file = path / "model.py"
-    if not file.is_file():
-        sys.exit(f"train_speed: {file} not found: --nanogpt must point at a nanoGPT checkout")
-    spec = importlib.util.spec_from_file_location("nanogpt_model", file)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 class NanoGPTStep:
@@ -171,7 +160,7 @@ def synthetic_data(vocab_size: int) -> np.ndarray:
 def worker(args) -> int:
     """One variant in this process: build it, then run one step per 'step' line on stdin
     and answer 'wall_s cpu_s loss' on stdout."""
-    ng = load_nanogpt(args.nanogpt.expanduser())
+    ng = load_nanogpt(args.nanogpt, "train_speed")
     cfg = bench_config(args.configs, float(args.dropout), args)
     step = make_variant(args.worker, ng, cfg, synthetic_data(args.vocab_size))
     print(f"ready {getattr(step, 'compile_s', None)}", flush=True)
@@ -258,7 +247,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     if args.worker:
         return worker(args)
-    load_nanogpt(args.nanogpt.expanduser())  # fail early on a wrong path
+    load_nanogpt(args.nanogpt, "train_speed")  # fail early on a wrong path
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

@@ -116,9 +116,14 @@ class CausalAttention(torch.autograd.Function):
         keep_scale = 1.0 / (1.0 - dropout_p)
         y = qkv.new_empty(B, T, C)
         y4 = y.view(B, T, n_head, hs)
-        saved = []  # per (group, chunk): softmax probabilities, dropout mask
+        # per group: its q, k, v in head layout (the backward reuses these copies), then
+        # per chunk: softmax probabilities, dropout mask
+        saved = []
+        keep = ctx.needs_input_grad[0]
         for b0, b1 in batch_groups(B, n_head):
             q, k, v = (_heads(t, n_head) for t in qkv[b0:b1].split(C, dim=2))
+            if keep:
+                saved += [q, k, v]
             for a, b in query_chunks(T):
                 # scores into fresh memory (beta=0: nothing read), then -inf above the
                 # diagonal, which lies in the last b - a columns only
@@ -133,10 +138,10 @@ class CausalAttention(torch.autograd.Function):
                 else:
                     yc = torch.bmm(p, v[:, :b])
                 y4[b0:b1, a:b] = yc.view(b1 - b0, n_head, b - a, hs).transpose(1, 2)
-                if ctx.needs_input_grad[0]:
+                if keep:
                     saved += [p, mask]
-        ctx.n_head, ctx.dropout_p = n_head, dropout_p
-        ctx.save_for_backward(qkv, *saved)
+        ctx.n_head, ctx.dropout_p, ctx.shape = n_head, dropout_p, qkv.shape
+        ctx.save_for_backward(*saved)
         return y
 
     @staticmethod
@@ -146,19 +151,20 @@ class CausalAttention(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, dy: torch.Tensor):
-        qkv, *saved = ctx.saved_tensors
+        saved = iter(ctx.saved_tensors)
         n_head, dropout_p = ctx.n_head, ctx.dropout_p
-        B, T, C3 = qkv.shape
+        B, T, C3 = ctx.shape
         C = C3 // 3
         hs = C // n_head
         scale = 1.0 / math.sqrt(hs)
         keep_scale = 1.0 / (1.0 - dropout_p)
-        dy = dy.to(qkv.dtype)
-        dqkv = qkv.new_empty(B, T, C3)
-        saved = iter(saved)
+        dqkv = None
         for b0, b1 in batch_groups(B, n_head):
             nb = b1 - b0
-            q, k, v = (_heads(t, n_head) for t in qkv[b0:b1].split(C, dim=2))
+            q, k, v = next(saved), next(saved), next(saved)
+            if dqkv is None:
+                dy = dy.to(q.dtype)
+                dqkv = q.new_empty(B, T, C3)
             dyh = _heads(dy[b0:b1], n_head)
             dq = torch.empty_like(q)
             dkt = q.new_zeros(nb * n_head, hs, T)  # dK^T and dV^T: accumulated over
