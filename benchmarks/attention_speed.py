@@ -6,8 +6,9 @@
 
 For each (n_head, n_embd) at --batch-size x --block-size, every variant runs fwd+bwd on the
 same (B, T, 3C) input in turn, order rotating each round; medians over --repeats rounds
-after --warmup. Variants: sdpa-fp32 (nanoGPT on CPU), sdpa-bf16, ours-bf16 (the training
-path under bf16 autocast), ours-fp32. Use it to A/B a change to the attention kernel
+after --warmup. Variants: sdpa-fp32 (nanoGPT on CPU), sdpa-bf16, fused-bf16 (the training
+path under bf16 autocast: the C++ kernel, engine/native.py), matmul-bf16 (the torch-op
+fallback, engine/cpu_kernels.py), and both in fp32. Use it to A/B a change to the attention kernel
 before timing whole steps with train_speed.py: at small head sizes this is where a
 nanotui CPU step spends ~45% of its time.
 """
@@ -25,13 +26,18 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import cpu_kernels, device  # noqa: E402
+from engine import cpu_kernels, device, native  # noqa: E402
 
 
 def sdpa(qkv: torch.Tensor, n_head: int) -> torch.Tensor:
     B, T, C3 = qkv.shape
     q, k, v = (t.view(B, T, n_head, -1).transpose(1, 2) for t in qkv.split(C3 // 3, dim=2))
     return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, -1)
+
+
+def attention(kind: str, qkv: torch.Tensor, n_head: int) -> torch.Tensor:
+    cpu_kernels.CPU_ATTENTION = kind
+    return cpu_kernels.causal_attention(qkv, n_head)
 
 
 def main() -> int:
@@ -48,6 +54,8 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     device.keep_freed_memory()  # as a CPU training process does
     B, T = args.batch_size, args.block_size
+    if native.load() is None:
+        print(f"fused kernel unavailable ({native.why_not()}): fused-* rows time the fallback")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={B} T={T}; "
           f"ms per fwd+bwd, medians of {args.repeats} rounds")
     for shape in args.shapes.split():
@@ -58,7 +66,8 @@ def main() -> int:
             qkv = torch.randn(B, T, 3 * n_embd, generator=g).to(dt).requires_grad_()
             dy = torch.randn(B, T, n_embd, generator=g).to(dt)
             variants[f"sdpa-{name}"] = (lambda x: sdpa(x, n_head), qkv, dy)
-            variants[f"ours-{name}"] = (lambda x: cpu_kernels.causal_attention(x, n_head), qkv, dy)
+            variants[f"fused-{name}"] = (lambda x: attention("fused", x, n_head), qkv, dy)
+            variants[f"matmul-{name}"] = (lambda x: attention("matmul", x, n_head), qkv, dy)
         times: dict[str, list[float]] = {k: [] for k in variants}
         names = list(variants)
         for r in range(args.warmup + args.repeats):
@@ -72,7 +81,7 @@ def main() -> int:
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         print(f"n_head {n_head:>3} n_embd {n_embd:>4} (head size {n_embd // n_head:>3}): "
               + "  ".join(f"{k} {v:6.1f}" for k, v in med.items())
-              + f"  | sdpa-fp32 / ours-bf16 {med['sdpa-fp32'] / med['ours-bf16']:.2f}x")
+              + f"  | sdpa-fp32 / fused-bf16 {med['sdpa-fp32'] / med['fused-bf16']:.2f}x")
     return 0
 
 

@@ -36,7 +36,11 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-CPU_ATTENTION = "matmul"
+from engine import native
+
+# "fused": the C++ kernel (engine/native.py) where it builds and handles the input, else
+# "matmul": the torch-op CausalAttention below; "sdpa": torch's scaled_dot_product_attention.
+CPU_ATTENTION = "fused"
 CPU_FAST_DROPOUT = True
 HEADS_PER_GROUP = 64
 QUERY_CHUNKS = 4
@@ -191,7 +195,30 @@ class CausalAttention(torch.autograd.Function):
         return dqkv, None, None
 
 
+class FusedCausalAttention(torch.autograd.Function):
+    """CausalAttention without dropout, by the C++ kernel: it saves only qkv (c_attn's output,
+    kept by autograd anyway), y (c_proj's input, likewise) and one fp32 per query row, where
+    the torch-op path saves every T x T probability matrix."""
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, n_head: int):
+        qkv = qkv.contiguous()
+        y, lse = native.attention_forward(qkv, n_head)
+        ctx.n_head = n_head
+        ctx.save_for_backward(qkv, y, lse)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        qkv, y, lse = ctx.saved_tensors
+        return native.attention_backward(qkv, y, dy, lse, ctx.n_head), None
+
+
 def causal_attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0) -> torch.Tensor:
-    """CausalAttention.apply, with autocast off inside (it computes in qkv's dtype)."""
+    """Causal self-attention from (B, T, 3C) to (B, T, C) on CPU: the fused kernel where it
+    applies (CPU_ATTENTION "fused", no attention dropout), else CausalAttention. Autocast
+    is off inside: both compute in qkv's dtype (bf16 under autocast)."""
     with torch.autocast(qkv.device.type, enabled=False):
+        if CPU_ATTENTION == "fused" and dropout_p == 0.0 and native.supports(qkv, n_head):
+            return FusedCausalAttention.apply(qkv, n_head)
         return CausalAttention.apply(qkv, n_head, dropout_p)

@@ -105,7 +105,7 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, cache: KVCache | None = None, layer: int = 0):
         B, T, C = x.size()
         dropout_p = self.dropout if self.training else 0.0
-        if cache is None and x.device.type == "cpu" and cpu_kernels.CPU_ATTENTION == "matmul":
+        if cache is None and x.device.type == "cpu" and cpu_kernels.CPU_ATTENTION != "sdpa":
             y = cpu_kernels.causal_attention(self.c_attn(x), self.n_head, dropout_p)
             return self.resid_dropout(self.c_proj(y))
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)

@@ -1,0 +1,373 @@
+// Fused causal self-attention for CPU training: forward and backward.
+//
+// Why: at the small head sizes of the course's sweeps (8-32), torch's CPU attention is
+// bound by the T x T elementwise work between its matmuls (score matrices written, read by
+// the softmax, written again, copied for the transposes), not by FLOPs. Here each block of
+// R query rows computes its scores, softmax and output while they are in L1, in fp32,
+// and never meets the masked half of the keys. The backward recomputes the probabilities
+// from the saved log-sum-exp (as FlashAttention does) instead of storing T x T of them.
+//
+// Layouts: q, k, v are read straight from c_attn's (B, T, 3C) output and y is written in
+// c_proj's (B, T, C) input layout; the backward writes the (B, T, 3C) gradient. No head
+// transposes. Tensors are bf16 or fp32 (elem type E); all arithmetic is fp32.
+//
+// Built at first use by engine/native.py (c++ -O3 -march=native); plain GCC/Clang vector
+// extensions, so the same source compiles to AVX-512, AVX2 or NEON.
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <cmath>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef float vk __attribute__((vector_size(64)));        // 16 keys' scores
+typedef int32_t vki __attribute__((vector_size(64)));
+typedef float vd __attribute__((vector_size(32)));        // 8 lanes of a head vector
+typedef float vk_u __attribute__((vector_size(64), aligned(4)));
+typedef float vd_u __attribute__((vector_size(32), aligned(4)));
+typedef uint16_t vh_u __attribute__((vector_size(16), aligned(2)));   // 8 bf16
+typedef uint32_t vdu __attribute__((vector_size(32)));
+
+static const int KW = 16;   // keys per score vector
+static const float LOG2E = 1.4426950408889634f;
+
+// ---- element loads/stores (bf16 <-> fp32 by bit shifts, round to nearest even) ----------
+
+static inline vd load8(const float* p) { return *(const vd_u*)p; }
+static inline vd load8(const uint16_t* p) {
+    vdu w = __builtin_convertvector(*(const vh_u*)p, vdu) << 16;
+    vd f;
+    memcpy(&f, &w, sizeof f);
+    return f;
+}
+static inline void store8(float* p, vd x) { *(vd_u*)p = x; }
+static inline void store8(uint16_t* p, vd x) {
+    vdu w;
+    memcpy(&w, &x, sizeof w);
+    w = (w + 0x7fffu + ((w >> 16) & 1u)) >> 16;
+    *(vh_u*)p = __builtin_convertvector(w, vh_u);
+}
+
+// ---- 2^x for x <= 0 (|rel err| < 2e-7); x below -126 gives ~0 ----------------------------
+
+static inline vk exp2_nonpos(vk x) {
+    const vk lo = vk{} - 126.0f;
+    x = x < lo ? lo : x;
+    vki n = __builtin_convertvector(0.5f - x, vki);  // round(-x): -x + 0.5 >= 0, truncates
+    vk f = x + __builtin_convertvector(n, vk);      // x = f - n, f in [-0.5, 0.5]
+    // Taylor of 2^f = e^(f ln2) to degree 6: truncation error < (0.35^7 / 7!) ~ 1.3e-7
+    vk p = f * 1.5403530393381608e-4f + 1.3333558146428443e-3f;
+    p = p * f + 9.618129107628477e-3f;
+    p = p * f + 5.550410866482158e-2f;
+    p = p * f + 2.402265069591007e-1f;
+    p = p * f + 6.931471805599453e-1f;
+    p = p * f + 1.0f;
+    vki bits;
+    memcpy(&bits, &p, sizeof bits);
+    bits -= n << 23;                                 // times 2^-n
+    memcpy(&p, &bits, sizeof p);
+    return p;
+}
+
+static inline float hsum(vk x) {
+    float s = 0.0f;
+    for (int i = 0; i < KW; i++) s += x[i];
+    return s;
+}
+static inline float hmax(vk x) {
+    float m = x[0];
+    for (int i = 1; i < KW; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+// ---- per-head scratch ----------------------------------------------------------------------
+
+struct Head {
+    int T, Tp, D;
+    float *qs;   // (Tp, D) q * scale * log2(e), zero rows past T
+    float *kt;   // (D, Tp) k transposed, zero columns past T
+    float *k;    // (Tp, D)          [backward]
+    float *vt;   // (D, Tp) v transposed  [backward]
+    float *v;    // (Tp, D)
+    float *dO;   // (Tp, D) output gradient  [backward]
+    float *dk;   // (Tp, D) accumulators      [backward]
+    float *dv;   // (Tp, D)
+    float *s;    // (R, Tp) scores / probabilities of a row block
+    float *ds;   // (R, Tp) score gradients   [backward]
+    float *buf;
+};
+
+static Head make_head(int T, int D, int R) {
+    Head h;
+    h.T = T;
+    h.Tp = (T + KW - 1) / KW * KW;
+    h.D = D;
+    size_t n = (size_t)h.Tp * D;
+    size_t total = 8 * n + 2 * (size_t)R * h.Tp;
+    h.buf = (float*)aligned_alloc(64, (total * sizeof(float) + 63) / 64 * 64);
+    memset(h.buf, 0, total * sizeof(float));
+    float* p = h.buf;
+    h.qs = p; p += n; h.kt = p; p += n; h.k = p; p += n; h.vt = p; p += n;
+    h.v = p; p += n; h.dO = p; p += n; h.dk = p; p += n; h.dv = p; p += n;
+    h.s = p; p += (size_t)R * h.Tp; h.ds = p;
+    return h;
+}
+
+// Copy head `hd` of batch row `b` in from the (B, T, 3C) qkv tensor.
+template <typename E, int D>
+static void pack_qkv(Head& h, const E* qkv, int b, int hd, int C, float qscale, bool backward) {
+    const int T = h.T, Tp = h.Tp;
+    for (int t = 0; t < T; t++) {
+        const E* row = qkv + ((size_t)b * T + t) * 3 * C + (size_t)hd * D;
+        for (int c = 0; c < D; c += 8) {
+            vd q = load8(row + c), k = load8(row + C + c), v = load8(row + 2 * C + c);
+            store8(h.qs + (size_t)t * D + c, q * qscale);
+            store8(h.v + (size_t)t * D + c, v);
+            if (backward) store8(h.k + (size_t)t * D + c, k);
+            for (int i = 0; i < 8; i++) {
+                h.kt[(size_t)(c + i) * Tp + t] = k[i];
+                if (backward) h.vt[(size_t)(c + i) * Tp + t] = v[i];
+            }
+        }
+    }
+}
+
+// s[r][j] = a_r . bt[:, j] for keys j < nk (a multiple of KW), R rows from row i0 of a.
+template <int D, int R>
+static inline void row_block_dots(const float* a, const float* bt, int Tp, int i0, int nk, float* s) {
+    for (int j = 0; j < nk; j += KW) {
+        vk acc[R] = {};
+        for (int d = 0; d < D; d++) {
+            vk b = *(const vk*)(bt + (size_t)d * Tp + j);
+            for (int r = 0; r < R; r++) acc[r] += a[(size_t)(i0 + r) * D + d] * b;
+        }
+        for (int r = 0; r < R; r++) *(vk*)(s + (size_t)r * Tp + j) = acc[r];
+    }
+}
+
+// out_r = sum_{j < n} w[r][j] * m[j]  for R rows (m is (Tp, D)), into registers then `out`.
+template <int D, int R>
+static inline void row_block_combine(const float* w, int Tp, const float* m, int n, vd (*out)[D / 8]) {
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < D / 8; c++) out[r][c] = vd{};
+    for (int j = 0; j < n; j++) {
+        vd mj[D / 8];
+        for (int c = 0; c < D / 8; c++) mj[c] = *(const vd*)(m + (size_t)j * D + 8 * c);
+        for (int r = 0; r < R; r++) {
+            float wr = w[(size_t)r * Tp + j];
+            for (int c = 0; c < D / 8; c++) out[r][c] += wr * mj[c];
+        }
+    }
+}
+
+// acc[j] += sum_r w[r][j] * x_r  for keys j < n (acc and x are (Tp, D); rows i0.. of x).
+template <int D, int R>
+static inline void scatter_rows(const float* w, int Tp, const float* x, int i0, int n, float* acc) {
+    vd xr[R][D / 8];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < D / 8; c++) xr[r][c] = *(const vd*)(x + (size_t)(i0 + r) * D + 8 * c);
+    for (int j = 0; j < n; j++) {
+        vd a[D / 8];
+        for (int c = 0; c < D / 8; c++) a[c] = *(vd*)(acc + (size_t)j * D + 8 * c);
+        for (int r = 0; r < R; r++) {
+            float wr = w[(size_t)r * Tp + j];
+            for (int c = 0; c < D / 8; c++) a[c] += wr * xr[r][c];
+        }
+        for (int c = 0; c < D / 8; c++) *(vd*)(acc + (size_t)j * D + 8 * c) = a[c];
+    }
+}
+
+// Row block [i0, i0 + R): keys 0..i0+R-1 are live, padded to nk = multiple of KW.
+static inline int live_keys(int i0, int R) { return i0 + R; }
+static inline int padded_keys(int i0, int R) { return (i0 + R + KW - 1) / KW * KW; }
+
+// Probabilities of row r in place: 2^(s - lse) for j <= i0 + r, 0 after.
+static inline void probabilities(float* s, int nk, int last, float lse) {
+    for (int j = 0; j < nk; j += KW) {
+        vk x = *(vk*)(s + j) - lse;
+        *(vk*)(s + j) = exp2_nonpos(x);
+    }
+    for (int j = last + 1; j < nk; j++) s[j] = 0.0f;
+}
+
+template <typename E, int D, int R>
+static void forward_head(Head& h, const E* qkv, E* y, float* lse, int b, int hd, int C) {
+    const int T = h.T, Tp = h.Tp;
+    pack_qkv<E, D>(h, qkv, b, hd, C, LOG2E / sqrtf((float)D), false);
+    vd o[R][D / 8];
+    for (int i0 = 0; i0 < T; i0 += R) {
+        const int nk = padded_keys(i0, R);
+        row_block_dots<D, R>(h.qs, h.kt, Tp, i0, nk, h.s);
+        float denom[R];
+        for (int r = 0; r < R; r++) {
+            float* s = h.s + (size_t)r * Tp;
+            const int last = i0 + r;
+            for (int j = last + 1; j < nk; j++) s[j] = -INFINITY;
+            vk mv = *(vk*)s;
+            for (int j = KW; j < nk; j += KW) {
+                vk x = *(vk*)(s + j);
+                mv = x > mv ? x : mv;
+            }
+            const float m = hmax(mv);
+            vk sum = {};
+            for (int j = 0; j < nk; j += KW) {
+                vk p = exp2_nonpos(*(vk*)(s + j) - m);
+                *(vk*)(s + j) = p;
+                sum += p;
+            }
+            for (int j = last + 1; j < nk; j++) s[j] = 0.0f;  // exact zeros, masked keys
+            const float l = hsum(sum);
+            denom[r] = 1.0f / l;
+            if (i0 + r < T) lse[i0 + r] = m + log2f(l);
+        }
+        row_block_combine<D, R>(h.s, Tp, h.v, live_keys(i0, R), o);
+        for (int r = 0; r < R && i0 + r < T; r++) {
+            E* yr = y + ((size_t)b * T + i0 + r) * C + (size_t)hd * D;
+            for (int c = 0; c < D / 8; c++) store8(yr + 8 * c, o[r][c] * denom[r]);
+        }
+    }
+}
+
+template <typename E, int D, int R>
+static void backward_head(Head& h, const E* qkv, const E* y, const E* dy, const float* lse,
+                          E* dqkv, int b, int hd, int C) {
+    const int T = h.T, Tp = h.Tp;
+    const float scale = 1.0f / sqrtf((float)D);
+    pack_qkv<E, D>(h, qkv, b, hd, C, LOG2E * scale, true);
+    float* delta = (float*)alloca(sizeof(float) * Tp);  // dO_i . O_i
+    for (int t = 0; t < Tp; t++) delta[t] = 0.0f;
+    for (int t = 0; t < T; t++) {
+        const size_t off = ((size_t)b * T + t) * C + (size_t)hd * D;
+        vd acc = {};
+        for (int c = 0; c < D; c += 8) {
+            vd g = load8(dy + off + c);
+            store8(h.dO + (size_t)t * D + c, g);
+            acc += g * load8(y + off + c);
+        }
+        float s = 0.0f;
+        for (int i = 0; i < 8; i++) s += acc[i];
+        delta[t] = s;
+    }
+    memset(h.dk, 0, sizeof(float) * Tp * D);
+    memset(h.dv, 0, sizeof(float) * Tp * D);
+    vd dq[R][D / 8];
+    for (int i0 = 0; i0 < T; i0 += R) {
+        const int nk = padded_keys(i0, R), n = live_keys(i0, R);
+        row_block_dots<D, R>(h.qs, h.kt, Tp, i0, nk, h.s);   // scores (log2 domain)
+        row_block_dots<D, R>(h.dO, h.vt, Tp, i0, nk, h.ds);  // dP = dO v^T
+        for (int r = 0; r < R; r++) {
+            float* p = h.s + (size_t)r * Tp;
+            float* ds = h.ds + (size_t)r * Tp;
+            const bool live = i0 + r < T;
+            probabilities(p, nk, i0 + r, live ? lse[i0 + r] : 0.0f);
+            if (!live)
+                for (int j = 0; j < nk; j++) p[j] = 0.0f;
+            const float dr = delta[i0 + r];
+            for (int j = 0; j < nk; j += KW)                   // dS = P (dP - delta)
+                *(vk*)(ds + j) = *(vk*)(p + j) * (*(vk*)(ds + j) - dr);
+        }
+        row_block_combine<D, R>(h.ds, Tp, h.k, n, dq);       // dQ = dS K
+        for (int r = 0; r < R && i0 + r < T; r++) {
+            E* g = dqkv + ((size_t)b * T + i0 + r) * 3 * C + (size_t)hd * D;
+            for (int c = 0; c < D / 8; c++) store8(g + 8 * c, dq[r][c] * scale);
+        }
+        scatter_rows<D, R>(h.s, Tp, h.dO, i0, n, h.dv);       // dV += P^T dO
+        scatter_rows<D, R>(h.ds, Tp, h.qs, i0, n, h.dk);      // dK += dS^T Q
+    }
+    // qs carries scale * log2(e); dK wants scale only
+    for (int t = 0; t < T; t++) {
+        E* g = dqkv + ((size_t)b * T + t) * 3 * C + (size_t)hd * D;
+        for (int c = 0; c < D; c += 8) {
+            store8(g + C + c, *(vd*)(h.dk + (size_t)t * D + c) * (1.0f / LOG2E));
+            store8(g + 2 * C + c, *(vd*)(h.dv + (size_t)t * D + c));
+        }
+    }
+}
+
+#ifndef RS
+#define RS 4
+#endif
+#ifndef RM
+#define RM 2
+#endif
+template <int D> struct Rows { static const int R = D <= 16 ? RS : (D <= 32 ? RM : (D <= 64 ? 2 : 1)); };
+
+// Pairs [0, BH) split evenly over `threads` OpenMP threads (the runtime torch uses, so its
+// pool is shared rather than fought over), each with its own scratch.
+template <typename E, int D>
+static void forward_all(const void* qkv, void* y, float* lse, int T, int H, int BH, int threads) {
+    const int R = Rows<D>::R;
+    #pragma omp parallel num_threads(threads)
+    {
+        int id = 0, n = 1;
+#ifdef _OPENMP
+        id = omp_get_thread_num();
+        n = omp_get_num_threads();
+#endif
+        Head h = make_head(T, D, R);
+        for (int bh = (int)((long)BH * id / n); bh < (int)((long)BH * (id + 1) / n); bh++)
+            forward_head<E, D, R>(h, (const E*)qkv, (E*)y, lse + (size_t)bh * T, bh / H, bh % H, H * D);
+        free(h.buf);
+    }
+}
+
+template <typename E, int D>
+static void backward_all(const void* qkv, const void* y, const void* dy, const float* lse,
+                         void* dqkv, int T, int H, int BH, int threads) {
+    const int R = Rows<D>::R;
+    #pragma omp parallel num_threads(threads)
+    {
+        int id = 0, n = 1;
+#ifdef _OPENMP
+        id = omp_get_thread_num();
+        n = omp_get_num_threads();
+#endif
+        Head h = make_head(T, D, R);
+        for (int bh = (int)((long)BH * id / n); bh < (int)((long)BH * (id + 1) / n); bh++)
+            backward_head<E, D, R>(h, (const E*)qkv, (const E*)y, (const E*)dy, lse + (size_t)bh * T,
+                                   (E*)dqkv, bh / H, bh % H, H * D);
+        free(h.buf);
+    }
+}
+
+#define DISPATCH(FN, ...)                                                           \
+    switch (D) {                                                                    \
+        case 8: bf16 ? FN<uint16_t, 8>(__VA_ARGS__) : FN<float, 8>(__VA_ARGS__); break;     \
+        case 16: bf16 ? FN<uint16_t, 16>(__VA_ARGS__) : FN<float, 16>(__VA_ARGS__); break;  \
+        case 32: bf16 ? FN<uint16_t, 32>(__VA_ARGS__) : FN<float, 32>(__VA_ARGS__); break;  \
+        case 64: bf16 ? FN<uint16_t, 64>(__VA_ARGS__) : FN<float, 64>(__VA_ARGS__); break;  \
+        case 128: bf16 ? FN<uint16_t, 128>(__VA_ARGS__) : FN<float, 128>(__VA_ARGS__); break; \
+        default: return -1;                                                         \
+    }                                                                               \
+    return 0;
+
+extern "C" {
+
+// Head sizes this library handles; others use the torch path.
+int attn_supports(int D) { return D == 8 || D == 16 || D == 32 || D == 64 || D == 128; }
+
+// y (B, T, H*D) and lse (B*H, T; log2 domain) from qkv (B, T, 3*H*D). Returns -1 for an
+// unsupported head size.
+int attn_forward(const void* qkv, void* y, float* lse, int B, int T, int H, int D, int bf16,
+                 int threads) {
+    DISPATCH(forward_all, qkv, y, lse, T, H, B * H, threads)
+}
+
+// dqkv (B, T, 3*H*D) from the forward's input, output and lse, and the output gradient dy.
+int attn_backward(const void* qkv, const void* y, const void* dy, const float* lse, void* dqkv,
+                  int B, int T, int H, int D, int bf16, int threads) {
+    DISPATCH(backward_all, qkv, y, dy, lse, dqkv, T, H, B * H, threads)
+}
+
+// 1 when built with OpenMP (calls then run on `threads` threads), 0 when serial.
+int attn_parallel(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+}

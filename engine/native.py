@@ -1,0 +1,181 @@
+"""The fused CPU attention kernel (engine/csrc/attention.cpp): built at first use, loaded
+with ctypes.
+
+Why a tiny C++ library and not torch.utils.cpp_extension: it includes no torch or Python
+headers, so it builds in a few seconds with any C++ compiler (cpp_extension needs the
+Python headers and ~30 s), and ctypes releases the GIL around each call. It is compiled
+with -march=native for the machine it runs on and cached under
+``$NANOTUI_CACHE_DIR`` (default ``$XDG_CACHE_HOME/nanotui`` or ``~/.cache/nanotui``), keyed
+by the source, the compiler, the CPU's flags and the OpenMP runtime, so a home directory
+shared by different cluster nodes keeps one build per kind of node.
+
+Threads: the kernel's OpenMP pragmas are linked against the OpenMP runtime torch itself
+loaded (found in /proc/self/maps), so the kernel runs on torch's own thread pool. With a
+second runtime, torch's idle workers spin for milliseconds after each op and take the
+cores the kernel's threads need (measured: 2 threads slower than 1).
+
+Without a compiler, or if the build fails, or with NANOTUI_CPU_KERNEL=0, `load()` returns
+None and training uses the torch-op attention path (engine/cpu_kernels.py); `why_not()`
+says why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).parent / "csrc" / "attention.cpp"
+FLAGS = ["-O3", "-march=native", "-std=c++17", "-fPIC"]
+
+_lib: ctypes.CDLL | None = None
+_tried = False
+_why_not = ""
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("NANOTUI_CACHE_DIR")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "nanotui"
+
+
+def openmp_runtime() -> str | None:
+    """Path of the OpenMP runtime this process has loaded (torch's), or None."""
+    torch.zeros(1)  # torch's libraries, and with them its OpenMP runtime, are loaded
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    for line in maps.splitlines():
+        path = line.split()[-1] if len(line.split()) >= 6 else ""
+        name = os.path.basename(path)
+        if name.startswith(("libgomp", "libiomp5", "libomp")) and ".so" in name:
+            return path
+    return None
+
+
+def _cpu_signature() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() + platform.machine()
+
+
+def _compiler_version(cxx: str) -> str:
+    try:
+        return subprocess.run([cxx, "--version"], capture_output=True, text=True,
+                              timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def build(cxx: str | None = None) -> Path:
+    """Compile the kernel (or find it cached) and return the library's path. Raises
+    RuntimeError with the compiler's message on failure."""
+    cxx = cxx or os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or ""
+    if not cxx or not shutil.which(cxx):
+        raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
+    omp = openmp_runtime()
+    key = hashlib.sha256(b"\0".join(x.encode() for x in [
+        SOURCE.read_text(), " ".join(FLAGS), _compiler_version(cxx), _cpu_signature(),
+        omp or "serial"])).hexdigest()[:16]
+    out = cache_dir() / f"attention-{key}.so"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        obj, lib = Path(tmp) / "attention.o", Path(tmp) / out.name
+        # OpenMP only at compile time; at link time the runtime torch loaded, by path
+        compile_cmd = [cxx, *FLAGS, *(["-fopenmp"] if omp else []), "-c", str(SOURCE),
+                       "-o", str(obj)]
+        link_cmd = [cxx, "-shared", str(obj), *([omp] if omp else []), "-o", str(lib)]
+        for cmd in (compile_cmd, link_cmd):
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            if r.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr.strip()[-2000:]}")
+        os.replace(lib, out)  # atomic: concurrent runs building the same key are fine
+    return out
+
+
+def load() -> ctypes.CDLL | None:
+    """The kernel library, built on first call; None (see why_not()) when unavailable."""
+    global _lib, _tried, _why_not
+    if _tried:
+        return _lib
+    _tried = True
+    if os.environ.get("NANOTUI_CPU_KERNEL", "1") == "0":
+        _why_not = "disabled by NANOTUI_CPU_KERNEL=0"
+        return None
+    try:
+        lib = ctypes.CDLL(str(build()))
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        _why_not = str(e)
+        print(f"nanotui: fused CPU attention unavailable ({_why_not.splitlines()[0][:300]}); "
+              "using the slower torch-op path", file=sys.stderr)
+        return None
+    if not lib.attn_parallel() and torch.get_num_threads() > 1:
+        _why_not = "no OpenMP runtime found in this process: the kernel would run on one thread"
+        return None
+    P, I = ctypes.c_void_p, ctypes.c_int
+    lib.attn_forward.argtypes = [P, P, P, I, I, I, I, I, I]
+    lib.attn_backward.argtypes = [P, P, P, P, P, I, I, I, I, I, I]
+    lib.attn_supports.argtypes = [I]
+    _lib = lib
+    return _lib
+
+
+def why_not() -> str:
+    """Why load() returned None ('' if it did not)."""
+    return _why_not
+
+
+def supports(qkv: torch.Tensor, n_head: int) -> bool:
+    """Whether the kernel handles this input (CPU, fp32/bf16, a supported head size)."""
+    lib = load()
+    return (lib is not None and qkv.device.type == "cpu"
+            and qkv.dtype in (torch.float32, torch.bfloat16)
+            and bool(lib.attn_supports(qkv.size(-1) // 3 // n_head)))
+
+
+def attention_forward(qkv: torch.Tensor, n_head: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, lse): causal attention output (B, T, C) in qkv's dtype and the rows' log2-sum-exp
+    (B * n_head, T) fp32, which the backward needs."""
+    lib = load()
+    qkv = qkv.contiguous()
+    B, T, C3 = qkv.shape
+    y = qkv.new_empty(B, T, C3 // 3)
+    lse = torch.empty(B * n_head, T, dtype=torch.float32)
+    rc = lib.attn_forward(qkv.data_ptr(), y.data_ptr(), lse.data_ptr(), B, T, n_head,
+                          C3 // 3 // n_head, int(qkv.dtype == torch.bfloat16),
+                          torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"attention kernel: unsupported head size {C3 // 3 // n_head}")
+    return y, lse
+
+
+def attention_backward(qkv: torch.Tensor, y: torch.Tensor, dy: torch.Tensor,
+                       lse: torch.Tensor, n_head: int) -> torch.Tensor:
+    """d loss / d qkv, (B, T, 3C) in qkv's dtype."""
+    lib = load()
+    B, T, C3 = qkv.shape
+    dy = dy.to(qkv.dtype).contiguous()
+    dqkv = torch.empty_like(qkv)
+    rc = lib.attn_backward(qkv.data_ptr(), y.data_ptr(), dy.data_ptr(), lse.data_ptr(),
+                           dqkv.data_ptr(), B, T, n_head, C3 // 3 // n_head,
+                           int(qkv.dtype == torch.bfloat16), torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"attention kernel: unsupported head size {C3 // 3 // n_head}")
+    return dqkv

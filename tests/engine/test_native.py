@@ -1,0 +1,90 @@
+"""The fused CPU attention kernel's build and loading (engine/native.py): cached builds,
+the same result on any number of threads, and a clean fallback without a compiler."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import native
+
+ROOT = Path(__file__).resolve().parents[2]
+
+needs_kernel = pytest.mark.skipif(native.load() is None,
+                                  reason=f"fused CPU attention unavailable: {native.why_not()}")
+
+
+@needs_kernel
+def test_build_is_cached_by_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("NANOTUI_CACHE_DIR", str(tmp_path))
+    first = native.build()
+    assert first.parent == tmp_path and first.name.startswith("attention-")
+    mtime = first.stat().st_mtime_ns
+    assert native.build() == first and first.stat().st_mtime_ns == mtime  # not rebuilt
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temp files left
+
+
+@needs_kernel
+def test_result_does_not_depend_on_the_thread_count():
+    """Heads are split over threads, each head computed whole by one: bit-identical."""
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(5, 70, 3 * 3 * 16, generator=g).bfloat16()
+    dy = torch.randn(5, 70, 3 * 16, generator=g).bfloat16()
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            y, lse = native.attention_forward(qkv, 3)
+            results.append((y, lse, native.attention_backward(qkv, y, dy, lse, 3)))
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+@needs_kernel
+def test_unsupported_head_size_is_reported():
+    qkv = torch.randn(1, 8, 3 * 12)
+    assert not native.supports(qkv, 1)  # head size 12
+    assert native.supports(torch.randn(1, 8, 3 * 16), 1)
+    assert not native.supports(torch.randn(1, 8, 3 * 16, dtype=torch.float64), 1)
+
+
+def _train_one_step(env: dict) -> subprocess.CompletedProcess:
+    code = (
+        "import torch\n"
+        "from engine import native\n"
+        "from engine.model import GPT, GPTConfig\n"
+        "m = GPT(GPTConfig(block_size=16, vocab_size=11, n_layer=1, n_head=2, n_embd=32))\n"
+        "idx = torch.randint(11, (2, 16))\n"
+        "_, loss = m(idx, targets=idx)\n"
+        "loss.backward()\n"
+        "print('loss', loss.item(), 'kernel', native.load() is not None, native.why_not())\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **env})
+
+
+def test_without_a_compiler_training_falls_back_with_one_line(tmp_path):
+    r = _train_one_step({"CXX": str(tmp_path / "no-such-compiler"),
+                         "NANOTUI_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    assert "loss" in r.stdout and "kernel False" in r.stdout
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "fused CPU attention unavailable" in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_kernel_can_be_switched_off(tmp_path):
+    r = _train_one_step({"NANOTUI_CPU_KERNEL": "0", "NANOTUI_CACHE_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert "kernel False disabled by NANOTUI_CPU_KERNEL=0" in r.stdout
+    assert r.stderr.strip() == ""
+    assert not list(tmp_path.iterdir())  # nothing built
