@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from engine import cpu_kernels
 from engine import device as dev
 from engine.config import ConfigError, TrainConfig, check_train_keys
 
@@ -106,6 +107,8 @@ def run_bench(cfg: TrainConfig, iters: int = 10, warmup: int = 3,
         f", dropout {cfg.dropout}: {model.get_num_params():,} params")
     say(f"device {device} ({name}), dtype {dev.dtype_name(dtype)}, "
         f"{torch.get_num_threads()} CPU threads, compile {'on' if cfg.compile else 'off'}")
+    if device.type == "cpu":
+        say("CPU attention: " + cpu_kernels.describe(cfg.n_head, cfg.n_embd, cfg.dropout))
     if cfg.compile:
         trainer.compile()
 

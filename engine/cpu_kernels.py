@@ -214,6 +214,21 @@ class FusedCausalAttention(torch.autograd.Function):
         return native.attention_backward(qkv, y, dy, lse, ctx.n_head), None
 
 
+def describe(n_head: int, n_embd: int, dropout: float) -> str:
+    """Which attention a CPU training run with this shape uses, and why, for its log."""
+    if CPU_ATTENTION == "sdpa":
+        return "torch scaled_dot_product_attention"
+    if CPU_ATTENTION == "fused":
+        if dropout > 0.0:
+            return "torch ops (attention dropout > 0: the fused kernel has none)"
+        if native.load() is None:
+            return f"torch ops (fused kernel unavailable: {native.why_not().splitlines()[0][:200]})"
+        if not native.supports(torch.empty(0, 0, 3 * n_embd), n_head):
+            return f"torch ops (the fused kernel has no head size {n_embd // n_head})"
+        return "fused C++ kernel"
+    return "torch ops"
+
+
 def causal_attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0) -> torch.Tensor:
     """Causal self-attention from (B, T, 3C) to (B, T, C) on CPU: the fused kernel where it
     applies (CPU_ATTENTION "fused", no attention dropout), else CausalAttention. Autocast

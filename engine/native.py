@@ -16,7 +16,7 @@ cores the kernel's threads need (measured: 2 threads slower than 1).
 
 Without a compiler, or if the build fails, or with NANOTUI_CPU_KERNEL=0, `load()` returns
 None and training uses the torch-op attention path (engine/cpu_kernels.py); `why_not()`
-says why.
+says why, and a training run's log and `nanotui bench` print it (cpu_kernels.describe).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 SOURCE = Path(__file__).parent / "csrc" / "attention.cpp"
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-fPIC"]
@@ -96,17 +96,21 @@ def build(cxx: str | None = None) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        obj, lib = Path(tmp) / "attention.o", Path(tmp) / out.name
-        # OpenMP only at compile time; at link time the runtime torch loaded, by path
-        compile_cmd = [cxx, *FLAGS, *(["-fopenmp"] if omp else []), "-c", str(SOURCE),
-                       "-o", str(obj)]
-        link_cmd = [cxx, "-shared", str(obj), *([omp] if omp else []), "-o", str(lib)]
-        for cmd in (compile_cmd, link_cmd):
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            if r.returncode != 0:
-                raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr.strip()[-2000:]}")
-        os.replace(lib, out)  # atomic: concurrent runs building the same key are fine
+    # one build at a time per key: a sweep's runs starting together wait for the first
+    with FileLock(str(out) + ".lock", timeout=600):
+        if out.exists():
+            return out
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            obj, lib = Path(tmp) / "attention.o", Path(tmp) / out.name
+            # OpenMP only at compile time; at link time the runtime torch loaded, by path
+            compile_cmd = [cxx, *FLAGS, *(["-fopenmp"] if omp else []), "-c", str(SOURCE),
+                           "-o", str(obj)]
+            link_cmd = [cxx, "-shared", str(obj), *([omp] if omp else []), "-o", str(lib)]
+            for cmd in (compile_cmd, link_cmd):
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+                if r.returncode != 0:
+                    raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr.strip()[-2000:]}")
+            os.replace(lib, out)
     return out
 
 
@@ -121,10 +125,8 @@ def load() -> ctypes.CDLL | None:
         return None
     try:
         lib = ctypes.CDLL(str(build()))
-    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-        _why_not = str(e)
-        print(f"nanotui: fused CPU attention unavailable ({_why_not.splitlines()[0][:300]}); "
-              "using the slower torch-op path", file=sys.stderr)
+    except (RuntimeError, OSError, subprocess.SubprocessError, TimeoutError) as e:
+        _why_not = str(e) or type(e).__name__  # training logs it (cpu_kernels.describe)
         return None
     if not lib.attn_parallel() and torch.get_num_threads() > 1:
         _why_not = "no OpenMP runtime found in this process: the kernel would run on one thread"

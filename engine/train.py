@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 import torch
 
+from engine import cpu_kernels
 from engine import device as dev
 from engine.config import ConfigError
 from engine.runs import RunDir, RunError, process_matches
@@ -200,6 +201,8 @@ class TrainingRun:
         self.log(f"{run.id}: {t.model.get_num_params():,} params, device {self.device} "
                  f"({self.device_name}), dtype {dev.dtype_name(self.dtype)}, "
                  f"{t.tokens_per_iter:,} tokens/iter, {'resuming at iter ' + str(t.iter_num) if self.ckpt else 'from scratch'}")
+        if self.device.type == "cpu":
+            self.log("CPU attention: " + cpu_kernels.describe(cfg.n_head, cfg.n_embd, cfg.dropout))
         if cfg.compile:
             self.log("compiling the model...")
             run.update_status(compile=t.compile())

@@ -26,7 +26,8 @@ def test_build_is_cached_by_content(tmp_path, monkeypatch):
     assert first.parent == tmp_path and first.name.startswith("attention-")
     mtime = first.stat().st_mtime_ns
     assert native.build() == first and first.stat().st_mtime_ns == mtime  # not rebuilt
-    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temp files left
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [first.name, first.name + ".lock"]  # no temp files left
 
 
 @needs_kernel
@@ -60,31 +61,42 @@ def test_unsupported_head_size_is_reported():
 def _train_one_step(env: dict) -> subprocess.CompletedProcess:
     code = (
         "import torch\n"
-        "from engine import native\n"
+        "from engine import cpu_kernels, native\n"
         "from engine.model import GPT, GPTConfig\n"
         "m = GPT(GPTConfig(block_size=16, vocab_size=11, n_layer=1, n_head=2, n_embd=32))\n"
         "idx = torch.randint(11, (2, 16))\n"
         "_, loss = m(idx, targets=idx)\n"
         "loss.backward()\n"
         "print('loss', loss.item(), 'kernel', native.load() is not None, native.why_not())\n"
+        "print(cpu_kernels.describe(2, 32, 0.0))\n"
     )
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env={**os.environ, **env})
 
 
-def test_without_a_compiler_training_falls_back_with_one_line(tmp_path):
+def test_without_a_compiler_training_falls_back_and_says_why(tmp_path):
     r = _train_one_step({"CXX": str(tmp_path / "no-such-compiler"),
                          "NANOTUI_CACHE_DIR": str(tmp_path / "cache")})
     assert r.returncode == 0, r.stderr
     assert "loss" in r.stdout and "kernel False" in r.stdout
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "fused CPU attention unavailable" in lines[0]
-    assert "Traceback" not in r.stderr
+    assert "torch ops (fused kernel unavailable: no C++ compiler found" in r.stdout
+    assert r.stderr.strip() == ""
 
 
 def test_kernel_can_be_switched_off(tmp_path):
     r = _train_one_step({"NANOTUI_CPU_KERNEL": "0", "NANOTUI_CACHE_DIR": str(tmp_path)})
     assert r.returncode == 0, r.stderr
     assert "kernel False disabled by NANOTUI_CPU_KERNEL=0" in r.stdout
+    assert "torch ops (fused kernel unavailable: disabled by NANOTUI_CPU_KERNEL=0)" in r.stdout
     assert r.stderr.strip() == ""
     assert not list(tmp_path.iterdir())  # nothing built
+
+
+@needs_kernel
+def test_describe_names_the_path_a_run_takes(monkeypatch):
+    from engine import cpu_kernels
+    assert cpu_kernels.describe(8, 128, 0.0) == "fused C++ kernel"
+    assert "attention dropout" in cpu_kernels.describe(8, 128, 0.2)
+    assert "no head size 12" in cpu_kernels.describe(2, 24, 0.0)
+    monkeypatch.setattr(cpu_kernels, "CPU_ATTENTION", "sdpa")
+    assert cpu_kernels.describe(8, 128, 0.0) == "torch scaled_dot_product_attention"
