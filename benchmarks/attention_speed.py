@@ -7,7 +7,8 @@
 For each (n_head, n_embd) at --batch-size x --block-size, every variant runs fwd+bwd on the
 same (B, T, 3C) input in turn, order rotating each round; medians over --repeats rounds
 after --warmup. Variants: sdpa-fp32 (nanoGPT on CPU), sdpa-bf16, fused-bf16 (the training
-path under bf16 autocast: the C++ kernel, engine/native.py), matmul-bf16 (the torch-op
+path under bf16 autocast: the C++ kernel, engine/native.py), fused-fma-bf16 (the same
+without the AVX512-BF16 dot products, where the CPU has them), matmul-bf16 (the torch-op
 fallback, engine/cpu_kernels.py), and both in fp32. Use it to A/B a change to the attention kernel
 before timing whole steps with train_speed.py: at small head sizes this is where a
 nanotui CPU step spends ~45% of its time.
@@ -36,7 +37,9 @@ def sdpa(qkv: torch.Tensor, n_head: int) -> torch.Tensor:
 
 
 def attention(kind: str, qkv: torch.Tensor, n_head: int) -> torch.Tensor:
-    cpu_kernels.CPU_ATTENTION = kind
+    """kind: fused, fused-fma (bf16 inputs without the bf16 dot products), matmul."""
+    cpu_kernels.CPU_ATTENTION = kind.split("-")[0]
+    native.bf16_dot_products(kind == "fused")
     return cpu_kernels.causal_attention(qkv, n_head)
 
 
@@ -54,6 +57,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     device.keep_freed_memory()  # as a CPU training process does
     B, T = args.batch_size, args.block_size
+    has_dot_products = native.bf16_dot_products(True)
     if native.load() is None:
         print(f"fused kernel unavailable ({native.why_not()}): fused-* rows time the fallback")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={B} T={T}; "
@@ -67,6 +71,8 @@ def main() -> int:
             dy = torch.randn(B, T, n_embd, generator=g).to(dt)
             variants[f"sdpa-{name}"] = (lambda x: sdpa(x, n_head), qkv, dy)
             variants[f"fused-{name}"] = (lambda x: attention("fused", x, n_head), qkv, dy)
+            if dt == torch.bfloat16 and has_dot_products:
+                variants["fused-fma-bf16"] = (lambda x: attention("fused-fma", x, n_head), qkv, dy)
             variants[f"matmul-{name}"] = (lambda x: attention("matmul", x, n_head), qkv, dy)
         times: dict[str, list[float]] = {k: [] for k in variants}
         names = list(variants)

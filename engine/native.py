@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-SOURCE = Path(__file__).parent / "csrc" / "attention.cpp"
+SOURCE = Path(__file__).parent / "csrc" / "attention.cpp"  # includes attention_bf16.h
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-fPIC"]
 
 _lib: ctypes.CDLL | None = None
@@ -90,7 +90,8 @@ def build(cxx: str | None = None) -> Path:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
     omp = openmp_runtime()
     key = hashlib.sha256(b"\0".join(x.encode() for x in [
-        SOURCE.read_text(), " ".join(FLAGS), _compiler_version(cxx), _cpu_signature(),
+        *(p.read_text() for p in sorted(SOURCE.parent.iterdir()) if p.suffix in (".cpp", ".h")),
+        " ".join(FLAGS), _compiler_version(cxx), _cpu_signature(),
         omp or "serial"])).hexdigest()[:16]
     out = cache_dir() / f"attention-{key}.so"
     if out.exists():
@@ -135,8 +136,19 @@ def load() -> ctypes.CDLL | None:
     lib.attn_forward.argtypes = [P, P, P, I, I, I, I, I, I]
     lib.attn_backward.argtypes = [P, P, P, P, P, I, I, I, I, I, I]
     lib.attn_supports.argtypes = [I]
+    lib.attn_dpbf16.argtypes = [I]
     _lib = lib
     return _lib
+
+
+def bf16_dot_products(on: bool | None = None) -> bool:
+    """Whether bf16 inputs use the CPU's bf16 dot-product instructions (AVX512-BF16) rather
+    than fp32 FMAs; `on` switches it (for A/B benchmarks and tests). False where the CPU or
+    compiler has none."""
+    lib = load()
+    if lib is None:
+        return False
+    return bool(lib.attn_dpbf16(-1 if on is None else int(on)))
 
 
 def why_not() -> str:

@@ -50,11 +50,11 @@ static inline void store8(uint16_t* p, vd x) {
     *(vh_u*)p = __builtin_convertvector(w, vh_u);
 }
 
-// ---- 2^x for x <= 0 (|rel err| < 2e-7); x below -126 gives ~0 ----------------------------
+// ---- 2^x for x <= 0 (|rel err| < 2e-7); x below -126 gives 0 ----------------------------
 
-static inline vk exp2_nonpos(vk x) {
+static inline vk exp2_nonpos(vk x0) {
     const vk lo = vk{} - 126.0f;
-    x = x < lo ? lo : x;
+    vk x = x0 < lo ? lo : x0;
     vki n = __builtin_convertvector(0.5f - x, vki);  // round(-x): -x + 0.5 >= 0, truncates
     vk f = x + __builtin_convertvector(n, vk);      // x = f - n, f in [-0.5, 0.5]
     // Taylor of 2^f = e^(f ln2) to degree 6: truncation error < (0.35^7 / 7!) ~ 1.3e-7
@@ -68,7 +68,7 @@ static inline vk exp2_nonpos(vk x) {
     memcpy(&bits, &p, sizeof bits);
     bits -= n << 23;                                 // times 2^-n
     memcpy(&p, &bits, sizeof p);
-    return p;
+    return x0 < lo ? vk{} : p;                       // exact zeros (masked keys: -inf)
 }
 
 static inline float hsum(vk x) {
@@ -286,13 +286,7 @@ static void backward_head(Head& h, const E* qkv, const E* y, const E* dy, const 
     }
 }
 
-#ifndef RS
-#define RS 4
-#endif
-#ifndef RM
-#define RM 2
-#endif
-template <int D> struct Rows { static const int R = D <= 16 ? RS : (D <= 32 ? RM : (D <= 64 ? 2 : 1)); };
+template <int D> struct Rows { static const int R = D <= 16 ? 4 : (D <= 64 ? 2 : 1); };
 
 // Pairs [0, BH) split evenly over `threads` OpenMP threads (the runtime torch uses, so its
 // pool is shared rather than fought over), each with its own scratch.
@@ -332,7 +326,22 @@ static void backward_all(const void* qkv, const void* y, const void* dy, const f
     }
 }
 
+#if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#include "attention_bf16.h"
+static int use_dpbf16 = 1;
+#define DISPATCH_DPBF16(FN, ...)                                                    \
+    if (bf16 && use_dpbf16) switch (D) {                                            \
+        case 16: dpbf16::FN<16>(__VA_ARGS__); return 0;                             \
+        case 32: dpbf16::FN<32>(__VA_ARGS__); return 0;                             \
+        case 64: dpbf16::FN<64>(__VA_ARGS__); return 0;                             \
+    }
+#else
+static int use_dpbf16 = 0;
+#define DISPATCH_DPBF16(FN, ...)
+#endif
+
 #define DISPATCH(FN, ...)                                                           \
+    DISPATCH_DPBF16(FN, __VA_ARGS__)                                                \
     switch (D) {                                                                    \
         case 8: bf16 ? FN<uint16_t, 8>(__VA_ARGS__) : FN<float, 8>(__VA_ARGS__); break;     \
         case 16: bf16 ? FN<uint16_t, 16>(__VA_ARGS__) : FN<float, 16>(__VA_ARGS__); break;  \
@@ -359,6 +368,17 @@ int attn_forward(const void* qkv, void* y, float* lse, int B, int T, int H, int 
 int attn_backward(const void* qkv, const void* y, const void* dy, const float* lse, void* dqkv,
                   int B, int T, int H, int D, int bf16, int threads) {
     DISPATCH(backward_all, qkv, y, dy, lse, dqkv, T, H, B * H, threads)
+}
+
+// Whether bf16 inputs use VDPBF16PS products (1, where the CPU has them) or the fp32 ones;
+// returns the setting in force. For A/B benchmarks and tests.
+int attn_dpbf16(int on) {
+#if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (on >= 0) use_dpbf16 = on;
+#else
+    (void)on;
+#endif
+    return use_dpbf16;
 }
 
 // 1 when built with OpenMP (calls then run on `threads` threads), 0 when serial.

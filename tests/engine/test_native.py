@@ -100,3 +100,38 @@ def test_describe_names_the_path_a_run_takes(monkeypatch):
     assert "no head size 12" in cpu_kernels.describe(2, 24, 0.0)
     monkeypatch.setattr(cpu_kernels, "CPU_ATTENTION", "sdpa")
     assert cpu_kernels.describe(8, 128, 0.0) == "torch scaled_dot_product_attention"
+
+
+def _sdpa64(qkv: torch.Tensor, n_head: int) -> torch.Tensor:
+    B, T, C3 = qkv.shape
+    q, k, v = (t.view(B, T, n_head, -1).transpose(1, 2) for t in qkv.split(C3 // 3, dim=2))
+    y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return y.transpose(1, 2).reshape(B, T, C3 // 3)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dot_products", [True, False])
+@pytest.mark.parametrize("hs,T", [(16, 256), (16, 37), (32, 1), (32, 100), (64, 33), (8, 50)])
+def test_bf16_kernel_error_is_bf16_rounding(dot_products, hs, T):
+    """bf16 in and out, fp32 inside: against float64 SDPA on the same (bf16-valued) inputs
+    the error is the output's bf16 rounding plus, with the bf16 dot products, the rounding
+    of P and dS to bf16 (as FlashAttention's). Both variants run where the CPU has them."""
+    if dot_products and not native.bf16_dot_products(True):
+        pytest.skip("this CPU or compiler has no AVX512-BF16 dot products")
+    n_head = 3
+    g = torch.Generator().manual_seed(hs + T)
+    qkv = torch.randn(2, T, 3 * n_head * hs, generator=g).bfloat16()
+    dy = torch.randn(2, T, n_head * hs, generator=g).bfloat16()
+    x64 = qkv.double().requires_grad_()
+    ref = _sdpa64(x64, n_head)
+    (ref_grad,) = torch.autograd.grad(ref, x64, dy.double())
+    try:
+        native.bf16_dot_products(dot_products)
+        y, lse = native.attention_forward(qkv, n_head)
+        grad = native.attention_backward(qkv, y, dy, lse, n_head)
+    finally:
+        native.bf16_dot_products(True)
+    assert y.dtype == grad.dtype == torch.bfloat16
+    rel = lambda a, b: ((a.double() - b).norm() / b.norm()).item()  # noqa: E731
+    assert rel(y, ref) < 4e-3
+    assert rel(grad, ref_grad) < 6e-3
