@@ -96,6 +96,7 @@ struct Head {
     float *dv;   // (Tp, D)
     float *s;    // (R, Tp) scores / probabilities of a row block
     float *ds;   // (R, Tp) score gradients   [backward]
+    float *delta;  // (Tp) dO_i . O_i         [backward]
     float *buf;
 };
 
@@ -105,13 +106,13 @@ static Head make_head(int T, int D, int R) {
     h.Tp = (T + KW - 1) / KW * KW;
     h.D = D;
     size_t n = (size_t)h.Tp * D;
-    size_t total = 8 * n + 2 * (size_t)R * h.Tp;
+    size_t total = 8 * n + 2 * (size_t)R * h.Tp + h.Tp;
     h.buf = (float*)aligned_alloc(64, (total * sizeof(float) + 63) / 64 * 64);
     memset(h.buf, 0, total * sizeof(float));
     float* p = h.buf;
     h.qs = p; p += n; h.kt = p; p += n; h.k = p; p += n; h.vt = p; p += n;
     h.v = p; p += n; h.dO = p; p += n; h.dk = p; p += n; h.dv = p; p += n;
-    h.s = p; p += (size_t)R * h.Tp; h.ds = p;
+    h.s = p; p += (size_t)R * h.Tp; h.ds = p; p += (size_t)R * h.Tp; h.delta = p;
     return h;
 }
 
@@ -236,7 +237,7 @@ static void backward_head(Head& h, const E* qkv, const E* y, const E* dy, const 
     const int T = h.T, Tp = h.Tp;
     const float scale = 1.0f / sqrtf((float)D);
     pack_qkv<E, D>(h, qkv, b, hd, C, LOG2E * scale, true);
-    float* delta = (float*)alloca(sizeof(float) * Tp);  // dO_i . O_i
+    float* delta = h.delta;
     for (int t = 0; t < Tp; t++) delta[t] = 0.0f;
     for (int t = 0; t < T; t++) {
         const size_t off = ((size_t)b * T + t) * C + (size_t)hd * D;

@@ -25,7 +25,7 @@ struct Head {
     uint16_t *k2, *v2;         // (Tp/2, D, 2)
     uint16_t *pb, *db;         // (R, Tp) rows of P and dS
     uint16_t *pr, *dr;         // (R/2, Tp, 2) P and dS, two rows side by side
-    float *s, *ds, *dk, *dv;   // (R, Tp) x 2, (Tp, D) x 2
+    float *s, *delta, *dk, *dv;  // (R, Tp) scores, (Tp) dO_i . O_i, (Tp, D) x 2
     void* buf;
 };
 
@@ -43,7 +43,7 @@ static Head make_head(int T, int D) {
     h.k2 = p; p += n; h.v2 = p; p += n;
     h.pb = p; p += rt; h.db = p; p += rt; h.pr = p; p += rt; h.dr = p; p += rt;
     float* f = (float*)p;
-    h.s = f; f += rt; h.ds = f; f += rt; h.dk = f; f += n; h.dv = f;
+    h.s = f; f += rt; h.delta = f; f += rt; h.dk = f; f += n; h.dv = f;
     return h;
 }
 
@@ -232,7 +232,7 @@ static void backward_head(Head& h, const uint16_t* qkv, const uint16_t* y, const
     const int T = h.T, Tp = h.Tp;
     const float scale = 1.0f / sqrtf((float)D), mul = LOG2E * scale;
     pack<D>(h, qkv, b, hd, C, true);
-    float* delta = (float*)alloca(sizeof(float) * Tp);  // dO_i . O_i
+    float* delta = h.delta;  // dO_i . O_i
     for (int t = 0; t < Tp; t++) delta[t] = 0.0f;
     for (int t = 0; t < T; t++) {
         const size_t off = ((size_t)b * T + t) * C + (size_t)hd * D;
