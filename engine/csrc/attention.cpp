@@ -289,11 +289,10 @@ static void backward_head(Head& h, const E* qkv, const E* y, const E* dy, const 
 
 template <int D> struct Rows { static const int R = D <= 16 ? 4 : (D <= 64 ? 2 : 1); };
 
-// Pairs [0, BH) split evenly over `threads` OpenMP threads (the runtime torch uses, so its
-// pool is shared rather than fought over), each with its own scratch.
-template <typename E, int D>
-static void forward_all(const void* qkv, void* y, float* lse, int T, int H, int BH, int threads) {
-    const int R = Rows<D>::R;
+// work(bh0, bh1) on each of `threads` OpenMP threads (the runtime torch uses, so its pool is
+// shared rather than fought over), for an even split of the (batch, head) pairs [0, BH).
+template <typename Work>
+static void over_heads(int BH, int threads, Work work) {
     #pragma omp parallel num_threads(threads)
     {
         int id = 0, n = 1;
@@ -301,30 +300,32 @@ static void forward_all(const void* qkv, void* y, float* lse, int T, int H, int 
         id = omp_get_thread_num();
         n = omp_get_num_threads();
 #endif
+        work((int)((long)BH * id / n), (int)((long)BH * (id + 1) / n));
+    }
+}
+
+template <typename E, int D>
+static void forward_all(const void* qkv, void* y, float* lse, int T, int H, int BH, int threads) {
+    over_heads(BH, threads, [&](int bh0, int bh1) {
+        const int R = Rows<D>::R;
         Head h = make_head(T, D, R);
-        for (int bh = (int)((long)BH * id / n); bh < (int)((long)BH * (id + 1) / n); bh++)
+        for (int bh = bh0; bh < bh1; bh++)
             forward_head<E, D, R>(h, (const E*)qkv, (E*)y, lse + (size_t)bh * T, bh / H, bh % H, H * D);
         free(h.buf);
-    }
+    });
 }
 
 template <typename E, int D>
 static void backward_all(const void* qkv, const void* y, const void* dy, const float* lse,
                          void* dqkv, int T, int H, int BH, int threads) {
-    const int R = Rows<D>::R;
-    #pragma omp parallel num_threads(threads)
-    {
-        int id = 0, n = 1;
-#ifdef _OPENMP
-        id = omp_get_thread_num();
-        n = omp_get_num_threads();
-#endif
+    over_heads(BH, threads, [&](int bh0, int bh1) {
+        const int R = Rows<D>::R;
         Head h = make_head(T, D, R);
-        for (int bh = (int)((long)BH * id / n); bh < (int)((long)BH * (id + 1) / n); bh++)
+        for (int bh = bh0; bh < bh1; bh++)
             backward_head<E, D, R>(h, (const E*)qkv, (const E*)y, (const E*)dy, lse + (size_t)bh * T,
                                    (E*)dqkv, bh / H, bh % H, H * D);
         free(h.buf);
-    }
+    });
 }
 
 #if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)

@@ -286,36 +286,24 @@ static void backward_head(Head& h, const uint16_t* qkv, const uint16_t* y, const
 
 template <int D>
 static void forward_all(const void* qkv, void* y, float* lse, int T, int H, int BH, int threads) {
-    #pragma omp parallel num_threads(threads)
-    {
-        int id = 0, n = 1;
-#ifdef _OPENMP
-        id = omp_get_thread_num();
-        n = omp_get_num_threads();
-#endif
+    over_heads(BH, threads, [&](int bh0, int bh1) {
         Head h = make_head(T, D);
-        for (int bh = (int)((long)BH * id / n); bh < (int)((long)BH * (id + 1) / n); bh++)
+        for (int bh = bh0; bh < bh1; bh++)
             forward_head<D>(h, (const uint16_t*)qkv, (uint16_t*)y, lse + (size_t)bh * T, bh / H, bh % H, H * D);
         free(h.buf);
-    }
+    });
 }
 
 template <int D>
 static void backward_all(const void* qkv, const void* y, const void* dy, const float* lse,
                          void* dqkv, int T, int H, int BH, int threads) {
-    #pragma omp parallel num_threads(threads)
-    {
-        int id = 0, n = 1;
-#ifdef _OPENMP
-        id = omp_get_thread_num();
-        n = omp_get_num_threads();
-#endif
+    over_heads(BH, threads, [&](int bh0, int bh1) {
         Head h = make_head(T, D);
-        for (int bh = (int)((long)BH * id / n); bh < (int)((long)BH * (id + 1) / n); bh++)
+        for (int bh = bh0; bh < bh1; bh++)
             backward_head<D>(h, (const uint16_t*)qkv, (const uint16_t*)y, (const uint16_t*)dy,
                              lse + (size_t)bh * T, (uint16_t*)dqkv, bh / H, bh % H, H * D);
         free(h.buf);
-    }
+    });
 }
 
 }  // namespace dpbf16
