@@ -52,7 +52,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from engine.runs import RunDir, RunError, process_matches, process_start_time
 
@@ -76,7 +76,11 @@ class Executor(Protocol):
     kind: str
     places_itself: bool
 
-    def start(self, run: RunDir, placement: Placement | None, resume: bool) -> None: ...
+    def start(self, run: RunDir, placement: Placement | None, resume: bool,
+              started: Callable[[int], None] | None = None) -> None:
+        """Start `run`. An executor that spawns a process calls started(pid) as soon as it
+        exists and before its status says running, so a dispatcher killed at any point
+        has journaled every process that anyone could have seen running."""
 
     def stop(self, run: RunDir, grace_s: float) -> None: ...
 
@@ -98,7 +102,8 @@ class LocalExecutor:
     def __init__(self) -> None:
         self._children: dict[str, subprocess.Popen] = {}  # run id -> our child
 
-    def start(self, run: RunDir, placement: Placement | None, resume: bool) -> None:
+    def start(self, run: RunDir, placement: Placement | None, resume: bool,
+              started: Callable[[int], None] | None = None) -> None:
         env = os.environ.copy()
         if placement is not None:
             env.update(placement.env)
@@ -116,6 +121,8 @@ class LocalExecutor:
         except OSError as e:
             raise RunError(f"cannot start {run.id}: {e}") from None
         self._children[run.id] = proc
+        if started is not None:
+            started(proc.pid)
         # Written right after the spawn; the child (which takes a second or more to import
         # torch) writes the same pid again when it starts.
         run.update_status(

@@ -349,8 +349,16 @@ class Dispatcher:
                     if placement is None:
                         continue  # no room now; a smaller run behind it may still fit
                 resume = bool(st.get("resume"))
+                journaled = []
+
+                def journal(pid: int | None, run=run, placement=placement, resume=resume) -> None:
+                    _journal(self.runs_root, run=run.id, pid=pid, resume=resume,
+                             dispatcher=os.getpid(), gpu=(placement.gpu or {}).get("uuid")
+                             if placement else None)
+                    journaled.append(pid)
+
                 try:
-                    self.executor.start(run, placement, resume)
+                    self.executor.start(run, placement, resume, started=journal)
                 except (RunError, ConfigError) as e:
                     if getattr(e, "keep_queued", False):
                         raise  # e.g. sbatch refused the options: every run would fail alike
@@ -358,9 +366,8 @@ class Dispatcher:
                     self.log(f"{run.id}: {e}")
                     continue
                 new = run.update_status(resume=None)
-                _journal(self.runs_root, run=run.id, pid=new.get("pid"), resume=resume,
-                         dispatcher=os.getpid(), gpu=(placement.gpu or {}).get("uuid")
-                         if placement else None)
+                if not journaled:  # an executor without a process of its own (Slurm)
+                    journal(new.get("pid"))
                 active.append(_active(run, new))
                 started.append(run)
                 where = placement.describe() if placement else self.executor.kind

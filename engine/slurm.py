@@ -317,10 +317,12 @@ class SlurmExecutor:
             r.update_status(executor=ex_now, resume=None)
         return ids
 
-    def start(self, run: RunDir, placement: Any, resume: bool) -> None:
+    def start(self, run: RunDir, placement: Any, resume: bool,
+              started: Any = None) -> None:
         """The seam's start: submit `run`, together with the other queued runs of its
         sweep as one job array (the dispatcher's later start() calls for those find them
-        submitted and return)."""
+        submitted and return). No local process: the dispatcher journals the submission
+        after this returns (`started` is not called)."""
         st = run.read_status()
         if st.get("state") == "running" and job_id_of(st):
             return  # submitted with its sweep's array

@@ -69,7 +69,7 @@ class FakeExecutor:
         self.started: list[tuple[str, object, bool]] = []
         self.lock = threading.Lock()
 
-    def start(self, run, placement, resume):
+    def start(self, run, placement, resume, started=None):
         with self.lock:
             self.started.append((run.id, placement, resume))
         run.update_status(state="running", pid=os.getpid(),
@@ -285,7 +285,7 @@ def test_executor_error_with_keep_queued_stops_the_dispatcher(tmp_path, exp):
     class Refusing(FakeExecutor):
         places_itself = True
 
-        def start(self, run, placement, resume):
+        def start(self, run, placement, resume, started=None):
             raise Refused("sbatch: invalid partition 'gpux'")
 
     root = tmp_path / "runs"
@@ -295,3 +295,29 @@ def test_executor_error_with_keep_queued_stops_the_dispatcher(tmp_path, exp):
         d.run()
     assert {r.read_status()["state"] for r in list_runs(root)} == {"queued"}
     assert dispatcher_pid(root) is None
+
+
+def test_local_start_is_journaled_before_its_status_says_running(tmp_path, exp):
+    """A dispatcher killed right after a run shows `running` must already have journaled
+    that process (seen on a loaded CI machine: the status came first, the journal ~1 s
+    later, and a SIGKILL in between lost the record)."""
+    from engine.executor import LocalExecutor
+    root = tmp_path / "runs"
+    run = queue_runs(exp(), root, ["a/n_layer=1"])[0]
+    seen = []
+
+    def started(pid):
+        seen.append((pid, run.read_status()["state"]))
+
+    ex = LocalExecutor()
+    ex.start(run, None, False, started=started)
+    try:
+        st = run.read_status()
+        assert seen == [(st["pid"], "queued")]  # called before the status was written
+        assert st["state"] == "running"
+    finally:
+        ex.stop(run, grace_s=5)
+    d = Dispatcher(root, exp(), executor=FakeExecutor(), log=lambda m: None)
+    queue_runs(exp(), root, ["b/n_embd=32"])
+    d.run()
+    assert [j["run"] for j in read_journal(root)] == ["b/n_embd=32"]  # fakes: after start
