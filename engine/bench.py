@@ -107,8 +107,10 @@ def run_bench(cfg: TrainConfig, iters: int = 10, warmup: int = 3,
         f", dropout {cfg.dropout}: {model.get_num_params():,} params")
     say(f"device {device} ({name}), dtype {dev.dtype_name(dtype)}, "
         f"{torch.get_num_threads()} CPU threads, compile {'on' if cfg.compile else 'off'}")
+    attention = None
     if device.type == "cpu":
-        say("CPU attention: " + cpu_kernels.describe(cfg.n_head, cfg.n_embd, cfg.dropout))
+        attention = cpu_kernels.describe(cfg.n_head, cfg.n_embd, cfg.dropout)
+        say("CPU attention: " + attention)
     if cfg.compile:
         trainer.compile()
 
@@ -154,6 +156,7 @@ def run_bench(cfg: TrainConfig, iters: int = 10, warmup: int = 3,
         "dtype": dev.dtype_name(dtype),
         "compile": trainer.compile_status,  # off | on | failed (then it ran eagerly)
         "threads": torch.get_num_threads(),
+        "cpu_attention": attention,  # which CPU attention path ran (None on GPUs)
         "torch": torch.__version__,
         "config": cfg.to_dict(),
     }
