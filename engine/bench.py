@@ -109,7 +109,7 @@ def run_bench(cfg: TrainConfig, iters: int = 10, warmup: int = 3,
         f"{torch.get_num_threads()} CPU threads, compile {'on' if cfg.compile else 'off'}")
     attention = None
     if device.type == "cpu":
-        attention = cpu_kernels.describe(cfg.n_head, cfg.n_embd, cfg.dropout)
+        attention = cpu_kernels.describe(cfg.n_head, cfg.n_embd)
         say("CPU attention: " + attention)
     if cfg.compile:
         trainer.compile()

@@ -2,8 +2,7 @@
 
 Attention goes to the fused C++ kernel (engine/native.py, FusedCausalAttention below)
 wherever it builds and applies; CausalAttention here is the torch-op path used otherwise
-(no compiler, attention dropout, an unsupported head size) and is what this text
-describes. `describe()` says which path a run takes.
+(no compiler, an unsupported head size) and is what this text describes. `describe()` says which path a run takes.
 
 Why these exist. Profiling a bf16-autocast training step on a 2-core AVX512-BF16 CPU
 (torch 2.13, torch.profiler) showed scaled_dot_product_attention's CPU flash kernel taking
@@ -201,31 +200,33 @@ class CausalAttention(torch.autograd.Function):
 
 
 class FusedCausalAttention(torch.autograd.Function):
-    """CausalAttention without dropout, by the C++ kernel: it saves only qkv (c_attn's output,
-    kept by autograd anyway), y (c_proj's input, likewise) and one fp32 per query row, where
-    the torch-op path saves every T x T probability matrix."""
+    """CausalAttention by the C++ kernel: it saves only qkv (c_attn's output, kept by
+    autograd anyway), y (c_proj's input, likewise) and one fp32 per query row, where the
+    torch-op path saves every T x T probability matrix (and dropout mask). The dropout
+    mask is a hash of a seed drawn from torch's generator, so torch.manual_seed and
+    checkpointed RNG state make it repeatable; the backward regenerates it."""
 
     @staticmethod
-    def forward(ctx, qkv: torch.Tensor, n_head: int):
+    def forward(ctx, qkv: torch.Tensor, n_head: int, dropout_p: float):
         qkv = qkv.contiguous()
-        y, lse = native.attention_forward(qkv, n_head)
-        ctx.n_head = n_head
+        seed = int(torch.randint(0, 2**63 - 1, (1,)).item()) if dropout_p > 0.0 else 0
+        y, lse = native.attention_forward(qkv, n_head, dropout_p, seed)
+        ctx.n_head, ctx.dropout_p, ctx.seed = n_head, dropout_p, seed
         ctx.save_for_backward(qkv, y, lse)
         return y
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
         qkv, y, lse = ctx.saved_tensors
-        return native.attention_backward(qkv, y, dy, lse, ctx.n_head), None
+        dqkv = native.attention_backward(qkv, y, dy, lse, ctx.n_head, ctx.dropout_p, ctx.seed)
+        return dqkv, None, None
 
 
-def describe(n_head: int, n_embd: int, dropout: float) -> str:
+def describe(n_head: int, n_embd: int) -> str:
     """Which attention a CPU training run with this shape uses, and why, for its log."""
     if CPU_ATTENTION == "sdpa":
         return "torch scaled_dot_product_attention"
     if CPU_ATTENTION == "fused":
-        if dropout > 0.0:
-            return "torch ops (attention dropout > 0: the fused kernel has none)"
         if native.load() is None:
             return f"torch ops (fused kernel unavailable: {native.why_not().splitlines()[0][:200]})"
         if not native.supports(torch.empty(0, 0, 3 * n_embd), n_head):
@@ -236,9 +237,9 @@ def describe(n_head: int, n_embd: int, dropout: float) -> str:
 
 def causal_attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0) -> torch.Tensor:
     """Causal self-attention from (B, T, 3C) to (B, T, C) on CPU: the fused kernel where it
-    applies (CPU_ATTENTION "fused", no attention dropout), else CausalAttention. Autocast
-    is off inside: both compute in qkv's dtype (bf16 under autocast)."""
+    applies (CPU_ATTENTION "fused"), else CausalAttention. Autocast is off inside: both
+    compute in qkv's dtype (bf16 under autocast)."""
     with torch.autocast(qkv.device.type, enabled=False):
-        if CPU_ATTENTION == "fused" and dropout_p == 0.0 and native.supports(qkv, n_head):
-            return FusedCausalAttention.apply(qkv, n_head)
+        if CPU_ATTENTION == "fused" and native.supports(qkv, n_head):
+            return FusedCausalAttention.apply(qkv, n_head, dropout_p)
         return CausalAttention.apply(qkv, n_head, dropout_p)

@@ -132,9 +132,10 @@ def load() -> ctypes.CDLL | None:
     if not lib.attn_parallel() and torch.get_num_threads() > 1:
         _why_not = "no OpenMP runtime found in this process: the kernel would run on one thread"
         return None
-    P, I = ctypes.c_void_p, ctypes.c_int
-    lib.attn_forward.argtypes = [P, P, P, I, I, I, I, I, I]
-    lib.attn_backward.argtypes = [P, P, P, P, P, I, I, I, I, I, I]
+    P, I, F, U64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_uint64
+    lib.attn_forward.argtypes = [P, P, P, I, I, I, I, I, I, F, U64]
+    lib.attn_backward.argtypes = [P, P, P, P, P, I, I, I, I, I, I, F, U64]
+    lib.attn_dropout_mask.argtypes = [P, I, I, F, U64]
     lib.attn_supports.argtypes = [I]
     lib.attn_dpbf16.argtypes = [I]
     _lib = lib
@@ -164,9 +165,11 @@ def supports(qkv: torch.Tensor, n_head: int) -> bool:
             and bool(lib.attn_supports(qkv.size(-1) // 3 // n_head)))
 
 
-def attention_forward(qkv: torch.Tensor, n_head: int) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_forward(qkv: torch.Tensor, n_head: int, dropout: float = 0.0,
+                      seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, lse): causal attention output (B, T, C) in qkv's dtype and the rows' log2-sum-exp
-    (B * n_head, T) fp32, which the backward needs."""
+    (B * n_head, T) fp32, which the backward needs. With dropout > 0 the keep mask is a
+    hash of `seed`; the backward must be given the same seed."""
     lib = load()
     qkv = qkv.contiguous()
     B, T, C3 = qkv.shape
@@ -174,14 +177,15 @@ def attention_forward(qkv: torch.Tensor, n_head: int) -> tuple[torch.Tensor, tor
     lse = torch.empty(B * n_head, T, dtype=torch.float32)
     rc = lib.attn_forward(qkv.data_ptr(), y.data_ptr(), lse.data_ptr(), B, T, n_head,
                           C3 // 3 // n_head, int(qkv.dtype == torch.bfloat16),
-                          torch.get_num_threads())
+                          torch.get_num_threads(), dropout, seed)
     if rc != 0:
         raise ValueError(f"attention kernel: unsupported head size {C3 // 3 // n_head}")
     return y, lse
 
 
 def attention_backward(qkv: torch.Tensor, y: torch.Tensor, dy: torch.Tensor,
-                       lse: torch.Tensor, n_head: int) -> torch.Tensor:
+                       lse: torch.Tensor, n_head: int, dropout: float = 0.0,
+                       seed: int = 0) -> torch.Tensor:
     """d loss / d qkv, (B, T, 3C) in qkv's dtype."""
     lib = load()
     B, T, C3 = qkv.shape
@@ -189,7 +193,16 @@ def attention_backward(qkv: torch.Tensor, y: torch.Tensor, dy: torch.Tensor,
     dqkv = torch.empty_like(qkv)
     rc = lib.attn_backward(qkv.data_ptr(), y.data_ptr(), dy.data_ptr(), lse.data_ptr(),
                            dqkv.data_ptr(), B, T, n_head, C3 // 3 // n_head,
-                           int(qkv.dtype == torch.bfloat16), torch.get_num_threads())
+                           int(qkv.dtype == torch.bfloat16), torch.get_num_threads(),
+                           dropout, seed)
     if rc != 0:
         raise ValueError(f"attention kernel: unsupported head size {C3 // 3 // n_head}")
     return dqkv
+
+
+def dropout_keep_mask(pairs: int, T: int, dropout: float, seed: int) -> torch.Tensor:
+    """The kernel's attention-dropout keep mask, (pairs, T, T) bool (pairs = B * n_head):
+    for tests that compare with a reference applying the same mask."""
+    out = torch.empty(pairs, T, T, dtype=torch.uint8)
+    load().attn_dropout_mask(out.data_ptr(), pairs, T, dropout, seed)
+    return out.bool()

@@ -202,7 +202,7 @@ class TrainingRun:
                  f"({self.device_name}), dtype {dev.dtype_name(self.dtype)}, "
                  f"{t.tokens_per_iter:,} tokens/iter, {'resuming at iter ' + str(t.iter_num) if self.ckpt else 'from scratch'}")
         if self.device.type == "cpu":
-            self.log("CPU attention: " + cpu_kernels.describe(cfg.n_head, cfg.n_embd, cfg.dropout))
+            self.log("CPU attention: " + cpu_kernels.describe(cfg.n_head, cfg.n_embd))
         if cfg.compile:
             self.log("compiling the model...")
             run.update_status(compile=t.compile())

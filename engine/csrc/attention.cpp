@@ -184,6 +184,49 @@ static inline void scatter_rows(const float* w, int Tp, const float* x, int i0, 
 static inline int live_keys(int i0, int R) { return i0 + R; }
 static inline int padded_keys(int i0, int R) { return (i0 + R + KW - 1) / KW * KW; }
 
+// ---- attention dropout ---------------------------------------------------------------------
+// The mask is a hash of (seed, pair, query, key) rather than drawn and stored: the backward
+// regenerates exactly the forward's mask, and nothing T x T is kept. lowbias32 (C.
+// Wellons) is a full-avalanche 32-bit mix; a key is kept when its hash >= p * 2^32.
+
+typedef uint32_t vku __attribute__((vector_size(64)));
+
+static inline uint32_t mix32(uint32_t x) {
+    x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
+    return x;
+}
+static inline vku mix32(vku x) {
+    x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
+    return x;
+}
+
+struct Drop {
+    bool on = false;
+    uint32_t threshold = 0;  // keep when hash >= threshold
+    float scale = 1.0f;      // 1 / (1 - p)
+    uint64_t seed = 0;
+    uint32_t pair = 0;       // hash of (seed, batch * H + head), set per head
+
+    Drop(float p, uint64_t seed_) : on(p > 0.0f), seed(seed_) {
+        if (on) {
+            threshold = (uint32_t)fmin(4294967295.0, (double)p * 4294967296.0);
+            scale = 1.0f / (1.0f - p);
+        }
+    }
+    Drop for_pair(int bh) const {
+        Drop d = *this;
+        d.pair = mix32((uint32_t)seed ^ mix32((uint32_t)bh * 0x9E3779B9U + (uint32_t)(seed >> 32)));
+        return d;
+    }
+    uint32_t row(int i) const { return mix32(pair + (uint32_t)i * 0x85EBCA77U); }
+    // all-ones lanes for the kept keys among j .. j + 15 of a row
+    vki keep(uint32_t row_key, int j) const {
+        const vku lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+        vku h = mix32(row_key ^ ((lane + (uint32_t)j) * 0xC2B2AE35U));
+        return (vki)(h >= threshold);
+    }
+};
+
 // Probabilities of row r in place: 2^(s - lse) for j <= i0 + r, 0 after.
 static inline void probabilities(float* s, int nk, int last, float lse) {
     for (int j = 0; j < nk; j += KW) {
@@ -194,7 +237,7 @@ static inline void probabilities(float* s, int nk, int last, float lse) {
 }
 
 template <typename E, int D, int R>
-static void forward_head(Head& h, const E* qkv, E* y, float* lse, int b, int hd, int C) {
+static void forward_head(Head& h, const E* qkv, E* y, float* lse, int b, int hd, int C, const Drop& drop) {
     const int T = h.T, Tp = h.Tp;
     pack_qkv<E, D>(h, qkv, b, hd, C, LOG2E / sqrtf((float)D), false);
     vd o[R][D / 8];
@@ -220,8 +263,13 @@ static void forward_head(Head& h, const E* qkv, E* y, float* lse, int b, int hd,
             }
             for (int j = last + 1; j < nk; j++) s[j] = 0.0f;  // exact zeros, masked keys
             const float l = hsum(sum);
-            denom[r] = 1.0f / l;
+            denom[r] = drop.scale / l;
             if (i0 + r < T) lse[i0 + r] = m + log2f(l);
+            if (drop.on) {  // the sum above is over all keys; P v over the kept ones
+                const uint32_t key = drop.row(i0 + r);
+                for (int j = 0; j < nk; j += KW)
+                    *(vk*)(s + j) = drop.keep(key, j) ? *(vk*)(s + j) : vk{};
+            }
         }
         row_block_combine<D, R>(h.s, Tp, h.v, live_keys(i0, R), o);
         for (int r = 0; r < R && i0 + r < T; r++) {
@@ -233,7 +281,7 @@ static void forward_head(Head& h, const E* qkv, E* y, float* lse, int b, int hd,
 
 template <typename E, int D, int R>
 static void backward_head(Head& h, const E* qkv, const E* y, const E* dy, const float* lse,
-                          E* dqkv, int b, int hd, int C) {
+                          E* dqkv, int b, int hd, int C, const Drop& drop) {
     const int T = h.T, Tp = h.Tp;
     const float scale = 1.0f / sqrtf((float)D);
     pack_qkv<E, D>(h, qkv, b, hd, C, LOG2E * scale, true);
@@ -266,8 +314,19 @@ static void backward_head(Head& h, const E* qkv, const E* y, const E* dy, const 
             if (!live)
                 for (int j = 0; j < nk; j++) p[j] = 0.0f;
             const float dr = delta[i0 + r];
-            for (int j = 0; j < nk; j += KW)                   // dS = P (dP - delta)
-                *(vk*)(ds + j) = *(vk*)(p + j) * (*(vk*)(ds + j) - dr);
+            if (!drop.on) {
+                for (int j = 0; j < nk; j += KW)               // dS = P (dP - delta)
+                    *(vk*)(ds + j) = *(vk*)(p + j) * (*(vk*)(ds + j) - dr);
+                continue;
+            }
+            // with dropout M / (1 - p): dS = P (M dP / (1 - p) - delta), dV from P M / (1 - p)
+            const uint32_t key = drop.row(i0 + r);
+            for (int j = 0; j < nk; j += KW) {
+                const vki keep = drop.keep(key, j);
+                const vk pj = *(vk*)(p + j);
+                *(vk*)(ds + j) = pj * ((keep ? *(vk*)(ds + j) * drop.scale : vk{}) - dr);
+                *(vk*)(p + j) = keep ? pj * drop.scale : vk{};
+            }
         }
         row_block_combine<D, R>(h.ds, Tp, h.k, n, dq);       // dQ = dS K
         for (int r = 0; r < R && i0 + r < T; r++) {
@@ -305,25 +364,27 @@ static void over_heads(int BH, int threads, Work work) {
 }
 
 template <typename E, int D>
-static void forward_all(const void* qkv, void* y, float* lse, int T, int H, int BH, int threads) {
+static void forward_all(const void* qkv, void* y, float* lse, int T, int H, int BH, int threads,
+                        const Drop& drop) {
     over_heads(BH, threads, [&](int bh0, int bh1) {
         const int R = Rows<D>::R;
         Head h = make_head(T, D, R);
         for (int bh = bh0; bh < bh1; bh++)
-            forward_head<E, D, R>(h, (const E*)qkv, (E*)y, lse + (size_t)bh * T, bh / H, bh % H, H * D);
+            forward_head<E, D, R>(h, (const E*)qkv, (E*)y, lse + (size_t)bh * T, bh / H, bh % H,
+                                  H * D, drop.for_pair(bh));
         free(h.buf);
     });
 }
 
 template <typename E, int D>
 static void backward_all(const void* qkv, const void* y, const void* dy, const float* lse,
-                         void* dqkv, int T, int H, int BH, int threads) {
+                         void* dqkv, int T, int H, int BH, int threads, const Drop& drop) {
     over_heads(BH, threads, [&](int bh0, int bh1) {
         const int R = Rows<D>::R;
         Head h = make_head(T, D, R);
         for (int bh = bh0; bh < bh1; bh++)
             backward_head<E, D, R>(h, (const E*)qkv, (const E*)y, (const E*)dy, lse + (size_t)bh * T,
-                                   (E*)dqkv, bh / H, bh % H, H * D);
+                                   (E*)dqkv, bh / H, bh % H, H * D, drop.for_pair(bh));
         free(h.buf);
     });
 }
@@ -359,17 +420,38 @@ extern "C" {
 // Head sizes this library handles; others use the torch path.
 int attn_supports(int D) { return D == 8 || D == 16 || D == 32 || D == 64 || D == 128; }
 
-// y (B, T, H*D) and lse (B*H, T; log2 domain) from qkv (B, T, 3*H*D). Returns -1 for an
-// unsupported head size.
+// y (B, T, H*D) and lse (B*H, T; log2 domain) from qkv (B, T, 3*H*D), with attention
+// dropout `dropout` whose mask is a hash of `seed` (the backward must get the same seed).
+// Returns -1 for an unsupported head size.
 int attn_forward(const void* qkv, void* y, float* lse, int B, int T, int H, int D, int bf16,
-                 int threads) {
-    DISPATCH(forward_all, qkv, y, lse, T, H, B * H, threads)
+                 int threads, float dropout, uint64_t seed) {
+    const Drop drop(dropout, seed);
+    DISPATCH(forward_all, qkv, y, lse, T, H, B * H, threads, drop)
 }
 
 // dqkv (B, T, 3*H*D) from the forward's input, output and lse, and the output gradient dy.
 int attn_backward(const void* qkv, const void* y, const void* dy, const float* lse, void* dqkv,
-                  int B, int T, int H, int D, int bf16, int threads) {
-    DISPATCH(backward_all, qkv, y, dy, lse, dqkv, T, H, B * H, threads)
+                  int B, int T, int H, int D, int bf16, int threads, float dropout, uint64_t seed) {
+    const Drop drop(dropout, seed);
+    DISPATCH(backward_all, qkv, y, dy, lse, dqkv, T, H, B * H, threads, drop)
+}
+
+// The attention-dropout keep mask (BH, T, T) as 0/1 bytes, for tests: the same hash the
+// kernels use, causal or not.
+void attn_dropout_mask(uint8_t* out, int BH, int T, float dropout, uint64_t seed) {
+    const Drop drop(dropout, seed);
+    const int Tp = (T + KW - 1) / KW * KW;
+    for (int bh = 0; bh < BH; bh++) {
+        const Drop d = drop.for_pair(bh);
+        for (int i = 0; i < T; i++) {
+            const uint32_t key = d.row(i);
+            for (int j = 0; j < Tp; j += KW) {
+                const vki keep = d.keep(key, j);
+                for (int l = 0; l < KW && j + l < T; l++)
+                    out[((size_t)bh * T + i) * T + j + l] = keep[l] != 0;
+            }
+        }
+    }
 }
 
 // Whether bf16 inputs use VDPBF16PS products (1, where the CPU has them) or the fp32 ones;

@@ -184,7 +184,8 @@ static void pack(Head& h, const uint16_t* qkv, int b, int hd, int C, bool backwa
 }
 
 template <int D>
-static void forward_head(Head& h, const uint16_t* qkv, uint16_t* y, float* lse, int b, int hd, int C) {
+static void forward_head(Head& h, const uint16_t* qkv, uint16_t* y, float* lse, int b, int hd, int C,
+                         const Drop& drop) {
     const int T = h.T, Tp = h.Tp;
     pack<D>(h, qkv, b, hd, C, false);
     const float mul = LOG2E / sqrtf((float)D);
@@ -209,10 +210,13 @@ static void forward_head(Head& h, const uint16_t* qkv, uint16_t* y, float* lse, 
             sum[r] = _mm512_setzero_ps();
         }
         // probabilities, their sums, and P in bf16 for the P v products
+        uint32_t key[R];
+        for (int r = 0; r < R; r++) key[r] = drop.on ? drop.row(i0 + r) : 0;
         for (int j = 0; j < nk; j += 16) {
             for (int r = 0; r < R; r++) {
                 sc[r] = (__m512)exp2_nonpos((vk)(_mm512_load_ps(h.s + (size_t)r * Tp + j) - mx[r]));
-                sum[r] += sc[r];
+                sum[r] += sc[r];  // over all keys; P v over the kept ones
+                if (drop.on) sc[r] = (__m512)(drop.keep(key[r], j) ? (vk)sc[r] : vk{});
             }
             to_bf16(sc, Tp, j, h.pb, h.pr);
         }
@@ -221,14 +225,14 @@ static void forward_head(Head& h, const uint16_t* qkv, uint16_t* y, float* lse, 
             const float l = _mm512_reduce_add_ps(sum[r]);
             lse[i0 + r] = m[r] + log2f(l);
             uint16_t* yr = y + ((size_t)b * T + i0 + r) * C + (size_t)hd * D;
-            for (int c = 0; c < D / 16; c++) store16(yr + 16 * c, o[r][c] * (1.0f / l));
+            for (int c = 0; c < D / 16; c++) store16(yr + 16 * c, o[r][c] * (drop.scale / l));
         }
     }
 }
 
 template <int D>
 static void backward_head(Head& h, const uint16_t* qkv, const uint16_t* y, const uint16_t* dy,
-                          const float* lse, uint16_t* dqkv, int b, int hd, int C) {
+                          const float* lse, uint16_t* dqkv, int b, int hd, int C, const Drop& drop) {
     const int T = h.T, Tp = h.Tp;
     const float scale = 1.0f / sqrtf((float)D), mul = LOG2E * scale;
     pack<D>(h, qkv, b, hd, C, true);
@@ -248,7 +252,9 @@ static void backward_head(Head& h, const uint16_t* qkv, const uint16_t* y, const
     __m512 dq[R][D / 16], p[R], ds[R], l2[R], dl[R];
     for (int i0 = 0; i0 < T; i0 += R) {
         const int nk = padded_keys(i0, R), n = live_keys(i0, R);
+        uint32_t key[R];
         for (int r = 0; r < R; r++) {
+            key[r] = drop.on ? drop.row(i0 + r) : 0;
             const bool live = i0 + r < T;   // rows past T: P = 0 (lse = +inf)
             l2[r] = _mm512_set1_ps(live ? lse[i0 + r] : INFINITY);
             dl[r] = _mm512_set1_ps(delta[i0 + r]);
@@ -258,7 +264,14 @@ static void backward_head(Head& h, const uint16_t* qkv, const uint16_t* y, const
             dots16<D>(h.dO, h.vt2, Tp, i0, j, ds);   // dP = dO v^T
             for (int r = 0; r < R; r++) {
                 p[r] = (__m512)exp2_nonpos((vk)(p[r] * mul - l2[r]));
-                ds[r] = p[r] * (ds[r] - dl[r]);      // dS = P (dP - delta)
+                if (!drop.on) {
+                    ds[r] = p[r] * (ds[r] - dl[r]);  // dS = P (dP - delta)
+                    continue;
+                }
+                // with dropout M / (1 - p): dS = P (M dP / (1 - p) - delta), dV from P M / (1 - p)
+                const vki keep = drop.keep(key[r], j);
+                ds[r] = p[r] * ((__m512)(keep ? (vk)(ds[r] * drop.scale) : vk{}) - dl[r]);
+                p[r] = (__m512)(keep ? (vk)(p[r] * drop.scale) : vk{});
             }
             if (j + 16 == nk) {
                 mask_future(p, i0, j, 0.0f);
@@ -285,23 +298,26 @@ static void backward_head(Head& h, const uint16_t* qkv, const uint16_t* y, const
 }
 
 template <int D>
-static void forward_all(const void* qkv, void* y, float* lse, int T, int H, int BH, int threads) {
+static void forward_all(const void* qkv, void* y, float* lse, int T, int H, int BH, int threads,
+                        const Drop& drop) {
     over_heads(BH, threads, [&](int bh0, int bh1) {
         Head h = make_head(T, D);
         for (int bh = bh0; bh < bh1; bh++)
-            forward_head<D>(h, (const uint16_t*)qkv, (uint16_t*)y, lse + (size_t)bh * T, bh / H, bh % H, H * D);
+            forward_head<D>(h, (const uint16_t*)qkv, (uint16_t*)y, lse + (size_t)bh * T, bh / H, bh % H,
+                            H * D, drop.for_pair(bh));
         free(h.buf);
     });
 }
 
 template <int D>
 static void backward_all(const void* qkv, const void* y, const void* dy, const float* lse,
-                         void* dqkv, int T, int H, int BH, int threads) {
+                         void* dqkv, int T, int H, int BH, int threads, const Drop& drop) {
     over_heads(BH, threads, [&](int bh0, int bh1) {
         Head h = make_head(T, D);
         for (int bh = bh0; bh < bh1; bh++)
             backward_head<D>(h, (const uint16_t*)qkv, (const uint16_t*)y, (const uint16_t*)dy,
-                             lse + (size_t)bh * T, (uint16_t*)dqkv, bh / H, bh % H, H * D);
+                             lse + (size_t)bh * T, (uint16_t*)dqkv, bh / H, bh % H, H * D,
+                             drop.for_pair(bh));
         free(h.buf);
     });
 }

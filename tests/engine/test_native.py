@@ -3,6 +3,7 @@ the same result on any number of threads, and a clean fallback without a compile
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def _train_one_step(env: dict) -> subprocess.CompletedProcess:
         "_, loss = m(idx, targets=idx)\n"
         "loss.backward()\n"
         "print('loss', loss.item(), 'kernel', native.load() is not None, native.why_not())\n"
-        "print(cpu_kernels.describe(2, 32, 0.0))\n"
+        "print(cpu_kernels.describe(2, 32))\n"
     )
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env={**os.environ, **env})
@@ -95,11 +96,10 @@ def test_kernel_can_be_switched_off(tmp_path):
 @needs_kernel
 def test_describe_names_the_path_a_run_takes(monkeypatch):
     from engine import cpu_kernels
-    assert cpu_kernels.describe(8, 128, 0.0) == "fused C++ kernel"
-    assert "attention dropout" in cpu_kernels.describe(8, 128, 0.2)
-    assert "no head size 12" in cpu_kernels.describe(2, 24, 0.0)
+    assert cpu_kernels.describe(8, 128) == "fused C++ kernel"
+    assert "no head size 12" in cpu_kernels.describe(2, 24)
     monkeypatch.setattr(cpu_kernels, "CPU_ATTENTION", "sdpa")
-    assert cpu_kernels.describe(8, 128, 0.0) == "torch scaled_dot_product_attention"
+    assert cpu_kernels.describe(8, 128) == "torch scaled_dot_product_attention"
 
 
 def _sdpa64(qkv: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -135,3 +135,63 @@ def test_bf16_kernel_error_is_bf16_rounding(dot_products, hs, T):
     rel = lambda a, b: ((a.double() - b).norm() / b.norm()).item()  # noqa: E731
     assert rel(y, ref) < 4e-3
     assert rel(grad, ref_grad) < 6e-3
+
+
+@needs_kernel
+def test_dropout_mask_rate_repeatability_and_independence():
+    m = native.dropout_keep_mask(64, 256, 0.2, seed=7)
+    assert abs(m.float().mean().item() - 0.8) < 0.002
+    assert torch.equal(m, native.dropout_keep_mask(64, 256, 0.2, seed=7))
+    other = native.dropout_keep_mask(64, 256, 0.2, seed=8)
+    assert abs((m == other).float().mean().item() - (0.8**2 + 0.2**2)) < 0.003  # independent
+    x = m.float() - 0.8
+    for dim in (0, 1, 2):  # neighbouring pairs, queries and keys are uncorrelated
+        a, b = x.narrow(dim, 0, x.size(dim) - 1), x.narrow(dim, 1, x.size(dim) - 1)
+        assert abs((a * b).mean().item()) < 0.002
+    assert native.dropout_keep_mask(2, 16, 0.0, seed=1).all()
+
+
+def _reference_with_mask(x64: torch.Tensor, n_head: int, keep: torch.Tensor, p: float):
+    B, T, C3 = x64.shape
+    q, k, v = (t.view(B, T, n_head, -1).transpose(1, 2) for t in x64.split(C3 // 3, dim=2))
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+    att = att.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    att = torch.softmax(att, dim=-1) * keep.view(B, n_head, T, T) / (1 - p)
+    return (att @ v).transpose(1, 2).reshape(B, T, C3 // 3)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype,dot_products", [(torch.float32, False),
+                                                (torch.bfloat16, False), (torch.bfloat16, True)])
+@pytest.mark.parametrize("hs,T", [(16, 64), (32, 37), (8, 20)])
+def test_attention_dropout_equals_the_reference_with_the_same_mask(dtype, dot_products, hs, T):
+    if dot_products and not native.bf16_dot_products(True):
+        pytest.skip("this CPU or compiler has no AVX512-BF16 dot products")
+    B, n_head, p, seed = 2, 3, 0.3, 1234
+    g = torch.Generator().manual_seed(hs * T)
+    qkv = torch.randn(B, T, 3 * n_head * hs, generator=g).to(dtype)
+    dy = torch.randn(B, T, n_head * hs, generator=g).to(dtype)
+    x64 = qkv.double().requires_grad_()
+    ref = _reference_with_mask(x64, n_head, native.dropout_keep_mask(B * n_head, T, p, seed), p)
+    (ref_grad,) = torch.autograd.grad(ref, x64, dy.double())
+    try:
+        native.bf16_dot_products(dot_products)
+        y, lse = native.attention_forward(qkv, n_head, p, seed)
+        grad = native.attention_backward(qkv, y, dy, lse, n_head, p, seed)
+    finally:
+        native.bf16_dot_products(True)
+    tol = 1e-5 if dtype == torch.float32 else 6e-3
+    assert ((y.double() - ref).norm() / ref.norm()).item() < tol
+    assert ((grad.double() - ref_grad).norm() / ref_grad.norm()).item() < tol
+
+
+@needs_kernel
+def test_model_attention_dropout_follows_torch_seed():
+    from engine.cpu_kernels import causal_attention
+    qkv = torch.randn(2, 32, 3 * 32, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(5)
+    a = causal_attention(qkv, 2, dropout_p=0.5)
+    b = causal_attention(qkv, 2, dropout_p=0.5)
+    torch.manual_seed(5)
+    assert torch.equal(causal_attention(qkv, 2, dropout_p=0.5), a)  # repeatable by seed
+    assert not torch.equal(a, b)                                    # a new mask each call
