@@ -195,3 +195,12 @@ def test_model_attention_dropout_follows_torch_seed():
     torch.manual_seed(5)
     assert torch.equal(causal_attention(qkv, 2, dropout_p=0.5), a)  # repeatable by seed
     assert not torch.equal(a, b)                                    # a new mask each call
+
+
+def test_unwritable_cache_falls_back_and_says_why(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    r = _train_one_step({"NANOTUI_CACHE_DIR": str(blocker / "cache")})
+    assert r.returncode == 0, r.stderr
+    assert "kernel False" in r.stdout and "torch ops (fused kernel unavailable:" in r.stdout
+    assert r.stderr.strip() == ""
