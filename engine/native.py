@@ -1,4 +1,4 @@
-"""The fused CPU attention kernel (engine/csrc/attention.cpp): built at first use, loaded
+"""nanotui's CPU kernel (engine/csrc/: fused causal attention): built at first use, loaded
 with ctypes.
 
 Why a tiny C++ library and not torch.utils.cpp_extension: it includes no torch or Python
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-SOURCE = Path(__file__).parent / "csrc" / "attention.cpp"  # includes attention_bf16.h
+CSRC = Path(__file__).parent / "csrc"  # every .cpp there goes into one library
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-fPIC"]
 
 _lib: ctypes.CDLL | None = None
@@ -90,10 +90,10 @@ def build(cxx: str | None = None) -> Path:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
     omp = openmp_runtime()
     key = hashlib.sha256(b"\0".join(x.encode() for x in [
-        *(p.read_text() for p in sorted(SOURCE.parent.iterdir()) if p.suffix in (".cpp", ".h")),
+        *(p.read_text() for p in sorted(CSRC.iterdir()) if p.suffix in (".cpp", ".h")),
         " ".join(FLAGS), _compiler_version(cxx), _cpu_signature(),
         omp or "serial"])).hexdigest()[:16]
-    out = cache_dir() / f"attention-{key}.so"
+    out = cache_dir() / f"kernels-{key}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -102,12 +102,13 @@ def build(cxx: str | None = None) -> Path:
         if out.exists():
             return out
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            obj, lib = Path(tmp) / "attention.o", Path(tmp) / out.name
+            lib = Path(tmp) / out.name
+            objs = [Path(tmp) / (src.stem + ".o") for src in sorted(CSRC.glob("*.cpp"))]
             # OpenMP only at compile time; at link time the runtime torch loaded, by path
-            compile_cmd = [cxx, *FLAGS, *(["-fopenmp"] if omp else []), "-c", str(SOURCE),
-                           "-o", str(obj)]
-            link_cmd = [cxx, "-shared", str(obj), *([omp] if omp else []), "-o", str(lib)]
-            for cmd in (compile_cmd, link_cmd):
+            cmds = [[cxx, *FLAGS, *(["-fopenmp"] if omp else []), "-c", str(CSRC / (o.stem + ".cpp")),
+                     "-o", str(o)] for o in objs]
+            cmds.append([cxx, "-shared", *map(str, objs), *([omp] if omp else []), "-o", str(lib)])
+            for cmd in cmds:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
                 if r.returncode != 0:
                     raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr.strip()[-2000:]}")

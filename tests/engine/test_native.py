@@ -24,7 +24,7 @@ needs_kernel = pytest.mark.skipif(native.load() is None,
 def test_build_is_cached_by_content(tmp_path, monkeypatch):
     monkeypatch.setenv("NANOTUI_CACHE_DIR", str(tmp_path))
     first = native.build()
-    assert first.parent == tmp_path and first.name.startswith("attention-")
+    assert first.parent == tmp_path and first.name.startswith("kernels-")
     mtime = first.stat().st_mtime_ns
     assert native.build() == first and first.stat().st_mtime_ns == mtime  # not rebuilt
     left = sorted(p.name for p in tmp_path.iterdir())
