@@ -9,7 +9,9 @@
 //
 // Layouts: q, k, v are read straight from c_attn's (B, T, 3C) output and y is written in
 // c_proj's (B, T, C) input layout; the backward writes the (B, T, 3C) gradient. No head
-// transposes. Tensors are bf16 or fp32 (elem type E); all arithmetic is fp32.
+// transposes. Tensors are bf16 or fp32 (elem type E); all arithmetic is fp32. Attention
+// dropout uses a hashed mask (struct Drop) that the backward regenerates.
+// attention_bf16.h is the variant for CPUs with bf16 dot products.
 //
 // Built at first use by engine/native.py (c++ -O3 -march=native); plain GCC/Clang vector
 // extensions, so the same source compiles to AVX-512, AVX2 or NEON.
