@@ -2,7 +2,8 @@
 
 Attention goes to the fused C++ kernel (engine/native.py, FusedCausalAttention below)
 wherever it builds and applies; CausalAttention here is the torch-op path used otherwise
-(no compiler, an unsupported head size) and is what this text describes. `describe()` says which path a run takes.
+(no compiler, an unsupported head size) and is what this text describes. `describe()`
+says which path a run takes.
 
 Why these exist. Profiling a bf16-autocast training step on a 2-core AVX512-BF16 CPU
 (torch 2.13, torch.profiler) showed scaled_dot_product_attention's CPU flash kernel taking

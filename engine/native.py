@@ -105,8 +105,9 @@ def build(cxx: str | None = None) -> Path:
             lib = Path(tmp) / out.name
             objs = [Path(tmp) / (src.stem + ".o") for src in sorted(CSRC.glob("*.cpp"))]
             # OpenMP only at compile time; at link time the runtime torch loaded, by path
-            cmds = [[cxx, *FLAGS, *(["-fopenmp"] if omp else []), "-c", str(CSRC / (o.stem + ".cpp")),
-                     "-o", str(o)] for o in objs]
+            openmp = ["-fopenmp"] if omp else []
+            cmds = [[cxx, *FLAGS, *openmp, "-c", str(CSRC / (o.stem + ".cpp")), "-o", str(o)]
+                    for o in objs]
             cmds.append([cxx, "-shared", *map(str, objs), *([omp] if omp else []), "-o", str(lib)])
             for cmd in cmds:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
