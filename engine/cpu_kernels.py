@@ -209,7 +209,6 @@ class FusedCausalAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, qkv: torch.Tensor, n_head: int, dropout_p: float):
-        qkv = qkv.contiguous()
         seed = int(torch.randint(0, 2**63 - 1, (1,)).item()) if dropout_p > 0.0 else 0
         y, lse = native.attention_forward(qkv, n_head, dropout_p, seed)
         ctx.n_head, ctx.dropout_p, ctx.seed = n_head, dropout_p, seed
@@ -230,7 +229,7 @@ def describe(n_head: int, n_embd: int) -> str:
     if CPU_ATTENTION == "fused":
         if native.load() is None:
             return f"torch ops (fused kernel unavailable: {native.why_not().splitlines()[0][:200]})"
-        if not native.supports(torch.empty(0, 0, 3 * n_embd), n_head):
+        if not native.supports_head_size(n_embd // n_head):
             return f"torch ops (the fused kernel has no head size {n_embd // n_head})"
         return "fused C++ kernel"
     return "torch ops"

@@ -351,7 +351,7 @@ class Dispatcher:
                 resume = bool(st.get("resume"))
                 journaled = []
 
-                def journal(pid: int | None, run=run, placement=placement, resume=resume) -> None:
+                def journal(pid: int | None) -> None:  # called within this iteration only
                     _journal(self.runs_root, run=run.id, pid=pid, resume=resume,
                              dispatcher=os.getpid(), gpu=(placement.gpu or {}).get("uuid")
                              if placement else None)

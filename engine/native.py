@@ -159,12 +159,27 @@ def why_not() -> str:
     return _why_not
 
 
+def supports_head_size(head_size: int) -> bool:
+    """Whether the kernel is loaded and handles this head size (8, 16, 32, 64, 128)."""
+    lib = load()
+    return lib is not None and bool(lib.attn_supports(head_size))
+
+
 def supports(qkv: torch.Tensor, n_head: int) -> bool:
     """Whether the kernel handles this input (CPU, fp32/bf16, a supported head size)."""
-    lib = load()
-    return (lib is not None and qkv.device.type == "cpu"
-            and qkv.dtype in (torch.float32, torch.bfloat16)
-            and bool(lib.attn_supports(qkv.size(-1) // 3 // n_head)))
+    return (qkv.device.type == "cpu" and qkv.dtype in (torch.float32, torch.bfloat16)
+            and supports_head_size(qkv.size(-1) // 3 // n_head))
+
+
+def _shape(qkv: torch.Tensor, n_head: int) -> tuple[int, int, int, int, int]:
+    """(B, T, C, head size, 1 if bf16 else 0) of a (B, T, 3C) input."""
+    B, T, C3 = qkv.shape
+    return B, T, C3 // 3, C3 // 3 // n_head, int(qkv.dtype == torch.bfloat16)
+
+
+def _check(rc: int, head_size: int) -> None:
+    if rc != 0:
+        raise ValueError(f"attention kernel: unsupported head size {head_size}")
 
 
 def attention_forward(qkv: torch.Tensor, n_head: int, dropout: float = 0.0,
@@ -172,16 +187,12 @@ def attention_forward(qkv: torch.Tensor, n_head: int, dropout: float = 0.0,
     """(y, lse): causal attention output (B, T, C) in qkv's dtype and the rows' log2-sum-exp
     (B * n_head, T) fp32, which the backward needs. With dropout > 0 the keep mask is a
     hash of `seed`; the backward must be given the same seed."""
-    lib = load()
     qkv = qkv.contiguous()
-    B, T, C3 = qkv.shape
-    y = qkv.new_empty(B, T, C3 // 3)
+    B, T, C, hs, bf16 = _shape(qkv, n_head)
+    y = qkv.new_empty(B, T, C)
     lse = torch.empty(B * n_head, T, dtype=torch.float32)
-    rc = lib.attn_forward(qkv.data_ptr(), y.data_ptr(), lse.data_ptr(), B, T, n_head,
-                          C3 // 3 // n_head, int(qkv.dtype == torch.bfloat16),
-                          torch.get_num_threads(), dropout, seed)
-    if rc != 0:
-        raise ValueError(f"attention kernel: unsupported head size {C3 // 3 // n_head}")
+    _check(load().attn_forward(qkv.data_ptr(), y.data_ptr(), lse.data_ptr(), B, T, n_head, hs,
+                               bf16, torch.get_num_threads(), dropout, seed), hs)
     return y, lse
 
 
@@ -189,16 +200,13 @@ def attention_backward(qkv: torch.Tensor, y: torch.Tensor, dy: torch.Tensor,
                        lse: torch.Tensor, n_head: int, dropout: float = 0.0,
                        seed: int = 0) -> torch.Tensor:
     """d loss / d qkv, (B, T, 3C) in qkv's dtype."""
-    lib = load()
-    B, T, C3 = qkv.shape
+    qkv, y = qkv.contiguous(), y.contiguous()
     dy = dy.to(qkv.dtype).contiguous()
+    B, T, C, hs, bf16 = _shape(qkv, n_head)
     dqkv = torch.empty_like(qkv)
-    rc = lib.attn_backward(qkv.data_ptr(), y.data_ptr(), dy.data_ptr(), lse.data_ptr(),
-                           dqkv.data_ptr(), B, T, n_head, C3 // 3 // n_head,
-                           int(qkv.dtype == torch.bfloat16), torch.get_num_threads(),
-                           dropout, seed)
-    if rc != 0:
-        raise ValueError(f"attention kernel: unsupported head size {C3 // 3 // n_head}")
+    _check(load().attn_backward(qkv.data_ptr(), y.data_ptr(), dy.data_ptr(), lse.data_ptr(),
+                                dqkv.data_ptr(), B, T, n_head, hs, bf16,
+                                torch.get_num_threads(), dropout, seed), hs)
     return dqkv
 
 
