@@ -27,7 +27,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import cpu_kernels, device, native  # noqa: E402
+from engine.model import cpu_kernels  # noqa: E402
+
+from engine.model import device  # noqa: E402
+
+from engine.model import native  # noqa: E402
 
 
 def sdpa(qkv: torch.Tensor, n_head: int) -> torch.Tensor:

@@ -37,7 +37,7 @@ SHARED = Path(os.environ.get("NANOTUI_SHARED_DATA", REPO.parent / "shared" / "da
 
 OURS = """
 import sys, json
-from engine.data import prepare, load_meta
+from engine.data.datasets import prepare, load_meta
 d = prepare(sys.argv[1], sys.argv[2], 0.1, out_dir=sys.argv[3])
 m = load_meta(d)
 print(json.dumps({"train": m["train_tokens"], "val": m["val_tokens"]}))

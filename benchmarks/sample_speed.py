@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nanogpt_ref import load_nanogpt  # noqa: E402
-from engine.model import GPT, GPTConfig  # noqa: E402
+from engine.model.gpt import GPT, GPTConfig  # noqa: E402
 
 
 def main() -> int:

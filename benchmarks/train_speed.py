@@ -15,9 +15,9 @@ after --warmup rounds. Variants:
               loop as it runs on CPU: fp32 (train.py uses no autocast on CPU), eager
               (compile=False, as its README says for CPU), non-fused AdamW, its get_batch,
               in a plain Python process as `python train.py` is.
-  ours        nanotui's real step: engine.trainer.Trainer.train_step, the code path of
+  ours        nanotui's real step: engine.train.trainer.Trainer.train_step, the code path of
               `python -m engine.train`, with dtype auto (bf16 autocast on a bf16 CPU), in
-              a process set up as engine.train sets itself up (device.keep_freed_memory).
+              a process set up as engine.train.process sets itself up (device.keep_freed_memory).
   nanogpt-tuned  nanoGPT's step in a process with nanotui's allocator setting: what that
               setting alone gives, so it is not mistaken for model-code speed.
   ours-plain  nanotui with the CPU fast paths off (SDPA attention, torch dropout, no fused
@@ -50,12 +50,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import engine.model as our_model  # noqa: E402
+import engine.model.gpt as our_model  # noqa: E402
 from nanogpt_ref import load_nanogpt  # noqa: E402
-from engine import cpu_kernels  # noqa: E402
-from engine import device as dev  # noqa: E402
+from engine.model import cpu_kernels  # noqa: E402
+from engine.model import device as dev  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
-from engine.trainer import Trainer  # noqa: E402
+from engine.train.trainer import Trainer  # noqa: E402
 
 DEFAULT_CONFIGS = "2,8,256 6,8,256 6,8,128 6,32,256"
 LR, WEIGHT_DECAY, BETAS, GRAD_CLIP = 1e-3, 0.1, (0.9, 0.99), 1.0
@@ -95,7 +95,7 @@ class NanoGPTStep:
 
 
 class OurStep:
-    """engine.trainer.Trainer.train_step, optionally with the CPU fast paths switched off."""
+    """engine.train.trainer.Trainer.train_step, optionally with the CPU fast paths switched off."""
 
     def __init__(self, cfg: TrainConfig, data: np.ndarray, plain: bool = False,
                  compile: bool = False):
@@ -130,7 +130,7 @@ VARIANTS = ("nanogpt", "nanogpt-tuned", "ours", "ours-plain", "ours-fp32", "ours
 
 def make_variant(name: str, ng, cfg: TrainConfig, data: np.ndarray):
     if name in ("ours", "ours-fp32", "ours-compile", "nanogpt-tuned"):
-        dev.keep_freed_memory()  # what engine.train does at start-up on CPU
+        dev.keep_freed_memory()  # what engine.train.process does at start-up on CPU
     if name in ("nanogpt", "nanogpt-tuned"):
         return NanoGPTStep(ng, cfg, data)
     if name == "ours":

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.config import TrainConfig  # noqa: E402
-from engine.gpu import FakeGpuSource  # noqa: E402
+from engine.launch.gpu import FakeGpuSource  # noqa: E402
 from engine.runs import RunDir, create_run, process_start_time  # noqa: E402
 
 STATES = ("done", "done", "failed", "stopped", "queued")

@@ -8,7 +8,7 @@
                           gpus = [0, "GPU-..."]    cards auto placement may use (index/uuid)
                           stop_grace_s = 10.0      SIGTERM -> SIGKILL grace for `stop`
     [executor]          kind = "local" (default) | "slurm"; with "slurm" the other keys are
-                        Slurm options, validated by engine.slurm
+                        Slurm options, validated by engine.launch.slurm.executor
     [sweep.NAME]        description = "..."
                         fixed = { key = value, ... }      applied to every run of the sweep
                         vary  = { key = [v1, v2], ... }   one key at a time around
@@ -286,8 +286,8 @@ def _executor(d: dict[str, Any], where) -> dict[str, Any]:
                                f"kind = \"slurm\")")
     if kind == "slurm":
         # Slurm options are checked here, before anything is queued, so a typo names the
-        # file and line (engine.slurm_config imports no Slurm client: cheap and safe).
-        from engine.slurm_config import SlurmConfig
+        # file and line (engine.launch.slurm.config imports no Slurm client: cheap and safe).
+        from engine.launch.slurm.config import SlurmConfig
         key = next((k for k in d if k != "kind"), "kind")
         SlurmConfig.from_dict(d, f"{where(['executor'], key)}: [executor]")
     return d

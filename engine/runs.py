@@ -200,7 +200,7 @@ class RunDir:
         """The run's status, with a dead 'running' process turned into failed/lost.
 
         Only processes on this host can be checked; a run on another host (a Slurm node)
-        is taken at its word here (engine.slurm merges the scheduler's view).
+        is taken at its word here (engine.launch.slurm.executor merges the scheduler's view).
         """
         st = self._read_status_file()
         if st.get("state") == "running" and st.get("host") in (None, socket.gethostname()):

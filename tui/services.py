@@ -73,7 +73,7 @@ class _NoGpus:
 
 def _default_gpu_source() -> Any:
     try:
-        from engine.gpu import default_gpu_source
+        from engine.launch.gpu import default_gpu_source
     except ImportError:
         return _NoGpus()
     return default_gpu_source()
@@ -90,7 +90,7 @@ def _engine(module: str, what: str) -> Any:
 
 
 class EngineLauncher:
-    """engine.launch and engine.experiments behind the Launcher methods."""
+    """engine.launch.dispatcher and engine.experiments behind the Launcher methods."""
 
     def __init__(self, runs_root: Path, experiments_path: Path, gpu_source: Any = None):
         self.runs_root = runs_root
@@ -104,21 +104,21 @@ class EngineLauncher:
                 for s in exps.sweeps.values()]
 
     def plan(self, selection: list[str]) -> list[Any]:
-        return _engine("engine.launch", "planning").plan_runs(
+        return _engine("engine.launch.dispatcher", "planning").plan_runs(
             self.experiments_path, selection, gpu_source=self.gpu_source)
 
     def queue(self, selection: list[str], gpu: str = "auto") -> list[RunDir]:
         """Create the runs (queued, each remembering the card asked for); prepares data."""
-        return _engine("engine.launch", "launching").queue_runs(
+        return _engine("engine.launch.dispatcher", "launching").queue_runs(
             self.experiments_path, self.runs_root, selection, gpu=gpu)
 
     def start_dispatcher(self, gpu: str = "auto") -> None:
         """A background dispatcher (its own session: it outlives the app) unless one runs."""
-        _engine("engine.launch", "launching").ensure_dispatcher(
+        _engine("engine.launch.dispatcher", "launching").ensure_dispatcher(
             self.runs_root, self.experiments_path, gpu)
 
     def stop(self, run: RunDir) -> None:
-        launch = _engine("engine.launch", "stopping")
+        launch = _engine("engine.launch.dispatcher", "stopping")
         try:
             grace = launch.stop_grace(self.experiments_path)
         except Exception:  # no or broken experiments file: the default grace
@@ -126,13 +126,13 @@ class EngineLauncher:
         launch.stop_run(run, grace_s=grace)
 
     def resume(self, run: RunDir) -> None:
-        launch = _engine("engine.launch", "resuming")
+        launch = _engine("engine.launch.dispatcher", "resuming")
         launch.resume_run(run)
         launch.ensure_dispatcher(self.runs_root, self.experiments_path)
 
 
 class EngineSampler:
-    """engine.sample: one loaded model per run, reloaded when its checkpoint changes."""
+    """engine.sample.generate: one loaded model per run, reloaded when its checkpoint changes."""
 
     def __init__(self, device: str = "cpu"):
         self.device = device
@@ -141,7 +141,7 @@ class EngineSampler:
 
     def generate(self, run: RunDir, prompt: str, temperature: float, top_k: int | None,
                  max_new_tokens: int = 200, seed: int = 1337) -> dict[str, Any]:
-        sample = _engine("engine.sample", "sampling")
+        sample = _engine("engine.sample.generate", "sampling")
         if not run.ckpt_path.exists():
             raise ServiceUnavailable(f"{run.id} has no checkpoint yet (written at its first eval)")
         with self._lock:
@@ -165,7 +165,7 @@ class EngineReporter:
         self.runs_root = runs_root
 
     def write(self, sweeps: list[str], out_dir: Path) -> Path:
-        report = _engine("engine.report", "the report")
+        report = _engine("engine.report.write", "the report")
         result = report.write_report(self.runs_root, sweeps, out_dir)
         first = Path(result.out_dir) / sweeps[0] / "report.md"
         return first if len(sweeps) == 1 and first.exists() else Path(result.out_dir)

@@ -1,4 +1,4 @@
-"""End to end with real training processes (engine.train) on the CPU, tiny models, and a
+"""End to end with real training processes (engine.train.process) on the CPU, tiny models, and a
 fake set of two GPUs: placement into the children's environment, kill -9 of a child
 (lost) and of the dispatcher (a new launch finishes the queue), resume with continuous
 iterations, two launches at once. Every process start is checked against the
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.launch import dispatcher_pid, read_journal
+from engine.launch.dispatcher import dispatcher_pid, read_journal
 from engine.runs import RunDir
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

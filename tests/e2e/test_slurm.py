@@ -24,9 +24,9 @@ import pytest
 
 from engine.config import ConfigError
 from engine.runs import RunDir
-from engine.slurm import SlurmExecutor, SlurmSubmitError, sbatch_error_line
-from engine.slurm_config import SlurmConfig
-from engine.slurm_state import (SlurmState, describe, expand_array_id, merge_status,
+from engine.launch.slurm.executor import SlurmExecutor, SlurmSubmitError, sbatch_error_line
+from engine.launch.slurm.config import SlurmConfig
+from engine.launch.slurm.state import (SlurmState, describe, expand_array_id, merge_status,
                                 reconcile)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,7 +108,7 @@ def test_slurm_states_merge_with_status_json():
 
 
 def test_job_records_the_card_slurm_gave_it(tmp_path, monkeypatch):
-    from engine.slurm import job_gpu
+    from engine.launch.slurm.executor import job_gpu
     fake = tmp_path / "gpus.json"
     fake.write_text(json.dumps({"gpus": [
         {"index": 0, "uuid": "GPU-aaa", "name": "NVIDIA RTX 6000 Ada"},
@@ -127,7 +127,7 @@ def test_checkpoint_stops_the_trainer_and_requeues_until_max_requeues(tmp_path):
     a sleeping child stands in for the trainer)."""
     from engine.config import TrainConfig
     from engine.runs import create_run
-    from engine.slurm import TrainJob
+    from engine.launch.slurm.executor import TrainJob
     run = create_run(tmp_path / "runs", "s", "a", TrainConfig(n_layer=1, n_head=1, n_embd=8,
                                                               block_size=8, max_iters=10))
     run.update_status(state="running", executor={"kind": "slurm", "job_id": "5_0"})

@@ -1,7 +1,7 @@
 """nanotui in a real tmux session: the quick sweep launched by keys on CPU, the table and
 the chart seen to update in `capture-pane`, quit (runs untouched), restart, runs still there.
 
-Real processes all the way: the TUI, the background dispatcher, two `engine.train` runs on
+Real processes all the way: the TUI, the background dispatcher, two `engine.train.process` runs on
 a tiny prepared text. Skips when tmux is not installed (CI's .ci/run installs it)."""
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def test_quick_sweep_by_keys_in_tmux(tmp_path):
         tmux.keys("c")
         screen = tmux.wait_for(lambda s: "Compare" in s and "best val" in s, 30, "compare")
         assert "n_layer=1" in screen and "n_layer=2" in screen
-        tmux.keys("e")  # the report, written by engine.report in a worker
+        tmux.keys("e")  # the report, written by engine.report.write in a worker
         tmux.wait_for(lambda s: "report written" in s, 90, "the report notification")
         assert (tmp_path / "reports" / "quick" / "report.md").is_file()
         tmux.keys("Escape")

@@ -151,7 +151,7 @@ def test_diverging_loss_fails_and_keeps_the_good_checkpoint(tmp_path):
 
 def test_bad_input_is_one_line_no_traceback_nothing_damaged(tmp_path, one_torch_thread):
     run = make_run(tmp_path, max_iters=20, eval_interval=10)
-    from engine.train import main   # the good run in process: one subprocess less
+    from engine.train.process import main   # the good run in process: one subprocess less
     assert main([str(run.path)]) == 0
     files = [run.config_path, run.ckpt_path, run.best_path, run.metrics_path, run.samples_path]
     before = {p: p.read_bytes() for p in files}

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from engine import data, data_passes
+from engine.data import datasets as data
+
+from engine.data import passes as data_passes
 from engine.config import TrainConfig
-from engine.data import check_fits, is_prepared, load_meta, prepare, prepared_dir_for
-from engine.tokenizers import EOT_TEXT, DataError, load_gpt2
+from engine.data.datasets import check_fits, is_prepared, load_meta, prepare, prepared_dir_for
+from engine.data.tokenizers import EOT_TEXT, DataError, load_gpt2
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,7 +81,7 @@ def test_shakespeare_gpt2_matches_nanogpt_counts_and_tiktoken(shared_data):
     meta = load_meta(d)
     assert (meta["train_tokens"], meta["val_tokens"]) == (301_966, 36_059)
     assert meta["vocab_size"] == 50257 and meta["eot_token"] == 50256
-    # tiktoken built the README's way, independently of engine.tokenizers
+    # tiktoken built the README's way, independently of engine.data.tokenizers
     enc = tiktoken.Encoding(
         name="gpt2",
         pat_str=r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
@@ -169,7 +171,7 @@ def test_prepared_data_is_reused_and_keyed_by_tokenizer_and_fraction(shared_data
 
 def test_concurrent_prepares_do_the_work_once(shared_data, tmp_path):
     src = shared_data / "tinystories" / "val.txt"
-    code = ("import sys; from engine.data import prepare; "
+    code = ("import sys; from engine.data.datasets import prepare; "
             f"print(prepare({str(src)!r}, 'char', 0.1, log=lambda m: print('WORK', m)))")
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
                               text=True) for _ in range(3)]
@@ -275,7 +277,7 @@ def test_meta_that_disagrees_with_the_bins_is_not_prepared(shared_data, tmp_path
 
 
 def test_find_prepared_never_prepares(shared_data, tmp_path):
-    from engine.data import find_prepared
+    from engine.data.datasets import find_prepared
     src = str(shared_data / "shakespeare" / "input.txt")
     cfg = TrainConfig(dataset=src, tokenizer="char", val_fraction=0.1)
     assert find_prepared(cfg) is None

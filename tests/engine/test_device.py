@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import device as dev
+from engine.model import device as dev
 
 
 def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
@@ -92,8 +92,8 @@ def test_device_name_of_cpu_is_the_model_name():
 
 FAULTS_SCRIPT = """
 import resource, sys, torch
-from engine import device
-from engine.model import GPT, GPTConfig
+from engine.model import device
+from engine.model.gpt import GPT, GPTConfig
 if sys.argv[1] == "keep":
     assert device.keep_freed_memory()
 torch.manual_seed(0)
@@ -128,7 +128,7 @@ def test_keep_freed_memory_stops_page_faults_after_the_first_steps():
 
 MALLOC_SCRIPT = """
 import ctypes, resource, sys
-from engine import device
+from engine.model import device
 if sys.argv[1] == "keep":
     assert device.keep_freed_memory()
 libc = ctypes.CDLL("libc.so.6")

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import download as dl
-from engine.data import load_meta, prepare
-from engine.download import download, fetch_source, source_urls
-from engine.tokenizers import DataError
+from engine.data import download as dl
+from engine.data.datasets import load_meta, prepare
+from engine.data.download import download, fetch_source, source_urls
+from engine.data.tokenizers import DataError
 
 
 class Server:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from engine.config import ConfigError
-from engine.estimate import estimate, param_counts
+from engine.launch.estimate import estimate, param_counts
 from engine.experiments import ExperimentsError, load_experiments, parse_experiments
-from engine.model import GPT, GPTConfig
+from engine.model.gpt import GPT, GPTConfig
 from tui.cli import main
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""engine.gpu: fake cards from JSON, NVML absent -> [], snapshots immutable."""
+"""engine.launch.gpu: fake cards from JSON, NVML absent -> [], snapshots immutable."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.gpu import (GIB, FakeGpuSource, NvmlGpuSource, default_gpu_source,
+from engine.launch.gpu import (GIB, FakeGpuSource, NvmlGpuSource, default_gpu_source,
                         gpus_from_json)
 from tui.cli import main
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.gpu import GIB, FakeGpuSource, GpuSnapshot
-from engine.launch import (Dispatcher, dispatcher_pid, queue_runs,
+from engine.launch.gpu import GIB, FakeGpuSource, GpuSnapshot
+from engine.launch.dispatcher import (Dispatcher, dispatcher_pid, queue_runs,
                            queue_runs_detailed, read_journal, resume_run, stop_run)
 from engine.runs import RunDir, RunError, list_runs, process_start_time
 from tui.cli import main
@@ -132,7 +132,7 @@ def gpus_with_room_for(n_runs_on_0: int, need: int):
 
 
 def test_one_tick_places_two_runs_without_overfilling_a_card(tmp_path, exp):
-    from engine.estimate import estimate
+    from engine.launch.estimate import estimate
     root = tmp_path / "runs"
     runs = queue_runs(exp(per_gpu=4), root, ["b"])
     need = estimate(runs[0].load_config()).mem_bytes
@@ -250,7 +250,7 @@ def test_commands_on_queued_runs(tmp_path, exp, capsys):
 
 
 def test_demo_corpus_and_files(tmp_path):
-    from engine.demo import corpus, write_demo
+    from engine.data.demo import corpus, write_demo
     from engine.experiments import load_experiments
     c = corpus(50_000, seed=3)
     assert c == corpus(50_000, seed=3) and c != corpus(50_000, seed=4)
@@ -301,7 +301,7 @@ def test_local_start_is_journaled_before_its_status_says_running(tmp_path, exp):
     """A dispatcher killed right after a run shows `running` must already have journaled
     that process (seen on a loaded CI machine: the status came first, the journal ~1 s
     later, and a SIGKILL in between lost the record)."""
-    from engine.executor import LocalExecutor
+    from engine.launch.executor import LocalExecutor
     root = tmp_path / "runs"
     run = queue_runs(exp(), root, ["a/n_layer=1"])[0]
     seen = []

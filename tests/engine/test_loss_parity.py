@@ -16,7 +16,7 @@ import pytest
 
 from engine.config import TrainConfig
 from engine.runs import RunDir, create_run
-from engine.train import main
+from engine.train.process import main
 
 NANOGPT_VAL = {100: 2.5793, 200: 2.4664, 300: 2.3895, 400: 2.3291, 500: 2.3016, 600: 2.2745}
 

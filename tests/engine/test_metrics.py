@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from engine.metrics import (distinct_n, eval_metrics, mattr, repetition_n, text_metrics, ttr,
+from engine.sample.metrics import (distinct_n, eval_metrics, mattr, repetition_n, text_metrics, ttr,
                             words)
 
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import engine.model as model_mod
-from engine import cpu_kernels, native
-from engine.cpu_kernels import causal_attention, keep_mask
-from engine.model import GPT, GPTConfig, KVCache, sample_next
+import engine.model.gpt as model_mod
+from engine.model import cpu_kernels
+from engine.model import native
+from engine.model.cpu_kernels import causal_attention, keep_mask
+from engine.model.gpt import GPT, GPTConfig, KVCache, sample_next
 
 # (n_layer, n_head, n_embd) -> (params at vocab 65, params at vocab 50304); block 256, no bias.
 ASSIGNMENT_COUNTS = {

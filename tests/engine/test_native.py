@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import native
+from engine.model import native
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,8 +62,8 @@ def test_unsupported_head_size_is_reported():
 def _train_one_step(env: dict) -> subprocess.CompletedProcess:
     code = (
         "import torch\n"
-        "from engine import cpu_kernels, native\n"
-        "from engine.model import GPT, GPTConfig\n"
+        "from engine.model import cpu_kernels, native\n"
+        "from engine.model.gpt import GPT, GPTConfig\n"
         "m = GPT(GPTConfig(block_size=16, vocab_size=11, n_layer=1, n_head=2, n_embd=32))\n"
         "idx = torch.randint(11, (2, 16))\n"
         "_, loss = m(idx, targets=idx)\n"
@@ -95,7 +95,7 @@ def test_kernel_can_be_switched_off(tmp_path):
 
 @needs_kernel
 def test_describe_names_the_path_a_run_takes(monkeypatch):
-    from engine import cpu_kernels
+    from engine.model import cpu_kernels
     assert cpu_kernels.describe(8, 128) == "fused C++ kernel"
     assert "no head size 12" in cpu_kernels.describe(2, 24)
     monkeypatch.setattr(cpu_kernels, "CPU_ATTENTION", "sdpa")
@@ -187,7 +187,7 @@ def test_attention_dropout_equals_the_reference_with_the_same_mask(dtype, dot_pr
 
 @needs_kernel
 def test_model_attention_dropout_follows_torch_seed():
-    from engine.cpu_kernels import causal_attention
+    from engine.model.cpu_kernels import causal_attention
     qkv = torch.randn(2, 32, 3 * 32, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(5)
     a = causal_attention(qkv, 2, dropout_p=0.5)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.gpu import GIB, GpuProcess, GpuSnapshot
-from engine.placement import ActiveRun, PlacementError, Policy, choose
+from engine.launch.gpu import GIB, GpuProcess, GpuSnapshot
+from engine.launch.placement import ActiveRun, PlacementError, Policy, choose
 
 NOW = 1000.0
 

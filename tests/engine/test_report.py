@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import SamplingConfig, TrainConfig
-from engine.report import ReportError, write_report
+from engine.report.write import ReportError, write_report
 from engine.runs import create_run
 
 BASE = dict(n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4, max_iters=100,
@@ -49,7 +49,7 @@ def make_run(root: Path, sweep: str, name: str, evals: list[tuple[int, float, fl
 def sample(it: int, completion: str, prompt: str = "Once upon a time", temperature: float = 0.8,
            top_k: int | None = 200, seed: int = 1) -> dict:
     """A samples.jsonl record as the trainer writes it (its per-sample metrics are
-    placeholders: the report rescores the completions with engine.metrics)."""
+    placeholders: the report rescores the completions with engine.sample.metrics)."""
     return dict(iter=it, prompt=prompt, temperature=temperature, top_k=top_k, top_p=None,
                 seed=seed, text=prompt + completion, completion=completion,
                 metrics={"ttr": 0.0, "repetition_4": 0.0})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.report_fit import FitRefused, fit_power_law
+from engine.report.fit import FitRefused, fit_power_law
 
 N = np.geomspace(1e5, 1e8, 10)  # three decades of model size, 10 runs
 

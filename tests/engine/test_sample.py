@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from engine import train as T
-from engine.sample import generate_samples, load_model
+from engine.train import process as T
+from engine.sample.generate import generate_samples, load_model
 from test_train import tiny_run  # tests/engine is on sys.path (pytest's rootdir-less import)
 from tui.cli import main as nanotui
 
@@ -100,7 +100,7 @@ def test_sampling_a_run_without_checkpoint_is_one_line(tmp_path, capsys):
 
 
 def test_python_m_engine_sample_bad_checkpoint_is_one_line(tmp_path, capsys):
-    from engine.sample import main
+    from engine.sample.generate import main
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"not a checkpoint")
     assert main([str(bad)]) == 2

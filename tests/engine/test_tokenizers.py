@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from engine import tokenizers
-from engine.tokenizers import (CharTokenizer, DataError, from_meta, load_gpt2,
+from engine.data import tokenizers
+from engine.data.tokenizers import (CharTokenizer, DataError, from_meta, load_gpt2,
                                tokenizer_cache_dir)
 from engine.config import ConfigError
 

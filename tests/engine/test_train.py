@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine import train as T
-from engine import trainer as TR
+from engine.train import process as T
+from engine.train import trainer as TR
 from engine.config import TrainConfig, dump_config
 from engine.runs import RunDir, create_run
 

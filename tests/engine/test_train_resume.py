@@ -8,8 +8,8 @@ import signal
 import pytest
 import torch
 
-from engine import train as T
-from engine import trainer as TR
+from engine.train import process as T
+from engine.train import trainer as TR
 from test_train import tiny_run  # tests/engine is on sys.path (pytest's rootdir-less import)
 
 

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from engine.config import TrainConfig
-from engine.gpu import FakeGpuSource, GpuProcess, GpuSnapshot
+from engine.launch.gpu import FakeGpuSource, GpuProcess, GpuSnapshot
 from engine.runs import RunDir, create_run, find_run
 from tui.app import create_app
 from tui.services import Services, SweepInfo

@@ -21,13 +21,13 @@ def test_create_app_wires_the_engine_and_lets_tests_replace_parts(tmp_path):
     assert isinstance(app, NanotuiApp)
     assert app.services.launcher is sentinel
     assert app.services.runs_root == Path(tmp_path / "runs")
-    assert hasattr(app.services.gpu_source, "snapshot")  # engine.gpu's default source
+    assert hasattr(app.services.gpu_source, "snapshot")  # engine.launch.gpu's default source
     assert type(app.services.sampler).__name__ == "EngineSampler"
     assert type(app.services.reporter).__name__ == "EngineReporter"
 
 
 def test_stop_through_the_real_launcher(world):
-    """s on a queued run, confirmed: engine.launch.stop_run marks it stopped."""
+    """s on a queued run, confirmed: engine.launch.dispatcher.stop_run marks it stopped."""
     from tests.tui.conftest import asynctest, settle
     from tui.services import EngineLauncher
     from tui.widgets.run_table import RunTable

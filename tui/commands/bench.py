@@ -46,7 +46,7 @@ def _collect_unknown_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.bench import bench_config, format_summary, parse_overrides, run_bench
+    from engine.train.bench import bench_config, format_summary, parse_overrides, run_bench
 
     overrides = parse_overrides(getattr(args, "overrides", []) or [])
     cfg = bench_config(overrides)

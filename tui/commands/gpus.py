@@ -12,7 +12,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from engine.gpu import default_gpu_source, format_bytes
+    from engine.launch.gpu import default_gpu_source, format_bytes
     gpus = default_gpu_source().snapshot()
     if args.json:
         print(json.dumps({"gpus": [g.to_dict() for g in gpus]}, indent=1))

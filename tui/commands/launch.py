@@ -20,8 +20,8 @@ def add_arguments(p) -> None:
 
 def check_gpu_request(gpu: str) -> None:
     """Fail before queuing anything when --gpu names a card that is not here."""
-    from engine.gpu import default_gpu_source
-    from engine.placement import find_card, parse_request
+    from engine.launch.gpu import default_gpu_source
+    from engine.launch.placement import find_card, parse_request
     from tui.cli import CommandError
     req = parse_request(gpu)
     if req in ("auto", "cpu"):
@@ -33,7 +33,7 @@ def check_gpu_request(gpu: str) -> None:
 
 
 def run(args) -> int:
-    from engine.launch import (Dispatcher, dispatcher_pid, queue_runs_detailed,
+    from engine.launch.dispatcher import (Dispatcher, dispatcher_pid, queue_runs_detailed,
                                start_background_dispatcher)
     from tui.progress import progress_bar
 

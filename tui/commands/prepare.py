@@ -12,7 +12,7 @@ from tui.progress import progress_bar
 HELP = "download and tokenize a dataset into train.bin, val.bin and meta.json"
 
 # Below this many tokens in a split, the usual block sizes cannot train (nanoGPT's
-# default block_size is 1024; the check that matters is engine.data.check_fits).
+# default block_size is 1024; the check that matters is engine.data.datasets.check_fits).
 SMALL_SPLIT = 1025
 
 
@@ -61,8 +61,8 @@ class _StageBars:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.data import load_meta, prepare
-    from engine.tokenizers import DataError
+    from engine.data.datasets import load_meta, prepare
+    from engine.data.tokenizers import DataError
 
     bars = _StageBars(sys.stderr.isatty() and not args.json)
     try:

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from engine.report import write_report
+    from engine.report.write import write_report
     from tui.cli import CommandError
 
     if not Path(args.runs).is_dir():

@@ -11,14 +11,14 @@ HELP = "generate text from a run's checkpoint (RUN is an id like depth/n_layer=2
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN",
                    help="run id (sweep/name), run directory, or a checkpoint .pt file")
-    from engine.sample_args import add_sample_arguments  # torch-free
+    from engine.sample.options import add_sample_arguments  # torch-free
     add_sample_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from engine.runs import find_run
-    from engine.sample import sample_command
-    from engine.trainer import TrainError
+    from engine.sample.generate import sample_command
+    from engine.train.trainer import TrainError
     from tui.cli import CommandError
 
     ref = Path(args.run)

@@ -14,12 +14,12 @@ def add_arguments(p) -> None:
 
 
 def status_rows(runs_root, selection=None) -> list[dict]:
-    from engine.launch import refresh_executors
+    from engine.launch.dispatcher import refresh_executors
     from engine.runs import list_runs
     runs = [r for r in list_runs(runs_root)
             if not selection or r.id in selection or r.sweep in selection]
     refresh_executors(runs)
-    from engine.slurm_state import describe, merge_status
+    from engine.launch.slurm.state import describe, merge_status
     rows = []
     for r in runs:
         st = merge_status(r.read_status())  # a pending Slurm job shows as queued
@@ -33,8 +33,8 @@ def _fmt(x, spec: str) -> str:
 
 
 def run(args) -> int:
-    from engine.estimate import format_seconds
-    from engine.launch import dispatcher_pid
+    from engine.launch.estimate import format_seconds
+    from engine.launch.dispatcher import dispatcher_pid
     rows = status_rows(args.runs, args.selection)
     if args.json:
         print(json.dumps({"runs_dir": str(args.runs), "dispatcher_pid": dispatcher_pid(args.runs),

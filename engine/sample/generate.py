@@ -22,11 +22,11 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
-from engine import device as dev
+from engine.model import device as dev
 from engine.config import ConfigError, SamplingConfig, TrainConfig
-from engine.metrics import eval_metrics, text_metrics
-from engine.model import GPT, GPTConfig
-from engine.sample_args import add_sample_arguments
+from engine.sample.metrics import eval_metrics, text_metrics
+from engine.model.gpt import GPT, GPTConfig
+from engine.sample.options import add_sample_arguments
 
 
 class Tokenizer(Protocol):
@@ -38,7 +38,7 @@ class Tokenizer(Protocol):
 
 
 class CharTokenizer:
-    """The char vocabulary of a prepared dir's meta.json (used until engine.tokenizers
+    """The char vocabulary of a prepared dir's meta.json (used until engine.data.tokenizers
     exists). Characters outside the vocabulary are dropped from prompts."""
 
     def __init__(self, chars: Sequence[str]):
@@ -57,7 +57,7 @@ class CharTokenizer:
 def load_tokenizer(meta: dict[str, Any]) -> tuple[Tokenizer | None, str]:
     """(tokenizer, "") or (None, why not)."""
     try:
-        from engine.tokenizers import from_meta
+        from engine.data.tokenizers import from_meta
     except ImportError:
         from_meta = None
     if from_meta is not None:
@@ -75,7 +75,7 @@ def generate_samples(model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], n
                      top_p: float | None, seed: int, use_cache: bool = True) -> list[dict[str, Any]]:
     """num_samples continuations of each prompt; each a dict with prompt, temperature,
     top_k, top_p, seed, max_new_tokens, text (prompt + continuation), completion (the
-    continuation) and metrics (engine.metrics.text_metrics of the completion). Prompt
+    continuation) and metrics (engine.sample.metrics.text_metrics of the completion). Prompt
     characters the vocabulary lacks are left out (text shows the prompt the model saw)."""
     device = next(model.parameters()).device
     out = []
@@ -138,7 +138,7 @@ def checkpoint_path(run_dir_or_ckpt: str | Path, checkpoint: str = "latest") -> 
         raise ValueError(f"checkpoint must be latest or best, not {checkpoint!r}")
     path = run.best_path if checkpoint == "best" else run.ckpt_path
     if not path.is_file():
-        from engine.trainer import TrainError
+        from engine.train.trainer import TrainError
         raise TrainError(f"{p}: no {path.name} yet (a run writes it at its first eval)")
     return path
 
@@ -146,7 +146,7 @@ def checkpoint_path(run_dir_or_ckpt: str | Path, checkpoint: str = "latest") -> 
 def load_model(run_dir_or_ckpt: str | Path, device: str = "auto",
                checkpoint: str = "latest") -> LoadedModel:
     """Rebuild the model of a checkpoint in eval mode, with its tokenizer."""
-    from engine.trainer import TrainError, load_checkpoint
+    from engine.train.trainer import TrainError, load_checkpoint
     path = checkpoint_path(run_dir_or_ckpt, checkpoint)
     dv = dev.resolve_device(device)
     ck = load_checkpoint(path, map_location="cpu")  # then .to(dv) below
@@ -224,11 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("target", metavar="RUN_DIR_OR_CKPT")
     add_sample_arguments(p)
     args = p.parse_args(argv)
-    from engine.trainer import TrainError
+    from engine.train.trainer import TrainError
     try:
         return sample_command(Path(args.target), args)
     except (TrainError, ConfigError, ValueError, OSError) as e:
-        print(f"engine.sample: error: {e}", file=sys.stderr)
+        print(f"engine.sample.generate: error: {e}", file=sys.stderr)
         return 2
 
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from engine import native
+from engine.model import native
 
 # "fused": the C++ kernel (engine/native.py) where it builds and handles the input, else
 # "matmul": the torch-op CausalAttention below; "sdpa": torch's scaled_dot_product_attention.

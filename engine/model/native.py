@@ -1,4 +1,4 @@
-"""nanotui's CPU kernel (engine/csrc/: fused causal attention): built at first use, loaded
+"""nanotui's CPU kernel (engine/model/csrc/: fused causal attention): built at first use, loaded
 with ctypes.
 
 Why a tiny C++ library and not torch.utils.cpp_extension: it includes no torch or Python

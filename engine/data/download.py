@@ -19,7 +19,7 @@ from typing import Callable
 
 from filelock import FileLock
 
-from engine.tokenizers import DataError, cache_root
+from engine.data.tokenizers import DataError, cache_root
 
 Progress = Callable[[int, int], None]
 

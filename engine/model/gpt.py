@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from engine import cpu_kernels
-from engine.cpu_kernels import Dropout
+from engine.model import cpu_kernels
+from engine.model.cpu_kernels import Dropout
 
 
 @dataclass

@@ -1,14 +1,14 @@
 """The executor seam: how a queued run becomes a process somewhere.
 
-The dispatcher (engine.launch) decides WHICH queued run starts WHEN and, for executors
-that do not place runs themselves, on WHICH card (engine.placement). An executor only
+The dispatcher (engine.launch.dispatcher) decides WHICH queued run starts WHEN and, for executors
+that do not place runs themselves, on WHICH card (engine.launch.placement). An executor only
 starts, stops and watches processes. Two implementations:
 
   LocalExecutor   child processes on this machine (this module)
   SlurmExecutor   jobs on a Slurm cluster (engine/slurm.py, issue 7), built by
-                  `engine.slurm.make_executor(options: dict) -> Executor` from the
+                  `engine.launch.slurm.executor.make_executor(options: dict) -> Executor` from the
                   `[executor]` table of experiments.toml (kind = "slurm" + its options);
-                  engine.launch imports engine.slurm lazily, only for kind "slurm".
+                  engine.launch.dispatcher imports engine.launch.slurm.executor lazily, only for kind "slurm".
 
 Contract of an Executor (all methods are called by ONE dispatcher per runs directory,
 from one thread; the run directory is the only shared state):

@@ -23,8 +23,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from engine.executor import Placement
-from engine.gpu import GpuSnapshot
+from engine.launch.executor import Placement
+from engine.launch.gpu import GpuSnapshot
 from engine.runs import RunError
 
 

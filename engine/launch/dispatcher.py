@@ -1,8 +1,8 @@
 """Plan, queue, dispatch, stop and resume runs.
 
 The disk is the queue: `queue_runs` creates run directories in state "queued"; a
-Dispatcher starts queued runs while capacity allows (engine.placement), through an
-Executor (engine.executor: local processes; engine.slurm: Slurm jobs). Everything the
+Dispatcher starts queued runs while capacity allows (engine.launch.placement), through an
+Executor (engine.launch.executor: local processes; engine.launch.slurm.executor: Slurm jobs). Everything the
 dispatcher knows it reads back from status.json at every tick, so a dispatcher that is
 killed and started again carries on where it was.
 
@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from engine.config import ConfigError
-from engine.estimate import estimate, format_seconds
-from engine.executor import Executor, LocalExecutor, Placement
+from engine.launch.estimate import estimate, format_seconds
+from engine.launch.executor import Executor, LocalExecutor, Placement
 from engine.experiments import (Experiments, ExperimentsError, LaunchOptions, RunSpec,
                                 load_experiments, validate_runs)
-from engine.gpu import GpuSource, default_gpu_source
-from engine.placement import ActiveRun, PlacementError, Policy, choose, parse_request
+from engine.launch.gpu import GpuSource, default_gpu_source
+from engine.launch.placement import ActiveRun, PlacementError, Policy, choose, parse_request
 from engine.runs import (FINAL_STATES, RESUMABLE_STATES, RunDir, RunError, create_run,
                          list_runs)
 
@@ -162,7 +162,7 @@ class QueueResult:
 def prepare_data(specs: list[RunSpec], progress=None, log: Log | None = None) -> None:
     """Prepare each distinct dataset once, before any run starts, so that N runs do not
     all tokenize the same text at the same time."""
-    from engine import data
+    from engine.data import datasets as data
     seen: set[tuple] = set()
     for s in specs:
         cfg = s.cfg
@@ -227,7 +227,7 @@ def make_executor(options: dict[str, Any] | None) -> Executor:
         return LocalExecutor()
     if kind == "slurm":
         try:
-            from engine import slurm
+            from engine.launch.slurm import executor as slurm
         except ImportError as e:
             raise RunError(f"Slurm support is not available here: {e}") from None
         return slurm.make_executor(options)

@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from engine.report_data import RunSummary, describe_decoding, diversity
+from engine.report.summary import RunSummary, describe_decoding, diversity
 
 CSV_COLUMNS = [
     "sweep", "run", "state", "reason", "varied", "group", "tokenizer", "params",

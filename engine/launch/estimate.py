@@ -1,7 +1,7 @@
 """Pre-flight estimates for a run: vocabulary, parameter counts, memory, time.
 
 No torch here: `nanotui plan` should answer in a blink. Parameter counts are exact
-(nanoGPT's architecture, checked against engine.model.GPT in the tests); memory and time
+(nanoGPT's architecture, checked against engine.model.gpt.GPT in the tests); memory and time
 are rough and say what they assume.
 
 Vocabulary: a char tokenizer's vocabulary is only known once the data is prepared. In
@@ -62,7 +62,7 @@ def vocab_for(cfg: TrainConfig) -> tuple[int, str]:
     """(vocab size, where it came from)."""
     if cfg.vocab_size:
         return cfg.vocab_size, "config"
-    from engine.data import find_prepared  # exact cache lookup; never prepares or downloads
+    from engine.data.datasets import find_prepared  # exact cache lookup; never prepares or downloads
     if cfg.data_dir:
         d: Path | None = Path(cfg.data_dir).expanduser()
     else:

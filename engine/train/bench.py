@@ -1,6 +1,6 @@
 """Training-speed benchmark of one model shape: the engine half of `nanotui bench`.
 
-Like nanoGPT's bench.py, but it times the real training step (engine.trainer.Trainer:
+Like nanoGPT's bench.py, but it times the real training step (engine.train.trainer.Trainer:
 the same model, optimizer, precision, batch fetch and compile path as
 `python -m engine.train`) on synthetic tokens, so no dataset is needed. Reports
 ms/iter, tokens/s, MFU (where the device's peak is known) and peak memory.
@@ -18,8 +18,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engine import cpu_kernels
-from engine import device as dev
+from engine.model import cpu_kernels
+from engine.model import device as dev
 from engine.config import ConfigError, TrainConfig, check_train_keys
 
 if sys.version_info >= (3, 11):
@@ -86,7 +86,7 @@ def run_bench(cfg: TrainConfig, iters: int = 10, warmup: int = 3,
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time `iters` training steps after `warmup` untimed ones (compilation, allocator and
     thread-pool warm-up happen there). Returns the figures as a JSON-ready dict."""
-    from engine.trainer import Trainer  # the training loop's own step, not a copy of it
+    from engine.train.trainer import Trainer  # the training loop's own step, not a copy of it
 
     if iters < 1 or warmup < 0:
         raise ConfigError("bench: --iters must be at least 1 and --warmup at least 0")

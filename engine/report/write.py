@@ -6,7 +6,7 @@
 
 The power-law fit of loss against size runs across every finished run of the sweeps in
 one call (the "study"), so each sweep's report shows the same fit. Numbers come from
-engine.report_data, the fit from engine.report_fit, the figures from engine.report_plots;
+engine.report.summary, the fit from engine.report.fit, the figures from engine.report.plots;
 this module checks the request, lays out the Markdown and CSV and writes the files.
 """
 
@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.config import TRAIN_KEYS, did_you_mean
-from engine.report_data import (DEGENERATE_REPETITION, METHODS, RunSummary, common_decoding,
+from engine.report.summary import (DEGENERATE_REPETITION, METHODS, RunSummary, common_decoding,
                                 describe_decoding, diversity, excerpt, latest_samples, summarize)
-from engine.report_fit import MIN_POINTS, FitRefused, PowerLawFit, fit_power_law
-from engine.report_tables import (CSV_COLUMNS, csv_row, diminishing_returns, fmt, md_table,
+from engine.report.fit import MIN_POINTS, FitRefused, PowerLawFit, fit_power_law
+from engine.report.tables import (CSV_COLUMNS, csv_row, diminishing_returns, fmt, md_table,
                                   group_value)
 from engine.runs import RunError, atomic_write_bytes, list_runs
 
@@ -403,7 +403,7 @@ def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: st
     fits = study_fits(study)
     fit_text = _fit_section(fits, list(per_sweep))
     fitted = {s.id for g in fits if g.fit is not None for s in g.points}
-    from engine import report_plots as rp
+    from engine.report import plots as rp
     reports = []
     for name, summaries in per_sweep.items():
         d = out_dir / name

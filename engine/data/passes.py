@@ -1,4 +1,4 @@
-"""The tokenizing passes behind engine.data.prepare: stream a text file in blocks, find
+"""The tokenizing passes behind engine.data.datasets.prepare: stream a text file in blocks, find
 the character vocabulary, and write train.bin / val.bin with bounded memory.
 
 Files are read in blocks cut at boundaries where tokenization does not depend on what
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.tokenizers import EOT_TEXT, DataError, load_gpt2
+from engine.data.tokenizers import EOT_TEXT, DataError, load_gpt2
 
 CHAR_BLOCK = 8 << 20
 GPT2_BLOCK = 1 << 20

@@ -26,9 +26,9 @@ from typing import Callable
 import numpy as np
 from filelock import FileLock, Timeout
 
-from engine.data_passes import build
-from engine.download import SOURCES, download_dir, fetch_source
-from engine.tokenizers import (DataError, cache_root, check_name,  # noqa: F401
+from engine.data.passes import build
+from engine.data.download import SOURCES, download_dir, fetch_source
+from engine.data.tokenizers import (DataError, cache_root, check_name,  # noqa: F401
                                from_meta, load_gpt2)
 
 Progress = Callable[[int, int], None]
@@ -75,7 +75,7 @@ def is_prepared(data_dir: str | os.PathLike) -> bool:
 def check_fits(meta: dict, block_size: int) -> None:
     """Raise DataError unless both splits hold at least block_size + 2 tokens: training
     draws windows of block_size + 1 tokens (inputs and shifted targets) at random starts,
-    and engine.train's get_batch needs at least two possible starts."""
+    and engine.train.process's get_batch needs at least two possible starts."""
     need = block_size + 2
     for split in ("train", "val"):
         n = meta[f"{split}_tokens"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.report_data import RunSummary, diversity
-from engine.report_tables import group_value
+from engine.report.summary import RunSummary, diversity
+from engine.report.tables import group_value
 
 DPI = 160
 _STYLE = {
@@ -139,7 +139,7 @@ def loss_curves(summaries: list[RunSummary], x: str, title: str, path: Path,
 def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | None,
                    path: Path, group_by: str | None = None) -> Path | None:
     """Best val loss against nanoGPT parameter count, log-log, with the fitted power law
-    of each tokenizer + data group (engine.report.FitGroup)."""
+    of each tokenizer + data group (engine.report.write.FitGroup)."""
     plt = _plt()
     fitted = [g for g in fits if g.fit is not None]
     fit_points = {s.id for g in fitted for s in g.points}

@@ -1,10 +1,10 @@
 """The pieces of training, reusable on their own: data loading, batches, the model, the
 learning-rate schedule, one optimizer step (Trainer.train_step), loss estimates and
-checkpoints. engine.train drives them for one run directory; `nanotui bench` and
+checkpoints. engine.train.process drives them for one run directory; `nanotui bench` and
 benchmarks/train_speed.py time Trainer.train_step itself, so what they measure is what
 runs train with.
 
-Iteration numbers count completed optimizer steps (see engine.train).
+Iteration numbers count completed optimizer steps (see engine.train.process).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engine import device as dev
+from engine.model import device as dev
 from engine.config import TrainConfig, config_from_dict
-from engine.model import GPT, GPTConfig
+from engine.model.gpt import GPT, GPTConfig
 from engine.runs import atomic_write
 
 CKPT_FORMAT = 1
@@ -34,10 +34,10 @@ class TrainError(Exception):
 # ---- data ----------------------------------------------------------------------------------
 
 def resolve_data_dir(cfg: TrainConfig) -> Path:
-    """The prepared directory: engine.data.prepared_dir_for when the data module exists
+    """The prepared directory: engine.data.datasets.prepared_dir_for when the data module exists
     (it prepares named datasets into the cache), else cfg.data_dir."""
     try:
-        from engine.data import prepared_dir_for
+        from engine.data.datasets import prepared_dir_for
     except ImportError:
         prepared_dir_for = None
     if prepared_dir_for is not None:

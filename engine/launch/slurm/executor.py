@@ -1,4 +1,4 @@
-"""Slurm as an executor (the seam in engine.executor): queued runs become Slurm jobs.
+"""Slurm as an executor (the seam in engine.launch.executor): queued runs become Slurm jobs.
 
 Submission goes through submitit: every job runs `TrainJob`, a submitit Checkpointable
 that starts `python -m engine.train RUN_DIR [--resume]` as a child and waits for it. The
@@ -14,7 +14,7 @@ submitit a TrainJob with resume=True; submitit then requeues the job, which cont
 from ckpt.pt when Slurm starts it again (up to `max_requeues` times).
 
 On disk a submitted run is "running" with executor = {kind: "slurm", job_id, ...} and
-slurm_state (engine.slurm_state explains; `merge_status` shows a pending job as queued).
+slurm_state (engine.launch.slurm.state explains; `merge_status` shows a pending job as queued).
 Files of submitit itself (sbatch script, pickles, its logs) go to RUNS/.slurm/<job id>/.
 """
 
@@ -33,8 +33,8 @@ from typing import Any
 
 from engine.config import ConfigError
 from engine.runs import FINAL_STATES, RunDir, RunError, list_runs
-from engine.slurm_config import SlurmConfig
-from engine.slurm_state import (ENDED, SlurmState, describe, job_id_of,  # noqa: F401
+from engine.launch.slurm.config import SlurmConfig
+from engine.launch.slurm.state import (ENDED, SlurmState, describe, job_id_of,  # noqa: F401
                                 merge_status, query_jobs, reconcile)
 
 SUBMITIT_DIR = ".slurm"
@@ -50,7 +50,7 @@ class SlurmSubmitError(ConfigError):
 
 
 def make_executor(options: dict[str, Any] | None = None) -> "SlurmExecutor":
-    """engine.launch's factory: the `[executor]` table (kind = "slurm", ...) -> executor.
+    """engine.launch.dispatcher's factory: the `[executor]` table (kind = "slurm", ...) -> executor.
 
     With Slurm options beyond kind (the dispatcher's executor, built from the experiments
     file), sbatch first checks them (`sbatch --test-only`, nothing is submitted): a wrong
@@ -110,7 +110,7 @@ def job_gpu() -> dict[str, Any] | None:
     if not first:
         return None
     try:
-        from engine.gpu import default_gpu_source
+        from engine.launch.gpu import default_gpu_source
         cards = default_gpu_source().snapshot()
     except Exception:
         return None
@@ -179,8 +179,8 @@ class TrainJob(_Checkpointable):
             if run.read_status().get("state") == "running":
                 run.update_status(state="failed", ended_at=time.time(), exit_code=code,
                                   reason=(f"killed by signal {-code}" if code < 0 else
-                                          f"engine.train exited with code {code}; see stdout.log"))
-            raise RuntimeError(f"engine.train exited with code {code}")  # job state FAILED
+                                          f"engine.train.process exited with code {code}; see stdout.log"))
+            raise RuntimeError(f"engine.train.process exited with code {code}")  # job state FAILED
         return code
 
     def checkpoint(self, *args: Any, **kwargs: Any):

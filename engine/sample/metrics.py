@@ -16,7 +16,7 @@ one word; "_" and punctuation split words):
 - words: the number of words.
 
 An empty text (or one too short for an n-gram) scores 0.0: there is nothing to measure.
-(The MFU peak table lives in engine.device with the rest of the hardware knowledge.)
+(The MFU peak table lives in engine.model.device with the rest of the hardware knowledge.)
 """
 
 from __future__ import annotations

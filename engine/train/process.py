@@ -5,7 +5,7 @@ train.bin/val.bin + meta.json) and writes, through engine.runs only, metrics.jso
 samples.jsonl, status.json, and the checkpoints ckpt.pt (latest, at every eval) and
 best.pt (best val loss), each replaced atomically. The loop reads like nanoGPT's
 train.py; its pieces (load_data, get_batch, build_model, get_lr, Trainer.train_step,
-Trainer.estimate_loss, checkpoints) live in engine.trainer.
+Trainer.estimate_loss, checkpoints) live in engine.train.trainer.
 
 Iteration numbers count completed optimizer steps: the train record with "iter": 5 is
 logged after the 5th step, and the eval at iter N (and ckpt.pt saved there) sees the
@@ -33,11 +33,11 @@ from typing import Any, Callable
 
 import torch
 
-from engine import cpu_kernels
-from engine import device as dev
+from engine.model import cpu_kernels
+from engine.model import device as dev
 from engine.config import ConfigError
 from engine.runs import RunDir, RunError, process_matches
-from engine.trainer import (Trainer, TrainError, get_lr, load_checkpoint, load_data,
+from engine.train.trainer import (Trainer, TrainError, get_lr, load_checkpoint, load_data,
                             save_checkpoint, vocab_size_of)
 
 TIMING_WARMUP_STEPS = 3  # steps (after start, resume or an eval) left out of the ETA
@@ -96,7 +96,7 @@ class TrainingRun:
             self.trainer.load_state_dict(self.ckpt)
         elif resume:
             log(f"no {run.ckpt_path.name} yet: starting from scratch")
-        from engine.sample import load_tokenizer
+        from engine.sample.generate import load_tokenizer
         self.tokenizer, why = load_tokenizer(self.meta)
         if self.tokenizer is None:
             log(f"samples disabled: {why}")
@@ -121,7 +121,7 @@ class TrainingRun:
 
     def checkpoint_state(self) -> dict[str, Any]:
         state = self.trainer.state_dict()
-        state["meta"] = self.meta  # the vocabulary travels with the weights (engine.sample)
+        state["meta"] = self.meta  # the vocabulary travels with the weights (engine.sample.generate)
         return state
 
     # -- one eval --
@@ -141,7 +141,7 @@ class TrainingRun:
                 pooled = self.write_samples(it)
             except Exception as e:  # samples are a view on training, never a reason to stop it
                 self.log(f"samples at {it} failed: {_one_line(e)}")
-        # "samples": the eval's diversity scores (engine.metrics.eval_metrics, pooled)
+        # "samples": the eval's diversity scores (engine.sample.metrics.eval_metrics, pooled)
         self.run.log_metric(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"],
                             lr=get_lr(it, self.cfg), tokens=it * t.tokens_per_iter,
                             samples=pooled, t=time.time())
@@ -164,8 +164,8 @@ class TrainingRun:
         return losses
 
     def write_samples(self, it: int) -> dict[str, Any] | None:
-        from engine.metrics import eval_metrics
-        from engine.sample import generate_samples
+        from engine.sample.metrics import eval_metrics
+        from engine.sample.generate import generate_samples
         s = self.cfg.sampling
         samples = generate_samples(self.trainer.model, self.tokenizer, s.prompts, s.num_samples,
                                    s.max_new_tokens, s.temperature, s.top_k, s.top_p, s.seed)
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     run = RunDir(Path(args.run_dir).resolve())
 
     def fail_input(msg: str, record: bool = True) -> int:
-        print(f"engine.train: error: {msg}", file=sys.stderr, flush=True)
+        print(f"engine.train.process: error: {msg}", file=sys.stderr, flush=True)
         if record and run.exists():
             run.update_status(state="failed", reason=msg, exit_code=2, ended_at=time.time())
         return 2
@@ -362,36 +362,36 @@ def _train(run: RunDir, resume: bool, fail_input: Callable[[str], int]) -> int:
     except (ConfigError, RunError, TrainError, OSError, ValueError) as e:
         return fail_input(_one_line(e))
     except SetupStopped:
-        print("engine.train: stopped before training started", file=sys.stderr, flush=True)
+        print("engine.train.process: stopped before training started", file=sys.stderr, flush=True)
         run.update_status(state="stopped", reason="stopped before training started",
                           exit_code=0, ended_at=time.time())
         return 0
     except KeyboardInterrupt:
-        print("engine.train: interrupted while starting", file=sys.stderr, flush=True)
+        print("engine.train.process: interrupted while starting", file=sys.stderr, flush=True)
         return 2
     except Exception as e:  # a bug or a resource problem while setting up
         traceback.print_exc()
         msg = _one_line(e)
-        print(f"engine.train: failed: {msg}", file=sys.stderr, flush=True)
+        print(f"engine.train.process: failed: {msg}", file=sys.stderr, flush=True)
         run.update_status(state="failed", reason=msg, exit_code=1, ended_at=time.time())
         return 1
     try:
         return session.execute()
     except NonFinite as e:
         reason = f"{e} (the last good checkpoint is kept; try a lower learning_rate)"
-        print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)
+        print(f"engine.train.process: failed: {reason}", file=sys.stderr, flush=True)
         session.finish("failed", reason, 1)
         return 1
     except torch.OutOfMemoryError as e:
         reason = f"out of memory on {session.device}: try a smaller batch_size or model"
-        print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)
+        print(f"engine.train.process: failed: {reason}", file=sys.stderr, flush=True)
         del e
         session.finish("failed", reason, 1)
         return 1
     except Exception as e:
         traceback.print_exc()  # an unexpected error: the traceback goes to stdout.log
         reason = _one_line(e)
-        print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)
+        print(f"engine.train.process: failed: {reason}", file=sys.stderr, flush=True)
         session.finish("failed", reason, 1)
         return 1
 

@@ -28,7 +28,7 @@ METHODS = {
               "convention of nanoGPT's `get_num_params()` (the token embedding is the tied "
               "output head, so it stays in). Total: every weight. Taken from status.json "
               "when the training process recorded them, else counted by building "
-              "`engine.model.GPT` on the meta device from the run's config.",
+              "`engine.model.gpt.GPT` on the meta device from the run's config.",
     "best_val": "Best val loss: the lowest `val_loss` over the eval records of metrics.jsonl "
                 "(nats per token), with the iteration it was reached at.",
     "final_val": "Final val loss / final train loss: the last eval record's `val_loss` and "
@@ -49,7 +49,7 @@ METHODS = {
               "gradient_accumulation_steps.",
     "diversity": "Diversity: the samples of each run's latest eval at the stated decoding "
                  "setting, scored on their completions (prompt excluded) by "
-                 "`engine.metrics.eval_metrics`, words = lower-cased runs of letters: "
+                 "`engine.sample.metrics.eval_metrics`, words = lower-cased runs of letters: "
                  "TTR = unique words / words and MATTR = mean TTR over 50-word windows, both "
                  "averaged per sample; distinct-n = unique word n-grams / n-grams pooled over "
                  "the samples; repetition-4 = 1 − unique 4-grams / 4-grams, averaged per "
@@ -131,7 +131,7 @@ def count_params(cfg: TrainConfig, vocab_size: int) -> tuple[int, int]:
     key = (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.bias, vocab_size)
     if key not in _PARAM_CACHE:
         import torch
-        from engine.model import GPT, GPTConfig
+        from engine.model.gpt import GPT, GPTConfig
         with torch.device("meta"):
             m = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=vocab_size,
                               n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
@@ -144,7 +144,7 @@ def find_meta(cfg: TrainConfig | None, status: dict[str, Any], runs_root: Path) 
     """The prepared data's meta.json for a run, and where it came from (or why not).
 
     Looked for in: config data_dir, status.json data_dir, a dataset given as a prepared
-    dir, engine.data.find_prepared (the exact cache entry), then the data cache by name
+    dir, engine.data.datasets.find_prepared (the exact cache entry), then the data cache by name
     (`<cache>/prepared/<dataset>-<tokenizer>-*`), trusted only when every matching entry
     agrees on the vocabulary and bytes per token."""
     cands: list[str] = []
@@ -165,12 +165,12 @@ def find_meta(cfg: TrainConfig | None, status: dict[str, Any], runs_root: Path) 
                     return None, f"{meta} is unreadable"
     if cfg is not None:
         try:  # the data area's exact lookup (never prepares or downloads)
-            from engine.data import find_prepared
+            from engine.data.datasets import find_prepared
             d = find_prepared(cfg)
             if d is not None and (d / "meta.json").is_file():
                 return json.loads((d / "meta.json").read_text()), str(d / "meta.json")
         except Exception:
-            pass  # an older engine.data, or an unreadable file: try the cache by name
+            pass  # an older engine.data.datasets, or an unreadable file: try the cache by name
     cached = _from_cache(cfg)
     if cached is not None:
         return cached
@@ -186,7 +186,7 @@ def _from_cache(cfg: TrainConfig | None) -> tuple[dict, str] | None:
         return None
     is_path = "/" in cfg.dataset or cfg.dataset.endswith(".txt")
     try:
-        from engine.tokenizers import cache_root
+        from engine.data.tokenizers import cache_root
         pattern = f"*-{cfg.tokenizer}-*/meta.json" if is_path else f"{cfg.dataset}-{cfg.tokenizer}-*/meta.json"
         found = sorted((cache_root() / "prepared").glob(pattern))
         source = str(Path(cfg.dataset).expanduser().resolve()) if is_path else None
@@ -334,9 +334,9 @@ def latest_samples(s: RunSummary, key: tuple) -> list[dict[str, Any]]:
 def diversity(s: RunSummary, key: tuple) -> tuple[dict[str, float], int, int | None]:
     """Diversity of the run's latest samples at `key`: (scores, n samples, iter).
 
-    Scored with engine.metrics.eval_metrics on the completions (distinct-n pooled over
+    Scored with engine.sample.metrics.eval_metrics on the completions (distinct-n pooled over
     the samples, the rest averaged per sample, as the trainer logs it); without
-    engine.metrics, the mean of the per-sample scores stored in samples.jsonl."""
+    engine.sample.metrics, the mean of the per-sample scores stored in samples.jsonl."""
     chosen = latest_samples(s, key)
     it = chosen[0].get("iter") if chosen else None
     if not chosen:
@@ -344,7 +344,7 @@ def diversity(s: RunSummary, key: tuple) -> tuple[dict[str, float], int, int | N
     texts = [x.get("completion", x.get("text")) for x in chosen]
     if all(isinstance(t, str) for t in texts):
         try:
-            from engine.metrics import eval_metrics  # the training area's scorer
+            from engine.sample.metrics import eval_metrics  # the training area's scorer
             m = dict(eval_metrics(texts))
             m["words"] = m["words"] / len(texts)  # per sample, comparable across runs
             return {k: float(m[k]) for k in DIVERSITY_KEYS if k in m}, len(chosen), it

@@ -20,7 +20,7 @@ Sources:
   test or a demo can change the cards' load while the app runs.
 
 Units: memory in bytes, utilization in %, temperature in °C, power in W. Placement
-policy lives in engine.placement.
+policy lives in engine.launch.placement.
 """
 
 from __future__ import annotations

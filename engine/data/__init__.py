@@ -1,0 +1,1 @@
+"""Data: sources, streaming tokenization, download, tokenizers."""

@@ -1,0 +1,1 @@
+"""Launching: queue, dispatcher, executors, GPUs, placement, estimates."""

@@ -1,0 +1,1 @@
+"""The Slurm executor: submitit job arrays, their config and scheduler state."""

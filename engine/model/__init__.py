@@ -1,0 +1,1 @@
+"""The model: GPT, its CPU kernels, device and dtype choice, checkpoints, arithmetic."""

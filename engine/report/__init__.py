@@ -1,0 +1,1 @@
+"""Reports: one reading of a run, report.md, tables, plots and fits."""

@@ -1,0 +1,1 @@
+"""Sampling: generation from a checkpoint, sampling options, diversity metrics."""

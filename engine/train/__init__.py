@@ -1,0 +1,1 @@
+"""Training: `python -m engine.train RUN_DIR`, the Trainer, bench."""
