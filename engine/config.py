@@ -25,10 +25,13 @@ else:  # pragma: no cover
 
 import tomli_w
 
+from engine.errors import UserError
+
+
 SCHEMA_VERSION = 1
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem a user can fix; the message is one clear line."""
 
 

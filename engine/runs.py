@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 from engine.config import TrainConfig, dump_config, load_config
+from engine.errors import UserError
 
 STATES = ("queued", "running", "done", "failed", "stopped")
 FINAL_STATES = ("done", "failed", "stopped")
@@ -45,7 +46,7 @@ BEST = "best.pt"
 _LOCK = ".status.lock"
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A problem with a run directory a user can act on."""
 
 

@@ -12,13 +12,15 @@ import os
 import sys
 from pathlib import Path
 
+from engine.errors import UserError
+
 COMMANDS = ["prepare", "plan", "launch", "status", "stop", "resume", "sample", "report",
             "gpus", "bench", "demo", "dispatch"]
 HIDDEN = {"dispatch"}  # internal: the background dispatcher started by `launch --detach`
 
 
-class CommandError(Exception):
-    """A user-facing failure: printed as one line, exit status 2."""
+class CommandError(UserError):
+    """A failure of the command line itself (bad arguments): one line, exit status 2."""
 
 
 def _load(name: str):
@@ -72,14 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     resolve_paths(args)
-    from engine.config import ConfigError
-    from engine.runs import RunError
+    from engine.errors import UserError, one_line
     try:
         if getattr(args, "_run", None) is None:
             return run_tui(args)
         return int(args._run(args) or 0)
-    except (CommandError, ConfigError, RunError) as e:
-        print(f"nanotui: error: {e}", file=sys.stderr)
+    except UserError as e:
+        print(f"nanotui: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nanotui: interrupted", file=sys.stderr)

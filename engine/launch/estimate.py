@@ -1,8 +1,7 @@
 """Pre-flight estimates for a run: vocabulary, parameter counts, memory, time.
 
-No torch here: `nanotui plan` should answer in a blink. Parameter counts are exact
-(nanoGPT's architecture, checked against engine.model.gpt.GPT in the tests); memory and time
-are rough and say what they assume.
+No torch here: `nanotui plan` should answer in a blink. Parameter counts and FLOPs come
+from engine.model.arithmetic (exact); memory and time are rough and say what they assume.
 
 Vocabulary: a char tokenizer's vocabulary is only known once the data is prepared. In
 order: cfg.vocab_size; the prepared data's meta.json (cfg.data_dir, or a prepared copy of
@@ -19,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import TrainConfig
+from engine.model.arithmetic import GPT2_VOCAB, flops_per_token, model_vocab, param_counts
 
 DEFAULT_VOCAB = {("shakespeare", "char"): 65, ("tinystories", "char"): 83}
-GPT2_VOCAB = 50304
 UNKNOWN_CHAR_VOCAB = 256
 
 # Throughput assumed for time estimates, in training FLOP/s actually achieved (not peak).
@@ -51,15 +50,17 @@ class Estimate:
         return dict(self.__dict__)
 
 
-def _meta_vocab(d: Path) -> int | None:
+def _meta(d: Path) -> dict | None:
     try:
-        return int(json.loads((d / "meta.json").read_text())["vocab_size"])
-    except Exception:
+        meta = json.loads((d / "meta.json").read_text())
+    except (OSError, ValueError):
         return None
+    return meta if isinstance(meta, dict) and meta.get("vocab_size") else None
 
 
 def vocab_for(cfg: TrainConfig) -> tuple[int, str]:
-    """(vocab size, where it came from)."""
+    """(the model's vocabulary size, where it came from); padded exactly as training pads
+    it (engine.model.arithmetic), so plan and the trained run count the same parameters."""
     if cfg.vocab_size:
         return cfg.vocab_size, "config"
     from engine.data.datasets import find_prepared  # exact cache lookup; never prepares or downloads
@@ -70,29 +71,12 @@ def vocab_for(cfg: TrainConfig) -> tuple[int, str]:
             d = find_prepared(cfg)
         except Exception:  # an unreadable source: the plan still shows an assumed vocabulary
             d = None
-    v = _meta_vocab(d) if d is not None else None
-    if v:
-        return v, "prepared"
+    meta = _meta(d) if d is not None else None
+    if meta is not None:
+        return model_vocab(cfg, meta), "prepared"
     if cfg.tokenizer == "gpt2":
         return GPT2_VOCAB, "assumed"
     return DEFAULT_VOCAB.get((cfg.dataset, "char"), UNKNOWN_CHAR_VOCAB), "assumed"
-
-
-def param_counts(cfg: TrainConfig, vocab: int) -> tuple[int, int]:
-    """(nanoGPT's count, total) for the nanoGPT architecture with a tied output head.
-
-    Per block: ln_1 + ln_2 (C each), attention qkv 3C^2 + proj C^2, MLP 4C^2 + 4C^2;
-    with bias: + 3C + C + 4C + C + 2C for the LayerNorms. Then ln_f, wte (V*C, tied to
-    lm_head) and wpe (T*C, which nanoGPT's count leaves out)."""
-    C, L, T = cfg.n_embd, cfg.n_layer, cfg.block_size
-    per_block = 12 * C * C + 2 * C + (11 * C if cfg.bias else 0)
-    total = vocab * C + T * C + L * per_block + C + (C if cfg.bias else 0)
-    return total - T * C, total
-
-
-def flops_per_token(cfg: TrainConfig, params: int) -> float:
-    """PaLM appendix B, as nanoGPT's estimate_mfu: 6N + 12 L H Q T."""
-    return 6 * params + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
 
 def memory_bytes(cfg: TrainConfig, params_total: int, vocab: int) -> int:
@@ -123,7 +107,7 @@ def seconds(cfg: TrainConfig, fpt: float, params: int, device: str) -> float:
 def estimate(cfg: TrainConfig, device: str = "gpu") -> Estimate:
     vocab, source = vocab_for(cfg)
     params, total = param_counts(cfg, vocab)
-    fpt = flops_per_token(cfg, params)
+    fpt = flops_per_token(cfg.n_layer, cfg.n_embd, cfg.block_size, params)
     return Estimate(vocab, source, params, total, fpt, memory_bytes(cfg, total, vocab),
                     seconds(cfg, fpt, params, device), device)
 

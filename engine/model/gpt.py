@@ -18,6 +18,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from engine.model import cpu_kernels
+from engine.model.arithmetic import flops_per_token
 from engine.model.cpu_kernels import Dropout
 
 
@@ -239,9 +240,8 @@ class GPT(nn.Module):
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12*L*H*Q*T."""
         cfg = self.config
-        T = seq_len or cfg.block_size
-        N = self.get_num_params()
-        return 6 * N + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * T
+        return flops_per_token(cfg.n_layer, cfg.n_embd, seq_len or cfg.block_size,
+                               self.get_num_params())
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0,

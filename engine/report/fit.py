@@ -15,11 +15,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from engine.errors import UserError
+
+
 MIN_POINTS = 3
 _ALPHA_LO, _ALPHA_HI = 1e-3, 3.0
 
 
-class FitRefused(ValueError):
+class FitRefused(UserError, ValueError):
     """Not enough (or unusable) points for a fit; the message says why."""
 
 

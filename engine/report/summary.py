@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ConfigError, TrainConfig
+from engine.model.arithmetic import param_counts
 from engine.runs import RunDir
 
 LN2 = math.log(2)
@@ -27,8 +28,8 @@ METHODS = {
     "params": "Parameters (nanoGPT): all weights except the position embedding, the "
               "convention of nanoGPT's `get_num_params()` (the token embedding is the tied "
               "output head, so it stays in). Total: every weight. Taken from status.json "
-              "when the training process recorded them, else counted by building "
-              "`engine.model.gpt.GPT` on the meta device from the run's config.",
+              "when the training process recorded them, else counted from the run's config "
+              "by `engine.model.arithmetic.param_counts` (exact for this architecture).",
     "best_val": "Best val loss: the lowest `val_loss` over the eval records of metrics.jsonl "
                 "(nats per token), with the iteration it was reached at.",
     "final_val": "Final val loss / final train loss: the last eval record's `val_loss` and "
@@ -121,23 +122,6 @@ def _num(x: Any) -> float | None:
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return None
     return float(x) if math.isfinite(x) else None
-
-
-_PARAM_CACHE: dict[tuple, tuple[int, int]] = {}
-
-
-def count_params(cfg: TrainConfig, vocab_size: int) -> tuple[int, int]:
-    """(nanoGPT count, total) by building the model on the meta device: no memory, exact."""
-    key = (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.bias, vocab_size)
-    if key not in _PARAM_CACHE:
-        import torch
-        from engine.model.gpt import GPT, GPTConfig
-        with torch.device("meta"):
-            m = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=vocab_size,
-                              n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                              dropout=0.0, bias=cfg.bias))
-        _PARAM_CACHE[key] = (m.get_num_params(True), m.get_num_params(False))
-    return _PARAM_CACHE[key]
 
 
 def find_meta(cfg: TrainConfig | None, status: dict[str, Any], runs_root: Path) -> tuple[dict | None, str]:
@@ -235,7 +219,7 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
         vocab = (cfg.vocab_size if cfg and cfg.vocab_size else None) or status.get("vocab_size") \
             or (meta or {}).get("vocab_size")
         if cfg is not None and isinstance(vocab, int):
-            p, pt = count_params(cfg, vocab)
+            p, pt = param_counts(cfg, vocab)
             s.params = s.params if s.params is not None else p
             s.params_total = s.params_total if s.params_total is not None else pt
             s.params_note = s.params_note or f"counted (vocab {vocab})"

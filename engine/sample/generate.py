@@ -22,10 +22,13 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
-from engine.model import device as dev
 from engine.config import ConfigError, SamplingConfig, TrainConfig
-from engine.sample.metrics import eval_metrics, text_metrics
+from engine.data.tokenizers import from_meta
+from engine.errors import UserError, one_line
+from engine.model import device as dev
+from engine.model.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
 from engine.model.gpt import GPT, GPTConfig
+from engine.sample.metrics import eval_metrics, text_metrics
 from engine.sample.options import add_sample_arguments
 
 
@@ -37,37 +40,13 @@ class Tokenizer(Protocol):
     def decode(self, ids: list[int]) -> str: ...
 
 
-class CharTokenizer:
-    """The char vocabulary of a prepared dir's meta.json (used until engine.data.tokenizers
-    exists). Characters outside the vocabulary are dropped from prompts."""
-
-    def __init__(self, chars: Sequence[str]):
-        self.itos = list(chars)
-        self.stoi = {c: i for i, c in enumerate(self.itos)}
-        self.vocab_size = len(self.itos)
-        self.eot_token = None
-
-    def encode(self, text: str) -> list[int]:
-        return [self.stoi[c] for c in text if c in self.stoi]
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(self.itos[i] for i in ids if 0 <= i < len(self.itos))
-
-
 def load_tokenizer(meta: dict[str, Any]) -> tuple[Tokenizer | None, str]:
-    """(tokenizer, "") or (None, why not)."""
+    """(tokenizer, "") or (None, why not): a checkpoint without a usable tokenizer still
+    loads (its weights can be sampled as ids); the reason is shown instead of text."""
     try:
-        from engine.data.tokenizers import from_meta
-    except ImportError:
-        from_meta = None
-    if from_meta is not None:
-        try:
-            return from_meta(meta), ""
-        except Exception as e:
-            return None, f"tokenizer: {e}"
-    if meta.get("chars"):
-        return CharTokenizer(meta["chars"]), ""
-    return None, f"no decoder for tokenizer {meta.get('tokenizer', '?')!r} in meta.json"
+        return from_meta(meta), ""
+    except Exception as e:
+        return None, f"tokenizer: {one_line(e)}"
 
 
 def generate_samples(model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], num_samples: int,
@@ -138,15 +117,13 @@ def checkpoint_path(run_dir_or_ckpt: str | Path, checkpoint: str = "latest") -> 
         raise ValueError(f"checkpoint must be latest or best, not {checkpoint!r}")
     path = run.best_path if checkpoint == "best" else run.ckpt_path
     if not path.is_file():
-        from engine.train.trainer import TrainError
-        raise TrainError(f"{p}: no {path.name} yet (a run writes it at its first eval)")
+        raise CheckpointError(f"{p}: no {path.name} yet (a run writes it at its first eval)")
     return path
 
 
 def load_model(run_dir_or_ckpt: str | Path, device: str = "auto",
                checkpoint: str = "latest") -> LoadedModel:
     """Rebuild the model of a checkpoint in eval mode, with its tokenizer."""
-    from engine.train.trainer import TrainError, load_checkpoint
     path = checkpoint_path(run_dir_or_ckpt, checkpoint)
     dv = dev.resolve_device(device)
     ck = load_checkpoint(path, map_location="cpu")  # then .to(dv) below
@@ -154,12 +131,11 @@ def load_model(run_dir_or_ckpt: str | Path, device: str = "auto",
         model = GPT(GPTConfig(**ck["model_args"]))
         model.load_state_dict(ck["model"])
     except (TypeError, RuntimeError, KeyError) as e:
-        raise TrainError(f"{path}: checkpoint does not fit the model: {str(e).splitlines()[0][:200]}") from None
+        raise CheckpointError(f"{path}: checkpoint does not fit the model: {one_line(e, 200)}") from None
     model.to(dv).eval()
     cfg = None
     try:
-        from engine.config import config_from_dict
-        cfg = config_from_dict(ck.get("config", {}), source=str(path))
+        cfg = checkpoint_config(ck, str(path))
     except ConfigError:
         pass
     meta = ck.get("meta")
@@ -224,11 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("target", metavar="RUN_DIR_OR_CKPT")
     add_sample_arguments(p)
     args = p.parse_args(argv)
-    from engine.train.trainer import TrainError
     try:
         return sample_command(Path(args.target), args)
-    except (TrainError, ConfigError, ValueError, OSError) as e:
-        print(f"engine.sample.generate: error: {e}", file=sys.stderr)
+    except (UserError, ValueError, OSError) as e:
+        print(f"engine.sample: error: {one_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -33,12 +33,13 @@ from typing import Any, Callable
 
 import torch
 
+from engine.errors import UserError, one_line
 from engine.model import cpu_kernels
 from engine.model import device as dev
-from engine.config import ConfigError
-from engine.runs import RunDir, RunError, process_matches
-from engine.train.trainer import (Trainer, TrainError, get_lr, load_checkpoint, load_data,
-                            save_checkpoint, vocab_size_of)
+from engine.model.arithmetic import model_vocab
+from engine.model.checkpoint import load_checkpoint, save_checkpoint
+from engine.runs import RunDir, process_matches
+from engine.train.trainer import Trainer, TrainError, get_lr, load_data
 
 TIMING_WARMUP_STEPS = 3  # steps (after start, resume or an eval) left out of the ETA
 
@@ -87,7 +88,7 @@ class TrainingRun:
         if self.dtype == torch.bfloat16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise TrainError(f"dtype = 'bfloat16': {dev.device_name(self.device)} has no bf16 support")
         train_data, val_data, self.meta = load_data(self.cfg)
-        vocab = vocab_size_of(self.cfg, self.meta)
+        vocab = model_vocab(self.cfg, self.meta)
         self.trainer = Trainer(self.cfg, train_data, val_data, vocab, self.device, self.dtype, log=log)
         self.ckpt: dict[str, Any] | None = None
         if resume and run.ckpt_path.exists():
@@ -140,7 +141,7 @@ class TrainingRun:
             try:
                 pooled = self.write_samples(it)
             except Exception as e:  # samples are a view on training, never a reason to stop it
-                self.log(f"samples at {it} failed: {_one_line(e)}")
+                self.log(f"samples at {it} failed: {one_line(e)}")
         # "samples": the eval's diversity scores (engine.sample.metrics.eval_metrics, pooled)
         self.run.log_metric(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"],
                             lr=get_lr(it, self.cfg), tokens=it * t.tokens_per_iter,
@@ -164,8 +165,8 @@ class TrainingRun:
         return losses
 
     def write_samples(self, it: int) -> dict[str, Any] | None:
-        from engine.sample.metrics import eval_metrics
         from engine.sample.generate import generate_samples
+        from engine.sample.metrics import eval_metrics
         s = self.cfg.sampling
         samples = generate_samples(self.trainer.model, self.tokenizer, s.prompts, s.num_samples,
                                    s.max_new_tokens, s.temperature, s.top_k, s.top_p, s.seed)
@@ -320,12 +321,6 @@ def _none_if_inf(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(e).__name__}: {first}"[:300] if not isinstance(e, (ConfigError, RunError, TrainError)) else first
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.train",
                                 description="Train one run: RUN_DIR holds config.toml.")
@@ -335,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     run = RunDir(Path(args.run_dir).resolve())
 
     def fail_input(msg: str, record: bool = True) -> int:
-        print(f"engine.train.process: error: {msg}", file=sys.stderr, flush=True)
+        print(f"engine.train: error: {msg}", file=sys.stderr, flush=True)
         if record and run.exists():
             run.update_status(state="failed", reason=msg, exit_code=2, ended_at=time.time())
         return 2
@@ -359,39 +354,39 @@ def main(argv: list[str] | None = None) -> int:
 def _train(run: RunDir, resume: bool, fail_input: Callable[[str], int]) -> int:
     try:
         session = TrainingRun(run, resume, log=lambda s: print(s, flush=True))
-    except (ConfigError, RunError, TrainError, OSError, ValueError) as e:
-        return fail_input(_one_line(e))
+    except (UserError, OSError, ValueError) as e:
+        return fail_input(one_line(e))
     except SetupStopped:
-        print("engine.train.process: stopped before training started", file=sys.stderr, flush=True)
+        print("engine.train: stopped before training started", file=sys.stderr, flush=True)
         run.update_status(state="stopped", reason="stopped before training started",
                           exit_code=0, ended_at=time.time())
         return 0
     except KeyboardInterrupt:
-        print("engine.train.process: interrupted while starting", file=sys.stderr, flush=True)
+        print("engine.train: interrupted while starting", file=sys.stderr, flush=True)
         return 2
     except Exception as e:  # a bug or a resource problem while setting up
         traceback.print_exc()
-        msg = _one_line(e)
-        print(f"engine.train.process: failed: {msg}", file=sys.stderr, flush=True)
+        msg = one_line(e)
+        print(f"engine.train: failed: {msg}", file=sys.stderr, flush=True)
         run.update_status(state="failed", reason=msg, exit_code=1, ended_at=time.time())
         return 1
     try:
         return session.execute()
     except NonFinite as e:
         reason = f"{e} (the last good checkpoint is kept; try a lower learning_rate)"
-        print(f"engine.train.process: failed: {reason}", file=sys.stderr, flush=True)
+        print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)
         session.finish("failed", reason, 1)
         return 1
     except torch.OutOfMemoryError as e:
         reason = f"out of memory on {session.device}: try a smaller batch_size or model"
-        print(f"engine.train.process: failed: {reason}", file=sys.stderr, flush=True)
+        print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)
         del e
         session.finish("failed", reason, 1)
         return 1
     except Exception as e:
         traceback.print_exc()  # an unexpected error: the traceback goes to stdout.log
-        reason = _one_line(e)
-        print(f"engine.train.process: failed: {reason}", file=sys.stderr, flush=True)
+        reason = one_line(e)
+        print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)
         session.finish("failed", reason, 1)
         return 1
 

@@ -18,16 +18,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from engine.config import TrainConfig
+from engine.errors import UserError, one_line
 from engine.model import device as dev
-from engine.config import TrainConfig, config_from_dict
+from engine.model.checkpoint import CKPT_FORMAT
 from engine.model.gpt import GPT, GPTConfig
-from engine.runs import atomic_write
 
-CKPT_FORMAT = 1
 EVAL_SEED_OFFSET = 1     # eval batches come from their own generator: same batches every eval
 
 
-class TrainError(Exception):
+class TrainError(UserError):
     """A problem with the run's input (data, checkpoint, device); one clear line."""
 
 
@@ -85,23 +85,6 @@ def load_data(cfg: TrainConfig) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
         out.append(np.memmap(path, dtype=dtype, mode="r"))
     meta.setdefault("data_dir", str(data_dir))
     return out[0], out[1], meta
-
-
-def vocab_size_of(cfg: TrainConfig, meta: dict[str, Any]) -> int:
-    """The model's vocabulary: the config's when set, else the data's; GPT-2's 50257 is
-    padded to 50304 (a multiple of 64: faster matmuls; nanoGPT's default, and the size the
-    course's parameter counts assume). Char vocabularies are used as they are."""
-    if cfg.vocab_size is not None:
-        n = cfg.vocab_size
-        if "vocab_size" in meta and n < int(meta["vocab_size"]):
-            raise TrainError(f"vocab_size = {n} is smaller than the data's {meta['vocab_size']}")
-        return n
-    if "vocab_size" not in meta:
-        raise TrainError("meta.json has no vocab_size and the config sets none")
-    n = int(meta["vocab_size"])
-    if meta.get("tokenizer") == "gpt2":
-        n = (n + 63) // 64 * 64
-    return n
 
 
 def get_batch(data: np.ndarray, cfg: TrainConfig, device: torch.device,
@@ -214,8 +197,7 @@ class Trainer:
         return self.compile_status
 
     def _compile_failed(self, e: BaseException) -> None:
-        why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-        self.log(f"torch.compile failed, continuing without it ({why[:300]})")
+        self.log(f"torch.compile failed, continuing without it ({one_line(e)})")
         self.compiled = None
         self.compile_status = "failed"
 
@@ -322,31 +304,5 @@ class Trainer:
                 except Exception:  # a different number of visible cards: keep fresh state
                     pass
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise TrainError(f"checkpoint does not match this run's config: {msg[:300]}") from None
+            raise TrainError(f"checkpoint does not match this run's config: {one_line(e)}") from None
         self.prefetch()
-
-
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """torch.save to a temporary file beside `path`, fsync, rename over it: a reader (or a
-    crash) never sees half a checkpoint."""
-    atomic_write(path, lambda f: torch.save(state, f))
-
-
-def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """A checkpoint dict; weights_only=True, so no pickled code is ever executed."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainError(f"{path}: no checkpoint")
-    try:
-        ck = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TrainError(f"{path}: cannot load checkpoint ({msg[:200]})") from None
-    if not isinstance(ck, dict) or "model" not in ck or "model_args" not in ck:
-        raise TrainError(f"{path}: not a nanotui checkpoint")
-    return ck
-
-
-def checkpoint_config(ck: dict[str, Any], source: str) -> TrainConfig:
-    return config_from_dict(ck.get("config", {}), source=source)

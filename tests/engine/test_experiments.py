@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from engine.config import ConfigError
-from engine.launch.estimate import estimate, param_counts
 from engine.experiments import ExperimentsError, load_experiments, parse_experiments
+from engine.launch.estimate import estimate
+from engine.model.arithmetic import param_counts
 from engine.model.gpt import GPT, GPTConfig
 from tui.cli import main
 

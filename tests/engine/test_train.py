@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from engine.config import TrainConfig, dump_config
+from engine.errors import UserError
+from engine.model.arithmetic import model_vocab
+from engine.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from engine.runs import RunDir, create_run
 from engine.train import process as T
 from engine.train import trainer as TR
-from engine.config import TrainConfig, dump_config
-from engine.runs import RunDir, create_run
 
 TRAIN_FIELDS = {"kind", "iter", "loss", "lr", "dt_ms", "tok_s", "mfu", "t"}
 EVAL_FIELDS = {"kind", "iter", "train_loss", "val_loss", "t"}
@@ -173,7 +176,7 @@ def test_checkpoints_load_with_weights_only(tmp_path):
     t = tiny_trainer(tmp_path)
     t.train_step()
     path = tmp_path / "ck.pt"
-    TR.save_checkpoint(t.state_dict(), path)
+    save_checkpoint(t.state_dict(), path)
     ck = torch.load(path, weights_only=True)
     assert ck["iter_num"] == 1 and ck["config"]["n_embd"] == 32
     assert not list(tmp_path.glob(".ck.pt.*.tmp"))  # the temporary file was renamed
@@ -300,8 +303,8 @@ def test_corrupted_checkpoint_on_resume_is_one_line_and_untouched(tmp_path, caps
 def test_a_checkpoint_holding_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": {}, "model_args": {}, "x": TrainConfig()}, path)
-    with pytest.raises(TR.TrainError, match="cannot load checkpoint"):
-        TR.load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+        load_checkpoint(path)
 
 
 def test_not_a_run_dir_is_one_line(tmp_path, capsys):
@@ -312,11 +315,11 @@ def test_not_a_run_dir_is_one_line(tmp_path, capsys):
 
 
 def test_vocab_size_from_data_with_gpt2_padded_to_a_multiple_of_64():
-    assert TR.vocab_size_of(TrainConfig(), {"vocab_size": 65, "tokenizer": "char"}) == 65
-    assert TR.vocab_size_of(TrainConfig(), {"vocab_size": 50257, "tokenizer": "gpt2"}) == 50304
-    assert TR.vocab_size_of(TrainConfig(vocab_size=70), {"vocab_size": 65}) == 70
-    with pytest.raises(TR.TrainError, match="smaller than the data"):
-        TR.vocab_size_of(TrainConfig(vocab_size=60), {"vocab_size": 65})
+    assert model_vocab(TrainConfig(), {"vocab_size": 65, "tokenizer": "char"}) == 65
+    assert model_vocab(TrainConfig(), {"vocab_size": 50257, "tokenizer": "gpt2"}) == 50304
+    assert model_vocab(TrainConfig(vocab_size=70), {"vocab_size": 65}) == 70
+    with pytest.raises(UserError, match="smaller than the data"):
+        model_vocab(TrainConfig(vocab_size=60), {"vocab_size": 65})
 
 
 def test_eta_leaves_out_warm_up_steps_and_eval_time():

@@ -7,11 +7,13 @@ import signal
 
 import pytest
 import torch
+from test_train import (
+    tiny_run,  # tests/engine is on sys.path (pytest's rootdir-less import)
+)
 
+from engine.model.checkpoint import save_checkpoint
 from engine.train import process as T
 from engine.train import trainer as TR
-from test_train import tiny_run  # tests/engine is on sys.path (pytest's rootdir-less import)
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
@@ -64,7 +66,7 @@ def test_resume_drops_records_past_the_checkpoint_and_a_torn_line(tmp_path):
     assert T.main([str(run.path)]) == 0
     ck = torch.load(run.ckpt_path, weights_only=True)
     ck["iter_num"], ck["last_eval_iter"] = 10, 10        # pretend the last checkpoint was at 10
-    TR.save_checkpoint(ck, run.ckpt_path)
+    save_checkpoint(ck, run.ckpt_path)
     with open(run.metrics_path, "a") as f:
         f.write('{"kind": "train", "iter": 21, "lo')
     assert T.main([str(run.path), "--resume"]) == 0

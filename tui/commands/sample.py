@@ -18,12 +18,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.runs import find_run
     from engine.sample.generate import sample_command
-    from engine.train.trainer import TrainError
     from tui.cli import CommandError
 
     ref = Path(args.run)
     target = ref if ref.is_file() else find_run(args.runs, args.run).path
     try:
         return sample_command(target, args)
-    except (TrainError, ValueError, OSError) as e:
+    except (ValueError, OSError) as e:
         raise CommandError(str(e)) from None

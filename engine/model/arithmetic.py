@@ -1,0 +1,57 @@
+"""The one model arithmetic: vocabulary padding, parameter counts, FLOPs per token.
+
+No torch here, so `nanotui plan` answers in a blink; the counts are exact for
+engine.model.gpt.GPT (the tests build the model and compare). Training, plan, estimates,
+bench and reports all use these functions, so a parameter count or a vocabulary size has
+one value everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.config import ConfigError, TrainConfig
+
+GPT2_TOKENS = 50257      # GPT-2's BPE vocabulary as the tokenizer has it
+PAD_MULTIPLE = 64        # padded up to a multiple of 64 for faster matmuls: 50257 -> 50304
+
+
+def padded_vocab(n: int, tokenizer: str | None) -> int:
+    """The model's vocabulary for a tokenizer with `n` tokens. GPT-2's is padded to a
+    multiple of 64 (nanoGPT's 50304, the size the course's parameter counts assume);
+    char vocabularies are used as they are."""
+    return (n + PAD_MULTIPLE - 1) // PAD_MULTIPLE * PAD_MULTIPLE if tokenizer == "gpt2" else n
+
+
+GPT2_VOCAB = padded_vocab(GPT2_TOKENS, "gpt2")
+
+
+def model_vocab(cfg: TrainConfig, meta: dict[str, Any]) -> int:
+    """The model's vocabulary: the config's vocab_size when set (never below the data's),
+    else the prepared data's (meta.json), padded as padded_vocab says."""
+    data_n = meta.get("vocab_size")
+    if cfg.vocab_size is not None:
+        if data_n is not None and cfg.vocab_size < int(data_n):
+            raise ConfigError(f"vocab_size = {cfg.vocab_size} is smaller than the data's {data_n}")
+        return cfg.vocab_size
+    if data_n is None:
+        raise ConfigError("meta.json has no vocab_size and the config sets none")
+    return padded_vocab(int(data_n), meta.get("tokenizer"))
+
+
+def param_counts(cfg: TrainConfig, vocab: int) -> tuple[int, int]:
+    """(nanoGPT's count, total) for the nanoGPT architecture with a tied output head.
+
+    Per block: ln_1 + ln_2 (C each), attention qkv 3C^2 + proj C^2, MLP 4C^2 + 4C^2;
+    with bias: + 3C + C + 4C + C + 2C for the LayerNorms. Then ln_f, wte (V*C, tied to
+    lm_head) and wpe (T*C, which nanoGPT's count, `get_num_params()`, leaves out)."""
+    C, L, T = cfg.n_embd, cfg.n_layer, cfg.block_size
+    per_block = 12 * C * C + 2 * C + (11 * C if cfg.bias else 0)
+    total = vocab * C + T * C + L * per_block + C + (C if cfg.bias else 0)
+    return total - T * C, total
+
+
+def flops_per_token(n_layer: int, n_embd: int, seq_len: int, params: int) -> float:
+    """Training FLOPs per token (forward + backward), PaLM appendix B as in nanoGPT's
+    estimate_mfu: 6N + 12 L H Q T, where H * Q = n_embd."""
+    return 6 * params + 12 * n_layer * n_embd * seq_len
