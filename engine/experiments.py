@@ -37,8 +37,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from engine.config import (ConfigError, SamplingConfig, TrainConfig, check_train_keys,
-                           config_from_dict, did_you_mean, sampling_from_dict)
+from engine.config import (
+    ConfigError,
+    SamplingConfig,
+    TrainConfig,
+    check_train_keys,
+    config_from_dict,
+    did_you_mean,
+    sampling_from_dict,
+)
+from engine.executor_config import SlurmConfig
 from engine.runs import safe_part
 
 TOP_TABLES = ["defaults", "sampling", "launch", "executor", "sweep"]
@@ -286,8 +294,7 @@ def _executor(d: dict[str, Any], where) -> dict[str, Any]:
                                f"kind = \"slurm\")")
     if kind == "slurm":
         # Slurm options are checked here, before anything is queued, so a typo names the
-        # file and line (engine.launch.slurm.config imports no Slurm client: cheap and safe).
-        from engine.launch.slurm.config import SlurmConfig
+        # file and line (engine.executor_config imports no Slurm client: cheap and safe).
         key = next((k for k in d if k != "kind"), "kind")
         SlurmConfig.from_dict(d, f"{where(['executor'], key)}: [executor]")
     return d

@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.config import ConfigError, TrainConfig
 from engine.model.arithmetic import param_counts
+from engine.report.reading import read_run
 from engine.runs import RunDir
 
 LN2 = math.log(2)
@@ -41,8 +42,9 @@ METHODS = {
            "`bytes_per_token`, which equals characters per token for ASCII text). This is "
            "the number that compares char and BPE runs.",
     "ppl": "Perplexity (BPE runs): exp(best val loss), per token.",
-    "tok_s": "Tokens/s: the median `tok_s` over the train records of metrics.jsonl, "
-             "skipping the first (it includes start-up and compilation).",
+    "tok_s": "Tokens/s: status.json `tok_s`, the figure every view shows: tokens per step "
+             "/ the median seconds per step over the run's recent steps (up to 200), with "
+             "start-up, compilation and evals left out.",
     "wall": "Wall time: status.json `ended_at − started_at`; for a run still going, the "
             "time of its last metrics record − `started_at`.",
     "tokens": "Tokens (x axis of the token plot): the records' `tokens` field when the "
@@ -193,6 +195,7 @@ def _from_cache(cfg: TrainConfig | None) -> tuple[dict, str] | None:
 
 def summarize(run: RunDir, runs_root: Path) -> RunSummary:
     status = run.read_status()
+    reading = read_run(run, status)
     try:
         cfg: TrainConfig | None = run.load_config()
     except ConfigError:
@@ -201,8 +204,8 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
         varied = dict(run.run_table().get("varied", {}))
     except ConfigError:
         varied = {}
-    s = RunSummary(run=run, state=str(status.get("state", "queued")),
-                   reason=status.get("reason"), config=cfg, varied=varied)
+    s = RunSummary(run=run, state=reading.state, reason=reading.reason or None, config=cfg,
+                   varied=varied)
     metrics = run.read_metrics()
     s.evals = sorted((r for r in metrics if r.get("kind") == "eval" and _num(r.get("val_loss")) is not None),
                      key=lambda r: r.get("iter", 0))
@@ -211,10 +214,8 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
     meta, meta_src = find_meta(cfg, status, runs_root)
 
     # parameters
-    if _num(status.get("params")) is not None:
-        s.params = int(status["params"])
-        s.params_total = int(status["params_total"]) if _num(status.get("params_total")) is not None else None
-        s.params_note = "status.json"
+    if reading.params is not None:
+        s.params, s.params_total, s.params_note = reading.params, reading.params_total, "status.json"
     if s.params is None or s.params_total is None:
         vocab = (cfg.vocab_size if cfg and cfg.vocab_size else None) or status.get("vocab_size") \
             or (meta or {}).get("vocab_size")
@@ -230,6 +231,8 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
     if s.evals:
         best = min(s.evals, key=lambda r: r["val_loss"])
         s.best_val, s.best_iter = float(best["val_loss"]), best.get("iter")
+        if reading.best_val_loss is not None:  # the trainer's record is the one every view shows
+            s.best_val, s.best_iter = reading.best_val_loss, reading.best_iter
         last = s.evals[-1]
         s.final_val, s.final_iter = float(last["val_loss"]), last.get("iter")
         s.final_train = _num(last.get("train_loss"))
@@ -242,8 +245,8 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
             s.overfit_note = (f"val loss rose from {s.best_val:.4f} (iter {s.best_iter}) to "
                               f"{s.final_val:.4f} (iter {s.final_iter}) while train loss fell "
                               f"from {train_at_best:.4f} to {s.final_train:.4f}")
-    elif _num(status.get("best_val_loss")) is not None:
-        s.best_val, s.best_iter = float(status["best_val_loss"]), status.get("best_iter")
+    elif reading.best_val_loss is not None:
+        s.best_val, s.best_iter = reading.best_val_loss, reading.best_iter
 
     # bits per character
     if s.best_val is not None:
@@ -264,8 +267,7 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
             s.perplexity = math.exp(s.best_val)
 
     # throughput and time
-    toks = [t for t in (_num(r.get("tok_s")) for r in s.trains[1:]) if t is not None and t > 0]
-    s.tok_s = statistics.median(toks) if toks else _num(status.get("tok_s"))
+    s.tok_s = reading.tok_s
     started, ended = _num(status.get("started_at")), _num(status.get("ended_at"))
     if started is not None:
         if ended is not None:

@@ -244,8 +244,11 @@ class TrainingRun:
                 self.log(f"iter {it}: loss {train_loss:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, "
                          f"tok/s {tok_s:,.0f}, {util}")
                 eta = timer.eta(cfg.max_iters - it)
-                self.status(iter=it, train_loss=train_loss, tok_s=tok_s, mfu=speed["mfu"],
-                            compile=t.compile_status, eta_s=eta)
+                # status.json's tok_s is the run's speed as every view shows it: the median
+                # step of the recent window (warm-up excluded), not the noisy last lap
+                typical = self.speed_fields(t.tokens_per_iter / timer.median()) if timer.times else speed
+                self.status(iter=it, train_loss=train_loss, tok_s=typical["tok_s"],
+                            mfu=typical["mfu"], compile=t.compile_status, eta_s=eta)
 
     def stop_now(self) -> int:
         t = self.trainer

@@ -25,7 +25,7 @@ import pytest
 from engine.config import ConfigError
 from engine.runs import RunDir
 from engine.launch.slurm.executor import SlurmExecutor, SlurmSubmitError, sbatch_error_line
-from engine.launch.slurm.config import SlurmConfig
+from engine.executor_config import SlurmConfig
 from engine.launch.slurm.state import (SlurmState, describe, expand_array_id, merge_status,
                                 reconcile)
 

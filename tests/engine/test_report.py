@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 import os
 import re
 from pathlib import Path
@@ -35,7 +36,15 @@ def make_run(root: Path, sweep: str, name: str, evals: list[tuple[int, float, fl
         run.log_metric(kind="eval", iter=it, train_loss=tr, val_loss=va, t=T0 + it)
     for s in samples or []:
         run.log_sample(**s)
+    # what the training process records in status.json beside its metrics
     fields: dict = {"state": state, "started_at": T0}
+    speeds = [s for _, _, s in (trains or [])[1:]]
+    if speeds:
+        fields["tok_s"] = statistics.median(speeds)
+    if evals:
+        best = min(evals, key=lambda e: e[2])
+        fields.update(best_val_loss=best[2], best_iter=best[0], train_loss=evals[-1][1],
+                      val_loss=evals[-1][2], iter=evals[-1][0])
     if state in ("done", "failed", "stopped"):
         fields["ended_at"] = T0 + wall
     if state == "running":

@@ -14,17 +14,20 @@ def add_arguments(p) -> None:
 
 
 def status_rows(runs_root, selection=None) -> list[dict]:
+    """Every selected run's reading (engine.report.reading), with the rest of its merged
+    status.json (gpu, pid, times...) for scripts."""
     from engine.launch.dispatcher import refresh_executors
+    from engine.launch.slurm.state import merge_status
+    from engine.report.reading import reading_from_status
     from engine.runs import list_runs
     runs = [r for r in list_runs(runs_root)
             if not selection or r.id in selection or r.sweep in selection]
     refresh_executors(runs)
-    from engine.launch.slurm.state import describe, merge_status
     rows = []
     for r in runs:
         st = merge_status(r.read_status())  # a pending Slurm job shows as queued
-        rows.append({"id": r.id, "sweep": r.sweep, "name": r.name, **st,
-                     "slurm": describe(st) or None})
+        reading = reading_from_status(r, st)
+        rows.append({**st, **reading.to_dict(), "slurm": reading.job or None})
     return rows
 
 
@@ -46,20 +49,19 @@ def run(args) -> int:
     print(f"{'run':32} {'state':8} {'device':14} {'iter':>11} {'train':>7} {'val':>7} "
           f"{'tok/s':>8} {'ETA':>7}")
     for r in rows:
-        gpu = r.get("gpu") or {}
-        device = (f"gpu{gpu['index']}" if gpu else r.get("device") or "—")
-        if gpu and r.get("device") and r.get("device") != "cpu":
-            device = f"{r['device']} (gpu{gpu['index']})"
-        it = f"{r.get('iter', 0)}/{r.get('max_iters', '?')}"
-        eta = format_seconds(r.get("eta_s")) if r.get("state") == "running" else ""
-        print(f"{r['id']:32} {r.get('state', '?'):8} {device:14} {it:>11} "
-              f"{_fmt(r.get('train_loss'), '.4f'):>7} {_fmt(r.get('val_loss'), '.4f'):>7} "
-              f"{_fmt(r.get('tok_s'), ',.0f'):>8} {eta:>7}")
-        if r.get("state") in ("failed", "stopped") and r.get("reason"):
+        device = r["device"] or "—"
+        if r["gpu_index"] is not None and r["device"] and r["device"] != "cpu":
+            device = f"{r['device']} (gpu{r['gpu_index']})"
+        it = f"{r['iter'] or 0}/{r['max_iters'] if r['max_iters'] is not None else '?'}"
+        eta = format_seconds(r["eta_s"]) if r["state"] == "running" else ""
+        print(f"{r['id']:32} {r['state']:8} {device:14} {it:>11} "
+              f"{_fmt(r['train_loss'], '.4f'):>7} {_fmt(r['val_loss'], '.4f'):>7} "
+              f"{_fmt(r['tok_s'], ',.0f'):>8} {eta:>7}")
+        if r["state"] in ("failed", "stopped") and r["reason"]:
             print(f"{'':32} └ {r['reason']}")
-        if r.get("slurm"):
-            print(f"{'':32} └ {r['slurm']}" + (f" · {r['reason']}" if r.get("state") == "queued"
-                                               and r.get("reason") else ""))
+        if r["slurm"]:
+            print(f"{'':32} └ {r['slurm']}" + (f" · {r['reason']}" if r["state"] == "queued"
+                                               and r["reason"] else ""))
     pid = dispatcher_pid(args.runs)
     queued = sum(1 for r in rows if r.get("state") == "queued")
     if queued and not pid:

@@ -33,7 +33,7 @@ from typing import Any
 
 from engine.config import ConfigError
 from engine.runs import FINAL_STATES, RunDir, RunError, list_runs
-from engine.launch.slurm.config import SlurmConfig
+from engine.executor_config import SlurmConfig
 from engine.launch.slurm.state import (ENDED, SlurmState, describe, job_id_of,  # noqa: F401
                                 merge_status, query_jobs, reconcile)
 

@@ -1,4 +1,7 @@
-"""The `[executor]` table for kind = "slurm": validated into a SlurmConfig.
+"""The `[executor]` table of experiments.toml for kind = "slurm", validated into a
+SlurmConfig. It is part of the experiments contract (engine.experiments checks it before
+anything is queued, so a typo names the file and line), and imports no Slurm client; the
+launch room's Slurm executor (engine.launch.slurm) reads the SlurmConfig it produces.
 
     [executor]
     kind = "slurm"

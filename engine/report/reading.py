@@ -1,0 +1,104 @@
+"""One reading of a run: what every view (dashboard, compare, `nanotui status`, report)
+shows of it, so that they agree.
+
+    state      status.json merged with its executor's view (a Slurm job still PENDING is
+               "queued", whatever the launcher wrote; a dead local process is "failed/lost")
+    losses     the latest train and val loss and the best val loss (with its iteration), as
+               the training process recorded them in status.json
+    tok_s      the training process's figure: tokens per step / the median seconds per step
+               over its recent steps, warm-up and evals left out (engine.train.process)
+    eta_s      only while running
+    params     the trained model's count (nanoGPT's convention), from status.json
+
+The reading costs one status.json read and no subprocess: the Slurm view is the one the
+dispatcher's last refresh recorded (engine.launch.slurm.state.merge_status).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from engine.launch.slurm.state import describe, merge_status
+from engine.runs import RunDir
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:
+        return None
+    return float(x)
+
+
+def _int(x: Any) -> int | None:
+    n = _num(x)
+    return int(n) if n is not None else None
+
+
+@dataclass(frozen=True)
+class RunReading:
+    run: RunDir
+    state: str
+    reason: str = ""
+    device: str = ""
+    iter: int | None = None
+    max_iters: int | None = None
+    train_loss: float | None = None
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    best_iter: int | None = None
+    params: int | None = None
+    params_total: int | None = None
+    tok_s: float | None = None
+    eta_s: float | None = None
+    gpu_index: int | None = None
+    gpu_uuid: str = ""
+    pid: int | None = None
+    host: str = ""
+    job: str = ""             # the scheduler's job: "slurm 123_1 PENDING"; "" for a local run
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+    @property
+    def sweep(self) -> str:
+        return self.run.sweep
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+    @property
+    def finished(self) -> bool:
+        """Done, with a val loss: the runs that compare screens and fits may use."""
+        return self.state == "done" and self.best_val_loss is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "run"}
+        return {"id": self.id, "sweep": self.sweep, "name": self.name, **d}
+
+
+def read_run(run: RunDir, status: dict[str, Any] | None = None) -> RunReading:
+    """The run as every view shows it; `status` is a status.json already read."""
+    st = merge_status(run.read_status() if status is None else status)
+    return reading_from_status(run, st)
+
+
+def reading_from_status(run: RunDir, st: dict[str, Any]) -> RunReading:
+    """A reading of an already merged status dict."""
+    gpu = st.get("gpu") if isinstance(st.get("gpu"), dict) else {}
+    state = str(st.get("state") or "queued")
+    device = str(st.get("device") or "")
+    if not device and _int(gpu.get("index")) is not None:
+        device = f"cuda:{_int(gpu.get('index'))}"
+    running = state == "running"
+    return RunReading(
+        run=run, state=state, reason=str(st.get("reason") or ""), device=device,
+        iter=_int(st.get("iter")), max_iters=_int(st.get("max_iters")),
+        train_loss=_num(st.get("train_loss")), val_loss=_num(st.get("val_loss")),
+        best_val_loss=_num(st.get("best_val_loss")), best_iter=_int(st.get("best_iter")),
+        params=_int(st.get("params")), params_total=_int(st.get("params_total")),
+        tok_s=_num(st.get("tok_s")), eta_s=_num(st.get("eta_s")) if running else None,
+        gpu_index=_int(gpu.get("index")), gpu_uuid=str(gpu.get("uuid") or ""),
+        pid=_int(st.get("pid")) if running else None, host=str(st.get("host") or ""),
+        job=describe(st))
