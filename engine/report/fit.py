@@ -17,7 +17,6 @@ import numpy as np
 
 from engine.errors import UserError
 
-
 MIN_POINTS = 3
 _ALPHA_LO, _ALPHA_HI = 1e-3, 3.0
 

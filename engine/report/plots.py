@@ -139,7 +139,7 @@ def loss_curves(summaries: list[RunSummary], x: str, title: str, path: Path,
 def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | None,
                    path: Path, group_by: str | None = None) -> Path | None:
     """Best val loss against nanoGPT parameter count, log-log, with the fitted power law
-    of each tokenizer + data group (engine.report.write.FitGroup)."""
+    of each tokenizer + data group (engine.report.study.FitGroup)."""
     plt = _plt()
     fitted = [g for g in fits if g.fit is not None]
     fit_points = {s.id for g in fitted for s in g.points}
@@ -191,7 +191,7 @@ def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | N
     ax.set_ylabel("best val loss (nats/token, log scale)")
     ax.set_title("Validation loss vs model size" + ("" if fitted else
                  "\n(no power-law fit: fewer than 3 finished sizes)"))
-    from matplotlib.ticker import LogLocator, FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())

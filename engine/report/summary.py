@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ConfigError, TrainConfig
-from engine.model.arithmetic import param_counts
-from engine.report.reading import read_run
+from engine.data.datasets import find_prepared
+from engine.data.tokenizers import cache_root
+from engine.model.arithmetic import model_vocab, param_counts
+from engine.report.reading import RunReading, read_run
 from engine.runs import RunDir
+from engine.sample.metrics import eval_metrics
 
 LN2 = math.log(2)
 DIVERSITY_KEYS = ("ttr", "mattr", "distinct_1", "distinct_2", "distinct_3", "repetition_4", "words")
@@ -151,12 +154,11 @@ def find_meta(cfg: TrainConfig | None, status: dict[str, Any], runs_root: Path) 
                     return None, f"{meta} is unreadable"
     if cfg is not None:
         try:  # the data area's exact lookup (never prepares or downloads)
-            from engine.data.datasets import find_prepared
             d = find_prepared(cfg)
             if d is not None and (d / "meta.json").is_file():
                 return json.loads((d / "meta.json").read_text()), str(d / "meta.json")
         except Exception:
-            pass  # an older engine.data.datasets, or an unreadable file: try the cache by name
+            pass  # an unreadable source file: try the cache by name
     cached = _from_cache(cfg)
     if cached is not None:
         return cached
@@ -172,7 +174,6 @@ def _from_cache(cfg: TrainConfig | None) -> tuple[dict, str] | None:
         return None
     is_path = "/" in cfg.dataset or cfg.dataset.endswith(".txt")
     try:
-        from engine.data.tokenizers import cache_root
         pattern = f"*-{cfg.tokenizer}-*/meta.json" if is_path else f"{cfg.dataset}-{cfg.tokenizer}-*/meta.json"
         found = sorted((cache_root() / "prepared").glob(pattern))
         source = str(Path(cfg.dataset).expanduser().resolve()) if is_path else None
@@ -194,6 +195,8 @@ def _from_cache(cfg: TrainConfig | None) -> tuple[dict, str] | None:
 
 
 def summarize(run: RunDir, runs_root: Path) -> RunSummary:
+    """Everything the report says of one run. State, best val loss, parameters and tok/s
+    come from the one reading every view uses (engine.report.reading)."""
     status = run.read_status()
     reading = read_run(run, status)
     try:
@@ -212,70 +215,89 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
     s.trains = sorted((r for r in metrics if r.get("kind") == "train"), key=lambda r: r.get("iter", 0))
     s.samples = run.read_samples()
     meta, meta_src = find_meta(cfg, status, runs_root)
+    _params(s, reading, status, meta)
+    _losses(s, reading)
+    _bits_per_char(s, status, meta, meta_src)
+    s.tok_s = reading.tok_s
+    s.wall_s = _wall_seconds(status, metrics)
+    return s
 
-    # parameters
+
+def _params(s: RunSummary, reading: RunReading, status: dict[str, Any], meta: dict | None) -> None:
+    """The trained model's count when recorded, else counted from the config with the
+    model's vocabulary (padded as training pads it)."""
     if reading.params is not None:
         s.params, s.params_total, s.params_note = reading.params, reading.params_total, "status.json"
-    if s.params is None or s.params_total is None:
-        vocab = (cfg.vocab_size if cfg and cfg.vocab_size else None) or status.get("vocab_size") \
-            or (meta or {}).get("vocab_size")
-        if cfg is not None and isinstance(vocab, int):
-            p, pt = param_counts(cfg, vocab)
-            s.params = s.params if s.params is not None else p
-            s.params_total = s.params_total if s.params_total is not None else pt
-            s.params_note = s.params_note or f"counted (vocab {vocab})"
-        elif s.params is None:
-            s.params_note = "unknown: no vocab size in config, status.json or meta.json"
+    if s.params is not None and s.params_total is not None:
+        return
+    cfg = s.config
+    vocab = None
+    if cfg is not None:
+        try:
+            vocab = model_vocab(cfg, meta or {"vocab_size": status.get("vocab_size")})
+        except ConfigError:
+            vocab = None
+    if cfg is not None and isinstance(vocab, int):
+        p, pt = param_counts(cfg, vocab)
+        s.params = s.params if s.params is not None else p
+        s.params_total = s.params_total if s.params_total is not None else pt
+        s.params_note = s.params_note or f"counted (vocab {vocab})"
+    elif s.params is None:
+        s.params_note = "unknown: no vocab size in config, status.json or meta.json"
 
-    # losses
-    if s.evals:
-        best = min(s.evals, key=lambda r: r["val_loss"])
-        s.best_val, s.best_iter = float(best["val_loss"]), best.get("iter")
-        if reading.best_val_loss is not None:  # the trainer's record is the one every view shows
-            s.best_val, s.best_iter = reading.best_val_loss, reading.best_iter
-        last = s.evals[-1]
-        s.final_val, s.final_iter = float(last["val_loss"]), last.get("iter")
-        s.final_train = _num(last.get("train_loss"))
-        if s.final_train is not None:
-            s.gap = s.final_val - s.final_train
-        train_at_best = _num(best.get("train_loss"))
-        if (s.final_val > s.best_val * (1 + OVERFIT_RISE) and s.final_train is not None
-                and train_at_best is not None and s.final_train < train_at_best):
-            s.overfit_iter = s.best_iter
-            s.overfit_note = (f"val loss rose from {s.best_val:.4f} (iter {s.best_iter}) to "
-                              f"{s.final_val:.4f} (iter {s.final_iter}) while train loss fell "
-                              f"from {train_at_best:.4f} to {s.final_train:.4f}")
-    elif reading.best_val_loss is not None:
+
+def _losses(s: RunSummary, reading: RunReading) -> None:
+    """Best (the trainer's record), final, gap, and where val started rising."""
+    if reading.best_val_loss is not None:
         s.best_val, s.best_iter = reading.best_val_loss, reading.best_iter
+    if not s.evals:
+        return
+    best = min(s.evals, key=lambda r: r["val_loss"])
+    if s.best_val is None:
+        s.best_val, s.best_iter = float(best["val_loss"]), best.get("iter")
+    last = s.evals[-1]
+    s.final_val, s.final_iter = float(last["val_loss"]), last.get("iter")
+    s.final_train = _num(last.get("train_loss"))
+    if s.final_train is not None:
+        s.gap = s.final_val - s.final_train
+    train_at_best = _num(best.get("train_loss"))
+    if (s.final_val > s.best_val * (1 + OVERFIT_RISE) and s.final_train is not None
+            and train_at_best is not None and s.final_train < train_at_best):
+        s.overfit_iter = s.best_iter
+        s.overfit_note = (f"val loss rose from {s.best_val:.4f} (iter {s.best_iter}) to "
+                          f"{s.final_val:.4f} (iter {s.final_iter}) while train loss fell "
+                          f"from {train_at_best:.4f} to {s.final_train:.4f}")
 
-    # bits per character
-    if s.best_val is not None:
-        if cfg is not None and cfg.tokenizer == "char":
-            s.chars_per_token = float((meta or {}).get("chars_per_token") or 1.0)
-            s.bpc_note = "char tokenizer: 1 character per token"
-        elif meta is not None and (_num(meta.get("chars_per_token")) or _num(meta.get("bytes_per_token"))):
-            s.chars_per_token = _num(meta.get("chars_per_token")) or _num(meta.get("bytes_per_token"))
-            s.bpc_note = f"from {meta_src}"
-        elif _num(status.get("bytes_per_token")):
-            s.chars_per_token = float(status["bytes_per_token"])
-            s.bpc_note = "bytes_per_token from status.json"
-        else:
-            s.bpc_note = meta_src
-        if s.chars_per_token:
-            s.bpc = s.best_val / LN2 / s.chars_per_token
-        if cfg is not None and cfg.tokenizer == "gpt2":
-            s.perplexity = math.exp(s.best_val)
 
-    # throughput and time
-    s.tok_s = reading.tok_s
+def _bits_per_char(s: RunSummary, status: dict[str, Any], meta: dict | None, meta_src: str) -> None:
+    if s.best_val is None:
+        return
+    cfg = s.config
+    if cfg is not None and cfg.tokenizer == "char":
+        s.chars_per_token = float((meta or {}).get("chars_per_token") or 1.0)
+        s.bpc_note = "char tokenizer: 1 character per token"
+    elif meta is not None and (_num(meta.get("chars_per_token")) or _num(meta.get("bytes_per_token"))):
+        s.chars_per_token = _num(meta.get("chars_per_token")) or _num(meta.get("bytes_per_token"))
+        s.bpc_note = f"from {meta_src}"
+    elif _num(status.get("bytes_per_token")):
+        s.chars_per_token = float(status["bytes_per_token"])
+        s.bpc_note = "bytes_per_token from status.json"
+    else:
+        s.bpc_note = meta_src
+    if s.chars_per_token:
+        s.bpc = s.best_val / LN2 / s.chars_per_token
+    if cfg is not None and cfg.tokenizer == "gpt2":
+        s.perplexity = math.exp(s.best_val)
+
+
+def _wall_seconds(status: dict[str, Any], metrics: list[dict[str, Any]]) -> float | None:
     started, ended = _num(status.get("started_at")), _num(status.get("ended_at"))
-    if started is not None:
-        if ended is not None:
-            s.wall_s = ended - started
-        else:
-            ts = [t for t in (_num(r.get("t")) for r in metrics) if t is not None]
-            s.wall_s = (max(ts) - started) if ts else None
-    return s
+    if started is None:
+        return None
+    if ended is not None:
+        return ended - started
+    ts = [t for t in (_num(r.get("t")) for r in metrics) if t is not None]
+    return (max(ts) - started) if ts else None
 
 
 # ---- diversity and excerpts ------------------------------------------------------------
@@ -321,21 +343,18 @@ def diversity(s: RunSummary, key: tuple) -> tuple[dict[str, float], int, int | N
     """Diversity of the run's latest samples at `key`: (scores, n samples, iter).
 
     Scored with engine.sample.metrics.eval_metrics on the completions (distinct-n pooled over
-    the samples, the rest averaged per sample, as the trainer logs it); without
-    engine.sample.metrics, the mean of the per-sample scores stored in samples.jsonl."""
+    the samples, the rest averaged per sample, as the trainer logs it); for records without
+    text, the mean of the per-sample scores stored in samples.jsonl."""
     chosen = latest_samples(s, key)
     it = chosen[0].get("iter") if chosen else None
     if not chosen:
         return {}, 0, None
     texts = [x.get("completion", x.get("text")) for x in chosen]
     if all(isinstance(t, str) for t in texts):
-        try:
-            from engine.sample.metrics import eval_metrics  # the training area's scorer
-            m = dict(eval_metrics(texts))
-            m["words"] = m["words"] / len(texts)  # per sample, comparable across runs
-            return {k: float(m[k]) for k in DIVERSITY_KEYS if k in m}, len(chosen), it
-        except ImportError:
-            pass
+        m = dict(eval_metrics(texts))
+        m["words"] = m["words"] / len(texts)  # per sample, comparable across runs
+        return {k: float(m[k]) for k in DIVERSITY_KEYS if k in m}, len(chosen), it
+    # records without text (hand-made or trimmed): the per-sample scores they carry
     scores: dict[str, list[float]] = {}
     for x in chosen:
         m = x.get("metrics") if isinstance(x.get("metrics"), dict) else {}

@@ -252,8 +252,9 @@ def test_gpt2_runs_get_perplexity_and_bpc_from_meta(tmp_path):
     assert rows["nometa"]["bits/char"] == "—"  # no meta.json: shown as missing
     assert "Missing numbers (—): bits/char of nometa: no meta.json found" in md
     assert rows["cached"]["bits/char"] == f"{3.4 / math.log(2) / 4.25:.3f}"
-    assert rows["cached"]["params (nanoGPT)"] == f"{50257 * 48 + 12 * 48 * 48 + 3 * 48:,}"
-    assert rows["small"]["params (nanoGPT)"] == f"{50257 * 32 + 12 * 32 * 32 + 3 * 32:,}"
+    # counted with the vocabulary training uses: GPT-2's 50257 padded to 50304
+    assert rows["cached"]["params (nanoGPT)"] == f"{50304 * 48 + 12 * 48 * 48 + 3 * 48:,}"
+    assert rows["small"]["params (nanoGPT)"] == f"{50304 * 32 + 12 * 32 * 32 + 3 * 32:,}"
     csvrow = {r["run"]: r for r in csv.DictReader(res.sweeps[0].runs_csv.open())}
     assert float(csvrow["small"]["perplexity"]) == round(math.exp(3.25), 6)
 

@@ -1,0 +1,244 @@
+"""report.md of one sweep: settings, results, ranking, diversity, excerpts, the fit,
+observations and how every number was computed (engine.report.summary.METHODS)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.report.fit import MIN_POINTS
+from engine.report.study import FitGroup
+from engine.report.summary import (
+    DEGENERATE_REPETITION,
+    METHODS,
+    RunSummary,
+    common_decoding,
+    describe_decoding,
+    diversity,
+    excerpt,
+    latest_samples,
+)
+from engine.report.tables import diminishing_returns, fmt, group_value, md_table
+
+DIMINISHING_PCT = 2.0  # below this % val-loss gain per doubling of parameters: diminishing
+
+
+def _settings(summaries: list[RunSummary]) -> tuple[list[str], dict[str, Any]]:
+    cfgs = [s.config.to_dict() for s in summaries if s.config]
+    flat = [{k: v for k, v in c.items() if k != "sampling"} for c in cfgs]
+    keys = sorted({k for c in flat for k in c})
+    varied = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in flat}) > 1]
+    for s in summaries:  # keys named by the sweep, even if (oddly) equal everywhere
+        varied += [k for k in s.varied if k not in varied]
+    fixed = {k: flat[0].get(k) for k in keys if k not in varied} if flat else {}
+    if cfgs and all(c.get("sampling") == cfgs[0].get("sampling") for c in cfgs):
+        for k, v in (cfgs[0].get("sampling") or {}).items():
+            fixed[f"sampling.{k}"] = v
+    return varied, fixed
+
+
+def _fixed_table(fixed: dict[str, Any], pairs: int = 3) -> str:
+    """key/value pairs side by side, three to a row: compact in print."""
+    items = [(k, json.dumps(v) if not isinstance(v, str) else (v or '""')) for k, v in fixed.items()]
+    rows = []
+    for i in range(0, len(items), pairs):
+        chunk = items[i:i + pairs] + [("", "")] * (pairs - len(items[i:i + pairs]))
+        rows.append([x for kv in chunk for x in kv])
+    return md_table(["setting", "value"] * pairs, rows)
+
+
+def _cfg(s: RunSummary, key: str) -> Any:
+    return s.config.to_dict().get(key, "—") if s.config else "—"
+
+
+def _results_table(summaries: list[RunSummary], varied: list[str]) -> str:
+    bpe = any(s.tokenizer == "gpt2" for s in summaries)
+    head = ["run", "state", *varied, "params (nanoGPT)", "params (total)", "best val",
+            "best @ iter", "final val", "final train", "train-val gap", "bits/char"]
+    if bpe:
+        head.append("perplexity")
+    head += ["tok/s", "wall time"]
+    rows = []
+    for s in summaries:
+        row = [s.run.name, s.state_label, *[fmt(_cfg(s, k)) for k in varied],
+               fmt(s.params, "int"), fmt(s.params_total, "int"), fmt(s.best_val, "loss"),
+               fmt(s.best_iter, "int"), fmt(s.final_val, "loss"), fmt(s.final_train, "loss"),
+               fmt(s.gap, "gap"), fmt(s.bpc, "bpc")]
+        if bpe:
+            row.append(fmt(s.perplexity, "ppl"))
+        row += [fmt(s.tok_s, "int"), fmt(s.wall_s, "time")]
+        rows.append(row)
+    return md_table(head, rows)
+
+
+def _ranking(summaries: list[RunSummary], varied: list[str]) -> str:
+    ranked = sorted((s for s in summaries if s.best_val is not None), key=lambda s: s.best_val)
+    rows = [[str(i), s.run.name, s.state_label, *[fmt(_cfg(s, k)) for k in varied],
+             fmt(s.params, "int"), fmt(s.best_val, "loss")] for i, s in enumerate(ranked, 1)]
+    return md_table(["rank", "run", "state", *varied, "params (nanoGPT)", "best val"], rows)
+
+
+def _grouped(summaries: list[RunSummary], key: str) -> str:
+    groups: dict[str, list[RunSummary]] = {}
+    for s in summaries:
+        groups.setdefault(group_value(s, key), []).append(s)
+    rows = []
+    for g in sorted(groups, key=_sort_key):
+        members = groups[g]
+        with_val = [s for s in members if s.best_val is not None]
+        best = min(with_val, key=lambda s: s.best_val) if with_val else None
+        mean = sum(s.best_val for s in with_val) / len(with_val) if with_val else None
+        rows.append([g, str(len(members)), str(sum(s.finished for s in members)),
+                     fmt(best.best_val if best else None, "loss"), best.run.name if best else "—",
+                     fmt(mean, "loss")])
+    return md_table([key, "runs", "finished", "best val", "best run", "mean best val"], rows)
+
+
+def _sort_key(v: str):
+    try:
+        return (0, float(v), v)
+    except ValueError:
+        return (1, 0.0, v)
+
+
+def _diversity_section(summaries: list[RunSummary], decoding: tuple | None) -> tuple[str, list[str]]:
+    if decoding is None:
+        return "No samples were recorded (samples.jsonl is empty for every run).\n", []
+    rows, degenerate = [], []
+    for s in summaries:
+        d, n, it = diversity(s, decoding)
+        rows.append([s.run.name, fmt(s.params, "int"), fmt(it, "int"), str(n),
+                     fmt(d.get("words"), "words"), *[fmt(d.get(k), "div") for k in
+                     ("ttr", "mattr", "distinct_1", "distinct_2", "repetition_4")]])
+        if d.get("repetition_4") is not None and d["repetition_4"] > DEGENERATE_REPETITION:
+            degenerate.append(f"**{s.run.name}** degenerates: repetition-4 = "
+                              f"{d['repetition_4']:.3f} > {DEGENERATE_REPETITION:.2f} (iter {it}).")
+    text = (f"Decoding setting: **{describe_decoding(decoding)}** (the setting most runs "
+            "sampled with); samples from each run's latest eval at that setting, scores "
+            "averaged over those samples.\n\n")
+    text += md_table(["run", "params (nanoGPT)", "iter", "samples", "words", "TTR", "MATTR",
+                      "distinct-1", "distinct-2", "repetition-4"], rows)
+    return text, degenerate
+
+
+def _excerpts(summaries: list[RunSummary], decoding: tuple | None) -> str:
+    if decoding is None:
+        return "No samples to compare.\n"
+    prompts: dict[str, int] = {}
+    for s in summaries:
+        for p in {x.get("prompt") for x in latest_samples(s, decoding)}:
+            if isinstance(p, str):
+                prompts[p] = prompts.get(p, 0) + 1
+    if not prompts:
+        return "No samples to compare.\n"
+    prompt = max(prompts, key=lambda p: (prompts[p], -len(p)))
+    rows = []
+    for s in summaries:
+        chosen = [x for x in latest_samples(s, decoding) if x.get("prompt") == prompt]
+        if chosen:
+            x = min(chosen, key=lambda x: (x.get("seed") is None, x.get("seed") or 0))
+            rows.append([s.run.name, fmt(x.get("iter"), "int"), excerpt(str(x.get("text", "")))])
+        else:
+            rows.append([s.run.name, "—", "(no sample for this prompt)"])
+    return (f"Prompt: `{prompt}` ({describe_decoding(decoding)}); the first 2-4 sentences of "
+            "each run's sample from its latest eval.\n\n" + md_table(["run", "iter", "excerpt"], rows))
+
+
+def fit_section(groups: list[FitGroup], sweeps: list[str]) -> str:
+    scope = ("the sweep " if len(sweeps) == 1 else "the sweeps ") + ", ".join(f"`{s}`" for s in sweeps)
+    text = ""
+    if len(groups) > 1:
+        text = (f"Losses per token compare only between runs with the same tokenizer and "
+                f"data, so each such group of {scope} gets its own fit.\n\n")
+    for g in groups:
+        if len(groups) > 1:
+            text += f"### {g.label}\n\n"
+        text += _one_fit(g, scope)
+    return text
+
+
+def _one_fit(g: FitGroup, scope: str) -> str:
+    fit, pts = g.fit, g.points
+    used = ", ".join(f"{s.id} ({fmt(s.params, 'int')}, {fmt(s.best_val, 'loss')})" for s in pts)
+    if fit is None:
+        return (f"{g.note} The fit of L(N) = E + A·N^(-α) uses the best finished run at each "
+                f"parameter count across {scope}; at least {MIN_POINTS} are needed."
+                + (f" Available: {used}." if pts else "") + "\n\n")
+
+    def pm(v: float, se: float | None) -> str:
+        return f"{v:.4g} ± {se:.2g}" if se is not None else f"{v:.4g}"
+    lines = [f"Fitted across {scope} on {fit.n_points} points (the best finished "
+             f"run at each parameter count): {used}.", "",
+             f"**{fit.formula()}**", "",
+             md_table(["parameter", "value ± standard error"],
+                      [["α (exponent)", pm(fit.alpha, fit.se_alpha)],
+                       ["E (irreducible loss, nats/token)", pm(fit.E, fit.se_E)],
+                       ["A", pm(fit.A, fit.se_A)],
+                       ["RMSE (nats/token)", f"{fit.rmse:.4g}" if not fit.exact else
+                        "0 (3 points, 3 parameters: the curve passes through them)"],
+                       ["R²", fmt(fit.r2, "div")]]).rstrip()]
+    if fit.warning:
+        lines += ["", f"**Warning:** {fit.warning}."]
+    if fit.se_alpha is None:
+        lines += ["", "Standard errors need at least 4 points (3 parameters are fitted)."]
+    if fit.n_points < 5:
+        lines += ["", f"With only {fit.n_points} points the exponent is poorly constrained; "
+                      "treat α as indicative."]
+    return "\n".join(lines) + "\n\n"
+
+
+def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots: list[Path],
+                   group_by: str | None, runs_root: Path) -> str:
+    varied, fixed = _settings(summaries)
+    decoding = common_decoding(summaries)
+    div_text, degenerate = _diversity_section(summaries, decoding)
+    n_fin = sum(s.finished for s in summaries)
+    out = [f"# Report: sweep `{sweep}`", "",
+           f"{len(summaries)} runs ({n_fin} finished) from `{runs_root}`, written "
+           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Losses are cross-entropy "
+           "in nats per token; runs not marked `done` are shown with their state and left out "
+           "of the fit.", "", "## Settings", "",
+           "Varied: " + (", ".join(f"`{k}`" for k in varied) or "nothing (a single setting)") + ".", "",
+           "Fixed (the same in every run):", "", _fixed_table(fixed),
+           "## Results", "", _results_table(summaries, varied)]
+    missing = [f"bits/char of {s.run.name}: {s.bpc_note}" for s in summaries
+               if s.best_val is not None and s.bpc is None]
+    missing += [f"parameters of {s.run.name}: {s.params_note}" for s in summaries if s.params is None]
+    if missing:
+        out += ["Missing numbers (—): " + "; ".join(missing) + ".", ""]
+    if len(summaries) >= 4:
+        out += ["## Ranked by best validation loss", "", _ranking(summaries, varied)]
+    if group_by:
+        out += [f"## Grouped by `{group_by}`", "", _grouped(summaries, group_by)]
+    out += ["## Diversity", "", div_text, "## Samples side by side", "",
+            _excerpts(summaries, decoding), "## Observations", ""]
+    obs = [diminishing_returns(summaries, DIMINISHING_PCT)]
+    over = [f"**{s.run.name}** overfits from iter {s.overfit_iter}: {s.overfit_note}."
+            for s in summaries if s.overfit_iter is not None]
+    obs += over or ["No run overfits (no run's val loss ends more than 1% above its best while "
+                    "its train loss keeps falling)."]
+    obs += degenerate or ([f"No run degenerates (repetition-4 ≤ {DEGENERATE_REPETITION:.2f} "
+                           "for every run)."] if decoding else [])
+    unfinished = [f"{s.run.name}: {s.state_label}" for s in summaries if not s.finished]
+    if unfinished:
+        obs.append("Not finished (shown, not fitted): " + "; ".join(unfinished) + ".")
+    out += [f"- {o}" for o in obs]
+    out += ["", "## Loss vs size: power-law fit", "", fit_text.rstrip() + "\n"]
+    if plots:
+        out += ["## Figures", ""] + [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in plots]
+    out += ["## How these numbers were computed", ""]
+    out += [f"- {v}" for v in METHODS.values()]
+    out += [f"- Diminishing returns: for successive parameter counts N1 < N2 (the best finished "
+            f"run at each), gain per doubling = (L1 − L2) / L1 / log2(N2 / N1) × 100%, with L "
+            f"the best val loss; below {DIMINISHING_PCT:g}% per doubling counts as diminishing.",
+            "- Power-law fit: least squares of L(N) = E + A·N^(-α) over the best finished run "
+            "at each parameter count (N = nanoGPT count, L = best val loss), with E ≥ 0, "
+            "separately for each tokenizer + data (losses per token of different tokenizers "
+            "are in different units). For "
+            "fixed α the model is linear in (E, A), so α is found by a search over "
+            "[0.001, 3] (log grid, then golden section); standard errors are from the "
+            "Jacobian at the optimum, s²(JᵀJ)⁻¹ with s² = SSE/(n−3). RMSE = sqrt(SSE/n).",
+            "- runs.csv holds every number above, one row per run, at full precision."]
+    return "\n".join(out) + "\n"
