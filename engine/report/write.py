@@ -5,9 +5,10 @@
                     val_loss_vs_params.png, diversity_vs_params.png
 
 The power-law fit of loss against size runs across every finished run of the sweeps in
-one call (the "study", engine.report.study), so each sweep's report shows the same fit. Numbers come from
-engine.report.summary, the fit from engine.report.fit, the figures from engine.report.plots;
-this module checks the request, lays out the Markdown and CSV and writes the files.
+one call (the "study", engine.report.study), so each sweep's report shows the same fit.
+Numbers come from engine.report.summary, the fit from engine.report.fit, the Markdown from
+engine.report.markdown, the figures from engine.report.plots; this module checks the
+request and writes the files.
 """
 
 from __future__ import annotations
