@@ -44,6 +44,7 @@ STDOUT = "stdout.log"
 CKPT = "ckpt.pt"
 BEST = "best.pt"
 _LOCK = ".status.lock"
+TMP_SUFFIX = ".tmp"   # atomic_write's temporary files: .<name>.<random>.tmp
 
 
 class RunError(UserError, ValueError):
@@ -52,12 +53,21 @@ class RunError(UserError, ValueError):
 
 # ---- small file helpers -------------------------------------------------------------
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Call write(f) on a temporary file beside `path`, fsync, then rename over it: a
-    reader (or a crash) sees the old file or the new one, never half of one."""
+    reader (or a crash) sees the old file or the new one, never half of one. The file
+    gets the permissions a plain open() would (0666 less the umask: 0644 usually), not
+    mkstemp's 0600, so a group on a shared server can read results."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -92,6 +102,25 @@ def _finite(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
+
+
+def _json_type(x: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number",
+            bool: "a boolean", type(None): "null"}.get(type(x), type(x).__name__)
+
+
+def remove_stale_temp_files(directory: Path) -> int:
+    """Delete atomic_write temp files left by killed writers (a killed checkpoint write
+    leaves a whole checkpoint's worth); call it only where no writer can be running, e.g.
+    when a run's process starts. Returns how many were removed."""
+    n = 0
+    for tmp in Path(directory).glob(f".*{TMP_SUFFIX}"):
+        try:
+            tmp.unlink()
+            n += 1
+        except OSError:
+            pass
+    return n
 
 
 def safe_part(name: str) -> bool:
@@ -180,13 +209,22 @@ class RunDir:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def _read_status_file(self) -> dict[str, Any]:
+        """status.json, validated: a file of the wrong shape reads as a failed run whose
+        reason names the file and what is wrong, never as an exception (atomic replace
+        means only a hand edit or a damaged disk gets here)."""
         try:
-            return json.loads(self.status_path.read_text())
+            st = json.loads(self.status_path.read_text())
         except FileNotFoundError:
             return {"state": "queued"}
         except (json.JSONDecodeError, UnicodeDecodeError):
-            # Never happens with atomic replace; a hand-edited file reads as unknown.
-            return {"state": "failed", "reason": "status.json unreadable"}
+            return {"state": "failed", "reason": "damaged: status.json: not valid JSON"}
+        if not isinstance(st, dict):
+            return {"state": "failed",
+                    "reason": f"damaged: status.json: expected an object, not {_json_type(st)}"}
+        if st.get("state", "queued") not in STATES:
+            return {**st, "state": "failed",
+                    "reason": f"damaged: status.json: unknown state {st.get('state')!r}"}
+        return st
 
     def update_status(self, **fields: Any) -> dict[str, Any]:
         """Merge `fields` into status.json atomically; returns the new status."""
@@ -229,11 +267,17 @@ class RunDir:
     def log_sample(self, **fields: Any) -> None:
         self.append_jsonl(self.samples_path, fields)
 
+    def metrics_tail(self) -> "JsonlTail":
+        return JsonlTail(self.metrics_path, check=metric_record)
+
+    def samples_tail(self) -> "JsonlTail":
+        return JsonlTail(self.samples_path, check=sample_record)
+
     def read_metrics(self) -> list[dict[str, Any]]:
-        return list(JsonlTail(self.metrics_path).read_new())
+        return self.metrics_tail().read_new()
 
     def read_samples(self) -> list[dict[str, Any]]:
-        return list(JsonlTail(self.samples_path).read_new())
+        return self.samples_tail().read_new()
 
     def prepare_for_resume(self, iter_num: int) -> None:
         """Before a resumed process appends: drop a torn last line and every record past
@@ -255,19 +299,47 @@ def truncate_jsonl_after(path: Path, iter_num: int) -> None:
                 rec = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
-            if rec.get("iter", 0) <= iter_num:
+            if isinstance(rec, dict) and _num_or_zero(rec.get("iter")) <= iter_num:
                 keep.append(raw.decode())
     atomic_write_bytes(path, "".join(keep).encode())
+
+
+def _num_or_zero(x: Any) -> float:
+    return x if isinstance(x, (int, float)) and not isinstance(x, bool) else 0
+
+
+def metric_record(rec: dict[str, Any]) -> dict[str, Any] | None:
+    """A metrics.jsonl record as readers may rely on it: a numeric iter, numbers or null
+    for the losses; None (skipped) otherwise."""
+    if not isinstance(rec.get("iter"), (int, float)) or isinstance(rec.get("iter"), bool):
+        return None
+    for k in ("loss", "train_loss", "val_loss", "tok_s", "tokens", "t"):
+        v = rec.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return None
+    return rec
+
+
+def sample_record(rec: dict[str, Any]) -> dict[str, Any] | None:
+    """A samples.jsonl record: text a string and metrics an object (a record with scores of
+    another shape keeps its text and loses the scores); None (skipped) without text."""
+    if not isinstance(rec.get("text"), str):
+        return None
+    if not isinstance(rec.get("metrics", {}), dict):
+        rec = {**rec, "metrics": {}}
+    return rec
 
 
 class JsonlTail:
     """Reads a JSON-lines file incrementally: each call returns only records whose
     complete lines arrived since the last call. A partial last line waits for its
-    newline; a line that does not parse is skipped. The cost of a call is the size of
+    newline; a line that does not parse, or is not a JSON object, is skipped. The cost of a call is the size of
     what is new, not of the file."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path,
+                 check: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None):
         self.path = Path(path)
+        self.check = check  # validates (or mends) each record; None drops it
         self.offset = 0
         self.reset = False
         self._inode: int | None = None
@@ -295,9 +367,13 @@ class JsonlTail:
             if not raw.strip():
                 continue
             try:
-                out.append(json.loads(raw))
+                rec = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
+            if isinstance(rec, dict):  # a line of another shape ([1,2,3]) is skipped too
+                rec = self.check(rec) if self.check else rec
+                if rec is not None:
+                    out.append(rec)
         return out
 
     def take_reset(self) -> bool:

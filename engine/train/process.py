@@ -38,7 +38,7 @@ from engine.model import cpu_kernels
 from engine.model import device as dev
 from engine.model.arithmetic import model_vocab
 from engine.model.checkpoint import load_checkpoint, save_checkpoint
-from engine.runs import RunDir, process_matches
+from engine.runs import RunDir, process_matches, remove_stale_temp_files
 from engine.train.trainer import Trainer, TrainError, get_lr, load_data
 
 TIMING_WARMUP_STEPS = 3  # steps (after start, resume or an eval) left out of the ETA
@@ -355,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(run: RunDir, resume: bool, fail_input: Callable[[str], int]) -> int:
+    remove_stale_temp_files(run.path)  # this process is the run's only writer from here on
     try:
         session = TrainingRun(run, resume, log=lambda s: print(s, flush=True))
     except (UserError, OSError, ValueError) as e:
