@@ -27,6 +27,7 @@ from engine.config import ConfigError
 
 EOT_TEXT = "<|endoftext|>"
 GPT2_EOT = 50256
+GPT2_TOKENS = 50257      # GPT-2's BPE vocabulary as the tokenizer has it
 # tiktoken's gpt2 pattern (equivalent to GPT-2's original regex, faster).
 GPT2_PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 # sha256 of OpenAI's files, the hashes tiktoken itself pins: anything else is not GPT-2.
@@ -214,7 +215,7 @@ def _encoding_from_files(chosen: dict[str, Path]):
                 ranks = _ranks_from_data_gym(chosen["vocab.bpe"], chosen["encoder.json"])
             _encodings[key] = tiktoken.Encoding(
                 name="gpt2", pat_str=GPT2_PAT, mergeable_ranks=ranks,
-                special_tokens={EOT_TEXT: GPT2_EOT}, explicit_n_vocab=50257)
+                special_tokens={EOT_TEXT: GPT2_EOT}, explicit_n_vocab=GPT2_TOKENS)
         return _encodings[key]
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import TrainConfig
-from engine.model.arithmetic import GPT2_VOCAB, flops_per_token, model_vocab, param_counts
+from engine.data.tokenizers import GPT2_TOKENS
+from engine.model.arithmetic import flops_per_token, model_vocab, padded_vocab, param_counts
 
 DEFAULT_VOCAB = {("shakespeare", "char"): 65, ("tinystories", "char"): 83}
 UNKNOWN_CHAR_VOCAB = 256
@@ -63,7 +64,7 @@ def vocab_for(cfg: TrainConfig) -> tuple[int, str]:
     it (engine.model.arithmetic), so plan and the trained run count the same parameters."""
     if cfg.vocab_size:
         return cfg.vocab_size, "config"
-    from engine.data.datasets import find_prepared  # exact cache lookup; never prepares or downloads
+    from engine.data.datasets import find_prepared  # exact lookup: never prepares or downloads
     if cfg.data_dir:
         d: Path | None = Path(cfg.data_dir).expanduser()
     else:
@@ -75,7 +76,7 @@ def vocab_for(cfg: TrainConfig) -> tuple[int, str]:
     if meta is not None:
         return model_vocab(cfg, meta), "prepared"
     if cfg.tokenizer == "gpt2":
-        return GPT2_VOCAB, "assumed"
+        return padded_vocab(GPT2_TOKENS, "gpt2"), "assumed"
     return DEFAULT_VOCAB.get((cfg.dataset, "char"), UNKNOWN_CHAR_VOCAB), "assumed"
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 from engine.config import ConfigError, TrainConfig
 
-GPT2_TOKENS = 50257      # GPT-2's BPE vocabulary as the tokenizer has it
 PAD_MULTIPLE = 64        # padded up to a multiple of 64 for faster matmuls: 50257 -> 50304
 
 
@@ -22,8 +21,6 @@ def padded_vocab(n: int, tokenizer: str | None) -> int:
     char vocabularies are used as they are."""
     return (n + PAD_MULTIPLE - 1) // PAD_MULTIPLE * PAD_MULTIPLE if tokenizer == "gpt2" else n
 
-
-GPT2_VOCAB = padded_vocab(GPT2_TOKENS, "gpt2")
 
 
 def model_vocab(cfg: TrainConfig, meta: dict[str, Any]) -> int:

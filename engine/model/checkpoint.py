@@ -2,7 +2,8 @@
 
 A checkpoint is a dict: format, model (state dict), model_args (GPTConfig's fields),
 config (the run's TrainConfig as a dict), optimizer, iter_num, best_val_loss, best_iter
-and rng. It is loaded with weights_only=True, so a checkpoint never runs pickled code.
+and rng. nanoGPT's ckpt.pt has the same model, model_args, iter_num, best_val_loss and
+optimizer keys (its config holds nanoGPT's globals), so it loads too. It is loaded with weights_only=True, so a checkpoint never runs pickled code.
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     if not isinstance(ck, dict) or "model" not in ck or "model_args" not in ck:
         raise CheckpointError(f"{path}: not a nanotui checkpoint")
     return ck
+
+
+COMPILED_PREFIX = "_orig_mod."   # torch.compile's wrapper names every parameter this way
+
+
+def model_state(ck: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's weights with torch.compile's `_orig_mod.` prefixes stripped, so a
+    checkpoint saved from a compiled model (nanoGPT's GPU default) loads into a plain one."""
+    return {k[len(COMPILED_PREFIX):] if k.startswith(COMPILED_PREFIX) else k: v
+            for k, v in ck["model"].items()}
 
 
 def checkpoint_config(ck: dict[str, Any], source: str) -> TrainConfig:

@@ -274,8 +274,11 @@ class GPT(nn.Module):
 
 def sample_next(logits, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, generator: torch.Generator | None = None):
-    """One token per row from (B, V) logits with temperature, top-k and nucleus (top-p)."""
-    logits = logits.float() / max(temperature, 1e-8)
+    """One token per row from (B, V) logits with temperature, top-k and nucleus (top-p);
+    temperature 0 is greedy decoding (the argmax), with no randomness at all."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
     if top_k is not None and top_k < logits.size(-1):
         v, _ = torch.topk(logits, top_k)
         logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))

@@ -23,10 +23,16 @@ from typing import Any, Protocol, Sequence
 import torch
 
 from engine.config import ConfigError, SamplingConfig, TrainConfig
-from engine.data.tokenizers import from_meta
+from engine.data.nanogpt import checkpoint_meta
+from engine.data.tokenizers import DataError, from_meta
 from engine.errors import UserError, one_line
 from engine.model import device as dev
-from engine.model.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
+from engine.model.checkpoint import (
+    CheckpointError,
+    checkpoint_config,
+    load_checkpoint,
+    model_state,
+)
 from engine.model.gpt import GPT, GPTConfig
 from engine.sample.metrics import eval_metrics, text_metrics
 from engine.sample.options import add_sample_arguments
@@ -129,7 +135,7 @@ def load_model(run_dir_or_ckpt: str | Path, device: str = "auto",
     ck = load_checkpoint(path, map_location="cpu")  # then .to(dv) below
     try:
         model = GPT(GPTConfig(**ck["model_args"]))
-        model.load_state_dict(ck["model"])
+        model.load_state_dict(model_state(ck))
     except (TypeError, RuntimeError, KeyError) as e:
         raise CheckpointError(f"{path}: checkpoint does not fit the model: {one_line(e, 200)}") from None
     model.to(dv).eval()
@@ -141,10 +147,15 @@ def load_model(run_dir_or_ckpt: str | Path, device: str = "auto",
     meta = ck.get("meta")
     if meta is None and cfg is not None:  # an old checkpoint: read the data dir's meta.json
         meta = _meta_from_data_dir(cfg)
+    if meta is None:  # a nanoGPT checkpoint: its meta.pkl, or GPT-2 as nanoGPT assumes
+        try:
+            meta = checkpoint_meta(path, ck)
+        except DataError as e:
+            return LoadedModel(model, None, cfg, path, ck.get("iter_num"), None, one_line(e))
     tok, why = load_tokenizer(meta or {})
     best = ck.get("best_val_loss")
-    return LoadedModel(model, tok, cfg, path, ck.get("iter_num"),
-                       best if isinstance(best, float) else None, why)
+    best = float(best) if isinstance(best, (float, torch.Tensor)) else None  # nanoGPT: a tensor
+    return LoadedModel(model, tok, cfg, path, ck.get("iter_num"), best, why)
 
 
 def _meta_from_data_dir(cfg: TrainConfig) -> dict[str, Any] | None:
@@ -167,10 +178,10 @@ def sample_command(target: Path, args: argparse.Namespace) -> int:
     temperature = s.temperature if args.temperature is None else args.temperature
     num = s.num_samples if args.num_samples is None else args.num_samples
     max_new = s.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens
-    if temperature <= 0 or num < 1 or max_new < 1 or (top_k is not None and top_k < 0) \
+    if temperature < 0 or num < 1 or max_new < 1 or (top_k is not None and top_k < 0) \
             or (top_p is not None and top_p <= 0):
-        raise ValueError("--temperature and --top-p must be positive, --num-samples and "
-                         "--max-new-tokens at least 1")
+        raise ValueError("--temperature must be >= 0 (0 = greedy), --top-p positive, "
+                         "--num-samples and --max-new-tokens at least 1")
     samples = generate_samples(loaded.model, loaded.tokenizer, args.prompt or s.prompts, num,
                                max_new, temperature, top_k, top_p,
                                s.seed if args.seed is None else args.seed)

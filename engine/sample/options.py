@@ -11,7 +11,8 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
                    help="prompt (repeatable; default: the run's sampling.prompts)")
     p.add_argument("--num-samples", type=int, metavar="N", help="samples per prompt")
     p.add_argument("--max-new-tokens", type=int, metavar="M")
-    p.add_argument("--temperature", type=float, metavar="T")
+    p.add_argument("--temperature", type=float, metavar="T",
+                   help="0 is greedy: always the most likely token")
     p.add_argument("--top-k", type=int, metavar="K", help="0 turns top-k off")
     p.add_argument("--top-p", type=float, metavar="P", help="1 turns top-p off")
     p.add_argument("--seed", type=int, metavar="S", help="sample j of a prompt uses seed S+j")

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from engine.data.tokenizers import GPT2_TOKENS
 from engine.launch.estimate import estimate
-from engine.model.arithmetic import GPT2_VOCAB, padded_vocab, param_counts
+from engine.model.arithmetic import padded_vocab, param_counts
 from engine.model.gpt import GPT, GPTConfig
 from engine.runs import create_run
 from engine.train import process as T
@@ -30,7 +31,7 @@ def write_gpt2_data(out_dir):
 
 
 def test_gpt2_vocabulary_is_padded_the_same_everywhere():
-    assert padded_vocab(50257, "gpt2") == GPT2_VOCAB == 50304
+    assert padded_vocab(GPT2_TOKENS, "gpt2") == 50304
     assert padded_vocab(65, "char") == 65
 
 

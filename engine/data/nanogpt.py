@@ -1,0 +1,65 @@
+"""nanoGPT's data artefacts, read safely: `meta.pkl` (char vocabularies) and what a
+nanoGPT checkpoint implies about its tokenizer.
+
+nanoGPT's prepare.py pickles {'vocab_size': 65, 'itos': {0: '\\n', ...}, 'stoi': {...}}.
+Such a pickle holds only dicts, ints and strings, which pickle encodes with opcodes of its
+own; a pickle that names any class or function (the way a malicious file runs code) is
+refused before anything is built, so reading a stranger's meta.pkl executes nothing.
+Without a meta.pkl, nanoGPT's sample.py assumes GPT-2's BPE; so do we, when the model's
+vocabulary can hold it (>= 50257).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import Any
+
+from engine.data.tokenizers import GPT2_TOKENS, DataError
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):  # noqa: D102 - pickle's hook
+        raise DataError(f"meta.pkl names {module}.{name}: only plain dicts, lists, strings "
+                        "and numbers are accepted (refusing to run code from a pickle)")
+
+
+def read_meta_pkl(path: Path) -> dict[str, Any]:
+    """A nanoGPT meta.pkl as nanotui's meta dict ({"vocab_size", "tokenizer", "chars"})."""
+    path = Path(path)
+    try:
+        raw = _PlainUnpickler(io.BytesIO(path.read_bytes())).load()
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{path}: not a readable meta.pkl ({type(e).__name__})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("vocab_size"), int):
+        raise DataError(f"{path}: meta.pkl has no vocab_size")
+    itos = raw.get("itos")
+    if isinstance(itos, dict) and all(isinstance(v, str) for v in itos.values()):
+        chars = [itos[i] for i in range(len(itos))] if set(itos) == set(range(len(itos))) else None
+        if chars is None:
+            raise DataError(f"{path}: meta.pkl itos is not indexed 0..{len(itos) - 1}")
+        return {"vocab_size": raw["vocab_size"], "tokenizer": "char", "chars": chars,
+                "eot_token": None, "source": str(path)}
+    return {"vocab_size": raw["vocab_size"], "tokenizer": "gpt2" if raw["vocab_size"] >= GPT2_TOKENS
+            else None, "source": str(path)}
+
+
+def checkpoint_meta(ckpt_path: Path, ck: dict[str, Any]) -> dict[str, Any] | None:
+    """The tokenizer meta of a nanoGPT checkpoint: data/<dataset>/meta.pkl looked for where
+    nanoGPT's sample.py would find it (beside the out_dir, in the working directory), else
+    GPT-2 when the vocabulary holds it; None when neither."""
+    config = ck.get("config") if isinstance(ck.get("config"), dict) else {}
+    dataset = config.get("dataset")
+    if isinstance(dataset, str) and dataset:
+        out_dir = Path(ckpt_path).resolve().parent
+        for base in (out_dir.parent, out_dir, Path.cwd()):
+            meta = base / "data" / dataset / "meta.pkl"
+            if meta.is_file():
+                return read_meta_pkl(meta)
+    vocab = (ck.get("model_args") or {}).get("vocab_size")
+    if isinstance(vocab, int) and vocab >= GPT2_TOKENS:
+        return {"vocab_size": GPT2_TOKENS, "tokenizer": "gpt2"}
+    return None
