@@ -21,7 +21,7 @@ import torch
 from engine.config import TrainConfig
 from engine.errors import UserError, one_line
 from engine.model import device as dev
-from engine.model.checkpoint import CKPT_FORMAT
+from engine.model.checkpoint import CKPT_FORMAT, model_state
 from engine.model.gpt import GPT, GPTConfig
 
 EVAL_SEED_OFFSET = 1     # eval batches come from their own generator: same batches every eval
@@ -286,7 +286,7 @@ class Trainer:
 
     def load_state_dict(self, ck: dict[str, Any]) -> None:
         try:
-            self.model.load_state_dict(ck["model"])
+            self.model.load_state_dict(model_state(ck))
             self.optimizer.load_state_dict(ck["optimizer"])
             if ck.get("scaler"):
                 self.scaler.load_state_dict(ck["scaler"])
