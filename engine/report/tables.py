@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from engine.report.summary import RunSummary, describe_decoding, diversity
 
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "max_iters")
+
 CSV_COLUMNS = [
-    "sweep", "run", "state", "reason", "varied", "group", "tokenizer", "params",
+    "sweep", "run", "state", "reason", "varied", "group", "tokenizer", *MODEL_KEYS, "params",
     "params_total", "best_val_loss", "best_iter", "final_val_loss", "final_train_loss",
     "final_iter", "train_val_gap", "chars_per_token", "bits_per_char", "perplexity",
     "tok_s", "wall_s", "overfit_from_iter", "in_fit", "decoding", "diversity_iter",
@@ -78,13 +81,20 @@ def csv_row(s: RunSummary, decoding: tuple | None, group_by: str | None, in_fit:
     d, n, it = diversity(s, decoding) if decoding else ({}, 0, None)
     blank = lambda v: "" if v is None else v  # noqa: E731
     return [s.run.sweep, s.run.name, s.state, blank(s.reason), json.dumps(s.varied, sort_keys=True),
-            group_value(s, group_by) if group_by else "", s.tokenizer, blank(s.params),
+            group_value(s, group_by) if group_by else "", s.tokenizer,
+            *[blank(getattr(s.config, k)) if s.config else "" for k in MODEL_KEYS], blank(s.params),
             blank(s.params_total), blank(s.best_val), blank(s.best_iter), blank(s.final_val),
             blank(s.final_train), blank(s.final_iter), _r(s.gap), blank(s.chars_per_token),
             _r(s.bpc), _r(s.perplexity), _r(s.tok_s, 1), _r(s.wall_s, 1),
             blank(s.overfit_iter), int(in_fit), describe_decoding(decoding) if decoding else "",
             blank(it), n, *[_r(d.get(k)) for k in ("words", "ttr", "mattr", "distinct_1",
                                                    "distinct_2", "distinct_3", "repetition_4")]]
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders the numbers inside names as numbers: n_head=4 < 8 < 16 < 32."""
+    return tuple((0, float(part), "") if i % 2 else (1, 0.0, part)
+                 for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", text)))
 
 
 def diminishing_returns(summaries: list[RunSummary], threshold_pct: float) -> str:

@@ -30,7 +30,7 @@ from engine.report.summary import (
     describe_decoding,
     summarize,
 )
-from engine.report.tables import CSV_COLUMNS, csv_row
+from engine.report.tables import CSV_COLUMNS, csv_row, natural_key
 from engine.runs import RunError, atomic_write_bytes, list_runs
 
 
@@ -140,7 +140,8 @@ def _read_sweeps(runs_root: Path, selected: dict[str, list], say) -> dict[str, l
             counts = ", ".join(f"{n} {st}" for st, n in sorted(states.items()))
             raise ReportError(f"sweep {name!r} has no finished runs yet ({counts}); "
                               "nothing to report")
-        per_sweep[name] = sorted(summaries, key=lambda s: (s.params is None, s.params or 0, s.run.name))
+        per_sweep[name] = sorted(summaries, key=lambda s: (s.params is None, s.params or 0,
+                                                           natural_key(s.run.name)))
     return per_sweep
 
 

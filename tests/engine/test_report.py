@@ -350,3 +350,17 @@ def test_each_tokenizer_gets_its_own_fit(tmp_path):
     assert "### char · shakespeare" in md and "### gpt2 · shakespeare" in md
     assert json.loads(json.dumps(res.to_dict()))["fits"][1]["points"] == [
         "bpe/n_embd=32", "bpe/n_embd=48", "bpe/n_embd=64"]
+
+
+def test_same_size_runs_sort_by_number_and_csv_has_the_model_shape(tmp_path):
+    root = tmp_path / "runs"
+    for nh in (16, 4, 32, 8):  # the heads sweep: one parameter count for all four
+        make_run(root, "heads", f"n_head={nh}", [(100, 2.0, 2.1 + nh / 1000)], n_head=nh,
+                 n_embd=32)
+    res = write_report(root, ["heads"], tmp_path / "out", plots=False)
+    rows = list(csv.DictReader(res.sweeps[0].runs_csv.open()))
+    assert [r["run"] for r in rows] == ["n_head=4", "n_head=8", "n_head=16", "n_head=32"]
+    assert [r["n_head"] for r in rows] == ["4", "8", "16", "32"]
+    assert {r["n_embd"] for r in rows} == {"32"} and rows[0]["n_layer"] and rows[0]["max_iters"]
+    md = res.sweeps[0].report_md.read_text()
+    assert [r[0] for r in table_rows(md, "Results")] == [r["run"] for r in rows]
