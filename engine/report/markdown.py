@@ -181,8 +181,11 @@ def _one_fit(g: FitGroup, scope: str) -> str:
                        ["R²", fmt(fit.r2, "div")]]).rstrip()]
     if fit.warning:
         lines += ["", f"**Warning:** {fit.warning}."]
-    if fit.se_alpha is None:
+    if fit.se_alpha is None and fit.n_points < 4:
         lines += ["", "Standard errors need at least 4 points (3 parameters are fitted)."]
+    elif fit.se_alpha is None:
+        lines += ["", "Standard errors could not be computed: at the optimum the points do "
+                      "not constrain all three parameters (singular Jacobian)."]
     if fit.n_points < 5:
         lines += ["", f"With only {fit.n_points} points the exponent is poorly constrained; "
                       "treat α as indicative."]
@@ -221,6 +224,7 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots
                     "its train loss keeps falling)."]
     obs += degenerate or ([f"No run degenerates (repetition-4 ≤ {DEGENERATE_REPETITION:.2f} "
                            "for every run)."] if decoding else [])
+    obs += _budget_warnings(summaries)
     unfinished = [f"{s.run.name}: {s.state_label}" for s in summaries if not s.finished]
     if unfinished:
         obs.append("Not finished (shown, not fitted): " + "; ".join(unfinished) + ".")
@@ -242,3 +246,22 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots
             "Jacobian at the optimum, s²(JᵀJ)⁻¹ with s² = SSE/(n−3). RMSE = sqrt(SSE/n).",
             "- runs.csv holds every number above, one row per run, at full precision."]
     return "\n".join(out) + "\n"
+
+
+def _budget_warnings(summaries: list[RunSummary]) -> list[str]:
+    """Comparisons a reader should distrust: runs trained for different budgets, and runs
+    whose best val loss is their last eval (still improving: not converged)."""
+    out = []
+    budgets = {s.config.tokens_per_iter * s.config.max_iters: s for s in summaries
+               if s.finished and s.config is not None}
+    if len(budgets) > 1:
+        per = "; ".join(f"{s.run.name}: {s.config.max_iters} iters × "
+                        f"{s.config.tokens_per_iter:,} tokens" for _, s in sorted(budgets.items()))
+        out.append(f"**Warning:** these runs had different training budgets ({per}); their "
+                   "losses compare the budgets as much as the models.")
+    still = [s.run.name for s in summaries
+             if s.finished and len(s.evals) > 1 and s.best_iter == s.final_iter]
+    if still:
+        out.append("Still improving at their last eval (best val loss = last eval, so not "
+                   f"converged; more iterations would lower it): {', '.join(still)}.")
+    return out

@@ -364,3 +364,12 @@ def test_same_size_runs_sort_by_number_and_csv_has_the_model_shape(tmp_path):
     assert {r["n_embd"] for r in rows} == {"32"} and rows[0]["n_layer"] and rows[0]["max_iters"]
     md = res.sweeps[0].report_md.read_text()
     assert [r[0] for r in table_rows(md, "Results")] == [r["run"] for r in rows]
+
+
+def test_different_budgets_and_unconverged_runs_are_called_out(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "b", "short", [(50, 2.4, 2.5), (150, 2.2, 2.3)], max_iters=150)
+    make_run(root, "b", "long", [(100, 2.1, 2.2), (300, 2.2, 2.25)], max_iters=300)
+    md = write_report(root, ["b"], tmp_path / "out", plots=False).sweeps[0].report_md.read_text()
+    assert "different training budgets (short: 150 iters" in md and "long: 300 iters" in md
+    assert "Still improving at their last eval" in md and ": short." in md
