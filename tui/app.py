@@ -17,20 +17,18 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.signal import Signal
 
+from tui.commands import CommandError
+from tui.feed import RunFeed
+from tui.keys import APP_BINDINGS, key_sections
 from tui.messages import GpusPolled, RunsPolled
-from tui.services import PollResult, RunStore, Services
-from tui.widgets.gpu_panel import GpuHistory
-
-APP_BINDINGS = [  # footer order: help first so it survives an 80-column footer
-    Binding("question_mark", "help", "help", key_display="?"),
-    Binding("l", "launch", "launch"),
-    Binding("c", "compare", "compare"),
-    Binding("p", "samples", "samples"),
-    Binding("e", "report", "report"),
-    Binding("q", "quit", "quit"),
-]
+from tui.screens.compare import CompareScreen
+from tui.screens.dashboard import DashboardScreen
+from tui.screens.dialogs import QuitScreen
+from tui.screens.help import HelpScreen
+from tui.screens.launch import LaunchScreen
+from tui.screens.samples import SamplesScreen
+from tui.services import RunStore, Services
 
 
 class NanotuiApp(App):
@@ -46,12 +44,7 @@ class NanotuiApp(App):
         self.store = RunStore(services.runs_root)
         self.poll_interval = poll_interval
         self.gpu_interval = gpu_interval
-        self.runs_signal: Signal[PollResult] = Signal(self, "runs")
-        self.gpus_signal: Signal[list] = Signal(self, "gpus")
-        self.last_poll: PollResult | None = None
-        self.gpus: list[Any] = []
-        self.gpu_history = GpuHistory()
-        self._watchers: dict[int, frozenset[str]] = {}
+        self.feed = RunFeed(self, self.store, self.request_poll)
         self._polling = False
         self._poll_again = False
         self._gpu_polling = False
@@ -71,15 +64,6 @@ class NanotuiApp(App):
             self.set_interval(self.gpu_interval, self._poll_gpus, name="gpu-poll")
 
     # -- the runs poll --
-    def watch_runs(self, owner: object, ids: Iterable[str]) -> None:
-        """Screens say which runs' metrics and samples they show; the store tails those."""
-        self._watchers[id(owner)] = frozenset(ids)
-        self.store.watch(set().union(*self._watchers.values()))
-
-    def unwatch_runs(self, owner: object) -> None:
-        self._watchers.pop(id(owner), None)
-        self.store.watch(set().union(*self._watchers.values()) if self._watchers else ())
-
     def request_poll(self) -> None:
         if self._polling:
             self._poll_again = True  # one more right after the current one
@@ -98,15 +82,13 @@ class NanotuiApp(App):
         self.post_message(RunsPolled(result))
 
     def _show_dashboard(self) -> None:
-        from tui.screens.dashboard import DashboardScreen
         if not self._dashboard_shown:
             self._dashboard_shown = True
-            self.push_screen(DashboardScreen())
+            self.push_screen(DashboardScreen(self.feed, self.services))
 
     def on_runs_polled(self, message: RunsPolled) -> None:
-        self.last_poll = message.result
+        self.feed.publish_runs(message.result)
         self._show_dashboard()
-        self.runs_signal.publish(message.result)
         self._poll_done()
 
     def _poll_done(self) -> None:
@@ -114,13 +96,6 @@ class NanotuiApp(App):
         if self._poll_again:
             self._poll_again = False
             self.request_poll()
-
-    def poll_now(self) -> PollResult:
-        """Poll synchronously and publish (tests, and the first paint in benchmarks)."""
-        result = self.store.poll()
-        self.last_poll = result
-        self.runs_signal.publish(result)
-        return result
 
     # -- the GPU poll --
     def _poll_gpus(self) -> None:
@@ -138,52 +113,38 @@ class NanotuiApp(App):
 
     def on_gpus_polled(self, message: GpusPolled) -> None:
         self._gpu_polling = False
-        self.gpus = message.gpus
-        self.gpu_history.add(message.gpus)
-        self.gpus_signal.publish(message.gpus)
+        self.feed.publish_gpus(message.gpus)
 
     # -- what the current screen is about --
     def current_sweep(self) -> str | None:
         sweep = getattr(self.screen, "sweep", None)
         if sweep:
             return sweep
-        views = self.last_poll.views if self.last_poll else ()
+        views = self.feed.views
         return views[0].sweep if views else None
-
-    def sweeps(self) -> list[str]:
-        views = self.last_poll.views if self.last_poll else ()
-        return sorted({v.sweep for v in views})
-
-    def queued_count(self) -> int:
-        views = self.last_poll.views if self.last_poll else ()
-        return sum(v.state == "queued" for v in views)
 
     # -- actions --
     def action_help(self) -> None:
-        from tui.screens.help import HelpScreen
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(key_sections()))
 
     def action_launch(self) -> None:
-        from tui.screens.launch import LaunchScreen
         if not isinstance(self.screen, LaunchScreen):
-            self.push_screen(LaunchScreen(preselect=self.current_sweep()))
+            self.push_screen(LaunchScreen(self.feed, self.services, preselect=self.current_sweep()))
 
     def action_compare(self) -> None:
-        from tui.screens.compare import CompareScreen
         sweep = self.current_sweep()
         if sweep is None:
             self.notify("no runs yet: launch a sweep with l", severity="warning")
         elif not isinstance(self.screen, CompareScreen):
-            self.push_screen(CompareScreen(sweep))
+            self.push_screen(CompareScreen(self.feed, sweep))
 
     def action_samples(self) -> None:
-        from tui.screens.samples import SamplesScreen
         sweep = self.current_sweep()
         if sweep is None:
             self.notify("no runs yet: launch a sweep with l", severity="warning")
         elif not isinstance(self.screen, SamplesScreen):
-            self.push_screen(SamplesScreen(sweep))
+            self.push_screen(SamplesScreen(self.feed, self.services, sweep))
 
     def action_report(self) -> None:
         sweep = self.current_sweep()
@@ -207,11 +168,10 @@ class NanotuiApp(App):
         self.call_from_thread(self.notify, f"report written: {path}", timeout=10)
 
     async def action_quit(self) -> None:
-        queued = self.queued_count()
+        queued = self.feed.queued_count()
         if not queued:
             self.exit()
             return
-        from tui.screens.dialogs import QuitScreen
 
         def chosen(choice: str | None) -> None:
             if choice == "keep":
@@ -269,7 +229,6 @@ def run(args) -> int:
     experiments = Path(args.experiments)
     runs_root = Path(args.runs)
     if not experiments.is_file() and not runs_root.is_dir():
-        from tui.cli import CommandError
         raise CommandError(f"no experiments file at {experiments} and no runs at {runs_root} "
                            "(use --experiments FILE or run from the project directory)")
     app = create_app(runs_root, experiments)

@@ -12,24 +12,16 @@ import os
 import sys
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.errors import UserError, one_line
+from tui.commands import CommandError  # noqa: F401  (re-exported for callers of tui.cli)
 
 COMMANDS = ["prepare", "plan", "launch", "status", "stop", "resume", "sample", "report",
             "gpus", "bench", "demo", "dispatch"]
 HIDDEN = {"dispatch"}  # internal: the background dispatcher started by `launch --detach`
 
 
-class CommandError(UserError):
-    """A failure of the command line itself (bad arguments): one line, exit status 2."""
-
-
 def _load(name: str):
-    try:
-        return importlib.import_module(f"tui.commands.{name}")
-    except ModuleNotFoundError as e:
-        if e.name == f"tui.commands.{name}":
-            return None  # not built yet
-        raise
+    return importlib.import_module(f"tui.commands.{name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         mod = _load(name)
-        if mod is None:
-            continue
         kwargs = {} if name in HIDDEN else {"help": mod.HELP}
         p = sub.add_parser(name, description=mod.HELP, **kwargs)
         add_global_options(p, suppress=True)
@@ -74,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     resolve_paths(args)
-    from engine.errors import UserError, one_line
     try:
         if getattr(args, "_run", None) is None:
             return run_tui(args)
@@ -90,11 +79,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_tui(args: argparse.Namespace) -> int:
-    try:
-        app_module = importlib.import_module("tui.app")
-    except ModuleNotFoundError as e:
-        if e.name != "tui.app":
-            raise
-        print("nanotui: the TUI is not built yet; try 'nanotui status'", file=sys.stderr)
-        return 2
-    return int(app_module.run(args) or 0)
+    from tui.app import run  # here, not at the top: `nanotui status` never imports textual
+    return int(run(args) or 0)

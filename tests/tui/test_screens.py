@@ -80,7 +80,7 @@ async def test_gpu_picker_marks_cards_without_room_and_follows_live_load(world):
     app = world.app()
     async with app.run_test(size=(140, 45)) as pilot:
         await settle(pilot)
-        picker = GpuPickerScreen(need_bytes=4 * GIB, n_runs=1)
+        picker = GpuPickerScreen(app.feed, need_bytes=4 * GIB, n_runs=1)
         app.push_screen(picker)
         await pilot.pause()
         ol = picker.query_one(OptionList)
@@ -231,7 +231,7 @@ async def test_help_lists_every_binding(world):
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
-        from tui.screens.help import key_sections
+        from tui.keys import key_sections
         keys = {k for _, rows in key_sections() for k, _ in rows}
         for k in ("l", "s", "r", "c", "p", "e", "/", "v", "y", "x", "o", "t", "n", "?", "q"):
             assert k in keys

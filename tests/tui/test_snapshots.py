@@ -57,7 +57,7 @@ def test_launch_screen(world, snap_compare):
 def test_gpu_picker(world, snap_compare):
     async def before(pilot):
         await settle(pilot)
-        pilot.app.push_screen(GpuPickerScreen(need_bytes=4 * GIB, n_runs=3))
+        pilot.app.push_screen(GpuPickerScreen(pilot.app.feed, need_bytes=4 * GIB, n_runs=3))
         await pilot.pause()
     assert snap_compare(world.app(), terminal_size=(140, 45), run_before=before)
 

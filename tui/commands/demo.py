@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -33,8 +32,7 @@ def run(args) -> int:
         f"generated stories), experiments.toml, runs/")
     res = queue_runs_detailed(exp, args.runs, ["quick"], gpu="cpu", log=log)
     pending = [r.id for r in res.queued + res.waiting]
-    tui_ok = (not args.no_tui and sys.stdout.isatty()
-              and importlib.util.find_spec("tui.app") is not None)
+    tui_ok = not args.no_tui and sys.stdout.isatty()
     if tui_ok:
         if pending:
             start_background_dispatcher(args.runs, exp, "cpu")

@@ -22,7 +22,7 @@ def check_gpu_request(gpu: str) -> None:
     """Fail before queuing anything when --gpu names a card that is not here."""
     from engine.launch.gpu import default_gpu_source
     from engine.launch.placement import find_card, parse_request
-    from tui.cli import CommandError
+    from tui.commands import CommandError
     req = parse_request(gpu)
     if req in ("auto", "cpu"):
         return

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from tui.cli import CommandError
+from tui.commands import CommandError
 from tui.progress import progress_bar
 
 HELP = "download and tokenize a dataset into train.bin, val.bin and meta.json"

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from engine.report.write import write_report
-    from tui.cli import CommandError
+    from tui.commands import CommandError
 
     if not Path(args.runs).is_dir():
         raise CommandError(f"no runs directory {args.runs} (set --runs DIR)")

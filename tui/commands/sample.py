@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.runs import find_run
     from engine.sample.generate import sample_command
-    from tui.cli import CommandError
+    from tui.commands import CommandError
 
     ref = Path(args.run)
     target = ref if ref.is_file() else find_run(args.runs, args.run).path

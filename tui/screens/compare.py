@@ -13,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual_plotext import PlotextPlot
 
+from tui.feed import RunFeed
 from tui.services import PollResult, RunView, latest_samples
 from tui.widgets.format import (DASH, STATE_GLYPH, STATE_STYLE, fmt_loss, fmt_params, fmt_rate,
                                 fmt_score)
@@ -50,8 +51,9 @@ class CompareScreen(Screen):
         Binding("escape", "app.pop_screen", "back"),
     ]
 
-    def __init__(self, sweep: str) -> None:
+    def __init__(self, feed: RunFeed, sweep: str) -> None:
         super().__init__()
+        self.feed = feed
         self.sweep = sweep
         self._signature: tuple | None = None
 
@@ -67,27 +69,26 @@ class CompareScreen(Screen):
         for c in COLUMNS:
             table.add_column(c, key=c or "glyph")
         self.query_one("#scaling").border_title = "val loss vs params (log-log)"
-        self.app.runs_signal.subscribe(self, self.on_runs)
+        self.feed.runs_signal.subscribe(self, self.on_runs)
         self._watch()
-        if self.app.last_poll is not None:
-            self.on_runs(self.app.last_poll)
+        if self.feed.last_poll is not None:
+            self.on_runs(self.feed.last_poll)
 
     def on_unmount(self) -> None:
-        self.app.unwatch_runs(self)
+        self.feed.unwatch(self)
 
     def _views(self) -> list[RunView]:
-        return [v for v in (self.app.last_poll.views if self.app.last_poll else ())
-                if v.sweep == self.sweep]
+        return [v for v in self.feed.views if v.sweep == self.sweep]
 
     def _watch(self) -> None:
-        self.app.watch_runs(self, [v.id for v in self._views()])
-        self.app.request_poll()
+        self.feed.watch(self, [v.id for v in self._views()])
+        self.feed.request_poll()
 
     def on_runs(self, result: PollResult) -> None:
         views = self._views()
-        if {v.id for v in views} - set(self.app._watchers.get(id(self), ())):
+        if {v.id for v in views} - self.feed.watching(self):
             self._watch()
-        store = self.app.store
+        store = self.feed.store
         rows = [(v, summarize(v, store.series(v.id), store.samples(v.id))) for v in views]
         rows.sort(key=lambda r: (r[1]["params"] is None, r[1]["params"] or 0))
         signature = (self.sweep, tuple((v.id, v.state, tuple(f.items())) for v, f in rows))
@@ -107,7 +108,7 @@ class CompareScreen(Screen):
         if rows:
             table.move_cursor(row=min(cursor, len(rows) - 1))
         self._plot(rows)
-        sweeps = self.app.sweeps()
+        sweeps = self.feed.sweeps()
         pos = f"{sweeps.index(self.sweep) + 1}/{len(sweeps)}" if self.sweep in sweeps else ""
         self.query_one("#title", Static).update(Text.assemble(
             (" Compare ", "bold reverse"), f" {self.sweep} ({pos}) · {len(rows)} runs · "
@@ -135,11 +136,11 @@ class CompareScreen(Screen):
         plot.refresh()
 
     def action_sweep(self, step: int) -> None:
-        sweeps = self.app.sweeps()
+        sweeps = self.feed.sweeps()
         if not sweeps:
             return
         i = sweeps.index(self.sweep) if self.sweep in sweeps else 0
         self.sweep = sweeps[(i + step) % len(sweeps)]
         self._watch()
-        if self.app.last_poll is not None:
-            self.on_runs(self.app.last_poll)
+        if self.feed.last_poll is not None:
+            self.on_runs(self.feed.last_poll)

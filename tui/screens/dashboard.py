@@ -15,7 +15,8 @@ from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from engine.runs import RESUMABLE_STATES
 from tui.screens.dialogs import ConfirmScreen
-from tui.services import PollResult, RunView
+from tui.feed import RunFeed
+from tui.services import PollResult, RunView, Services
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.log_view import LogView
 from tui.widgets.loss_chart import LossChart
@@ -38,8 +39,10 @@ class DashboardScreen(Screen):
         Binding("o", "toggle_log", "samples/log", show=False),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, feed: RunFeed, services: Services) -> None:
         super().__init__()
+        self.feed = feed
+        self.services = services
         self.selected: str | None = None
         self.sweep: str | None = None
         self.views: list[RunView] = []
@@ -65,11 +68,11 @@ class DashboardScreen(Screen):
         self.query_one("#runs-panel").border_title = "Runs"
         self.query_one("#gpus").border_title = "GPUs"
         self._title_detail()
-        self.app.runs_signal.subscribe(self, self.on_runs)
-        self.app.gpus_signal.subscribe(self, self.on_gpus)
+        self.feed.runs_signal.subscribe(self, self.on_runs)
+        self.feed.gpus_signal.subscribe(self, self.on_gpus)
         self.query_one(RunTable).focus()
-        if self.app.last_poll is not None:
-            self.on_runs(self.app.last_poll)
+        if self.feed.last_poll is not None:
+            self.on_runs(self.feed.last_poll)
 
     # -- data in --
     def on_runs(self, result: PollResult) -> None:
@@ -87,13 +90,12 @@ class DashboardScreen(Screen):
             self.query_one(LogView).feed(self.selected, result.log_text, result.log_reset)
 
     def on_gpus(self, _gpus) -> None:
-        app = self.app
-        self.query_one(GpuPanel).show(app.gpus, self.views, app.gpu_history)
+        self.query_one(GpuPanel).show(self.feed.gpus, self.views, self.feed.gpu_history)
 
     def on_screen_resume(self) -> None:
         self._watch()
-        if self.app.last_poll is not None:
-            self.on_runs(self.app.last_poll)
+        if self.feed.last_poll is not None:
+            self.on_runs(self.feed.last_poll)
 
     # -- selection --
     def on_run_table_run_highlighted(self, event: RunTable.RunHighlighted) -> None:
@@ -114,9 +116,9 @@ class DashboardScreen(Screen):
         return [self.selected]
 
     def _watch(self) -> None:
-        self.app.watch_runs(self, self._chart_ids())
-        self.app.store.show_log(self.selected)
-        self.app.request_poll()
+        self.feed.watch(self, self._chart_ids())
+        self.feed.store.show_log(self.selected)
+        self.feed.request_poll()
 
     def _chart_changed(self) -> None:
         """New points: redraw now if the chart is empty or was drawn a while ago, else
@@ -135,25 +137,25 @@ class DashboardScreen(Screen):
             self._chart_timer = None
         self._chart_drawn_at = time.monotonic()
         chart = self.query_one(LossChart)
-        store = self.app.store
+        store = self.feed.store
         others = [(rid, s) for rid in self._chart_ids() if rid != self.selected
                   for s in [store.series(rid)] if s is not None]
         chart.plot_runs(self.selected, store.series(self.selected) if self.selected else None, others)
         self._title_detail()
 
     def _redraw_samples(self) -> None:
-        samples = self.app.store.samples(self.selected) if self.selected else []
+        samples = self.feed.store.samples(self.selected) if self.selected else []
         self.query_one(SamplesView).show(self.selected, samples)
 
     def _header(self) -> None:
-        app = self.app
         n = len(self.views)
         running = sum(v.state == "running" for v in self.views)
         queued = sum(v.state == "queued" for v in self.views)
-        gpus = f"{len(app.gpus)} GPU{'s' * (len(app.gpus) != 1)}" if app.gpus else "CPU only"
+        have = self.feed.gpus
+        gpus = f"{len(have)} GPU{'s' * (len(have) != 1)}" if have else "CPU only"
         t = Text()
         t.append(" nanotui ", style="bold reverse")
-        t.append(f" {app.services.experiments_path.name} · {app.services.runs_root.name}/ · {gpus}"
+        t.append(f" {self.services.experiments_path.name} · {self.services.runs_root.name}/ · {gpus}"
                  f" · {n} runs, {running} running, {queued} queued")
         if t.plain != self._header_text:  # an unchanged update would still repaint
             self._header_text = t.plain
@@ -244,7 +246,7 @@ class DashboardScreen(Screen):
         self._engine_call("resume", view)
 
     def _engine_call(self, verb: str, view: RunView) -> None:
-        launcher = self.app.services.launcher
+        launcher = self.services.launcher
         try:
             getattr(launcher, verb)(view.run)
         except Exception as e:  # shown to the user; the run directory is left as it was
@@ -252,4 +254,4 @@ class DashboardScreen(Screen):
             return
         past = {"stop": "stopped", "resume": "resumed"}[verb]
         self.app.call_from_thread(self.notify, f"{past} {view.id}")
-        self.app.call_from_thread(self.app.request_poll)
+        self.app.call_from_thread(self.feed.request_poll)

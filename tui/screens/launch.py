@@ -16,6 +16,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Label, OptionList, SelectionList, Static
 from textual.widgets.option_list import Option
 
+from tui.feed import RunFeed
+from tui.services import Services
 from tui.widgets.format import DASH, fmt_bytes, fmt_duration, fmt_params
 
 AUTO = "auto"
@@ -38,8 +40,10 @@ class LaunchScreen(Screen):
         Binding("escape", "app.pop_screen", "back"),
     ]
 
-    def __init__(self, preselect: str | None = None) -> None:
+    def __init__(self, feed: RunFeed, services: Services, preselect: str | None = None) -> None:
         super().__init__()
+        self.feed = feed
+        self.services = services
         self.preselect = preselect
         self.sweep_names: list[str] = []
         self.plan: list[Any] = []
@@ -57,7 +61,7 @@ class LaunchScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#title", Static).update(Text.assemble(
             (" Launch ", "bold reverse"),
-            f" {self.app.services.experiments_path.name}: space selects sweeps · "
+            f" {self.services.experiments_path.name}: space selects sweeps · "
             "space on a run skips it · Enter picks the GPU"))
         self.query_one("#sweep-list").border_title = "Sweeps"
         self.query_one("#plan-panel").border_title = "Plan"
@@ -70,7 +74,7 @@ class LaunchScreen(Screen):
     @work(thread=True, group="sweeps", exit_on_error=False)
     def _load_sweeps(self) -> None:
         try:
-            sweeps = self.app.services.launcher.sweeps()
+            sweeps = self.services.launcher.sweeps()
         except Exception as e:
             self.app.call_from_thread(self._show_error, str(e))
             return
@@ -110,7 +114,7 @@ class LaunchScreen(Screen):
     @work(thread=True, group="plan", exclusive=True, exit_on_error=False)
     def _make_plan(self, sweeps: list[str]) -> None:
         try:
-            rows = self.app.services.launcher.plan(sweeps)
+            rows = self.services.launcher.plan(sweeps)
         except Exception as e:
             self.app.call_from_thread(self._show_error, f"plan: {e}")
             return
@@ -122,7 +126,7 @@ class LaunchScreen(Screen):
         self.plan = list(rows)
         table = self.query_one("#plan", DataTable)
         table.clear()
-        existing = {v.id: v.state for v in (self.app.last_poll.views if self.app.last_poll else ())}
+        existing = {v.id: v.state for v in self.feed.views}
         for r in self.plan:
             rid = plan_id(r)
             varied = ", ".join(f"{k}={v}" for k, v in (getattr(r, "varied", None) or {}).items())
@@ -185,12 +189,12 @@ class LaunchScreen(Screen):
             return
         need = max((getattr(r, "est_mem_bytes", 0) or 0) for r in rows)
         selection = self.selection()
-        self.app.push_screen(GpuPickerScreen(need, len(rows)),
+        self.app.push_screen(GpuPickerScreen(self.feed, need, len(rows)),
                              lambda gpu: gpu and self._queue(selection, gpu))
 
     @work(thread=True, group="queue", exit_on_error=False)
     def _queue(self, selection: list[str], gpu: str) -> None:
-        launcher = self.app.services.launcher
+        launcher = self.services.launcher
         self.app.call_from_thread(self.notify, "queueing (preparing data if needed)…")
         try:
             runs = launcher.queue(selection, gpu)
@@ -207,7 +211,7 @@ class LaunchScreen(Screen):
         else:
             self.notify("nothing new to queue: those runs exist already (r resumes a stopped "
                         "or failed one)", severity="warning", timeout=8)
-        self.app.request_poll()
+        self.feed.request_poll()
         if self.app.screen is self:
             self.app.pop_screen()
 
@@ -229,8 +233,9 @@ class GpuPickerScreen(ModalScreen[str | None]):
 
     BINDINGS = [Binding("escape", "cancel", "cancel")]
 
-    def __init__(self, need_bytes: int, n_runs: int) -> None:
+    def __init__(self, feed: RunFeed, need_bytes: int, n_runs: int) -> None:
         super().__init__()
+        self.feed = feed
         self.need = need_bytes
         self.n_runs = n_runs
 
@@ -243,8 +248,8 @@ class GpuPickerScreen(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         self.query_one("#gpu-picker").border_title = "GPU"
-        self._fill(self.app.gpus)
-        self.app.gpus_signal.subscribe(self, self._fill)
+        self._fill(self.feed.gpus)
+        self.feed.gpus_signal.subscribe(self, self._fill)
         self.query_one(OptionList).focus()
 
     def _fill(self, gpus: list) -> None:
@@ -265,11 +270,6 @@ class GpuPickerScreen(ModalScreen[str | None]):
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
-
-    def action_choose(self) -> None:
-        ol = self.query_one(OptionList)
-        if ol.highlighted_option is not None:
-            self.dismiss(ol.highlighted_option.id)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

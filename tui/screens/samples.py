@@ -14,7 +14,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from tui.screens.dialogs import GenerateScreen
-from tui.services import PollResult
+from tui.feed import RunFeed
+from tui.services import PollResult, Services
 from tui.widgets.samples_view import render_sample
 
 
@@ -48,8 +49,10 @@ class SamplesScreen(Screen):
         Binding("escape", "app.pop_screen", "back"),
     ]
 
-    def __init__(self, sweep: str) -> None:
+    def __init__(self, feed: RunFeed, services: Services, sweep: str) -> None:
         super().__init__()
+        self.feed = feed
+        self.services = services
         self.sweep = sweep
         self.run_ids: list[str] = []
         self.prompt_index = 0
@@ -63,24 +66,24 @@ class SamplesScreen(Screen):
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.app.runs_signal.subscribe(self, self.on_runs)
-        if self.app.last_poll is not None:
-            self.on_runs(self.app.last_poll)
-        self.app.request_poll()
+        self.feed.runs_signal.subscribe(self, self.on_runs)
+        if self.feed.last_poll is not None:
+            self.on_runs(self.feed.last_poll)
+        self.feed.request_poll()
 
     def on_unmount(self) -> None:
-        self.app.unwatch_runs(self)
+        self.feed.unwatch(self)
 
     def on_runs(self, result: PollResult) -> None:
         ids = [v.id for v in result.views if v.sweep == self.sweep]
         if ids != self.run_ids:
             self.run_ids = ids
-            self.app.watch_runs(self, ids)
+            self.feed.watch(self, ids)
             box = self.query_one("#sample-columns")
             box.remove_children()
             box.mount_all([RunColumn(rid) for rid in ids])
             self.call_after_refresh(self._focus_first)
-            self.app.request_poll()
+            self.feed.request_poll()
         self.redraw()
 
     def _focus_first(self) -> None:
@@ -92,12 +95,12 @@ class SamplesScreen(Screen):
     def prompts(self) -> list[str]:
         seen: dict[str, None] = {}
         for rid in self.run_ids:
-            for s in self.app.store.samples(rid):
+            for s in self.feed.store.samples(rid):
                 seen.setdefault(str(s.get("prompt", "")), None)
         return list(seen)
 
     def iterations(self) -> list[int]:
-        its = {s.get("iter") for rid in self.run_ids for s in self.app.store.samples(rid)}
+        its = {s.get("iter") for rid in self.run_ids for s in self.feed.store.samples(rid)}
         return sorted(i for i in its if isinstance(i, int))
 
     def prompt(self) -> str | None:
@@ -106,7 +109,7 @@ class SamplesScreen(Screen):
 
     def sample_for(self, rid: str, prompt: str | None) -> dict[str, Any] | None:
         best = None
-        for s in self.app.store.samples(rid):
+        for s in self.feed.store.samples(rid):
             it = s.get("iter") or 0
             if s.get("prompt") != prompt or (self.iteration is not None and it > self.iteration):
                 continue
@@ -170,7 +173,7 @@ class SamplesScreen(Screen):
         rid = self.focused_run()
         if rid is None:
             return
-        if self.app.services.sampler is None:
+        if self.services.sampler is None:
             self.notify("sampling is not available in this installation", severity="error")
             return
         self.app.push_screen(GenerateScreen(rid, self.prompt() or ""),
@@ -183,9 +186,9 @@ class SamplesScreen(Screen):
 
     @work(thread=True, group="generate", exit_on_error=False)
     def _generate(self, rid: str, knobs: dict[str, Any]) -> None:
-        view = next((v for v in self.app.last_poll.views if v.id == rid), None)
+        view = self.feed.view(rid)
         try:
-            rec = self.app.services.sampler.generate(view.run, knobs["prompt"], knobs["temperature"],
+            rec = self.services.sampler.generate(view.run, knobs["prompt"], knobs["temperature"],
                                                      knobs["top_k"], knobs["max_new_tokens"])
         except Exception as e:
             self.app.call_from_thread(self._generated, rid, None, str(e))
