@@ -271,7 +271,7 @@ def main() -> int:
             print(row, flush=True)
             # CPU seconds per step (all threads): what a step costs when the cores are
             # shared, where wall-clock time mostly measures the other tenants.
-            extra = [f"CPU-time ratio " + ", ".join(
+            extra = ["CPU-time ratio " + ", ".join(
                 f"{v}/{base} {res[base]['cpu_ms'] / res[v]['cpu_ms']:.2f}x" for v in variants[1:])]
             extra += [f"{v} loss {res[v]['loss']:.3f}" for v in variants]
             extra += [f"{v} compile {res[v]['compile_s']:.0f}s" for v in variants

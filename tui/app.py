@@ -15,7 +15,6 @@ from typing import Any, Iterable
 
 from textual import work
 from textual.app import App, SystemCommand
-from textual.binding import Binding
 from textual.screen import Screen
 
 from tui.commands import CommandError
@@ -28,7 +27,8 @@ from tui.screens.dialogs import QuitScreen
 from tui.screens.help import HelpScreen
 from tui.screens.launch import LaunchScreen
 from tui.screens.samples import SamplesScreen
-from tui.services import RunStore, Services
+from tui.services import Services
+from tui.store import RunStore
 
 
 class NanotuiApp(App):

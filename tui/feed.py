@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterable
 from textual.dom import DOMNode
 from textual.signal import Signal
 
-from tui.services import PollResult, RunStore, RunView
+from engine.report.reading import RunReading
+from tui.store import PollResult, RunStore
 from tui.widgets.gpu_panel import GpuHistory
 
 
@@ -42,10 +43,10 @@ class RunFeed:
 
     # -- out, to screens --
     @property
-    def views(self) -> tuple[RunView, ...]:
+    def views(self) -> tuple[RunReading, ...]:
         return self.last_poll.views if self.last_poll else ()
 
-    def view(self, run_id: str | None) -> RunView | None:
+    def view(self, run_id: str | None) -> RunReading | None:
         return next((v for v in self.views if v.id == run_id), None)
 
     def sweeps(self) -> list[str]:

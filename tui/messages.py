@@ -9,7 +9,7 @@ from typing import Any
 
 from textual.message import Message
 
-from tui.services import PollResult
+from tui.store import PollResult
 
 
 class RunsPolled(Message):

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from engine.config import ConfigError
-from engine.launch.estimate import estimate, format_seconds
+from engine.launch.estimate import estimate
+from engine.units import format_seconds
 from engine.launch.executor import Executor, LocalExecutor, Placement
 from engine.experiments import (Experiments, ExperimentsError, LaunchOptions, RunSpec,
                                 load_experiments, validate_runs)

@@ -112,13 +112,3 @@ def estimate(cfg: TrainConfig, device: str = "gpu") -> Estimate:
     return Estimate(vocab, source, params, total, fpt, memory_bytes(cfg, total, vocab),
                     seconds(cfg, fpt, params, device), device)
 
-
-def format_seconds(s: float | None) -> str:
-    if s is None:
-        return "—"
-    s = int(round(s))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"

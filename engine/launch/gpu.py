@@ -207,10 +207,3 @@ def default_gpu_source() -> GpuSource:
         return FakeGpuSource.from_file(fake)
     return NvmlGpuSource()
 
-
-def format_bytes(n: int | None) -> str:
-    if n is None:
-        return "—"
-    if n >= GIB:
-        return f"{n / GIB:.1f} GiB"
-    return f"{n / 1024 ** 2:.0f} MiB"

@@ -231,6 +231,12 @@ async def settle(pilot) -> None:
     await pilot.pause()
 
 
+def toasts(app) -> list[str]:
+    """The notifications on screen, as the user reads them (run_test(notifications=True))."""
+    from textual.widgets._toast import Toast  # textual exports no public name for it
+    return [str(t.render()) for t in app.screen.query(Toast)]
+
+
 def asynctest(fn):
     """Run an async test body with asyncio.run (no pytest-asyncio needed)."""
     import asyncio

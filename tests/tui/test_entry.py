@@ -40,7 +40,7 @@ def test_stop_through_the_real_launcher(world):
         async with app.run_test(size=(120, 36)) as pilot:
             await settle(pilot)
             table = app.screen.query_one(RunTable)
-            table.move_cursor(row=table._order.index("depth/n_layer=4"))
+            table.move_cursor(row=table.get_row_index("depth/n_layer=4"))
             await settle(pilot)
             await pilot.press("s", "y")
             await app.workers.wait_for_complete()

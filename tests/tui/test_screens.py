@@ -6,7 +6,7 @@ import threading
 
 from textual.widgets import DataTable, OptionList, SelectionList
 
-from tests.tui.conftest import GIB, asynctest, settle
+from tests.tui.conftest import GIB, asynctest, settle, toasts
 from tui.screens.compare import CompareScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.dialogs import GenerateScreen
@@ -72,7 +72,9 @@ async def test_launch_single_runs_onto_a_chosen_card(world):
         assert ("queue", ["quick/n_layer=1"]) in world.launcher.calls
         assert ("dispatch", "0") in world.launcher.calls
         table = app.screen.query_one(RunTable)
-        assert "quick/n_layer=1" in table._order  # the queued run shows up
+        rows = [" ".join(str(c) for c in table.get_row_at(i)) for i in range(table.row_count)]
+        assert any(r.startswith("▾ quick") for r in rows)  # the queued run shows up
+        assert "queued" in " ".join(str(c) for c in table.get_row("quick/n_layer=1"))
 
 
 @asynctest
@@ -212,7 +214,7 @@ async def test_compare_table_and_sweep_switching(world):
 @asynctest
 async def test_report_key_writes_the_report_in_a_worker(world):
     app = world.app()
-    async with app.run_test(size=(140, 45)) as pilot:
+    async with app.run_test(size=(140, 45), notifications=True) as pilot:
         await settle(pilot)
         await pilot.press("e")
         await app.workers.wait_for_complete()
@@ -220,7 +222,7 @@ async def test_report_key_writes_the_report_in_a_worker(world):
         sweeps, out_dir = world.reporter.calls[0]
         assert sweeps == ["depth"]
         assert (out_dir / "depth" / "report.md").exists()
-        assert any("report written" in n.message for n in app._notifications)
+        assert any("report written" in t for t in toasts(app))
 
 
 @asynctest

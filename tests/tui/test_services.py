@@ -6,7 +6,7 @@ import json
 
 from engine.runs import create_run
 from tests.tui.conftest import tiny_cfg
-from tui.services import RunStore, latest_samples
+from tui.store import RunStore, latest_samples
 
 
 def test_status_is_reread_only_when_the_file_changes(world):

@@ -16,7 +16,7 @@ from tui.widgets.run_table import RunTable
 async def select_running(pilot) -> None:
     await settle(pilot)
     table = pilot.app.screen.query_one(RunTable)
-    table.move_cursor(row=table._order.index("depth/n_layer=2"))
+    table.move_cursor(row=table.get_row_index("depth/n_layer=2"))
     await settle(pilot)
 
 

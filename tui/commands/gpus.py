@@ -12,7 +12,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from engine.launch.gpu import default_gpu_source, format_bytes
+    from engine.launch.gpu import default_gpu_source
+    from engine.units import format_bytes
     gpus = default_gpu_source().snapshot()
     if args.json:
         print(json.dumps({"gpus": [g.to_dict() for g in gpus]}, indent=1))

@@ -16,8 +16,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from engine.launch.estimate import ASSUMED_FLOPS, format_seconds
-    from engine.launch.gpu import format_bytes
+    from engine.launch.estimate import ASSUMED_FLOPS
+    from engine.units import format_bytes, format_seconds
     from engine.launch.dispatcher import plan_runs
     rows = plan_runs(args.experiments, args.selection, device=args.device)
     errors = [r for r in rows if r.error]

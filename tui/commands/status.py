@@ -36,7 +36,7 @@ def _fmt(x, spec: str) -> str:
 
 
 def run(args) -> int:
-    from engine.launch.estimate import format_seconds
+    from engine.units import format_seconds
     from engine.launch.dispatcher import dispatcher_pid
     rows = status_rows(args.runs, args.selection)
     if args.json:

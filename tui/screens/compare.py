@@ -14,34 +14,33 @@ from textual.widgets import DataTable, Footer, Static
 from textual_plotext import PlotextPlot
 
 from tui.feed import RunFeed
-from tui.services import PollResult, RunView, latest_samples
+from engine.report.reading import RunReading
+from tui.store import PollResult, latest_samples
 from tui.widgets.format import (DASH, STATE_GLYPH, STATE_STYLE, fmt_loss, fmt_params, fmt_rate,
                                 fmt_score)
 
 COLUMNS = ("", "run", "params", "best val", "final val", "gap", "tok/s", "TTR", "distinct-2")
 
 
-def summarize(view: RunView, series: Any, samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Figures of one run: eval records when tailed, status.json otherwise."""
-    best = view.best_val_loss
-    final = view.val_loss
-    gap = None
+def summarize(reading: RunReading, series: Any, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figures of one run. State, best val loss, params and tokens/s are the run's one
+    reading (the dashboard, `nanotui status` and the report show the same); the final
+    val loss and the gap come from the last eval when its records are tailed."""
+    final, gap = reading.val_loss, None
     if series is not None and series.eval_val:
-        vals = [v for v in series.eval_val if v == v]
-        best = min(vals) if vals else best
         final = series.eval_val[-1]
         tr = series.eval_train[-1]
         gap = final - tr if tr == tr else None
-    elif final is not None and view.train_loss is not None:
-        gap = final - view.train_loss
+    elif final is not None and reading.train_loss is not None:
+        gap = final - reading.train_loss
     latest = list(latest_samples(samples).values())
+
     def mean(key: str) -> float | None:
         xs = [s.get("metrics", {}).get(key) for s in latest]
         xs = [x for x in xs if isinstance(x, (int, float))]
         return sum(xs) / len(xs) if xs else None
-    tok_s = series.mean_tok_s if series is not None and series.mean_tok_s else view.tok_s
-    return {"params": view.params, "best": best, "final": final, "gap": gap,
-            "tok_s": tok_s, "ttr": mean("ttr"), "d2": mean("distinct_2")}
+    return {"params": reading.params, "best": reading.best_val_loss, "final": final, "gap": gap,
+            "tok_s": reading.tok_s, "ttr": mean("ttr"), "d2": mean("distinct_2")}
 
 
 class CompareScreen(Screen):
@@ -77,7 +76,7 @@ class CompareScreen(Screen):
     def on_unmount(self) -> None:
         self.feed.unwatch(self)
 
-    def _views(self) -> list[RunView]:
+    def _views(self) -> list[RunReading]:
         return [v for v in self.feed.views if v.sweep == self.sweep]
 
     def _watch(self) -> None:
@@ -119,18 +118,23 @@ class CompareScreen(Screen):
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
-        pts = [(f["params"], f["best"], v.name) for v, f in rows
-               if f["params"] and f["best"] and f["best"] > 0]
+        # The line joins finished runs only: a running run's best so far is not its
+        # result (the report's fits leave them out the same way); it is marked apart.
+        pts = [(f["params"], f["best"], v.finished) for v, f in rows
+               if f["params"] and f["best"] is not None and f["best"] > 0]
+        done = [(math.log10(p), math.log10(b)) for p, b, fin in pts if fin]
+        open_ = [(math.log10(p), math.log10(b)) for p, b, fin in pts if not fin]
+        if len(done) > 1:
+            plt.plot(*zip(*done), color="orange", marker="braille")
+        if done:
+            plt.scatter(*zip(*done), marker="●", color="orange+")  # after the line: on top
+        if open_:
+            plt.scatter(*zip(*open_), marker="×", color="gray")
         if pts:
-            xs = [math.log10(p) for p, _, _ in pts]
-            ys = [math.log10(b) for _, b, _ in pts]
-            if len(pts) > 1:
-                plt.plot(xs, ys, color="orange", marker="braille")
-            plt.scatter(xs, ys, marker="●", color="orange+")  # after the line: on top
-            plt.xlabel("params (log scale) → best val loss (log scale) ↑")
+            plt.xlabel("params → best val loss (log-log) · × not finished")
             # Tick labels in real units so nobody has to undo the logs in their head.
-            plt.xticks(xs, [fmt_params(p) for p, _, _ in pts])
-            plt.yticks(ys, [f"{b:.3f}" for _, b, _ in pts])
+            plt.xticks([math.log10(p) for p, _, _ in pts], [fmt_params(p) for p, _, _ in pts])
+            plt.yticks([math.log10(b) for _, b, _ in pts], [f"{b:.3f}" for _, b, _ in pts])
         else:
             plt.title("no run with a val loss yet")
         plot.refresh()

@@ -13,16 +13,18 @@ from textual.containers import Container, Vertical
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
+from engine.report.reading import RunReading
 from engine.runs import RESUMABLE_STATES
-from tui.screens.dialogs import ConfirmScreen
 from tui.feed import RunFeed
-from tui.services import PollResult, RunView, Services
+from tui.screens.dialogs import ConfirmScreen
+from tui.services import Services
+from tui.store import PollResult
+from tui.widgets.format import fmt_loss
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.log_view import LogView
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.run_table import RunTable
 from tui.widgets.samples_view import SamplesView
-
 
 CHART_MIN_INTERVAL = 2.0  # seconds between chart redraws while points stream in
 
@@ -45,7 +47,7 @@ class DashboardScreen(Screen):
         self.services = services
         self.selected: str | None = None
         self.sweep: str | None = None
-        self.views: list[RunView] = []
+        self.views: list[RunReading] = []
         self._header_text = ""
         self._chart_drawn_at = 0.0
         self._chart_timer = None
@@ -168,12 +170,16 @@ class DashboardScreen(Screen):
         if view and view.state == "running" and view.host and view.host != socket.gethostname():
             who += f" @ {view.host}"  # e.g. a Slurm node: where the run really is
         chart.border_title = f"Loss · {who} · {chart.describe()}"
-        chart.border_subtitle = "v sweep · y log · x iters/tokens"
+        best = ""
+        if view and view.best_val_loss is not None:  # the run's one reading, as compare shows it
+            best = f"best {fmt_loss(view.best_val_loss)}"
+            best += f" @ {view.best_iter} · " if view.best_iter is not None else " · "
+        chart.border_subtitle = f"{best}v sweep · y log · x tokens"
         detail = self.query_one(ContentSwitcher)
         kind = "Log" if detail.current == "log" else "Samples"
         detail.border_title = f"{kind} · {self.selected or '—'}  (o: samples/log)"
 
-    def _view(self, run_id: str | None) -> RunView | None:
+    def _view(self, run_id: str | None) -> RunReading | None:
         return next((v for v in self.views if v.id == run_id), None)
 
     # -- actions --
@@ -238,14 +244,14 @@ class DashboardScreen(Screen):
         self._resume(view)
 
     @work(thread=True, group="stop")
-    def _stop(self, view: RunView) -> None:
+    def _stop(self, view: RunReading) -> None:
         self._engine_call("stop", view)
 
     @work(thread=True, group="resume")
-    def _resume(self, view: RunView) -> None:
+    def _resume(self, view: RunReading) -> None:
         self._engine_call("resume", view)
 
-    def _engine_call(self, verb: str, view: RunView) -> None:
+    def _engine_call(self, verb: str, view: RunReading) -> None:
         launcher = self.services.launcher
         try:
             getattr(launcher, verb)(view.run)

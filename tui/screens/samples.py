@@ -15,7 +15,8 @@ from textual.widgets import Footer, Static
 
 from tui.screens.dialogs import GenerateScreen
 from tui.feed import RunFeed
-from tui.services import PollResult, Services
+from tui.services import Services
+from tui.store import PollResult
 from tui.widgets.samples_view import render_sample
 
 

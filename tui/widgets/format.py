@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from engine.units import DASH, format_bytes, format_seconds
+
 BLOCKS = "▁▂▃▄▅▆▇█"
 STATE_GLYPH = {"queued": "◌", "running": "●", "done": "✓", "failed": "✗", "stopped": "■"}
 STATE_STYLE = {"queued": "dim", "running": "bold green", "done": "cyan", "failed": "bold red",
                "stopped": "yellow"}
-DASH = "—"
 
 
 def _num(x: Any) -> float | None:
@@ -51,30 +52,13 @@ def fmt_rate(x: Any) -> str:
 
 
 def fmt_duration(x: Any) -> str:
-    """Seconds -> '45s', '12m', '3h05m', '2d04h'."""
-    f = _num(x)
-    if f is None or f < 0:
-        return DASH
-    s = int(round(f))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s" if s < 600 else f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+    """Seconds -> '45s', '12m', '3h05m', '2d04h': the CLI's rule (engine.units)."""
+    return format_seconds(_num(x))
 
 
 def fmt_bytes(x: Any) -> str:
     """Bytes in binary units, one decimal below 100: '18.2G', '512M'."""
-    f = _num(x)
-    if f is None:
-        return DASH
-    for unit, scale in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10)):
-        if f >= scale:
-            v = f / scale
-            return f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}"
-    return f"{int(f)}B"
+    return format_bytes(_num(x), compact=True)
 
 
 def fmt_score(x: Any) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-from tui.services import RunView
+from engine.report.reading import RunReading
 from tui.widgets.format import fmt_bytes, sparkline
 
 HISTORY = 30  # samples kept per card (one per GPU poll)
@@ -29,7 +29,7 @@ class GpuHistory:
             self.mem.setdefault(g.uuid, deque(maxlen=self.length)).append(frac)
 
 
-def runs_on_gpu(g: Any, views: list[RunView]) -> list[RunView]:
+def runs_on_gpu(g: Any, views: list[RunReading]) -> list[RunReading]:
     pids = {p.pid for p in g.processes}
     return [v for v in views if v.state == "running" and (
         (v.gpu_uuid and v.gpu_uuid == g.uuid) or
@@ -37,13 +37,13 @@ def runs_on_gpu(g: Any, views: list[RunView]) -> list[RunView]:
         (v.pid is not None and v.pid in pids))]
 
 
-def other_memory(g: Any, ours: list[RunView]) -> int:
+def other_memory(g: Any, ours: list[RunReading]) -> int:
     """Memory held by processes that are not our runs (other users, other jobs)."""
     our_pids = {v.pid for v in ours if v.pid}
     return sum(p.used_memory or 0 for p in g.processes if p.pid not in our_pids)
 
 
-def render_gpus(gpus: list[Any], views: list[RunView], history: GpuHistory,
+def render_gpus(gpus: list[Any], views: list[RunReading], history: GpuHistory,
                 width: int = 60) -> Text:
     out = Text()
     spark_w = 8 if width >= 50 else 4
@@ -86,7 +86,7 @@ def render_gpus(gpus: list[Any], views: list[RunView], history: GpuHistory,
 class GpuPanel(Static):
     _last: tuple | None = None
 
-    def show(self, gpus: list[Any], views: list[RunView], history: GpuHistory) -> None:
+    def show(self, gpus: list[Any], views: list[RunReading], history: GpuHistory) -> None:
         text = render_gpus(gpus, views, history, self.size.width or 60)
         key = (text.plain, tuple(text.spans))
         if key != self._last:  # an unchanged update would still repaint

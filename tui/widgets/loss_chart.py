@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from textual_plotext import PlotextPlot
 
-from tui.services import Series
+from tui.store import Series
 
 MAX_POINTS = 400  # per line: a chart is at most ~200 cells wide, so more points add nothing
 OVERLAY_COLORS = ("cyan", "magenta", "yellow", "green", "blue", "red", "orange", "white")

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
 
-from tui.services import RunView
+from engine.report.reading import RunReading
 from tui.widgets.format import (DASH, STATE_GLYPH, STATE_STYLE, fmt_duration, fmt_iter, fmt_loss,
                                 fmt_params, fmt_rate)
 
@@ -26,7 +26,7 @@ def short_reason(reason: str) -> str:
     return reason.split()[0][:8] if reason.strip() else DASH
 
 
-def row_cells(v: RunView) -> tuple:
+def row_cells(v: RunReading) -> tuple:
     style = STATE_STYLE.get(v.state, "")
     last = fmt_duration(v.eta_s) if v.state == "running" else short_reason(v.reason)
     name = Text.assemble((STATE_GLYPH.get(v.state, "?"), style), " ", v.name)
@@ -38,7 +38,7 @@ def row_cells(v: RunView) -> tuple:
             Text(last, justify="right"))
 
 
-def matches(v: RunView, text: str) -> bool:
+def matches(v: RunReading, text: str) -> bool:
     """Every space-separated word must appear in the run id, its state or its device."""
     hay = f"{v.id} {v.state} {v.device} {v.reason}".lower()
     return all(w in hay for w in text.lower().split())
@@ -56,7 +56,7 @@ class RunTable(DataTable):
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self.filter_text = ""
-        self._views: dict[str, RunView] = {}
+        self._views: dict[str, RunReading] = {}
         self._order: list[str] = []
         self._cells: dict[str, tuple] = {}
 
@@ -78,14 +78,14 @@ class RunTable(DataTable):
         key = self._order[self.cursor_row]
         return key[len(SWEEP_PREFIX):] if key.startswith(SWEEP_PREFIX) else key.split("/", 1)[0]
 
-    def view(self, run_id: str) -> RunView | None:
+    def view(self, run_id: str) -> RunReading | None:
         return self._views.get(run_id)
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text
         self.show(list(self._views.values()))
 
-    def show(self, views: list[RunView]) -> None:
+    def show(self, views: list[RunReading]) -> None:
         """Show these runs; cells that did not change are left alone."""
         self._views = {v.id: v for v in views}
         visible = [v for v in views if matches(v, self.filter_text)] if self.filter_text else views

@@ -7,7 +7,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-from tui.services import latest_samples
+from tui.store import latest_samples
 from tui.widgets.format import fmt_score
 
 SCORES = (("TTR", "ttr"), ("MATTR", "mattr"), ("d1", "distinct_1"), ("d2", "distinct_2"),
