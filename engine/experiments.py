@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ from engine.config import (
 )
 from engine.executor_config import SlurmConfig
 from engine.runs import safe_part
+from engine.toml_lines import LineFinder
 
 TOP_TABLES = ["defaults", "sampling", "launch", "executor", "sweep"]
 SWEEP_KEYS = ["description", "fixed", "vary", "grid"]
@@ -116,74 +116,6 @@ class Experiments:
                                        f"{did_you_mean(ref, choices)}; sweeps: "
                                        f"{', '.join(self.sweeps) or '(none)'}")
         return list(out.values())
-
-
-# ---- locating lines ----------------------------------------------------------------------
-
-_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]*?)\s*\]\]?\s*(#.*)?$")
-
-
-def _split_dotted(s: str) -> list[str]:
-    """Split a TOML dotted key (`sweep."a.b".vary`) into its parts, unquoted."""
-    parts, cur, quote = [], "", None
-    for ch in s:
-        if quote:
-            if ch == quote:
-                quote = None
-            else:
-                cur += ch
-        elif ch in "\"'":
-            quote = ch
-        elif ch == ".":
-            parts.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur.strip())
-    return parts
-
-
-class LineFinder:
-    """Best-effort line numbers for `table path + key` in a TOML text."""
-
-    def __init__(self, text: str):
-        self.lines = text.splitlines()
-
-    def find(self, table: list[str], key: str | None = None) -> int | None:
-        current: list[str] = []
-        header_line = None
-        for no, raw in enumerate(self.lines, 1):
-            m = _HEADER.match(raw)
-            if m and not raw.lstrip().startswith(("#",)):
-                current = _split_dotted(m.group(1))
-                if current == table:
-                    header_line = no
-                    if key is None:
-                        return no
-                continue
-            if key is None:
-                continue
-            stripped = raw.strip()
-            if current == table and re.match(rf"""^["']?{re.escape(key)}["']?\s*[=.]""",
-                                             stripped):
-                return no
-            # dotted keys from a parent table: `[sweep]` + `depth.vary = ...`
-            if current == table[:len(current)] and len(current) < len(table):
-                rest = ".".join(table[len(current):] + [key])
-                if stripped.startswith(rest):
-                    return no
-        return header_line
-
-    def find_in_line(self, line: int | None, needle: str) -> int | None:
-        """The first line at or after `line` (inline tables may span lines) mentioning
-        `needle` as a key, else `line`."""
-        if line is None:
-            return None
-        for no in range(line, min(line + 20, len(self.lines)) + 1):
-            if re.search(rf"""(^|[\s{{,])["']?{re.escape(needle)}["']?\s*=""",
-                         self.lines[no - 1]):
-                return no
-        return line
 
 
 # ---- parsing -------------------------------------------------------------------------------
@@ -300,11 +232,33 @@ def _executor(d: dict[str, Any], where) -> dict[str, Any]:
     return d
 
 
+@dataclass(frozen=True)
+class _SweepAt:
+    """Where a sweep and its keys are in the file, for `file:line:` errors."""
+
+    name: str
+    path: Path
+    lines: LineFinder
+    header: int | None
+
+    @property
+    def label(self) -> str:
+        return f"[sweep.{self.name}]"
+
+    def line_of(self, key: str) -> int | None:
+        return self.lines.find(["sweep", self.name], key) or self.header
+
+    def at(self, line: int | None) -> str:
+        return f"{self.path}:{line}" if line else str(self.path)
+
+    def loc(self, key: str) -> str:
+        return self.at(self.line_of(key))
+
+
 def _parse_sweep(sname: str, table: Any, defaults: dict[str, Any], sampling: SamplingConfig,
                  lines: LineFinder, path: Path) -> Sweep:
-    header = lines.find(["sweep", sname])
-    at = f"{path}:{header}" if header else str(path)
-    label = f"[sweep.{sname}]"
+    w = _SweepAt(sname, path, lines, lines.find(["sweep", sname]))
+    at, label = w.at(w.header), w.label
     if not safe_part(sname):
         raise ExperimentsError(f"{at}: sweep name {sname!r} cannot be a directory name "
                                f"(no '/', '\\', leading '.', or '..'); rename it")
@@ -313,82 +267,79 @@ def _parse_sweep(sname: str, table: Any, defaults: dict[str, Any], sampling: Sam
     for key in table:
         if key not in SWEEP_KEYS:
             line = lines.find(["sweep", sname], key)
-            raise ExperimentsError(f"{path}:{line or header}: {label}: unknown key {key!r}"
+            raise ExperimentsError(f"{path}:{line or w.header}: {label}: unknown key {key!r}"
                                    f"{did_you_mean(key, SWEEP_KEYS)}; expected description, "
                                    f"fixed, vary or grid")
-
-    def line_of(key: str) -> int | None:
-        return lines.find(["sweep", sname], key) or header
-
-    def loc(key: str) -> str:
-        line = line_of(key)
-        return f"{path}:{line}" if line else str(path)
-
     description = table.get("description", "")
     if not isinstance(description, str):
-        raise ExperimentsError(f"{loc('description')}: {label} description must be a string")
+        raise ExperimentsError(f"{w.loc('description')}: {label} description must be a string")
     fixed = table.get("fixed", {})
     if not isinstance(fixed, dict):
-        raise ExperimentsError(f"{loc('fixed')}: {label} fixed must be a table, "
+        raise ExperimentsError(f"{w.loc('fixed')}: {label} fixed must be a table, "
                                f"e.g. fixed = {{ n_head = 8 }}")
-    fixed = _checked(fixed, f"{label} fixed", line_of("fixed"), lines, path)
+    fixed = _checked(fixed, f"{label} fixed", w.line_of("fixed"), lines, path)
     mode = [k for k in ("vary", "grid") if k in table]
     if not mode:
         raise ExperimentsError(f"{at}: {label} has no runs: add vary = {{ key = [values] }} "
                                f"(one key at a time) or grid = {{ ... }} (all combinations)")
     if len(mode) == 2:
-        raise ExperimentsError(f"{loc('grid')}: {label} has both vary and grid; use one "
+        raise ExperimentsError(f"{w.loc('grid')}: {label} has both vary and grid; use one "
                                f"(or two sweeps)")
     kind = mode[0]
-    axes = table[kind]
+    combos = _combinations(kind, _axes(kind, table[kind], w), w)
+    runs = [_run_spec(varied, kind, {**defaults, **fixed}, sampling, w) for varied in combos]
+    return Sweep(sname, description, runs, w.header)
+
+
+def _axes(kind: str, axes: Any, w: _SweepAt) -> dict[str, list[Any]]:
+    """`vary` or `grid`: each key's list of values, each value checked as a config value."""
     if not isinstance(axes, dict) or not axes:
-        raise ExperimentsError(f"{loc(kind)}: {label} {kind} must be a non-empty table of "
+        raise ExperimentsError(f"{w.loc(kind)}: {w.label} {kind} must be a non-empty table of "
                                f"lists, e.g. {kind} = {{ n_layer = [2, 4] }}")
-    checked_axes: dict[str, list[Any]] = {}
+    checked: dict[str, list[Any]] = {}
     for key, values in axes.items():
-        kline = lines.find_in_line(line_of(kind), key)
-        kat = f"{path}:{kline}" if kline else str(path)
+        kline = w.lines.find_in_line(w.line_of(kind), key)
         if not isinstance(values, list) or not values:
-            raise ExperimentsError(f"{kat}: {label} {kind}.{key} = {values!r}: expected a "
-                                   f"non-empty list of values, e.g. [2, 4]")
-        out = []
-        for v in values:
-            out.append(_checked({key: v}, f"{label} {kind}", kline, lines, path)[key])
+            raise ExperimentsError(f"{w.at(kline)}: {w.label} {kind}.{key} = {values!r}: "
+                                   f"expected a non-empty list of values, e.g. [2, 4]")
+        out = [_checked({key: v}, f"{w.label} {kind}", kline, w.lines, w.path)[key]
+               for v in values]
         if len(set(map(format_value, out))) != len(out):
-            raise ExperimentsError(f"{kat}: {label} {kind}.{key} lists a value twice: "
-                                   f"{values!r}")
-        checked_axes[key] = out
+            raise ExperimentsError(f"{w.at(kline)}: {w.label} {kind}.{key} lists a value "
+                                   f"twice: {values!r}")
+        checked[key] = out
+    return checked
 
-    combos: list[dict[str, Any]]
+
+def _combinations(kind: str, axes: dict[str, list[Any]], w: _SweepAt) -> list[dict[str, Any]]:
+    """vary: one key at a time; grid: every combination (at most MAX_RUNS)."""
     if kind == "vary":
-        combos = [{k: v} for k, vs in checked_axes.items() for v in vs]
-    else:
-        n = 1
-        for vs in checked_axes.values():
-            n *= len(vs)
-            if n > MAX_RUNS:
-                raise ExperimentsError(f"{loc('grid')}: {label} grid has more than "
-                                       f"{MAX_RUNS} combinations")
-        keys = list(checked_axes)
-        combos = [dict(zip(keys, vals)) for vals in itertools.product(*checked_axes.values())]
+        return [{k: v} for k, vs in axes.items() for v in vs]
+    n = 1
+    for vs in axes.values():
+        n *= len(vs)
+        if n > MAX_RUNS:
+            raise ExperimentsError(f"{w.loc('grid')}: {w.label} grid has more than "
+                                   f"{MAX_RUNS} combinations")
+    return [dict(zip(axes, vals)) for vals in itertools.product(*axes.values())]
 
-    runs = []
-    for varied in combos:
-        name = ",".join(f"{k}={format_value(v)}" for k, v in varied.items())
-        line = lines.find_in_line(line_of(kind), next(iter(varied)))
-        rat = f"{path}:{line}" if line else str(path)
-        if not safe_part(name):
-            raise ExperimentsError(f"{rat}: {label} run name {name!r} cannot be a directory "
-                                   f"name; vary a different value or use a data_dir "
-                                   f"without '/' in a sweep of its own")
-        d = {**defaults, **fixed, **varied}
-        try:
-            cfg = config_from_dict({**d, "sampling": dataclasses.asdict(sampling)},
-                                   f"{rat}: run {sname}/{name}")
-            runs.append(RunSpec(sname, name, varied, cfg, None, line))
-        except ConfigError as e:
-            runs.append(RunSpec(sname, name, varied, None, str(e), line))
-    return Sweep(sname, description, runs, header)
+
+def _run_spec(varied: dict[str, Any], kind: str, base: dict[str, Any], sampling: SamplingConfig,
+              w: _SweepAt) -> RunSpec:
+    """One run of the sweep; a config that does not validate is kept with its error."""
+    name = ",".join(f"{k}={format_value(v)}" for k, v in varied.items())
+    line = w.lines.find_in_line(w.line_of(kind), next(iter(varied)))
+    rat = w.at(line)
+    if not safe_part(name):
+        raise ExperimentsError(f"{rat}: {w.label} run name {name!r} cannot be a directory "
+                               f"name; vary a different value or use a data_dir "
+                               f"without '/' in a sweep of its own")
+    try:
+        cfg = config_from_dict({**base, **varied, "sampling": dataclasses.asdict(sampling)},
+                               f"{rat}: run {w.name}/{name}")
+        return RunSpec(w.name, name, varied, cfg, None, line)
+    except ConfigError as e:
+        return RunSpec(w.name, name, varied, None, str(e), line)
 
 
 def _checked(d: dict[str, Any], label: str, line: int | None, lines: LineFinder,

@@ -22,15 +22,15 @@ import json
 import math
 import os
 import socket
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from engine.config import TrainConfig, dump_config, load_config
 from engine.errors import UserError
+from engine.files import atomic_write_bytes, atomic_write_json, json_default
 
 STATES = ("queued", "running", "done", "failed", "stopped")
 FINAL_STATES = ("done", "failed", "stopped")
@@ -44,58 +44,13 @@ STDOUT = "stdout.log"
 CKPT = "ckpt.pt"
 BEST = "best.pt"
 _LOCK = ".status.lock"
-TMP_SUFFIX = ".tmp"   # atomic_write's temporary files: .<name>.<random>.tmp
 
 
 class RunError(UserError, ValueError):
     """A problem with a run directory a user can act on."""
 
 
-# ---- small file helpers -------------------------------------------------------------
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Call write(f) on a temporary file beside `path`, fsync, then rename over it: a
-    reader (or a crash) sees the old file or the new one, never half of one. The file
-    gets the permissions a plain open() would (0666 less the umask: 0644 usually), not
-    mkstemp's 0600, so a group on a shared server can read results."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, default=_json_default) + "\n").encode())
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "item"):  # numpy / torch scalars
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
+# ---- small helpers ------------------------------------------------------------------
 
 def _finite(x: Any) -> Any:
     """JSON has no NaN/inf: write them as null so every reader can parse the line."""
@@ -107,20 +62,6 @@ def _finite(x: Any) -> Any:
 def _json_type(x: Any) -> str:
     return {list: "a list", str: "a string", int: "a number", float: "a number",
             bool: "a boolean", type(None): "null"}.get(type(x), type(x).__name__)
-
-
-def remove_stale_temp_files(directory: Path) -> int:
-    """Delete atomic_write temp files left by killed writers (a killed checkpoint write
-    leaves a whole checkpoint's worth); call it only where no writer can be running, e.g.
-    when a run's process starts. Returns how many were removed."""
-    n = 0
-    for tmp in Path(directory).glob(f".*{TMP_SUFFIX}"):
-        try:
-            tmp.unlink()
-            n += 1
-        except OSError:
-            pass
-    return n
 
 
 def safe_part(name: str) -> bool:
@@ -256,7 +197,7 @@ class RunDir:
 
     # -- metrics and samples --
     def append_jsonl(self, path: Path, obj: dict[str, Any]) -> None:
-        line = json.dumps({k: _finite(v) for k, v in obj.items()}, default=_json_default)
+        line = json.dumps({k: _finite(v) for k, v in obj.items()}, default=json_default)
         with open(path, "a") as f:
             f.write(line + "\n")
             f.flush()

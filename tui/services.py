@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from engine.errors import UserError
-from engine.launch import dispatcher as launch
+from engine.launch import dispatcher, queue
 from engine.launch.gpu import GpuSource, default_gpu_source
 from engine.runs import RunDir
 
@@ -66,7 +66,7 @@ class Services:
 
 
 class EngineLauncher:
-    """engine.launch and engine.experiments behind the Launcher methods."""
+    """engine.launch (queue, dispatcher) and engine.experiments behind the Launcher methods."""
 
     def __init__(self, runs_root: Path, experiments_path: Path, gpu_source: GpuSource | None = None):
         self.runs_root = runs_root
@@ -80,22 +80,22 @@ class EngineLauncher:
                 for s in exps.sweeps.values()]
 
     def plan(self, selection: list[str]) -> list[Any]:
-        return launch.plan_runs(self.experiments_path, selection, gpu_source=self.gpu_source)
+        return queue.plan_runs(self.experiments_path, selection, gpu_source=self.gpu_source)
 
     def queue(self, selection: list[str], gpu: str = "auto") -> list[RunDir]:
         """Create the runs (queued, each remembering the card asked for); prepares data."""
-        return launch.queue_runs(self.experiments_path, self.runs_root, selection, gpu=gpu)
+        return queue.queue_runs(self.experiments_path, self.runs_root, selection, gpu=gpu)
 
     def start_dispatcher(self, gpu: str = "auto") -> None:
         """A background dispatcher (its own session: it outlives the app) unless one runs."""
-        launch.ensure_dispatcher(self.runs_root, self.experiments_path, gpu)
+        dispatcher.ensure_dispatcher(self.runs_root, self.experiments_path, gpu)
 
     def stop(self, run: RunDir) -> None:
-        launch.stop_run(run, grace_s=launch.stop_grace(self.experiments_path))
+        queue.stop_run(run, grace_s=queue.stop_grace(self.experiments_path))
 
     def resume(self, run: RunDir) -> None:
-        launch.resume_run(run)
-        launch.ensure_dispatcher(self.runs_root, self.experiments_path)
+        queue.resume_run(run)
+        dispatcher.ensure_dispatcher(self.runs_root, self.experiments_path)
 
 
 class EngineSampler:

@@ -5,10 +5,10 @@ that do not place runs themselves, on WHICH card (engine.launch.placement). An e
 starts, stops and watches processes. Two implementations:
 
   LocalExecutor   child processes on this machine (this module)
-  SlurmExecutor   jobs on a Slurm cluster (engine/slurm.py, issue 7), built by
-                  `engine.launch.slurm.executor.make_executor(options: dict) -> Executor` from the
-                  `[executor]` table of experiments.toml (kind = "slurm" + its options);
-                  engine.launch.dispatcher imports engine.launch.slurm.executor lazily, only for kind "slurm".
+  SlurmExecutor   jobs on a Slurm cluster (engine.launch.slurm.executor), built by its
+                  `make_executor(options: dict) -> Executor` from the `[executor]` table of
+                  experiments.toml (kind = "slurm" + its options); engine.launch.queue
+                  imports it only for kind "slurm", so local users never import submitit.
 
 Contract of an Executor (all methods are called by ONE dispatcher per runs directory,
 from one thread; the run directory is the only shared state):

@@ -15,7 +15,7 @@ import torch
 
 from engine.config import TrainConfig, config_from_dict
 from engine.errors import UserError, one_line
-from engine.runs import atomic_write
+from engine.files import atomic_write
 
 CKPT_FORMAT = 1
 

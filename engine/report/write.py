@@ -31,7 +31,8 @@ from engine.report.summary import (
     summarize,
 )
 from engine.report.tables import CSV_COLUMNS, csv_row, natural_key
-from engine.runs import RunError, atomic_write_bytes, list_runs
+from engine.files import atomic_write_bytes
+from engine.runs import RunError, list_runs
 
 
 class ReportError(RunError):

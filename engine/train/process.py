@@ -38,7 +38,8 @@ from engine.model import cpu_kernels
 from engine.model import device as dev
 from engine.model.arithmetic import model_vocab
 from engine.model.checkpoint import load_checkpoint, save_checkpoint
-from engine.runs import RunDir, process_matches, remove_stale_temp_files
+from engine.files import remove_stale_temp_files
+from engine.runs import RunDir, process_matches
 from engine.train.trainer import Trainer, TrainError, get_lr, load_data
 
 TIMING_WARMUP_STEPS = 3  # steps (after start, resume or an eval) left out of the ETA

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from engine.config import TrainConfig
+from engine.data.datasets import prepared_dir_for
 from engine.errors import UserError, one_line
 from engine.model import device as dev
 from engine.model.checkpoint import CKPT_FORMAT, model_state
@@ -34,18 +35,9 @@ class TrainError(UserError):
 # ---- data ----------------------------------------------------------------------------------
 
 def resolve_data_dir(cfg: TrainConfig) -> Path:
-    """The prepared directory: engine.data.datasets.prepared_dir_for when the data module exists
-    (it prepares named datasets into the cache), else cfg.data_dir."""
-    try:
-        from engine.data.datasets import prepared_dir_for
-    except ImportError:
-        prepared_dir_for = None
-    if prepared_dir_for is not None:
-        return Path(prepared_dir_for(cfg, progress=_progress_logger()))
-    if not cfg.data_dir:
-        raise TrainError("data_dir is not set: point it at a prepared directory "
-                         "(train.bin, val.bin, meta.json)")
-    return Path(cfg.data_dir).expanduser()
+    """The prepared directory: cfg.data_dir when set, else cfg.dataset prepared into the
+    cache (engine.data.datasets), with progress in stdout.log."""
+    return Path(prepared_dir_for(cfg, progress=_progress_logger()))
 
 
 def _progress_logger() -> Callable[[int, int], None]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.launch.dispatcher import dispatcher_pid, read_journal
+from engine.launch.queue import dispatcher_pid, read_journal
 from engine.runs import RunDir
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -108,7 +108,7 @@ def test_slurm_states_merge_with_status_json():
 
 
 def test_job_records_the_card_slurm_gave_it(tmp_path, monkeypatch):
-    from engine.launch.slurm.executor import job_gpu
+    from engine.launch.slurm.job import job_gpu
     fake = tmp_path / "gpus.json"
     fake.write_text(json.dumps({"gpus": [
         {"index": 0, "uuid": "GPU-aaa", "name": "NVIDIA RTX 6000 Ada"},
@@ -127,7 +127,7 @@ def test_checkpoint_stops_the_trainer_and_requeues_until_max_requeues(tmp_path):
     a sleeping child stands in for the trainer)."""
     from engine.config import TrainConfig
     from engine.runs import create_run
-    from engine.launch.slurm.executor import TrainJob
+    from engine.launch.slurm.job import TrainJob
     run = create_run(tmp_path / "runs", "s", "a", TrainConfig(n_layer=1, n_head=1, n_embd=8,
                                                               block_size=8, max_iters=10))
     run.update_status(state="running", executor={"kind": "slurm", "job_id": "5_0"})

@@ -10,7 +10,8 @@ import stat
 import pytest
 
 from engine.report.write import write_report
-from engine.runs import atomic_write_bytes, list_runs, remove_stale_temp_files
+from engine.files import atomic_write_bytes, remove_stale_temp_files
+from engine.runs import list_runs
 from tests.engine.test_reading import fixture_run
 from tui.cli import main as nanotui
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from engine.launch.gpu import GIB, FakeGpuSource, GpuSnapshot
-from engine.launch.dispatcher import (Dispatcher, dispatcher_pid, queue_runs,
-                           queue_runs_detailed, read_journal, resume_run, stop_run)
+from engine.launch.dispatcher import Dispatcher
+from engine.launch.queue import (dispatcher_pid, queue_runs, queue_runs_detailed, read_journal,
+                                 resume_run, stop_run)
 from engine.runs import RunDir, RunError, list_runs, process_start_time
 from tui.cli import main
 

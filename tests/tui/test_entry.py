@@ -27,7 +27,7 @@ def test_create_app_wires_the_engine_and_lets_tests_replace_parts(tmp_path):
 
 
 def test_stop_through_the_real_launcher(world):
-    """s on a queued run, confirmed: engine.launch.dispatcher.stop_run marks it stopped."""
+    """s on a queued run, confirmed: engine.launch.queue.stop_run marks it stopped."""
     from tests.tui.conftest import asynctest, settle
     from tui.services import EngineLauncher
     from tui.widgets.run_table import RunTable

@@ -18,7 +18,8 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from engine.data.demo import write_demo
-    from engine.launch.dispatcher import (Dispatcher, queue_runs_detailed, start_background_dispatcher)
+    from engine.launch.dispatcher import Dispatcher, start_background_dispatcher
+    from engine.launch.queue import queue_runs_detailed
     from tui.commands import status as status_cmd
 
     def log(msg: str) -> None:

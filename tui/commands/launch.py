@@ -33,8 +33,8 @@ def check_gpu_request(gpu: str) -> None:
 
 
 def run(args) -> int:
-    from engine.launch.dispatcher import (Dispatcher, dispatcher_pid, queue_runs_detailed,
-                               start_background_dispatcher)
+    from engine.launch.dispatcher import Dispatcher, start_background_dispatcher
+    from engine.launch.queue import dispatcher_pid, queue_runs_detailed
     from tui.progress import progress_bar
 
     def log(msg: str) -> None:

@@ -18,7 +18,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from engine.launch.estimate import ASSUMED_FLOPS
     from engine.units import format_bytes, format_seconds
-    from engine.launch.dispatcher import plan_runs
+    from engine.launch.queue import plan_runs
     rows = plan_runs(args.experiments, args.selection, device=args.device)
     errors = [r for r in rows if r.error]
     if args.json:

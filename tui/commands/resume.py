@@ -14,7 +14,8 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     import time
-    from engine.launch.dispatcher import Dispatcher, ensure_dispatcher, resume_run
+    from engine.launch.dispatcher import Dispatcher, ensure_dispatcher
+    from engine.launch.queue import resume_run
     from tui.commands.stop import expand
     from tui.commands.launch import check_gpu_request
     check_gpu_request(args.gpu)

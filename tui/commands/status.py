@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
 def status_rows(runs_root, selection=None) -> list[dict]:
     """Every selected run's reading (engine.report.reading), with the rest of its merged
     status.json (gpu, pid, times...) for scripts."""
-    from engine.launch.dispatcher import refresh_executors
+    from engine.launch.queue import refresh_executors
     from engine.launch.slurm.state import merge_status
     from engine.report.reading import reading_from_status
     from engine.runs import list_runs
@@ -37,7 +37,7 @@ def _fmt(x, spec: str) -> str:
 
 def run(args) -> int:
     from engine.units import format_seconds
-    from engine.launch.dispatcher import dispatcher_pid
+    from engine.launch.queue import dispatcher_pid
     rows = status_rows(args.runs, args.selection)
     if args.json:
         print(json.dumps({"runs_dir": str(args.runs), "dispatcher_pid": dispatcher_pid(args.runs),

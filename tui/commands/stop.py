@@ -31,7 +31,7 @@ def expand(runs_root, refs):
 
 
 def run(args) -> int:
-    from engine.launch.dispatcher import stop_run, stop_grace
+    from engine.launch.queue import stop_grace, stop_run
     runs = expand(args.runs, args.runs_)
     grace = args.grace if args.grace is not None else stop_grace(args.experiments)
     # Queued runs first: stopping a running one frees its slot, and the dispatcher would
