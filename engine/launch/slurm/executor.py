@@ -38,7 +38,9 @@ from engine.launch.slurm.state import (  # noqa: F401
     query_jobs,
     reconcile,
 )
-from engine.launch.slurm.job import TrainJob
+# Imported by name here too: jobs already in a queue were pickled as
+# engine.launch.slurm.executor.TrainJob, and unpickling looks the class up in this module.
+from engine.launch.slurm.job import TrainJob  # noqa: F401
 from engine.runs import FINAL_STATES, RunDir, RunError, list_runs
 
 SUBMITIT_DIR = ".slurm"
