@@ -74,7 +74,7 @@ def test_dashboard_compare_status_and_report_agree(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("slurm_state,shown", [("PENDING", "queued"), ("RUNNING", "running")])
-def test_a_slurm_job_reads_the_same_in_the_dashboard(tmp_path, capsys, slurm_state, shown):
+def test_a_slurm_job_reads_the_same_everywhere(tmp_path, capsys, slurm_state, shown):
     root = tmp_path / "runs"
     fixture_run(root, name="n_layer=1")
     job = fixture_run(root, name="n_layer=4", state="running", slurm_state=slurm_state,
@@ -82,3 +82,4 @@ def test_a_slurm_job_reads_the_same_in_the_dashboard(tmp_path, capsys, slurm_sta
     assert status_json(root, capsys)[job.id]["state"] == shown
     dashboard = _screens(root, job.id)["dashboard"]
     assert f"n_layer=4 {shown}" in dashboard
+    assert report_rows(root, job.sweep, tmp_path / "out")["n_layer=4"]["state"] == shown
