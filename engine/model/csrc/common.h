@@ -11,15 +11,27 @@
 #include <omp.h>
 #endif
 
-typedef float vk __attribute__((vector_size(64)));        // 16 lanes (16 keys' scores)
-typedef int32_t vki __attribute__((vector_size(64)));
+// Score vectors are as wide as the CPU's registers: 16 lanes with AVX-512, 8 otherwise. A
+// GCC vector wider than the target's registers is expanded piecewise, through memory: 16
+// lanes built for AVX2 measured 3-4x slower than 8. Keys still come in blocks of KB = 16
+// (padding, the layouts and the dropout mask are the same in every build); a block is
+// KB / KW vectors.
+#if defined(__AVX512F__)
+#define NANOTUI_VK_BYTES 64
+#else
+#define NANOTUI_VK_BYTES 32
+#endif
+typedef float vk __attribute__((vector_size(NANOTUI_VK_BYTES)));   // KW keys' scores
+typedef int32_t vki __attribute__((vector_size(NANOTUI_VK_BYTES)));
+typedef uint32_t vku __attribute__((vector_size(NANOTUI_VK_BYTES)));
 typedef float vd __attribute__((vector_size(32)));        // 8 lanes of a head vector
 typedef float vk_u __attribute__((vector_size(64), aligned(4)));
 typedef float vd_u __attribute__((vector_size(32), aligned(4)));
 typedef uint16_t vh_u __attribute__((vector_size(16), aligned(2)));   // 8 bf16
 typedef uint32_t vdu __attribute__((vector_size(32)));
 
-static const int KW = 16;   // keys per score vector
+static const int KW = NANOTUI_VK_BYTES / 4;   // keys per score vector
+static const int KB = 16;                     // keys per block: Tp and nk are multiples
 static const float LOG2E = 1.4426950408889634f;
 
 // ---- element loads/stores (bf16 <-> fp32 by bit shifts, round to nearest even) ----------
