@@ -1,8 +1,17 @@
 """CPU training speed, nanotui vs nanoGPT, side by side in one run.
 
     python benchmarks/train_speed.py --nanogpt /work/nanogpt
+    python benchmarks/train_speed.py --nanogpt /work/nanogpt --emulate avx2
     python benchmarks/train_speed.py --nanogpt /work/nanogpt --configs 6,8,256 --dropout 0 \\
         --variants nanogpt,ours,nanogpt-tuned,ours-plain --repeats 9
+    python benchmarks/train_speed.py --nanogpt /work/nanogpt --quick   # a smoke run
+
+--emulate avx2 runs everything (nanoGPT's side too) as on an AVX2 CPU without AVX-512, the
+class of most laptops: the script re-executes itself with torch, MKL and oneDNN limited to
+AVX2 (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA), nanotui's kernel
+built for x86-64-v3 and native bf16 reported absent (engine.model.device.EMULATIONS);
+--emulate avx512 likewise for AVX-512 without bf16. A class the real CPU lacks cannot be
+emulated and is refused. The header names the real CPU (lscpu) and each row its class.
 
 For each (n_layer, n_head, n_embd) and dropout, at batch 12, block 256, vocab 65, every
 variant runs in a worker process of its own (set up as its real training process would
@@ -16,13 +25,15 @@ after --warmup rounds. Variants:
               (compile=False, as its README says for CPU), non-fused AdamW, its get_batch,
               in a plain Python process as `python train.py` is.
   ours        nanotui's real step: engine.train.trainer.Trainer.train_step, the code path of
-              `python -m engine.train`, with dtype auto (bf16 autocast on a bf16 CPU), in
-              a process set up as engine.train.process sets itself up (device.keep_freed_memory).
+              `python -m engine.train`, with dtype auto and the attention path and precision
+              its tuner picks (engine/model/cpu_tuner.py: measured once, cached; the pick is
+              printed under each row; --retune measures again), in a process set up as
+              engine.train.process sets itself up (device.keep_freed_memory).
   nanogpt-tuned  nanoGPT's step in a process with nanotui's allocator setting: what that
               setting alone gives, so it is not mistaken for model-code speed.
   ours-plain  nanotui with the CPU fast paths off (SDPA attention, torch dropout, no fused
-              AdamW) and no allocator setting: bf16 autocast alone.
-  ours-fp32   nanotui's step in float32 (what it does on a CPU without bf16).
+              AdamW) and no allocator setting: bf16 autocast alone (fp32 without native bf16).
+  ours-fp32   nanotui's step in float32, the attention path tuned for it.
   ours-compile  Trainer.compile() (torch.compile, inductor); compile time is reported.
 
 Besides wall-clock tokens/s, the CPU time of each step (time.process_time, all threads)
@@ -54,6 +65,7 @@ import engine.model.gpt as our_model  # noqa: E402
 from nanogpt_ref import load_nanogpt  # noqa: E402
 from engine.model import cpu_kernels  # noqa: E402
 from engine.model import device as dev  # noqa: E402
+from engine.model import native  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 from engine.train.trainer import Trainer  # noqa: E402
 
@@ -100,8 +112,12 @@ class OurStep:
     def __init__(self, cfg: TrainConfig, data: np.ndarray, plain: bool = False,
                  compile: bool = False):
         self.plain = plain
+        if plain:
+            cfg = cfg.replace(cpu_attention="sdpa",
+                              dtype="bfloat16" if dev.cpu_has_bf16() else "float32")
         with self.switches():
             self.trainer = Trainer(cfg, data, data, cfg.vocab_size, log=lambda s: None)
+        self.choice = self.trainer.cpu_attention_line()
         self.compile_s = None
         if compile:
             self.trainer.compile()
@@ -163,7 +179,8 @@ def worker(args) -> int:
     ng = load_nanogpt(args.nanogpt, "train_speed")
     cfg = bench_config(args.configs, float(args.dropout), args)
     step = make_variant(args.worker, ng, cfg, synthetic_data(args.vocab_size))
-    print(f"ready {getattr(step, 'compile_s', None)}", flush=True)
+    print(f"ready {getattr(step, 'compile_s', None)} {getattr(step, 'choice', None) or '-'}",
+          flush=True)
     for line in sys.stdin:
         if line.strip() != "step":
             break
@@ -177,15 +194,16 @@ class Worker:
     """The parent's handle on one variant's worker process."""
 
     def __init__(self, variant: str, spec: str, dropout: float, args):
-        cmd = [sys.executable, __file__, "--worker", variant, "--nanogpt", str(args.nanogpt),
-               "--configs", spec, "--dropout", str(dropout), "--batch-size", str(args.batch_size),
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", variant,
+               "--nanogpt", str(args.nanogpt), "--configs", spec, "--dropout", str(dropout), "--batch-size", str(args.batch_size),
                "--block-size", str(args.block_size), "--vocab-size", str(args.vocab_size),
                "--threads", str(args.threads)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        ready = self.proc.stdout.readline().split()
-        if not ready or ready[0] != "ready":
+        ready = self.proc.stdout.readline().split(maxsplit=2)
+        if len(ready) < 3 or ready[0] != "ready":
             sys.exit(f"train_speed: the {variant} worker failed to start")
         self.compile_s = None if ready[1] == "None" else float(ready[1])
+        self.choice = None if ready[2].strip() == "-" else ready[2].strip()
 
     def step(self) -> tuple[float, float, float]:
         self.proc.stdin.write("step\n")
@@ -223,26 +241,92 @@ def measure(variants: list[str], spec: str, dropout: float, args) -> dict[str, d
                   "cpu_ms": statistics.median(cpu[v]) * 1000,
                   "spread": (max(times[v]) - min(times[v])) / med,
                   "loss": losses[v][-1],
-                  "compile_s": workers[v].compile_s}
+                  "compile_s": workers[v].compile_s, "choice": workers[v].choice}
     return out
+
+
+QUICK = {"configs": "2,8,256", "dropout": "0,0.2", "warmup": 1, "repeats": 2,
+         "batch_size": 4, "block_size": 64}
+DEFAULTS = {"configs": DEFAULT_CONFIGS, "dropout": "0,0.2", "warmup": 2, "repeats": 5,
+            "batch_size": 12, "block_size": 256}
+
+
+def lscpu_model_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return dev.cpu_model_name()
+
+
+def real_cpu_line() -> str:
+    flags = dev._cpu_flags()
+    has = ", ".join(f"{f} {'yes' if f in flags else 'no'}"
+                    for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
+    return f"real CPU: {lscpu_model_name()} ({has})"
+
+
+def emulate(args) -> None:
+    """Re-execute this script in the environment of the emulated class (nothing returns),
+    or, once re-executed, check that torch really runs as that class."""
+    cls = args.emulate
+    if dev.emulated_cpu_class() == cls:
+        want = dev.EMULATIONS[cls]["capability"]
+        got = torch.backends.cpu.get_cpu_capability()
+        if got != want:
+            sys.exit(f"train_speed: --emulate {cls}: torch reports CPU capability {got}, not {want}")
+        return
+    try:
+        env = {**os.environ, **dev.emulation_env(cls)}
+    except ValueError as e:
+        sys.exit(f"train_speed: --emulate {cls}: {e}")
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], env)
+
+
+def class_line() -> str:
+    cls = dev.emulated_cpu_class()
+    if cls is None:
+        return (f"class: {dev.cpu_class()} (the real CPU; torch capability "
+                f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {dev.cpu_has_bf16()})")
+    e = dev.EMULATIONS[cls]
+    env = ", ".join(f"{k}={v}" for k, v in e["env"].items())
+    return (f"class: {cls} emulated (torch capability {torch.backends.cpu.get_cpu_capability()}; "
+            f"{env}; nanotui kernel {' '.join(native.compile_flags())}; native bf16 off)")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nanogpt", type=Path, required=True, help="a nanoGPT checkout (its model.py)")
-    ap.add_argument("--configs", default=DEFAULT_CONFIGS,
+    ap.add_argument("--configs",
                     help=f"space-separated n_layer,n_head,n_embd (default: {DEFAULT_CONFIGS!r})")
-    ap.add_argument("--dropout", default="0,0.2", help="comma-separated (default 0,0.2)")
+    ap.add_argument("--dropout", help="comma-separated (default 0,0.2)")
     ap.add_argument("--variants", default="nanogpt,ours",
                     help="comma-separated, the first is the baseline: " + ", ".join(VARIANTS))
-    ap.add_argument("--batch-size", type=int, default=12)
-    ap.add_argument("--block-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, help="default 12")
+    ap.add_argument("--block-size", type=int, help="default 256")
     ap.add_argument("--vocab-size", type=int, default=65)
-    ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
+    ap.add_argument("--warmup", type=int, help="untimed rounds first (default 2)")
+    ap.add_argument("--repeats", type=int, help="timed rounds (default 5)")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave)")
+    ap.add_argument("--emulate", choices=sorted(dev.EMULATIONS),
+                    help="run as this CPU class (see above); refused where the CPU lacks it")
+    ap.add_argument("--quick", action="store_true",
+                    help="a smoke run: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
+    ap.add_argument("--retune", action="store_true",
+                    help="nanotui's tuner measures again instead of reading its cache")
     ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one variant
     args = ap.parse_args()
+    for key, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.emulate:
+        emulate(args)
+    if args.retune:
+        os.environ["NANOTUI_CPU_RETUNE"] = "1"  # the workers inherit it
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
@@ -253,22 +337,32 @@ def main() -> int:
     if unknown:
         sys.exit(f"train_speed: unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     base = variants[0]
+    print(real_cpu_line())
+    print(class_line())
+    cls = dev.emulated_cpu_class()
+    cls = f"{cls}-emulated" if cls else dev.cpu_class()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{dev.cpu_model_name()}, bf16 native: {dev.cpu_has_bf16()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"batch {args.batch_size}, block {args.block_size}, vocab {args.vocab_size}; "
           f"medians of {args.repeats} alternating rounds after {args.warmup} warm-up; "
           f"ratios vs {base}")
-    header = f"{'config':>12} {'dropout':>7} " + " ".join(f"{v + ' tok/s':>18}" for v in variants)
+    header = f"{'class':>14} {'config':>12} {'dropout':>7} " + " ".join(
+        f"{v + ' tok/s':>18}" for v in variants)
     header += " " + " ".join(f"{v + '/' + base:>18}" for v in variants[1:])
     print(header)
+    ratios: dict[str, list[float]] = {v: [] for v in variants[1:]}
     for spec in args.configs.split():
         for p in (float(x) for x in args.dropout.split(",")):
             res = measure(variants, spec, p, args)
-            row = f"{spec:>12} {p:>7.1f} " + " ".join(
+            row = f"{cls:>14} {spec:>12} {p:>7.1f} " + " ".join(
                 f"{res[v]['tok_s']:>12,.0f} ±{res[v]['spread'] * 50:>3.0f}%" for v in variants)
             row += " " + " ".join(f"{res[base]['ms'] / res[v]['ms']:>17.2f}x" for v in variants[1:])
+            for v in variants[1:]:
+                ratios[v].append(res[base]["ms"] / res[v]["ms"])
             print(row, flush=True)
+            for v in variants:
+                if res[v]["choice"]:
+                    print(" " * 37 + f"{v}: CPU attention {res[v]['choice']}", flush=True)
             # CPU seconds per step (all threads): what a step costs when the cores are
             # shared, where wall-clock time mostly measures the other tenants.
             extra = ["CPU-time ratio " + ", ".join(
@@ -277,6 +371,9 @@ def main() -> int:
             extra += [f"{v} compile {res[v]['compile_s']:.0f}s" for v in variants
                       if res[v]["compile_s"] is not None]
             print(" " * 21 + "; ".join(extra), flush=True)
+    for v, rs in ratios.items():
+        print(f"{cls}: {v}/{base} median over {len(rs)} cells {statistics.median(rs):.2f}x "
+              f"(min {min(rs):.2f}x, max {max(rs):.2f}x)")
     print(f"load average at the end {os.getloadavg()[0]:.1f} "
           "(± is half the max-min spread of the timed rounds, relative to the median)")
     return 0

@@ -54,6 +54,7 @@ class TrainConfig:
 
     # data
     dataset: str = "shakespeare"  # "tinystories" | "shakespeare" | a .txt path | a prepared dir
+    #                               (nanotui's, or nanoGPT's train.bin/val.bin[/meta.pkl])
     data_dir: str = ""            # a prepared dir (train.bin, val.bin, meta.json); wins over dataset
     tokenizer: str = "char"       # "char" | "gpt2"
     val_fraction: float = 0.1     # used when the source has no validation file of its own
@@ -89,6 +90,7 @@ class TrainConfig:
     device: str = "auto"          # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
     dtype: str = "auto"           # "auto" | "float32" | "bfloat16" | "float16"
     compile: bool = False
+    cpu_attention: str = "auto"   # "auto" (measured, cached) | "fused" | "torch" | "sdpa"
     seed: int = 1337
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
@@ -120,6 +122,8 @@ class TrainConfig:
             raise bad("dtype", "must be one of auto, float32, bfloat16, float16")
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise bad("device", "must be auto, cpu, cuda, cuda:N or mps")
+        if self.cpu_attention not in ("auto", "fused", "torch", "sdpa"):
+            raise bad("cpu_attention", "must be one of auto, fused, torch, sdpa")
         if self.tokenizer not in ("char", "gpt2"):
             raise bad("tokenizer", "must be char or gpt2")
         if self.vocab_size is not None and self.vocab_size < 2:

@@ -3,7 +3,8 @@
     [defaults]          any TrainConfig key (engine.config); the base of every run
     [sampling]          SamplingConfig keys, for every run
     [launch]            nanotui's own knobs (all optional):
-                          max_runs_per_gpu = 1     runs of ours sharing one card
+                          max_runs_per_gpu = 1     runs of ours sharing one card, or
+                                                   "auto": pack while measured load is low
                           max_cpu_runs = 1         concurrent runs when placed on the CPU
                           gpus = [0, "GPU-..."]    cards auto placement may use (index/uuid)
                           stop_grace_s = 10.0      SIGTERM -> SIGKILL grace for `stop`
@@ -14,9 +15,16 @@
                         vary  = { key = [v1, v2], ... }   one key at a time around
                                                           defaults + fixed: a run per value
                         grid  = { key = [...], ... }      the cartesian product
+                        seeds = N                         each run N times, seeds
+                                                          seed, seed+1, ... (default 1)
 
 Run names are stable and readable: `n_layer=8` for vary, `n_head=4,n_embd=128` for grid
-(keys in the order written); ids are `<sweep>/<name>`. Every run is built into a
+(keys in the order written), `n_layer=8,seed=1338` with seeds > 1; ids are
+`<sweep>/<name>`. A run whose configuration is identical to one of an earlier sweep (the
+width sweep's n_embd=256 is the heads sweep's n_head=8) is shared: `same_as` names the
+earlier run, which is trained once and appears in both sweeps (engine.runs.link_shared).
+
+Every run is built into a
 TrainConfig (so unknown keys, wrong types and impossible shapes are caught) before
 anything starts. Errors are one line naming the file, the line and the key; the line is
 found by scanning the text, since tomllib reports no positions.
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +59,8 @@ from engine.runs import safe_part
 from engine.toml_lines import LineFinder
 
 TOP_TABLES = ["defaults", "sampling", "launch", "executor", "sweep"]
-SWEEP_KEYS = ["description", "fixed", "vary", "grid"]
+SWEEP_KEYS = ["description", "fixed", "vary", "grid", "seeds"]
+MAX_SEEDS = 20
 LAUNCH_KEYS = ["max_runs_per_gpu", "max_cpu_runs", "gpus", "stop_grace_s"]
 MAX_RUNS = 1000  # a typo'd grid should not create a million directories
 
@@ -61,7 +71,7 @@ class ExperimentsError(ConfigError):
 
 @dataclass(frozen=True)
 class LaunchOptions:
-    max_runs_per_gpu: int = 1
+    max_runs_per_gpu: int | str = 1      # or "auto" (engine.launch.placement)
     max_cpu_runs: int = 1
     gpus: tuple[int | str, ...] = ()     # empty: every card
     stop_grace_s: float = 10.0
@@ -75,6 +85,7 @@ class RunSpec:
     cfg: TrainConfig | None          # None when `error` is set
     error: str | None = None
     line: int | None = None
+    same_as: str | None = None       # id of the identical run of an earlier sweep
 
     @property
     def id(self) -> str:
@@ -185,7 +196,22 @@ def parse_experiments(text: str, path: str | Path = "experiments.toml") -> Exper
             raise ExperimentsError(f"{where(['sweep', sname])}: more than {MAX_RUNS} runs; "
                                    f"is a grid larger than intended?")
         sweeps[sname] = sweep
+    mark_shared(list(sweeps.values()))
     return Experiments(path=path, sweeps=sweeps, launch=launch, executor=executor)
+
+
+def mark_shared(sweeps: list[Sweep]) -> None:
+    """Set `same_as` on every run whose configuration equals a run of an earlier sweep:
+    one model, trained once, shown in every sweep that names it."""
+    owners: dict[str, RunSpec] = {}
+    for sweep in sweeps:
+        for r in sweep.runs:
+            if r.cfg is None:
+                continue
+            key = json.dumps(r.cfg.to_dict(), sort_keys=True, default=str)
+            owner = owners.setdefault(key, r)
+            if owner is not r and owner.sweep != r.sweep:
+                r.same_as = owner.id
 
 
 def _launch_options(d: dict[str, Any], where) -> LaunchOptions:
@@ -195,9 +221,12 @@ def _launch_options(d: dict[str, Any], where) -> LaunchOptions:
         if key not in LAUNCH_KEYS:
             raise ExperimentsError(f"{where(['launch'], key)}: unknown key launch.{key}"
                                    f"{did_you_mean(key, LAUNCH_KEYS)}")
-        if key in ("max_runs_per_gpu", "max_cpu_runs"):
+        if key == "max_runs_per_gpu" and v == "auto":
+            kw[key] = v  # packing by measured load: engine.launch.placement
+        elif key in ("max_runs_per_gpu", "max_cpu_runs"):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ExperimentsError(f"{w} = {v!r}: expected an integer of at least 1")
+                auto = ' or "auto"' if key == "max_runs_per_gpu" else ""
+                raise ExperimentsError(f"{w} = {v!r}: expected an integer of at least 1{auto}")
             kw[key] = v
         elif key == "stop_grace_s":
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1e6:
@@ -269,7 +298,7 @@ def _parse_sweep(sname: str, table: Any, defaults: dict[str, Any], sampling: Sam
             line = lines.find(["sweep", sname], key)
             raise ExperimentsError(f"{path}:{line or w.header}: {label}: unknown key {key!r}"
                                    f"{did_you_mean(key, SWEEP_KEYS)}; expected description, "
-                                   f"fixed, vary or grid")
+                                   f"fixed, vary, grid or seeds")
     description = table.get("description", "")
     if not isinstance(description, str):
         raise ExperimentsError(f"{w.loc('description')}: {label} description must be a string")
@@ -287,7 +316,18 @@ def _parse_sweep(sname: str, table: Any, defaults: dict[str, Any], sampling: Sam
                                f"(or two sweeps)")
     kind = mode[0]
     combos = _combinations(kind, _axes(kind, table[kind], w), w)
-    runs = [_run_spec(varied, kind, {**defaults, **fixed}, sampling, w) for varied in combos]
+    seeds = table.get("seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
+        raise ExperimentsError(f"{w.loc('seeds')}: {label} seeds = {seeds!r}: expected a "
+                               f"whole number from 1 to {MAX_SEEDS} (runs per configuration)")
+    base = {**defaults, **fixed}
+    if seeds == 1:
+        runs = [_run_spec(varied, kind, base, sampling, w) for varied in combos]
+    else:
+        first = int(base.get("seed", TrainConfig.seed))
+        runs = [_run_spec(varied, kind, {**base, "seed": first + i}, sampling, w,
+                          suffix=f",seed={first + i}")
+                for varied in combos for i in range(seeds)]
     return Sweep(sname, description, runs, w.header)
 
 
@@ -325,9 +365,9 @@ def _combinations(kind: str, axes: dict[str, list[Any]], w: _SweepAt) -> list[di
 
 
 def _run_spec(varied: dict[str, Any], kind: str, base: dict[str, Any], sampling: SamplingConfig,
-              w: _SweepAt) -> RunSpec:
+              w: _SweepAt, suffix: str = "") -> RunSpec:
     """One run of the sweep; a config that does not validate is kept with its error."""
-    name = ",".join(f"{k}={format_value(v)}" for k, v in varied.items())
+    name = ",".join(f"{k}={format_value(v)}" for k, v in varied.items()) + suffix
     line = w.lines.find_in_line(w.line_of(kind), next(iter(varied)))
     rat = w.at(line)
     if not safe_part(name):

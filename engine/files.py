@@ -4,6 +4,7 @@ the sweep of temp files killed writers leave behind."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -33,11 +34,13 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if is_no_space(e):
+            raise NoSpace(path) from e
         raise
 
 
@@ -69,3 +72,74 @@ def remove_stale_temp_files(directory: Path) -> int:
         except OSError:
             pass
     return n
+
+
+# ---- a full disk ------------------------------------------------------------------------------
+
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_no_space(e: BaseException | None) -> bool:
+    """Whether `e` (or what caused it) is a full disk or quota. torch.save reports it as a
+    RuntimeError ("PytorchStreamWriter failed writing file ... file write failed"), numpy's
+    tofile as an OSError without errno ("2271100 requested and 1562624 written")."""
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, OSError) and e.errno in NO_SPACE_ERRNOS:
+            return True
+        if isinstance(e, OSError) and e.errno is None and " requested and " in str(e) \
+                and str(e).endswith(" written"):
+            return True
+        if isinstance(e, RuntimeError) and ("file write failed" in str(e)
+                                            or "No space left" in str(e)):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem holding `path` (the "device" a user frees)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    while p != p.parent and not os.path.ismount(p):
+        p = p.parent
+    return p
+
+
+class NoSpace(OSError):
+    """A write that failed because the disk (or the quota) is full, in one line:
+    "no space left on /scratch while writing ckpt.pt"."""
+
+    def __init__(self, path: Path):
+        path = Path(path)
+        super().__init__(errno.ENOSPC, f"no space left on {mount_point(path)} while writing "
+                                       f"{path.name}", str(path))
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def reserve_space(directory: Path, nbytes: int = 256 * 1024) -> Path | None:
+    """Set aside nbytes in `directory` (a temp file the start-up sweep also removes), so
+    that a process that runs out of space can free it and still record why. None when
+    even that does not fit."""
+    path = Path(directory) / f".space-reserve{TMP_SUFFIX}"
+    try:
+        with open(path, "wb") as f:
+            f.write(b"\0" * nbytes)
+            f.flush()
+            os.fsync(f.fileno())
+        return path
+    except OSError:
+        release_space(path)
+        return None
+
+
+def release_space(path: Path | None) -> None:
+    if path is not None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass

@@ -6,8 +6,18 @@
                       replaced atomically (temp + rename) under a per-run lock
       metrics.jsonl   one JSON object per line, flushed per line
       samples.jsonl   one JSON object per generated sample
+      temperature.jsonl   samples of a temperature study (`nanotui sample SWEEP
+                      --temperature A,B,...`), apart from the evals' samples
       stdout.log      the training process's stdout and stderr
       ckpt.pt         latest checkpoint; best.pt the best val loss
+      imported.json   only in a run brought in by `nanotui import` (engine.interop): where
+                      it came from and the settings that have no TrainConfig key
+
+    runs/<sweep>/<run> -> ../<other-sweep>/<run>   a shared run: a symlink to the run
+                      directory of another sweep whose configuration is identical. It is
+                      trained once, under its owner (the first sweep of experiments.toml
+                      that names it, whose config.toml [run] table it carries); list_runs
+                      lists owners only, list_shared the links, so nothing starts twice.
 
 States: queued -> running -> done | failed | stopped. A run whose recorded pid is gone
 (or now belongs to another process, told apart by its start time) while status.json
@@ -26,11 +36,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from engine.config import TrainConfig, dump_config, load_config
 from engine.errors import UserError
-from engine.files import atomic_write_bytes, atomic_write_json, json_default
+from engine.files import NoSpace, atomic_write_bytes, atomic_write_json, is_no_space, json_default
+from engine.jsonl import (JsonlTail, _json_type, metric_record, sample_record,
+                          truncate_jsonl_after)
 
 STATES = ("queued", "running", "done", "failed", "stopped")
 FINAL_STATES = ("done", "failed", "stopped")
@@ -40,9 +52,11 @@ CONFIG = "config.toml"
 STATUS = "status.json"
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
+TEMPERATURE = "temperature.jsonl"
 STDOUT = "stdout.log"
 CKPT = "ckpt.pt"
 BEST = "best.pt"
+IMPORTED = "imported.json"
 _LOCK = ".status.lock"
 
 
@@ -57,11 +71,6 @@ def _finite(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
-
-
-def _json_type(x: Any) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number",
-            bool: "a boolean", type(None): "null"}.get(type(x), type(x).__name__)
 
 
 def safe_part(name: str) -> bool:
@@ -100,6 +109,15 @@ def process_matches(pid: int | None, start_time: float | None) -> bool:
     return abs(now_start - start_time) < 1.0
 
 
+def process_stopped(pid: int) -> bool:
+    """True if the process is stopped (SIGSTOP, Ctrl-Z, a tracer): alive but not running."""
+    try:
+        import psutil
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+    except Exception:
+        return False
+
+
 # ---- the run directory --------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -124,6 +142,7 @@ class RunDir:
     status_path = property(lambda self: self.path / STATUS)
     metrics_path = property(lambda self: self.path / METRICS)
     samples_path = property(lambda self: self.path / SAMPLES)
+    temperature_path = property(lambda self: self.path / TEMPERATURE)
     stdout_path = property(lambda self: self.path / STDOUT)
     ckpt_path = property(lambda self: self.path / CKPT)
     best_path = property(lambda self: self.path / BEST)
@@ -192,15 +211,44 @@ class RunDir:
                             st.get("pid"), st.get("pid_create_time")):
                         st.update(state="failed", reason="lost", ended_at=time.time(),
                                   updated_at=time.time())
-                        atomic_write_json(self.status_path, st)
+                        try:
+                            atomic_write_json(self.status_path, st)
+                        except OSError:
+                            pass  # a full or read-only disk: the reading still says lost
+        if st.get("state") != "running" and not self.config_path.is_file():
+            st = {**st, "state": "failed", "reason": "damaged: config.toml: missing"}
         return st
+
+    def damage(self, tails: tuple[JsonlTail, ...] | None = None) -> tuple[str, ...]:
+        """What is wrong with this run's files, one "file: why" each: config.toml missing
+        or unreadable, and the first bad line the tails found (fresh tails over metrics and
+        samples, read to the end, when none are given)."""
+        from engine.config import ConfigError
+        out = []
+        if not self.config_path.is_file():
+            out.append(f"{CONFIG}: missing")
+        else:
+            try:
+                self.load_config()
+            except (ConfigError, OSError, ValueError) as e:
+                out.append(f"{CONFIG}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        if tails is None:
+            tails = (self.metrics_tail(), self.samples_tail())
+            for t in tails:
+                t.read_new()
+        return tuple(out) + tuple(t.damage for t in tails if t.damage)
 
     # -- metrics and samples --
     def append_jsonl(self, path: Path, obj: dict[str, Any]) -> None:
         line = json.dumps({k: _finite(v) for k, v in obj.items()}, default=json_default)
-        with open(path, "a") as f:
-            f.write(line + "\n")
-            f.flush()
+        try:
+            with open(path, "a") as f:
+                f.write(line + "\n")
+                f.flush()
+        except OSError as e:
+            if is_no_space(e):
+                raise NoSpace(path) from e
+            raise
 
     def log_metric(self, **fields: Any) -> None:
         self.append_jsonl(self.metrics_path, fields)
@@ -208,10 +256,10 @@ class RunDir:
     def log_sample(self, **fields: Any) -> None:
         self.append_jsonl(self.samples_path, fields)
 
-    def metrics_tail(self) -> "JsonlTail":
+    def metrics_tail(self) -> JsonlTail:
         return JsonlTail(self.metrics_path, check=metric_record)
 
-    def samples_tail(self) -> "JsonlTail":
+    def samples_tail(self) -> JsonlTail:
         return JsonlTail(self.samples_path, check=sample_record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -220,107 +268,17 @@ class RunDir:
     def read_samples(self) -> list[dict[str, Any]]:
         return self.samples_tail().read_new()
 
+    def log_temperature_sample(self, **fields: Any) -> None:
+        self.append_jsonl(self.temperature_path, fields)
+
+    def read_temperature_samples(self) -> list[dict[str, Any]]:
+        return JsonlTail(self.temperature_path, check=sample_record).read_new()
+
     def prepare_for_resume(self, iter_num: int) -> None:
         """Before a resumed process appends: drop a torn last line and every record past
         the checkpoint's iteration, so the metrics continue without a gap or a repeat."""
         for path in (self.metrics_path, self.samples_path):
             truncate_jsonl_after(path, iter_num)
-
-
-def truncate_jsonl_after(path: Path, iter_num: int) -> None:
-    """Keep complete lines whose "iter" is <= iter_num; rewrite atomically."""
-    if not path.exists():
-        return
-    keep: list[str] = []
-    with open(path, "rb") as f:
-        for raw in f:
-            if not raw.endswith(b"\n"):
-                break  # torn last line
-            try:
-                rec = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(rec, dict) and _num_or_zero(rec.get("iter")) <= iter_num:
-                keep.append(raw.decode())
-    atomic_write_bytes(path, "".join(keep).encode())
-
-
-def _num_or_zero(x: Any) -> float:
-    return x if isinstance(x, (int, float)) and not isinstance(x, bool) else 0
-
-
-def metric_record(rec: dict[str, Any]) -> dict[str, Any] | None:
-    """A metrics.jsonl record as readers may rely on it: a numeric iter, numbers or null
-    for the losses; None (skipped) otherwise."""
-    if not isinstance(rec.get("iter"), (int, float)) or isinstance(rec.get("iter"), bool):
-        return None
-    for k in ("loss", "train_loss", "val_loss", "tok_s", "tokens", "t"):
-        v = rec.get(k)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            return None
-    return rec
-
-
-def sample_record(rec: dict[str, Any]) -> dict[str, Any] | None:
-    """A samples.jsonl record: text a string and metrics an object (a record with scores of
-    another shape keeps its text and loses the scores); None (skipped) without text."""
-    if not isinstance(rec.get("text"), str):
-        return None
-    if not isinstance(rec.get("metrics", {}), dict):
-        rec = {**rec, "metrics": {}}
-    return rec
-
-
-class JsonlTail:
-    """Reads a JSON-lines file incrementally: each call returns only records whose
-    complete lines arrived since the last call. A partial last line waits for its
-    newline; a line that does not parse, or is not a JSON object, is skipped. The cost of a call is the size of
-    what is new, not of the file."""
-
-    def __init__(self, path: Path,
-                 check: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None):
-        self.path = Path(path)
-        self.check = check  # validates (or mends) each record; None drops it
-        self.offset = 0
-        self.reset = False
-        self._inode: int | None = None
-
-    def read_new(self) -> list[dict[str, Any]]:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return []
-        if self._inode is not None and (st.st_ino != self._inode or st.st_size < self.offset):
-            self.offset = 0  # replaced or truncated (a resume rewrote it): read again
-            self.reset = True
-        self._inode = st.st_ino
-        if st.st_size == self.offset:
-            return []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read(st.st_size - self.offset)
-        end = data.rfind(b"\n")
-        if end < 0:
-            return []
-        self.offset += end + 1
-        out = []
-        for raw in data[: end + 1].splitlines():
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(rec, dict):  # a line of another shape ([1,2,3]) is skipped too
-                rec = self.check(rec) if self.check else rec
-                if rec is not None:
-                    out.append(rec)
-        return out
-
-    def take_reset(self) -> bool:
-        """True once after the file was replaced or truncated (callers drop old data)."""
-        r, self.reset = self.reset, False
-        return r
 
 
 # ---- creating and listing runs -----------------------------------------------------------
@@ -346,11 +304,44 @@ def create_run(runs_root: Path, sweep: str, name: str, cfg: TrainConfig,
 
 
 def list_runs(runs_root: Path) -> list[RunDir]:
-    """Every run under runs_root (directories holding a config.toml), sorted by id."""
+    """Every run under runs_root, sorted by id: directories holding a config.toml, and
+    those that lost theirs but kept a status.json (listed, and read as damaged).
+    Shared runs' links are not listed (their owner is): see list_shared."""
     root = Path(runs_root)
     if not root.is_dir():
         return []
-    return sorted((RunDir(p.parent) for p in root.glob(f"*/*/{CONFIG}")), key=lambda r: r.id)
+    dirs = {p.parent for name in (CONFIG, STATUS) for p in root.glob(f"*/*/{name}")}
+    return sorted((RunDir(d) for d in dirs if not d.is_symlink() and safe_part(d.name)
+                   and safe_part(d.parent.name)), key=lambda r: r.id)
+
+
+def list_shared(runs_root: Path) -> list[tuple[RunDir, RunDir]]:
+    """(link, owner) for every shared run: runs/<sweep>/<run> linked to the identical run
+    of another sweep. Reading the link reads the owner's files."""
+    root = Path(runs_root)
+    if not root.is_dir():
+        return []
+    out = []
+    for p in sorted(root.glob("*/*")):
+        if p.is_symlink() and (p / CONFIG).is_file():
+            out.append((RunDir(p), RunDir(p.resolve())))
+    return out
+
+
+def link_shared(runs_root: Path, sweep: str, name: str, owner: RunDir) -> RunDir:
+    """Make runs_root/sweep/name a shared run of `owner` (a relative symlink, so a moved
+    runs directory keeps working). An existing link to the owner is left as it is."""
+    for part in (sweep, name):
+        if not safe_part(part):
+            raise RunError(f"unsafe run name part {part!r}")
+    link = Path(runs_root) / sweep / name
+    if link.is_symlink() and link.resolve() == owner.path.resolve():
+        return RunDir(link)
+    if link.exists() or link.is_symlink():
+        raise RunError(f"run {sweep}/{name} already exists and is not a link to {owner.id}")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(os.path.relpath(owner.path, link.parent), link)
+    return RunDir(link)
 
 
 def find_run(runs_root: Path, ref: str) -> RunDir:
@@ -359,6 +350,7 @@ def find_run(runs_root: Path, ref: str) -> RunDir:
     if (p / CONFIG).is_file():
         return RunDir(p.resolve())
     run = RunDir(Path(runs_root) / ref)
-    if run.exists() and ref.count("/") == 1 and all(safe_part(x) for x in ref.split("/")):
+    if ref.count("/") == 1 and all(safe_part(x) for x in ref.split("/")) and (
+            run.exists() or run.status_path.is_file()):  # a damaged run (no config) is a run
         return run
     raise RunError(f"no run {ref!r} under {runs_root}")

@@ -33,6 +33,8 @@ def shared_data() -> Path:
 def _isolated_env(tmp_path_factory, monkeypatch):
     """Keep tests away from the user's data cache and real GPUs."""
     monkeypatch.setenv("NANOTUI_DATA_DIR", str(tmp_path_factory.mktemp("data-cache")))
+    # machine-wide GPU reservations: each test its own board, never the real /tmp one
+    monkeypatch.setenv("NANOTUI_RESERVATIONS_DIR", str(tmp_path_factory.mktemp("reservations")))
     monkeypatch.delenv("NANOTUI_FAKE_GPUS", raising=False)
 
 

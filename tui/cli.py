@@ -13,15 +13,17 @@ import sys
 from pathlib import Path
 
 from engine.errors import UserError, one_line
+from engine.version import nanotui_version
 from tui.commands import CommandError  # noqa: F401  (re-exported for callers of tui.cli)
 
-COMMANDS = ["prepare", "plan", "launch", "status", "stop", "resume", "sample", "report",
-            "gpus", "bench", "demo", "dispatch"]
+COMMANDS = ["init", "prepare", "plan", "launch", "status", "stop", "resume", "sample", "report",
+            "gpus", "doctor", "bench", "demo", "dispatch", "import", "export"]
 HIDDEN = {"dispatch"}  # internal: the background dispatcher started by `launch --detach`
+MODULES = {"import": "import_runs"}  # a command whose name is a Python keyword
 
 
 def _load(name: str):
-    return importlib.import_module(f"tui.commands.{name}")
+    return importlib.import_module(f"tui.commands.{MODULES.get(name, name)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'nanotui COMMAND --help' for a command's options. "
                "NANOTUI_DATA_DIR sets the prepared-data cache.")
     add_global_options(parser)
+    parser.add_argument("--version", action="version", version=f"nanotui {nanotui_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         mod = _load(name)
@@ -76,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:
+        from engine.files import NoSpace, is_no_space
+        if not is_no_space(e):
+            raise
+        what = e if isinstance(e, NoSpace) else NoSpace(Path(e.filename or args.runs))
+        print(f"nanotui: error: {what} (free some space and try again)", file=sys.stderr)
+        return 1
 
 
 def run_tui(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@ series. It is only ever driven from one poll worker thread; the UI reads the ser
 (append-only lists) and the readings it is handed in messages. Every read is incremental:
 status.json is re-read only when its mtime changes (or, for running runs, every few
 seconds to notice a dead process), metrics and samples through `JsonlTail` (new bytes
-only), and only for the runs the visible screen watches.
+only), and only for the runs the visible screen watches. A reading's `damaged` names a
+missing config.toml for every run, and the first bad metrics/samples line for the
+watched runs (the lines a tail has read).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from engine.launch.queue import dispatcher_pid
 from engine.report.reading import RunReading, read_run
-from engine.runs import JsonlTail, RunDir, list_runs
+from engine.runs import JsonlTail, RunDir, list_runs, list_shared
 
 LIVENESS_CHECK_S = 5.0   # how often a running run's process is checked without a status change
 LOG_FIRST_BYTES = 64 * 1024  # a newly shown log starts at its last 64 KiB
@@ -45,6 +48,7 @@ class PollResult:
     log_id: str | None = None
     log_text: str = ""
     log_reset: bool = False
+    dispatcher: int | None = None   # the pid of the dispatcher holding the runs dir, if any
 
 
 class _Tracked:
@@ -58,6 +62,7 @@ class _Tracked:
         self.samples_tail: JsonlTail | None = None
         self.samples: list[dict[str, Any]] = []
         self.tokens_per_iter: int | None = None
+        self.bad_lines: tuple[str, ...] = ()
 
 
 class RunStore:
@@ -93,7 +98,9 @@ class RunStore:
     def poll(self) -> PollResult:
         with self._lock:
             watch, log_id, log_offset = self._watch, self._log_id, self._log_offset
-        current = {r.id: r for r in list_runs(self.runs_root)}
+        # a shared run also shows in the other sweeps that name it (its links)
+        current = {r.id: r for r in list_runs(self.runs_root)
+                   + [link for link, _ in list_shared(self.runs_root)]}
         for rid in list(self._runs):
             if rid not in current:
                 del self._runs[rid]
@@ -105,12 +112,12 @@ class RunStore:
             t = self._runs.get(rid)
             if t is None:
                 t = self._runs[rid] = _Tracked(run)
-            self._refresh_status(t, now)
             if rid in watch:
                 if self._tail_metrics(t):
                     metrics_changed.add(rid)
                 if self._tail_samples(t):
                     samples_changed.add(rid)
+            self._refresh_status(t, now)
             views.append(t.view)
         text, reset, new_offset = "", False, log_offset
         if log_id in current:
@@ -118,8 +125,9 @@ class RunStore:
         with self._lock:
             if self._log_id == log_id:
                 self._log_offset = new_offset
+        queued = any(v.state == "queued" for v in views)
         return PollResult(tuple(views), frozenset(metrics_changed), frozenset(samples_changed),
-                          log_id, text, reset)
+                          log_id, text, reset, dispatcher_pid(self.runs_root) if queued else None)
 
     def _refresh_status(self, t: _Tracked, now: float) -> None:
         try:
@@ -127,14 +135,18 @@ class RunStore:
             key = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             key = (0, 0)
-        stale = t.view is not None and t.view.state == "running" and now - t.checked_at > LIVENESS_CHECK_S
-        if key != t.status_key or stale or t.view is None:
-            t.view = read_run(t.run)  # merged with the executor: a PENDING Slurm job is queued
-            t.status_key, t.checked_at = key, now
+        stale = (t.view is not None and t.view.state in ("running", "stalled")
+                 and now - t.checked_at > LIVENESS_CHECK_S)
+        tails = tuple(x for x in (t.metrics, t.samples_tail) if x is not None)
+        bad_lines = tuple(x.damage for x in tails)
+        if key != t.status_key or stale or t.view is None or bad_lines != t.bad_lines:
+            # merged with the executor: a PENDING Slurm job is queued
+            t.view = read_run(t.run, damage=t.run.damage(tails))
+            t.status_key, t.checked_at, t.bad_lines = key, now, bad_lines
 
     def _tail_metrics(self, t: _Tracked) -> bool:
         if t.metrics is None:
-            t.metrics = JsonlTail(t.run.metrics_path)
+            t.metrics = t.run.metrics_tail()
         recs = t.metrics.read_new()
         if t.metrics.take_reset():
             t.series = Series()  # a resume rewrote the file: swap in a fresh series
@@ -162,7 +174,7 @@ class RunStore:
 
     def _tail_samples(self, t: _Tracked) -> bool:
         if t.samples_tail is None:
-            t.samples_tail = JsonlTail(t.run.samples_path)
+            t.samples_tail = t.run.samples_tail()
         recs = t.samples_tail.read_new()
         if t.samples_tail.take_reset():
             t.samples = []

@@ -27,7 +27,9 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from engine.data.passes import build
+from engine.files import NoSpace, is_no_space
 from engine.data.download import SOURCES, download_dir, fetch_source
+from engine.data.nanogpt import nanogpt_data_meta
 from engine.data.tokenizers import (DataError, cache_root, check_name,  # noqa: F401
                                from_meta, load_gpt2)
 
@@ -39,13 +41,15 @@ FORMAT_VERSION = 1
 # ---- reading prepared data ----------------------------------------------------------
 
 def load_meta(data_dir: str | os.PathLike) -> dict:
-    """meta.json of a prepared dir, checked against the .bin sizes."""
+    """meta.json of a prepared dir, checked against the .bin sizes; for a nanoGPT data
+    dir (no meta.json), what engine.data.nanogpt reads from its bins and meta.pkl."""
     d = Path(data_dir)
+    nanogpt = nanogpt_data_meta(d)
+    if nanogpt is not None:
+        return nanogpt
     missing = [f for f in PREPARED_FILES if not (d / f).is_file()]
     if missing:
-        hint = ("; it looks like nanoGPT's format (meta.pkl): prepare the text with "
-                "nanotui prepare" if (d / "meta.pkl").is_file() else "")
-        raise DataError(f"{d} holds no prepared data (missing {', '.join(missing)}){hint}")
+        raise DataError(f"{d} holds no prepared data (missing {', '.join(missing)})")
     try:
         meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -148,6 +152,8 @@ def prepare(source: str, tokenizer: str = "char", val_fraction: float = 0.1,
             try:
                 meta = build(files, tokenizer, val_fraction, tmp, tokenizer_files, progress)
             except OSError as e:  # disk full, vanished source, ...
+                if is_no_space(e):
+                    raise DataError(f"cannot prepare {source}: {NoSpace(out)}") from None
                 raise DataError(f"cannot prepare {source}: {e.strerror or e}"
                                 + (f": {e.filename}" if e.filename else "")) from None
             meta.update(source=source if source in SOURCES else str(Path(source).resolve()),
@@ -184,7 +190,9 @@ def find_prepared(cfg) -> Path | None:
         files, label = {"text": p}, _label_of(p)
     if not all(f.is_file() for f in files.values()):
         return None
-    shas = {r: file_sha256(f, memo_only=f.stat().st_size > SMALL_FILE) for r, f in files.items()}
+    # a lookup (plan, report): it hashes small files but writes nothing, not even the memo
+    shas = {r: file_sha256(f, memo_only=f.stat().st_size > SMALL_FILE, remember=False)
+            for r, f in files.items()}
     if None in shas.values():
         return None
     vf = cfg.val_fraction if "text" in files else None
@@ -242,9 +250,9 @@ def _check_text_file(path: Path) -> None:
 
 
 def file_sha256(path: Path, progress: Progress | None = None, log=None,
-                memo_only: bool = False) -> str | None:
+                memo_only: bool = False, remember: bool = True) -> str | None:
     """sha256 of a file, remembered by (path, size, mtime) so reuse costs no re-read.
-    With memo_only, None when it is not remembered."""
+    With memo_only, None when it is not remembered; remember=False writes no memo."""
     st = path.stat()
     memo_path = cache_root() / "sha256.json"
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
@@ -268,6 +276,8 @@ def file_sha256(path: Path, progress: Progress | None = None, log=None,
                 progress(done, st.st_size)
     digest = h.hexdigest()
     memo[key] = digest
+    if not remember:
+        return digest
     try:
         _mkdir(memo_path.parent)
         fd, tmp = tempfile.mkstemp(dir=memo_path.parent, prefix=".sha256.")

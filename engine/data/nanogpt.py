@@ -1,5 +1,6 @@
-"""nanoGPT's data artefacts, read safely: `meta.pkl` (char vocabularies) and what a
-nanoGPT checkpoint implies about its tokenizer.
+"""nanoGPT's data artefacts, read safely: `meta.pkl` (char vocabularies), nanoGPT data
+directories (data/<name>/ with train.bin, val.bin as uint16 and an optional meta.pkl),
+and what a nanoGPT checkpoint implies about its tokenizer.
 
 nanoGPT's prepare.py pickles {'vocab_size': 65, 'itos': {0: '\\n', ...}, 'stoi': {...}}.
 Such a pickle holds only dicts, ints and strings, which pickle encodes with opcodes of its
@@ -20,7 +21,7 @@ from engine.data.tokenizers import GPT2_TOKENS, DataError
 
 
 class _PlainUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):  # noqa: D102 - pickle's hook
+    def find_class(self, module: str, name: str):
         raise DataError(f"meta.pkl names {module}.{name}: only plain dicts, lists, strings "
                         "and numbers are accepted (refusing to run code from a pickle)")
 
@@ -47,19 +48,52 @@ def read_meta_pkl(path: Path) -> dict[str, Any]:
             else None, "source": str(path)}
 
 
-def checkpoint_meta(ckpt_path: Path, ck: dict[str, Any]) -> dict[str, Any] | None:
-    """The tokenizer meta of a nanoGPT checkpoint: data/<dataset>/meta.pkl looked for where
-    nanoGPT's sample.py would find it (beside the out_dir, in the working directory), else
-    GPT-2 when the vocabulary holds it; None when neither."""
+def checkpoint_data_dirs(ckpt_path: Path, ck: dict[str, Any]) -> list[Path]:
+    """Where a nanoGPT checkpoint's data/<dataset> may be, in the order nanoGPT's scripts
+    (run from the repository, out_dir inside it) would find it: beside the out_dir, inside
+    it, in the working directory. Only directories that exist."""
     config = ck.get("config") if isinstance(ck.get("config"), dict) else {}
     dataset = config.get("dataset")
-    if isinstance(dataset, str) and dataset:
-        out_dir = Path(ckpt_path).resolve().parent
-        for base in (out_dir.parent, out_dir, Path.cwd()):
-            meta = base / "data" / dataset / "meta.pkl"
-            if meta.is_file():
-                return read_meta_pkl(meta)
+    if not isinstance(dataset, str) or not dataset or "/" in dataset or dataset.startswith("."):
+        return []
+    out_dir = Path(ckpt_path).resolve().parent
+    found = [base / "data" / dataset for base in (out_dir.parent, out_dir, Path.cwd())]
+    return [d for d in dict.fromkeys(found) if d.is_dir()]
+
+
+def checkpoint_meta(ckpt_path: Path, ck: dict[str, Any]) -> dict[str, Any] | None:
+    """The tokenizer meta of a nanoGPT checkpoint: data/<dataset>/meta.pkl looked for where
+    nanoGPT's sample.py would find it (checkpoint_data_dirs), else GPT-2 when the
+    vocabulary holds it; None when neither."""
+    for d in checkpoint_data_dirs(ckpt_path, ck):
+        if (d / "meta.pkl").is_file():
+            return read_meta_pkl(d / "meta.pkl")
     vocab = (ck.get("model_args") or {}).get("vocab_size")
     if isinstance(vocab, int) and vocab >= GPT2_TOKENS:
         return {"vocab_size": GPT2_TOKENS, "tokenizer": "gpt2"}
     return None
+
+
+NANOGPT_BINS = ("train.bin", "val.bin")
+
+
+def nanogpt_data_meta(data_dir: Path) -> dict[str, Any] | None:
+    """nanotui's meta dict for a nanoGPT data directory, used in place (nothing copied):
+    train.bin and val.bin are uint16 token ids, as every nanoGPT prepare.py writes them;
+    the vocabulary is meta.pkl's, or GPT-2's when there is none (nanoGPT's convention).
+    None when `data_dir` is not one (a nanotui prepared dir has its meta.json instead)."""
+    d = Path(data_dir)
+    if (d / "meta.json").exists() or not all((d / f).is_file() for f in NANOGPT_BINS):
+        return None
+    sizes = {f: (d / f).stat().st_size for f in NANOGPT_BINS}
+    odd = [f for f, n in sizes.items() if n % 2]
+    if odd:
+        raise DataError(f"{d / odd[0]}: {sizes[odd[0]]:,} bytes is not a whole number of "
+                        "uint16 tokens (nanoGPT's .bin format)")
+    if (d / "meta.pkl").is_file():
+        meta = read_meta_pkl(d / "meta.pkl")
+    else:
+        meta = {"vocab_size": GPT2_TOKENS, "tokenizer": "gpt2", "eot_token": GPT2_TOKENS - 1}
+    meta.update(dtype="uint16", train_tokens=sizes["train.bin"] // 2,
+                val_tokens=sizes["val.bin"] // 2, format="nanogpt", data_dir=str(d))
+    return meta

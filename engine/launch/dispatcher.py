@@ -14,15 +14,18 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from engine.config import ConfigError
+from engine.launch.child import child_env, module_command
 from engine.launch.estimate import estimate
 from engine.launch.executor import Executor, Placement
 from engine.launch.gpu import GpuSource, default_gpu_source
-from engine.launch.placement import ActiveRun, PlacementError, Policy, choose, parse_request
-from engine.runs import (FINAL_STATES, RunDir, RunError, list_runs)
+from engine.launch.placement import ActiveRun, PlacementError, Policy, UtilHistory, parse_request
+from engine.launch.reservations import SharedPlacer
+from engine.runs import (FINAL_STATES, RunDir, RunError, list_runs, process_stopped)
 from engine.units import format_seconds
 from engine.launch.queue import (DISPATCH_LOCK, DISPATCHER_LOG, Log, append_journal,
                                  dispatcher_pid, launch_options, make_executor, queue_lock)
@@ -49,11 +52,16 @@ class Dispatcher:
         self.executor = executor or make_executor(exec_opts)
         self.gpu = parse_request(gpu)
         self.gpu_source = gpu_source or default_gpu_source()
+        self.placer = SharedPlacer(self.runs_root, log=log)  # machine-wide promises
+        self.util = UtilHistory()                   # for max_runs_per_gpu = "auto"
+        self._first_iter: dict[tuple[str, float], int] = {}
+        self._warm_at: dict[tuple[str, float], float] = {}
         self.poll_s = poll_s
         self.log = log
         self.progress_every_s = progress_every_s
         self._lock_file = None
         self._last_state: dict[str, str] = {}
+        self._said_stopped: dict[str, int] = {}  # run id -> the stopped pid already logged
         self._last_progress = 0.0
         self._last_iter: dict[str, int | None] = {}
 
@@ -99,9 +107,11 @@ class Dispatcher:
                 return started
             now = time.time()
             gpus = self.gpu_source.snapshot() if not self.executor.places_itself else []
-            active = [_active(r, st) for r in runs
+            self.util.add(gpus, now)
+            active = [self._warm(_active(r, st), st, now) for r in runs
                       if (st := statuses[r.id]).get("state") == "running"
                       and (st.get("executor") or {}).get("kind", "local") == "local"]
+            self._say_stopped(active)
             for run in queued:
                 st = run.read_status()
                 if st.get("state") != "queued":
@@ -113,11 +123,13 @@ class Dispatcher:
                                       ended_at=now)
                     continue
                 placement: Placement | None = None
+                ticket = None
                 if not self.executor.places_itself:
                     need = estimate(cfg, "gpu").mem_bytes
                     try:
-                        placement = choose(need, gpus, active, self.policy,
-                                           st.get("gpu_request") or self.gpu, now)
+                        placement, ticket = self.placer.place(
+                            run.id, need, gpus, active, self.policy,
+                            parse_request(st.get("gpu_request") or self.gpu), now, self.util)
                     except PlacementError as e:
                         run.update_status(state="failed", reason=str(e), ended_at=now)
                         self.log(f"{run.id}: cannot place: {e}")
@@ -136,12 +148,14 @@ class Dispatcher:
                 try:
                     self.executor.start(run, placement, resume, started=journal)
                 except (RunError, ConfigError) as e:
+                    self.placer.abandon(ticket)
                     if getattr(e, "keep_queued", False):
                         raise  # e.g. sbatch refused the options: every run would fail alike
                     run.update_status(state="failed", reason=str(e), ended_at=time.time())
                     self.log(f"{run.id}: {e}")
                     continue
                 new = run.update_status(resume=None)
+                self.placer.started(ticket, new.get("pid"), new.get("pid_create_time"))
                 if not journaled:  # an executor without a process of its own (Slurm)
                     journal(new.get("pid"))
                 active.append(_active(run, new))
@@ -149,6 +163,26 @@ class Dispatcher:
                 where = placement.describe() if placement else self.executor.kind
                 self.log(f"started {run.id} on {where}" + (" (resumed)" if resume else ""))
         return started
+
+    def _say_stopped(self, active: list[ActiveRun]) -> None:
+        """A stopped (SIGSTOP) process keeps its slot and its memory while runs wait:
+        say so once, with the way out."""
+        for a in active:
+            if a.pid and process_stopped(a.pid) and self._said_stopped.get(a.run_id) != a.pid:
+                self._said_stopped[a.run_id] = a.pid
+                self.log(f"{a.run_id}: process {a.pid} is stopped (SIGSTOP or Ctrl-Z) and still "
+                         f"holds its slot: `nanotui stop {a.run_id}` ends it, "
+                         f"`kill -CONT {a.pid}` lets it go on")
+
+    def _warm(self, a: ActiveRun, st: dict[str, Any], now: float) -> ActiveRun:
+        """`a` with warm_at: when this dispatcher first saw its iteration move past the
+        one it had at this start (a resumed run starts at its old iteration): packing
+        waits for that, since a run still compiling hardly loads its card."""
+        key = (a.run_id, a.started_at)
+        first = self._first_iter.setdefault(key, st.get("iter") or 0)
+        if (st.get("iter") or 0) > first:
+            self._warm_at.setdefault(key, now)
+        return replace(a, warm_at=self._warm_at.get(key))
 
     def queued_runs(self) -> list[RunDir]:
         return [r for r in list_runs(self.runs_root) if r.read_status().get("state") == "queued"]
@@ -234,14 +268,15 @@ def start_background_dispatcher(runs_root: str | Path, experiments_path: str | P
     queue is empty; its output goes to RUNS/.dispatcher.log."""
     runs_root = Path(runs_root)
     runs_root.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "engine.launch", "--runs", str(runs_root), "--gpu", gpu]
+    cmd = module_command("engine.launch", "--runs", str(runs_root), "--gpu", gpu)
     if experiments_path:
         cmd += ["--experiments", str(experiments_path)]
     if executor_kind:
         cmd += ["--executor", executor_kind]
     with open(runs_root / DISPATCHER_LOG, "ab") as log:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env=child_env(os.environ))
 
 
 def ensure_dispatcher(runs_root: str | Path, experiments_path: str | Path | None,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import TrainConfig
+from engine.data.nanogpt import nanogpt_data_meta
 from engine.data.tokenizers import GPT2_TOKENS
 from engine.model.arithmetic import flops_per_token, model_vocab, padded_vocab, param_counts
 
@@ -53,7 +54,7 @@ class Estimate:
 
 def _meta(d: Path) -> dict | None:
     try:
-        meta = json.loads((d / "meta.json").read_text())
+        meta = nanogpt_data_meta(d) or json.loads((d / "meta.json").read_text())
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) and meta.get("vocab_size") else None

@@ -48,12 +48,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from engine.launch.child import child_env, command_module_args, module_command
 from engine.runs import RunDir, RunError, process_matches, process_start_time
 
 
@@ -62,14 +62,15 @@ class Placement:
     """Where a run goes: a card (index/uuid/name) or the CPU, and the child's env."""
 
     device: str                              # "gpu" | "cpu"
-    gpu: dict[str, Any] | None = None        # {"index", "uuid", "name"} for device "gpu"
+    gpu: dict[str, Any] | None = None        # {"index", "uuid", "name"[, "mig", "parent_uuid"]}
     env: dict[str, str] = field(default_factory=dict)
     est_mem_bytes: int = 0
 
     def describe(self) -> str:
         if self.gpu is None:
             return "CPU"
-        return f"GPU {self.gpu['index']} ({self.gpu['name']})"
+        mig = f".{self.gpu['mig']}" if self.gpu.get("mig") is not None else ""
+        return f"GPU {self.gpu['index']}{mig} ({self.gpu['name']})"
 
 
 class Executor(Protocol):
@@ -88,8 +89,8 @@ class Executor(Protocol):
 
 
 def train_command(run: RunDir, resume: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "engine.train", str(run.path)]
-    return cmd + (["--resume"] if resume else [])
+    """The trainer's argv; engine.launch.child says why it is not a bare `python -m`."""
+    return module_command("engine.train", str(run.path), *(["--resume"] if resume else []))
 
 
 class LocalExecutor:
@@ -104,7 +105,7 @@ class LocalExecutor:
 
     def start(self, run: RunDir, placement: Placement | None, resume: bool,
               started: Callable[[int], None] | None = None) -> None:
-        env = os.environ.copy()
+        env = child_env(os.environ)
         if placement is not None:
             env.update(placement.env)
         where = placement.describe() if placement else "CPU"
@@ -138,6 +139,7 @@ class LocalExecutor:
         pid, t0 = st.get("pid"), st.get("pid_create_time")
         if st.get("state") == "running" and process_matches(pid, t0):
             _signal_group(pid, signal.SIGTERM)
+            _signal_group(pid, signal.SIGCONT)  # a stopped (SIGSTOP) process acts on it only once continued
             deadline = time.monotonic() + grace_s
             while time.monotonic() < deadline and process_matches(pid, t0):
                 self._reap()
@@ -184,17 +186,15 @@ class LocalExecutor:
 
 
 def _run_path(proc: subprocess.Popen) -> str:
-    args = proc.args
-    return args[3]  # [python, -m, engine.train, RUN_DIR, ...]
+    return command_module_args(list(proc.args), "engine.train")[0]
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    """Signal the run's whole process group (it is a session leader: pgid == pid)."""
+    """Signal the run's whole process group (it is a session leader: pgid == pid); a
+    process started by hand, in another's group, gets the signal alone."""
     try:
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
+    except (ProcessLookupError, PermissionError):
         try:
             os.kill(pid, sig)
         except OSError:

@@ -16,8 +16,15 @@ Sources:
         ...]}
 
   (a top-level list is accepted too; memory in bytes; "memory_total_gb"/"memory_used_gb"
-  may be used instead for readability). The file is re-read at every snapshot, so a
-  test or a demo can change the cards' load while the app runs.
+  may be used instead for readability). A card in MIG mode lists its instances instead
+  of its own memory: "mig": [{"uuid": "MIG-...", "name": "... MIG 1g.10gb",
+  "memory_total_gb": 10, "memory_used_gb": 0, "processes": [...]}, ...]; each instance
+  is a unit of its own. The file is re-read at every snapshot, so a test or a demo can
+  change the cards' load while the app runs.
+
+A snapshot lists placeable UNITS: whole cards, and the MIG instances of cards in MIG mode
+(the card itself is then not placeable). `ours` marks whether the unit is inside this
+user's share (engine.launch.visible: CUDA_VISIBLE_DEVICES, Slurm's allocation).
 
 Units: memory in bytes, utilization in %, temperature in °C, power in W. Placement
 policy lives in engine.launch.placement.
@@ -28,9 +35,12 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
+
+from engine.launch.visible import Share, mark, probe_cuda_order, resolve_share
 
 FAKE_ENV = "NANOTUI_FAKE_GPUS"
 GIB = 1024 ** 3
@@ -53,13 +63,32 @@ class GpuSnapshot:
     temperature: int | None = None      # °C
     power_w: float | None = None        # W
     processes: tuple[GpuProcess, ...] = field(default_factory=tuple)
+    # A MIG instance is a placeable unit of its own: `index` is its card's, `mig` its
+    # number on that card, `uuid` its MIG-... uuid, memory its own slice.
+    mig: int | None = None
+    parent_uuid: str | None = None
+    # False: outside this user's share (CUDA_VISIBLE_DEVICES, Slurm's allocation);
+    # shown, never placed on. Set by engine.launch.visible.
+    ours: bool = True
 
     @property
     def memory_free(self) -> int:
         return max(0, self.memory_total - self.memory_used)
 
+    @property
+    def label(self) -> str:
+        """How a user names the unit: "1", or "0.2" for MIG instance 2 of card 0."""
+        return str(self.index) if self.mig is None else f"{self.index}.{self.mig}"
+
+    @property
+    def card_uuid(self) -> str:
+        """The physical card's uuid (the unit's own for a whole card)."""
+        return self.parent_uuid or self.uuid
+
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "uuid": self.uuid, "name": self.name,
+        return {"index": self.index, "label": self.label, "uuid": self.uuid,
+                "name": self.name, "mig": self.mig, "parent_uuid": self.parent_uuid,
+                "ours": self.ours,
                 "memory_used": self.memory_used, "memory_total": self.memory_total,
                 "memory_free": self.memory_free, "utilization": self.utilization,
                 "temperature": self.temperature, "power_w": self.power_w,
@@ -83,20 +112,34 @@ def _bytes(d: dict[str, Any], key: str) -> int:
     return 0
 
 
+def _procs(d: dict[str, Any]) -> tuple[GpuProcess, ...]:
+    return tuple(GpuProcess(int(p["pid"]), p.get("used_memory"))
+                 for p in d.get("processes", []))
+
+
 def gpus_from_json(obj: Any) -> list[GpuSnapshot]:
-    """Cards from the fake-GPU JSON document (see the module docstring)."""
+    """Units from the fake-GPU JSON document (see the module docstring): a card, or its
+    MIG instances when it has a "mig" list."""
     items = obj.get("gpus", []) if isinstance(obj, dict) else obj
     out = []
     for i, d in enumerate(items or []):
-        procs = tuple(GpuProcess(int(p["pid"]), p.get("used_memory"))
-                      for p in d.get("processes", []))
+        index, uuid = int(d.get("index", i)), str(d.get("uuid", f"GPU-fake-{i}"))
+        name = str(d.get("name", "Fake GPU"))
+        common = dict(index=index, temperature=d.get("temperature"), power_w=d.get("power_w"))
+        if d.get("mig"):
+            for j, m in enumerate(d["mig"]):
+                out.append(GpuSnapshot(
+                    **common, uuid=str(m.get("uuid", f"MIG-fake-{i}-{j}")),
+                    name=str(m.get("name", f"{name} MIG")), mig=int(m.get("mig", j)),
+                    parent_uuid=uuid, memory_used=_bytes(m, "memory_used"),
+                    memory_total=_bytes(m, "memory_total"),
+                    utilization=m.get("utilization"), processes=_procs(m)))
+            continue
         out.append(GpuSnapshot(
-            index=int(d.get("index", i)), uuid=str(d.get("uuid", f"GPU-fake-{i}")),
-            name=str(d.get("name", "Fake GPU")),
+            **common, uuid=uuid, name=name,
             memory_used=_bytes(d, "memory_used"), memory_total=_bytes(d, "memory_total"),
-            utilization=d.get("utilization"), temperature=d.get("temperature"),
-            power_w=d.get("power_w"), processes=procs))
-    return sorted(out, key=lambda g: g.index)
+            utilization=d.get("utilization"), processes=_procs(d)))
+    return sorted(out, key=lambda g: (g.index, -1 if g.mig is None else g.mig))
 
 
 class FakeGpuSource:
@@ -149,6 +192,12 @@ class NvmlGpuSource:
     def available(self) -> bool:
         return self._init()
 
+    def driver_version(self) -> str | None:
+        if not self._init():
+            return None
+        v = _nvml_get(self._nvml.nvmlSystemGetDriverVersion)
+        return v.decode() if isinstance(v, bytes) else (None if v is None else str(v))
+
     def snapshot(self) -> list[GpuSnapshot]:
         if not self._init():
             return []
@@ -157,53 +206,102 @@ class NvmlGpuSource:
             count = nv.nvmlDeviceGetCount()
         except Exception:
             return []
-        out = []
+        out: list[GpuSnapshot] = []
         for i in range(count):
             try:
-                out.append(self._card(nv, i))
+                out.extend(self._units(nv, i))
             except Exception:
                 continue  # a card that fails entirely is left out, the rest still show
         return out
 
     @staticmethod
-    def _card(nv: Any, i: int) -> GpuSnapshot:
+    def _units(nv: Any, i: int) -> list[GpuSnapshot]:
+        """Card i, or its MIG instances when MIG mode is on."""
         h = nv.nvmlDeviceGetHandleByIndex(i)
-
-        def get(fn, *args, default=None):
+        card = _nvml_unit(nv, h, index=i, default_uuid=f"GPU-{i}")
+        mode = _nvml_get(nv.nvmlDeviceGetMigMode, h) if hasattr(nv, "nvmlDeviceGetMigMode") else None
+        if not mode or not mode[0]:  # (current, pending); 1 = enabled
+            return [card]
+        migs = []
+        for j in range(_nvml_get(nv.nvmlDeviceGetMaxMigDeviceCount, h, default=0) or 0):
+            mh = _nvml_get(nv.nvmlDeviceGetMigDeviceHandleByIndex, h, j)
+            if mh is None:
+                continue  # an empty slot
             try:
-                return fn(h, *args)
+                unit = _nvml_unit(nv, mh, index=i, default_uuid=f"MIG-{i}-{j}")
             except Exception:
-                return default
-
-        def text(v: Any) -> str:
-            return v.decode() if isinstance(v, bytes) else str(v)
-
-        mem = nv.nvmlDeviceGetMemoryInfo(h)
-        util = get(nv.nvmlDeviceGetUtilizationRates)
-        power = get(nv.nvmlDeviceGetPowerUsage)
-        procs: dict[int, GpuProcess] = {}
-        for fn_name in ("nvmlDeviceGetComputeRunningProcesses",
-                        "nvmlDeviceGetGraphicsRunningProcesses"):
-            fn = getattr(nv, fn_name, None)
-            for p in (get(fn, default=[]) if fn else []) or []:
-                used = getattr(p, "usedGpuMemory", None)
-                if not isinstance(used, int) or used < 0 or used >= 2 ** 63:
-                    used = None  # NVML_VALUE_NOT_AVAILABLE or no permission
-                procs.setdefault(int(p.pid), GpuProcess(int(p.pid), used))
-        return GpuSnapshot(
-            index=i, uuid=text(get(nv.nvmlDeviceGetUUID, default=f"GPU-{i}")),
-            name=text(get(nv.nvmlDeviceGetName, default="GPU")),
-            memory_used=int(mem.used), memory_total=int(mem.total),
-            utilization=int(util.gpu) if util is not None else None,
-            temperature=get(nv.nvmlDeviceGetTemperature, 0),  # 0 = NVML_TEMPERATURE_GPU
-            power_w=power / 1000.0 if power is not None else None,
-            processes=tuple(procs.values()))
+                continue
+            migs.append(replace(unit, mig=j, parent_uuid=card.uuid,
+                                temperature=card.temperature, power_w=card.power_w))
+        return migs or [card]
 
 
-def default_gpu_source() -> GpuSource:
-    """Fake cards from $NANOTUI_FAKE_GPUS when set, else NVML."""
+def _nvml_get(fn: Any, *args: Any, default: Any = None) -> Any:
+    try:
+        return fn(*args)
+    except Exception:
+        return default
+
+
+def _nvml_unit(nv: Any, h: Any, index: int, default_uuid: str) -> GpuSnapshot:
+    """One card or MIG instance through its handle; fields NVML refuses are None."""
+    def text(v: Any) -> str:
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    mem = nv.nvmlDeviceGetMemoryInfo(h)
+    util = _nvml_get(nv.nvmlDeviceGetUtilizationRates, h)  # not supported on MIG
+    power = _nvml_get(nv.nvmlDeviceGetPowerUsage, h)
+    procs: dict[int, GpuProcess] = {}
+    for fn_name in ("nvmlDeviceGetComputeRunningProcesses",
+                    "nvmlDeviceGetGraphicsRunningProcesses"):
+        fn = getattr(nv, fn_name, None)
+        for p in (_nvml_get(fn, h, default=[]) if fn else []) or []:
+            used = getattr(p, "usedGpuMemory", None)
+            if not isinstance(used, int) or used < 0 or used >= 2 ** 63:
+                used = None  # NVML_VALUE_NOT_AVAILABLE or no permission
+            procs.setdefault(int(p.pid), GpuProcess(int(p.pid), used))
+    return GpuSnapshot(
+        index=index, uuid=text(_nvml_get(nv.nvmlDeviceGetUUID, h, default=default_uuid)),
+        name=text(_nvml_get(nv.nvmlDeviceGetName, h, default="GPU")),
+        memory_used=int(mem.used), memory_total=int(mem.total),
+        utilization=int(util.gpu) if util is not None else None,
+        temperature=_nvml_get(nv.nvmlDeviceGetTemperature, h, 0),  # 0 = NVML_TEMPERATURE_GPU
+        power_w=power / 1000.0 if power is not None else None,
+        processes=tuple(procs.values()))
+
+
+class VisibleGpuSource:
+    """A source whose units are marked with this process's share (engine.launch.visible);
+    `share` is the one the last snapshot was marked with."""
+
+    def __init__(self, inner: GpuSource, probe_cuda: bool = False,
+                 env: Mapping[str, str] | None = None):
+        self.inner = inner
+        self.probe_cuda = probe_cuda   # real cards: CUDA's order can be asked from torch
+        self.env = env
+        self.share = Share("all")
+        self._order: list[str] | None = None
+        self._probed = False
+
+    def _cuda_order(self) -> list[str] | None:
+        if not self._probed:
+            self._order, self._probed = probe_cuda_order(self._environ()), True
+        return self._order
+
+    def _environ(self) -> Mapping[str, str]:
+        return os.environ if self.env is None else self.env
+
+    def snapshot(self) -> list[GpuSnapshot]:
+        units = self.inner.snapshot()
+        self.share = resolve_share(self._environ(), units,
+                                   self._cuda_order if self.probe_cuda else None)
+        return mark(units, self.share)
+
+
+def default_gpu_source() -> VisibleGpuSource:
+    """Fake cards from $NANOTUI_FAKE_GPUS when set, else NVML; either way marked with
+    this process's share of them."""
     fake = os.environ.get(FAKE_ENV)
     if fake:
-        return FakeGpuSource.from_file(fake)
-    return NvmlGpuSource()
-
+        return VisibleGpuSource(FakeGpuSource.from_file(fake))
+    return VisibleGpuSource(NvmlGpuSource(), probe_cuda=True)

@@ -1,10 +1,16 @@
 """Where the next run goes: pure functions over GPU snapshots and the runs already out.
 
-A run may go on a card when
-  - the card is allowed (`[launch] gpus = [...]`, by index or uuid; empty = all),
-  - fewer than `max_runs_per_gpu` of our runs are on it, and
-  - its free memory, minus memory PROMISED to our runs launched on it that have not
-    allocated yet, fits the run's estimated need.
+A run may go on a unit (a card, or a MIG instance with its own memory) when
+  - the unit is ours (engine.launch.visible: inside an inherited CUDA_VISIBLE_DEVICES
+    or Slurm's allocation; no unit of ours = the CPU),
+  - it is allowed (`[launch] gpus = [...]`, by index, "0.1" label or uuid; empty = all),
+  - fewer than `max_runs_per_gpu` of our runs are on it, or, with "auto" (packing,
+    opt-in), none is, or all of ours there are training (past start-up and compile)
+    and the unit stayed below `pack_util_below` % at each of the last `pack_polls` polls
+    taken `pack_settle_s` or more after the last of them began training, and
+  - its free memory, minus memory PROMISED to runs launched on it that have not
+    allocated yet (ours, and any other dispatcher's on the machine:
+    engine.launch.reservations), fits the run's estimated need.
 Among those, the least-loaded wins: utilization + memory in use (counting promises),
 plus a penalty per run of ours already there (they may not show in utilization yet).
 A run that fits on no allowed card even when it is idle cannot be placed (an error);
@@ -21,6 +27,7 @@ time (default 1: a 2-core box is not helped by two runs fighting for the cores).
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass
 
 from engine.launch.executor import Placement
@@ -41,14 +48,36 @@ class ActiveRun:
     est_mem_bytes: int = 0
     started_at: float = 0.0
     pid: int | None = None
+    warm_at: float | None = None  # when it was first seen training (past compile); None: not yet
 
 
 @dataclass(frozen=True)
 class Policy:
-    max_runs_per_gpu: int = 1
+    max_runs_per_gpu: int | str = 1          # or "auto": packing, see fits_now
     max_cpu_runs: int = 1
     gpus: tuple[int | str, ...] = ()
     promise_ttl_s: float = 600.0
+    pack_util_below: int = 60                # %, every recent poll of the card
+    pack_polls: int = 5                      # recent polls needed (0.5 s apart by default)
+    pack_settle_s: float = 5.0               # after our runs there started training
+    pack_max_runs: int = 8
+
+
+class UtilHistory:
+    """Utilization of each unit at the dispatcher's recent polls (for packing)."""
+
+    def __init__(self, keep: int = 120) -> None:
+        self.keep = keep
+        self._samples: dict[str, deque[tuple[float, int]]] = {}
+
+    def add(self, gpus: list[GpuSnapshot], now: float) -> None:
+        for g in gpus:
+            if g.utilization is not None:
+                self._samples.setdefault(g.uuid, deque(maxlen=self.keep)).append(
+                    (now, g.utilization))
+
+    def since(self, uuid: str, t: float) -> list[int]:
+        return [u for at, u in self._samples.get(uuid, ()) if at >= t]
 
 
 def parse_request(request: str | int | None) -> str:
@@ -58,9 +87,11 @@ def parse_request(request: str | int | None) -> str:
 
 
 def find_card(gpus: list[GpuSnapshot], ref: str | int) -> GpuSnapshot | None:
+    """The unit a user named: its uuid, its label ("0.1" for a MIG instance) or its
+    card's index (the first of its MIG instances that is ours)."""
     ref = str(ref)
-    for g in gpus:
-        if ref == g.uuid or (ref.isdigit() and int(ref) == g.index):
+    for g in sorted(gpus, key=lambda g: not g.ours):
+        if ref in (g.uuid, g.label) or (ref.isdigit() and int(ref) == g.index):
             return g
     return None
 
@@ -71,9 +102,11 @@ def promised_bytes(card: GpuSnapshot, active: list[ActiveRun], now: float, ttl: 
                if a.uuid == card.uuid and a.pid not in pids and now - a.started_at < ttl)
 
 
-def load_score(card: GpuSnapshot, active: list[ActiveRun], now: float, ttl: float) -> float:
+def load_score(card: GpuSnapshot, active: list[ActiveRun], others: list[ActiveRun],
+               now: float, ttl: float) -> float:
     ours = sum(1 for a in active if a.uuid == card.uuid)
-    mem = (card.memory_used + promised_bytes(card, active, now, ttl)) / max(card.memory_total, 1)
+    promised = promised_bytes(card, [*active, *others], now, ttl)
+    mem = (card.memory_used + promised) / max(card.memory_total, 1)
     return (card.utilization or 0) / 100.0 + mem + 0.5 * ours
 
 
@@ -98,45 +131,90 @@ def _cpu(active: list[ActiveRun], policy: Policy, need: int) -> Placement | None
 
 
 def _gpu(card: GpuSnapshot, need: int) -> Placement:
-    return Placement("gpu", {"index": card.index, "uuid": card.uuid, "name": card.name},
-                     gpu_env(card), need)
+    info = {"index": card.index, "uuid": card.uuid, "name": card.name}
+    if card.mig is not None:
+        info |= {"mig": card.mig, "parent_uuid": card.parent_uuid}
+    return Placement("gpu", info, gpu_env(card), need)
+
+
+def may_pack(card: GpuSnapshot, ours: list[ActiveRun], policy: Policy, now: float,
+             history: UtilHistory | None) -> bool:
+    """"auto": one more run on a unit already running ours, when every one of them is
+    training (a run still starting or compiling loads the card little, so the card would
+    look idle) and the unit stayed below pack_util_below at each of the last pack_polls
+    polls, all taken pack_settle_s or more after the last of them began training."""
+    if len(ours) >= policy.pack_max_runs or history is None:
+        return False
+    if any(a.warm_at is None for a in ours):
+        return False
+    samples = history.since(card.uuid, max(a.warm_at for a in ours) + policy.pack_settle_s)
+    return (len(samples) >= policy.pack_polls
+            and max(samples[-policy.pack_polls:]) < policy.pack_util_below)
 
 
 def fits_now(card: GpuSnapshot, need: int, active: list[ActiveRun], policy: Policy,
-             now: float) -> bool:
-    ours = sum(1 for a in active if a.uuid == card.uuid)
-    room = card.memory_free - promised_bytes(card, active, now, policy.promise_ttl_s)
-    return ours < policy.max_runs_per_gpu and room >= need
+             now: float, others: list[ActiveRun] = (), history: UtilHistory | None = None
+             ) -> bool:
+    ours = [a for a in active if a.uuid == card.uuid]
+    room = card.memory_free - promised_bytes(card, [*active, *others], now,
+                                             policy.promise_ttl_s)
+    if room < need:
+        return False
+    if policy.max_runs_per_gpu == "auto":
+        return not ours or may_pack(card, ours, policy, now, history)
+    return len(ours) < policy.max_runs_per_gpu
 
 
 def choose(need: int, gpus: list[GpuSnapshot], active: list[ActiveRun], policy: Policy,
-           request: str = "auto", now: float = 0.0) -> Placement | None:
+           request: str = "auto", now: float = 0.0, others: list[ActiveRun] = (),
+           history: UtilHistory | None = None) -> Placement | None:
     """The placement for a run needing `need` bytes; None: wait and ask again later.
-    Raises PlacementError when waiting cannot help."""
+    `others`: promises of other dispatchers on this machine (engine.launch.reservations),
+    counted as memory, not as our runs. Raises PlacementError when waiting cannot help."""
     request = parse_request(request)
     if request == "cpu":
         return _cpu(active, policy, need)
     if request != "auto":
         card = find_card(gpus, request)
         if card is None:
-            have = ", ".join(f"{g.index} ({g.uuid})" for g in gpus) or "none"
+            have = ", ".join(f"{g.label} ({g.uuid})" for g in gpus) or "none"
             raise PlacementError(f"no GPU {request!r}; cards here: {have}")
+        if not card.ours:
+            raise PlacementError(f"GPU {card.label} is not ours to use (outside "
+                                 f"CUDA_VISIBLE_DEVICES or the Slurm allocation)")
         if need > card.memory_total:
             raise PlacementError(f"needs about {need / 2**30:.1f} GiB, more than GPU "
-                                 f"{card.index} has ({card.memory_total / 2**30:.1f} GiB)")
-        return _gpu(card, need) if fits_now(card, need, active, policy, now) else None
-    if not gpus:
+                                 f"{card.label} has ({card.memory_total / 2**30:.1f} GiB)")
+        fits = fits_now(card, need, active, policy, now, others, history)
+        return _gpu(card, need) if fits else None
+    ours = [g for g in gpus if g.ours]
+    if not ours:
         return _cpu(active, policy, need)
-    allowed = [g for g in gpus if not policy.gpus or any(
+    allowed = [g for g in ours if not policy.gpus or any(
         find_card([g], ref) is not None for ref in policy.gpus)]
     if not allowed:
-        raise PlacementError(f"none of the allowed GPUs {list(policy.gpus)} is present "
-                             f"(cards here: {', '.join(str(g.index) for g in gpus)})")
+        raise PlacementError(f"none of the allowed GPUs {list(policy.gpus)} is ours here "
+                             f"(ours: {', '.join(g.label for g in ours)})")
     if all(need > g.memory_total for g in allowed):
         raise PlacementError(f"needs about {need / 2**30:.1f} GiB, more than any allowed "
                              f"GPU has; use a smaller batch_size or model, or --gpu cpu")
-    ok = [g for g in allowed if fits_now(g, need, active, policy, now)]
+    ok = [g for g in allowed if fits_now(g, need, active, policy, now, others, history)]
     if not ok:
         return None
-    best = min(ok, key=lambda g: (load_score(g, active, now, policy.promise_ttl_s), g.index))
+    best = min(ok, key=lambda g: (load_score(g, active, others, now, policy.promise_ttl_s),
+                                  g.index, g.mig or 0))
     return _gpu(best, need)
+
+
+def describe_policy(policy: Policy) -> str:
+    """One line a user reads before launching (`nanotui plan`)."""
+    if policy.max_runs_per_gpu == "auto":
+        per = (f"packing (max_runs_per_gpu = \"auto\"): another run joins a card running "
+               f"ours while its memory estimate fits and, once those runs are training, "
+               f"the card stays under {policy.pack_util_below}% utilization at each of "
+               f"the last {policy.pack_polls} polls (at most {policy.pack_max_runs} runs)")
+    else:
+        n = policy.max_runs_per_gpu
+        per = f"at most {n} run{'s' if n != 1 else ''} of ours per card (max_runs_per_gpu)"
+    cards = (f"; cards {', '.join(map(str, policy.gpus))} only" if policy.gpus else "")
+    return f"{per}{cards}; CPU: at most {policy.max_cpu_runs} at a time"

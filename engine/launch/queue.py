@@ -8,12 +8,16 @@ dispatcher (engine.launch.dispatcher) starts them. Files at the root of a runs d
                    so two launches never create or start the same run twice
   .dispatch.jsonl  one line per process start: {"t", "run", "pid", "resume", "dispatcher"}
   .dispatcher.log  the output of a background (--detach) dispatcher
+  .replaced/<sweep>/<run>.<UTC time>   a run directory moved aside by `launch --fresh`
+                   (engine.launch.drift); kept, never deleted
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import os
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,11 +27,13 @@ from typing import Any, Callable, Iterator
 from engine.config import ConfigError
 from engine.experiments import (Experiments, ExperimentsError, LaunchOptions, RunSpec,
                                 load_experiments, validate_runs)
+from engine.launch.drift import config_drift, move_aside
 from engine.launch.estimate import estimate
 from engine.launch.executor import Executor, LocalExecutor
 from engine.launch.gpu import GpuSource, default_gpu_source
 from engine.launch.placement import parse_request
-from engine.runs import (RESUMABLE_STATES, RunDir, RunError, create_run)
+from engine.launch.preflight import check_specs
+from engine.runs import (CONFIG, RESUMABLE_STATES, RunDir, RunError, create_run, link_shared)
 
 DISPATCH_LOCK = ".dispatch.lock"
 QUEUE_LOCK = ".queue.lock"
@@ -55,6 +61,7 @@ class PlanRow:
     max_iters: int | None = None
     tokens: int | None = None
     error: str | None = None
+    same_as: str | None = None        # a shared run: trained once, as this run id
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -63,7 +70,7 @@ class PlanRow:
 def plan_rows(specs: list[RunSpec], device: str) -> list[PlanRow]:
     rows = []
     for s in specs:
-        row = PlanRow(s.id, s.sweep, s.name, s.varied, error=s.error)
+        row = PlanRow(s.id, s.sweep, s.name, s.varied, error=s.error, same_as=s.same_as)
         if s.cfg is not None:
             e = estimate(s.cfg, device)
             row.params, row.params_total = e.params, e.params_total
@@ -81,23 +88,71 @@ def plan_runs(experiments_path: str | Path, selection: list[str] | None = None,
     time estimate assumes; by default "gpu" when a card is visible, else "cpu"."""
     exp = load_experiments(experiments_path)
     specs = exp.select(selection)
+    gpus = (gpu_source or default_gpu_source()).snapshot()
     if device is None:
-        device = "gpu" if (gpu_source or default_gpu_source()).snapshot() else "cpu"
+        device = "gpu" if gpus else "cpu"
+    check_specs(specs, gpus if exp.executor.get("kind", "local") == "local" else None)
     return plan_rows(specs, device)
 
 
 # ---- locks and the journal -------------------------------------------------------------
 
+LOCK_NOTICE_S = 1.0   # a wait on the queue lock longer than this says who holds it
+
+
 @contextmanager
-def queue_lock(runs_root: Path) -> Iterator[None]:
+def queue_lock(runs_root: Path, notice: Callable[[str], None] | None = None) -> Iterator[None]:
+    """The runs directory's queue lock. The holder's pid and command are kept in the lock
+    file, so that a wait longer than LOCK_NOTICE_S says who holds it (through `notice`,
+    default stderr); the wait polls, so Ctrl-C ends it."""
     runs_root = Path(runs_root)
     runs_root.mkdir(parents=True, exist_ok=True)
-    with open(runs_root / QUEUE_LOCK, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    path = runs_root / QUEUE_LOCK
+    with open(path, "a+") as f:
+        _wait_for_lock(f, path, notice)
+        try:
+            f.truncate(0)
+            f.write(json.dumps({"pid": os.getpid(), "cmd": _command()}) + "\n")
+            f.flush()
+        except OSError:
+            pass  # a full disk: the lock still works, only the notice says less
         try:
             yield
         finally:
+            try:
+                f.truncate(0)
+            except OSError:
+                pass
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _command() -> str:
+    argv = [os.path.basename(sys.argv[0])] + sys.argv[1:] if sys.argv else ["?"]
+    return " ".join(argv)[:160]
+
+
+def lock_holder(path: Path) -> str:
+    """'pid 123 (nanotui launch depth)' as the holder recorded itself, or a vaguer line."""
+    try:
+        rec = json.loads(Path(path).read_text())
+        return f"pid {int(rec['pid'])} ({rec.get('cmd') or '?'})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def _wait_for_lock(f, path: Path, notice: Callable[[str], None] | None) -> None:
+    t0, said = time.monotonic(), False
+    while True:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if not said and time.monotonic() - t0 >= LOCK_NOTICE_S:
+            said = True
+            msg = f"waiting for {path}: held by {lock_holder(path)} (Ctrl-C gives up)"
+            (notice or (lambda m: print(f"nanotui: {m}", file=sys.stderr, flush=True)))(msg)
+        time.sleep(0.05)
 
 
 def dispatcher_pid(runs_root: Path) -> int | None:
@@ -145,6 +200,9 @@ class QueueResult:
     waiting: list[RunDir] = field(default_factory=list)     # already queued or running
     done: list[RunDir] = field(default_factory=list)
     needs_resume: list[RunDir] = field(default_factory=list)  # failed/stopped: skipped
+    shared: list[tuple[RunDir, RunDir]] = field(default_factory=list)  # (link, owner)
+    drift: list[tuple[RunDir, list[str]]] = field(default_factory=list)  # kept old config
+    fresh: list[tuple[RunDir, Path]] = field(default_factory=list)  # (restarted, moved to)
 
     @property
     def selected(self) -> list[RunDir]:
@@ -174,8 +232,12 @@ def prepare_data(specs: list[RunSpec], progress=None, log: Log | None = None) ->
 
 def queue_runs_detailed(experiments_path: str | Path, runs_root: str | Path,
                         selection: list[str] | None = None, gpu: str | None = None,
-                        prepare: bool = True, progress=None, log: Log | None = None
-                        ) -> QueueResult:
+                        prepare: bool = True, progress=None, log: Log | None = None,
+                        fresh: bool = False) -> QueueResult:
+    """Create the selected runs in state queued. A run shared with an earlier sweep is
+    queued under its owner and linked (engine.runs.link_shared). An existing run whose
+    saved config differs from the file keeps its config and is reported in `drift`;
+    with fresh=True it is moved aside (REPLACED) and created anew instead."""
     exp = load_experiments(experiments_path)
     specs = exp.select(selection)
     if not specs:
@@ -183,23 +245,51 @@ def queue_runs_detailed(experiments_path: str | Path, runs_root: str | Path,
     validate_runs(specs)
     if prepare:
         prepare_data(specs, progress, log)
+    local = exp.executor.get("kind", "local") == "local"
+    check_specs(specs, default_gpu_source().snapshot() if local else None)
+    validate_runs(specs)   # what cannot work (engine.launch.preflight): refused, nothing queued
     runs_root = Path(runs_root)
     res = QueueResult()
+    by_id = {r.id: r for r in exp.all_runs()}
     with queue_lock(runs_root):
+        seen: set[str] = set()
         for s in specs:
-            run = RunDir(runs_root / s.sweep / s.name)
-            if run.exists():
-                state = run.read_status().get("state")
-                {"done": res.done, "queued": res.waiting, "running": res.waiting}.get(
-                    state, res.needs_resume).append(run)
-                continue
-            run = create_run(runs_root, s.sweep, s.name, s.cfg, s.varied)
-            fields: dict[str, Any] = {"queued_at": time.time()}
-            if gpu and parse_request(gpu) != "auto":
-                fields["gpu_request"] = parse_request(gpu)
-            run.update_status(**fields)
-            res.queued.append(run)
+            owner = by_id[s.same_as] if s.same_as else s
+            if owner.id not in seen:
+                seen.add(owner.id)
+                _queue_one(owner, runs_root, gpu, fresh, res)
+            if s.same_as:
+                link = link_shared(runs_root, s.sweep, s.name, RunDir(runs_root / owner.id))
+                res.shared.append((link, RunDir(runs_root / owner.id)))
     return res
+
+
+def _queue_one(s: RunSpec, runs_root: Path, gpu: str | None, fresh: bool,
+               res: QueueResult) -> None:
+    run = RunDir(runs_root / s.sweep / s.name)
+    if run.exists():
+        state = run.read_status().get("state")
+        changes = config_drift(run, s.cfg)
+        if changes and fresh:
+            if state == "running":
+                raise RunError(f"cannot start {run.id} fresh: it is running (`nanotui stop "
+                               f"{run.id}` first)")
+            moved = move_aside(run, runs_root)
+            run = create_run(runs_root, s.sweep, s.name, s.cfg, s.varied)
+            res.fresh.append((run, moved))
+        else:
+            if changes:
+                res.drift.append((run, changes))
+            {"done": res.done, "queued": res.waiting, "running": res.waiting}.get(
+                state, res.needs_resume).append(run)
+            return
+    else:
+        run = create_run(runs_root, s.sweep, s.name, s.cfg, s.varied)
+    fields: dict[str, Any] = {"queued_at": time.time()}
+    if gpu and parse_request(gpu) != "auto":
+        fields["gpu_request"] = parse_request(gpu)
+    run.update_status(**fields)
+    res.queued.append(run)
 
 
 def queue_runs(experiments_path: str | Path, runs_root: str | Path,
@@ -286,6 +376,9 @@ def resume_run(run: RunDir, gpu: str | None = None) -> bool:
             what = {"done": "it is done", "running": "it is running",
                     "queued": "it is already queued"}.get(state, f"its state is {state}")
             raise RunError(f"cannot resume {run.id}: {what}")
+        if not run.exists():
+            raise RunError(f"cannot resume {run.id}: damaged: {CONFIG} is missing (its "
+                           f"other files are in {run.path})")
         has_ckpt = run.ckpt_path.exists()
         extra = {} if gpu is None else {"gpu_request": None if parse_request(gpu) == "auto"
                                         else parse_request(gpu)}

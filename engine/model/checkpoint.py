@@ -49,9 +49,15 @@ COMPILED_PREFIX = "_orig_mod."   # torch.compile's wrapper names every parameter
 
 def model_state(ck: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's weights with torch.compile's `_orig_mod.` prefixes stripped, so a
-    checkpoint saved from a compiled model (nanoGPT's GPU default) loads into a plain one."""
-    return {k[len(COMPILED_PREFIX):] if k.startswith(COMPILED_PREFIX) else k: v
-            for k, v in ck["model"].items()}
+    checkpoint saved from a compiled model (nanoGPT's GPU default) loads into a plain one.
+    nanoGPT on a torch without flash attention also saves its causal mask as a buffer
+    `transformer.h.N.attn.bias`: a constant, not a weight, so it is left out."""
+    out = {}
+    for k, v in ck["model"].items():
+        k = k[len(COMPILED_PREFIX):] if k.startswith(COMPILED_PREFIX) else k
+        if not k.endswith(".attn.bias"):  # the weights' biases are attn.c_attn.bias, ...
+            out[k] = v
+    return out
 
 
 def checkpoint_config(ck: dict[str, Any], source: str) -> TrainConfig:

@@ -1,9 +1,13 @@
 """CPU training fast paths: causal self-attention with a hand-written backward, and dropout.
 
-Attention goes to the fused C++ kernel (engine/native.py, FusedCausalAttention below)
-wherever it builds and applies; CausalAttention here is the torch-op path used otherwise
-(no compiler, an unsupported head size) and is what this text describes. `describe()`
-says which path a run takes.
+Three attention paths on CPU (PATHS): "fused", the C++ kernel (engine/native.py,
+FusedCausalAttention below) where it builds and handles the head size; "torch",
+CausalAttention here, batched torch ops with a hand-written backward, which is what this
+text describes; "sdpa", torch's scaled_dot_product_attention as nanoGPT calls it. Which
+one is fastest depends on the CPU (the kernel was tuned on AVX512-BF16 and measured
+slower than SDPA on AVX2 at some shapes), so a training run picks by measurement
+(engine/model/cpu_tuner.py) and sets it on its model (GPT.set_cpu_attention); models
+without a choice use CPU_ATTENTION. `describe()` says which path a run takes.
 
 Why these exist. Profiling a bf16-autocast training step on a 2-core AVX512-BF16 CPU
 (torch 2.13, torch.profiler) showed scaled_dot_product_attention's CPU flash kernel taking
@@ -28,9 +32,9 @@ path). So on CPU:
 - Dropout masks come from 16-bit slices of 64-bit random words: a quarter of the
   generator draws of bernoulli_.
 
-CUDA keeps SDPA (flash) and torch's dropout. Set CPU_ATTENTION = "sdpa" and
-CPU_FAST_DROPOUT = False for the plain path (benchmarks/train_speed.py does, to show
-what each buys). Tests check that both paths compute the same function and gradients.
+CUDA keeps SDPA (flash) and torch's dropout. The "sdpa" path with CPU_FAST_DROPOUT = False
+is the plain path (benchmarks/train_speed.py's ours-plain, to show what each buys).
+Tests check that the paths compute the same function and gradients.
 """
 
 from __future__ import annotations
@@ -44,8 +48,9 @@ from torch.nn import functional as F
 from engine.model import native
 
 # "fused": the C++ kernel (engine/native.py) where it builds and handles the input, else
-# "matmul": the torch-op CausalAttention below; "sdpa": torch's scaled_dot_product_attention.
-CPU_ATTENTION = "fused"
+# "torch": the torch-op CausalAttention below; "sdpa": torch's scaled_dot_product_attention.
+PATHS = ("fused", "torch", "sdpa")
+CPU_ATTENTION = "fused"  # for models that were given no path (GPT.set_cpu_attention)
 CPU_FAST_DROPOUT = True
 HEADS_PER_GROUP = 64
 QUERY_CHUNKS = 4
@@ -222,24 +227,40 @@ class FusedCausalAttention(torch.autograd.Function):
         return dqkv, None, None
 
 
-def describe(n_head: int, n_embd: int) -> str:
-    """Which attention a CPU training run with this shape uses, and why, for its log."""
-    if CPU_ATTENTION == "sdpa":
-        return "torch scaled_dot_product_attention"
-    if CPU_ATTENTION == "fused":
-        if native.load() is None:
-            return f"torch ops (fused kernel unavailable: {native.why_not().splitlines()[0][:200]})"
-        if not native.supports_head_size(n_embd // n_head):
-            return f"torch ops (the fused kernel has no head size {n_embd // n_head})"
-        return "fused C++ kernel"
-    return "torch ops"
+def unavailable(path: str, n_head: int, n_embd: int) -> str | None:
+    """Why `path` cannot run attention of this shape here (None: it can). Only the fused
+    kernel can be missing (no compiler, a failed build, NANOTUI_CPU_KERNEL=0) or lack the
+    head size."""
+    if path != "fused":
+        return None
+    if native.load() is None:
+        return f"fused kernel unavailable: {native.why_not().splitlines()[0][:200]}"
+    if not native.supports_head_size(n_embd // n_head):
+        return f"the fused kernel has no head size {n_embd // n_head}"
+    return None
 
 
-def causal_attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0) -> torch.Tensor:
+PATH_NAMES = {"fused": "fused C++ kernel", "torch": "torch ops",
+              "sdpa": "torch scaled_dot_product_attention"}
+
+
+def describe(n_head: int, n_embd: int, path: str | None = None) -> str:
+    """Which attention a CPU training run with this shape and path (default CPU_ATTENTION)
+    takes, and why, for its log."""
+    path = path or CPU_ATTENTION
+    why = unavailable(path, n_head, n_embd)
+    if why:
+        return f"torch ops ({why})"
+    return PATH_NAMES.get(path, "torch ops")
+
+
+def causal_attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0,
+                     path: str | None = None) -> torch.Tensor:
     """Causal self-attention from (B, T, 3C) to (B, T, C) on CPU: the fused kernel where it
-    applies (CPU_ATTENTION "fused"), else CausalAttention. Autocast is off inside: both
-    compute in qkv's dtype (bf16 under autocast)."""
+    applies (path "fused", default CPU_ATTENTION), else CausalAttention. Autocast is off
+    inside: both compute in qkv's dtype (bf16 under autocast)."""
+    path = path or CPU_ATTENTION
     with torch.autocast(qkv.device.type, enabled=False):
-        if CPU_ATTENTION == "fused" and native.supports(qkv, n_head):
+        if path == "fused" and native.supports(qkv, n_head):
             return FusedCausalAttention.apply(qkv, n_head, dropout_p)
         return CausalAttention.apply(qkv, n_head, dropout_p)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import platform
 from contextlib import nullcontext
 
@@ -57,10 +58,69 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+# A process started with NANOTUI_EMULATE_CPU=avx2 behaves as on an AVX2 CPU without AVX-512
+# (most laptops and desktops), =avx512 as on AVX-512 without bf16: no native bf16, the C++
+# kernel built for x86-64-v3 / v4. The ISA limits of torch, MKL and oneDNN must be set before
+# torch loads: EMULATIONS holds them (benchmarks/train_speed.py --emulate sets them and
+# re-executes itself). A class above the real CPU's cannot be emulated.
+EMULATE_ENV = "NANOTUI_EMULATE_CPU"
+EMULATIONS: dict[str, dict] = {
+    # class: the CPU flag it needs, the environment, what torch.backends.cpu reports then
+    "avx2": {"needs": "avx2", "capability": "AVX2",
+             "env": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                     "ONEDNN_MAX_CPU_ISA": "AVX2"}},
+    "avx512": {"needs": "avx512f", "capability": "AVX512",
+               "env": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+                       "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}},
+}
+
+
+def emulation_env(cls: str) -> dict[str, str]:
+    """The environment of a process emulating CPU class `cls`; ValueError when this CPU
+    lacks what the class needs (AVX-512 cannot be emulated on an AVX2 machine)."""
+    if cls not in EMULATIONS:
+        raise ValueError(f"unknown CPU class {cls!r}: expected {' or '.join(EMULATIONS)}")
+    e = EMULATIONS[cls]
+    if e["needs"] not in _cpu_flags():
+        have = "AVX2" if "avx2" in _cpu_flags() else "this"
+        raise ValueError(f"{cls.upper().replace('AVX', 'AVX-')} cannot be emulated on an "
+                         f"{have} machine (no {e['needs']} in /proc/cpuinfo)")
+    return {**e["env"], EMULATE_ENV: cls}
+
+
+def emulated_cpu_class() -> str | None:
+    """The CPU class this process emulates ("avx2", "avx512"), or None on the real CPU."""
+    value = os.environ.get(EMULATE_ENV, "").strip().lower()
+    return value if value in EMULATIONS else None
+
+
 def cpu_has_bf16() -> bool:
     """Native bf16 dot products (AVX512-BF16 or AMX); emulated bf16 would be slower."""
+    if emulated_cpu_class() is not None:
+        return False
     flags = _cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_class() -> str:
+    """The class of CPU the code runs as, for logs and benchmark tables: "avx2 (emulated)",
+    or from the real flags: "amx", "avx512-bf16", "avx512", "avx2", else the machine."""
+    emulated = emulated_cpu_class()
+    if emulated:
+        return f"{emulated} (emulated)"
+    flags = _cpu_flags()
+    for name, flag in (("amx", "amx_bf16"), ("avx512-bf16", "avx512_bf16"),
+                       ("avx512", "avx512f"), ("avx2", "avx2")):
+        if flag in flags:
+            return name
+    return platform.machine() or "cpu"
+
+
+def cpu_signature() -> str:
+    """What makes CPU timings comparable: the model name, its ISA flags and the emulated
+    class (a cache key part for measured choices)."""
+    flags = sorted(_cpu_flags())
+    return f"{cpu_model_name()} | {cpu_class()} | {' '.join(flags)}"
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

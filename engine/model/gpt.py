@@ -102,12 +102,14 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
+        self.cpu_attention: str | None = None  # cpu_kernels.PATHS; None: CPU_ATTENTION
 
     def forward(self, x, cache: KVCache | None = None, layer: int = 0):
         B, T, C = x.size()
         dropout_p = self.dropout if self.training else 0.0
-        if cache is None and x.device.type == "cpu" and cpu_kernels.CPU_ATTENTION != "sdpa":
-            y = cpu_kernels.causal_attention(self.c_attn(x), self.n_head, dropout_p)
+        path = self.cpu_attention or cpu_kernels.CPU_ATTENTION
+        if cache is None and x.device.type == "cpu" and path != "sdpa":
+            y = cpu_kernels.causal_attention(self.c_attn(x), self.n_head, dropout_p, path)
             return self.resid_dropout(self.c_proj(y))
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         hs = C // self.n_head
@@ -178,6 +180,14 @@ class GPT(nn.Module):
         for pn, p in self.named_parameters():
             if pn.endswith("c_proj.weight"):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def set_cpu_attention(self, path: str) -> None:
+        """The attention path of training and evaluation on CPU (cpu_kernels.PATHS);
+        generation with a KV cache always uses SDPA."""
+        if path not in cpu_kernels.PATHS:
+            raise ValueError(f"unknown CPU attention path {path!r}")
+        for block in self.transformer.h:
+            block.attn.cpu_attention = path
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         """Parameter count. nanoGPT's convention (non_embedding=True) subtracts the position

@@ -4,7 +4,8 @@ with ctypes.
 Why a tiny C++ library and not torch.utils.cpp_extension: it includes no torch or Python
 headers, so it builds in a few seconds with any C++ compiler (cpp_extension needs the
 Python headers and ~30 s), and ctypes releases the GIL around each call. It is compiled
-with -march=native for the machine it runs on and cached under
+with -march=native for the machine it runs on (x86-64-v3 in a process emulating an
+AVX2 CPU, see device.emulated_cpu_class) and cached under
 ``$NANOTUI_CACHE_DIR`` (default ``$XDG_CACHE_HOME/nanotui`` or ``~/.cache/nanotui``), keyed
 by the source, the compiler, the CPU's flags and the OpenMP runtime, so a home directory
 shared by different cluster nodes keeps one build per kind of node.
@@ -33,8 +34,21 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
+from engine.model.device import emulated_cpu_class
+
 CSRC = Path(__file__).parent / "csrc"  # every .cpp there goes into one library
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-fPIC"]
+# the build of an emulated CPU class (x86-64-v3: AVX2, FMA, F16C; v4: AVX-512 F/BW/DQ/VL)
+EMULATED_MARCH = {"avx2": "-march=x86-64-v3", "avx512": "-march=x86-64-v4"}
+
+
+def compile_flags() -> list[str]:
+    """FLAGS, with -march for the emulated CPU class where one is set (device.py): that
+    build has its own cache key, so it never replaces the native one."""
+    emulated = emulated_cpu_class()
+    if emulated is None:
+        return list(FLAGS)
+    return [EMULATED_MARCH[emulated] if f.startswith("-march=") else f for f in FLAGS]
 
 _lib: ctypes.CDLL | None = None
 _tried = False
@@ -82,6 +96,12 @@ def _compiler_version(cxx: str) -> str:
         return ""
 
 
+def source_digest() -> str:
+    """A hash of the kernel's sources: a tuned choice measured with another kernel is stale."""
+    return hashlib.sha256(b"\0".join(p.read_bytes() for p in sorted(CSRC.iterdir())
+                                      if p.suffix in (".cpp", ".h"))).hexdigest()[:16]
+
+
 def build(cxx: str | None = None) -> Path:
     """Compile the kernel (or find it cached) and return the library's path. Raises
     RuntimeError with the compiler's message on failure."""
@@ -91,7 +111,7 @@ def build(cxx: str | None = None) -> Path:
     omp = openmp_runtime()
     key = hashlib.sha256(b"\0".join(x.encode() for x in [
         *(p.read_text() for p in sorted(CSRC.iterdir()) if p.suffix in (".cpp", ".h")),
-        " ".join(FLAGS), _compiler_version(cxx), _cpu_signature(),
+        " ".join(compile_flags()), _compiler_version(cxx), _cpu_signature(),
         omp or "serial"])).hexdigest()[:16]
     out = cache_dir() / f"kernels-{key}.so"
     if out.exists():
@@ -106,7 +126,7 @@ def build(cxx: str | None = None) -> Path:
             objs = [Path(tmp) / (src.stem + ".o") for src in sorted(CSRC.glob("*.cpp"))]
             # OpenMP only at compile time; at link time the runtime torch loaded, by path
             openmp = ["-fopenmp"] if omp else []
-            cmds = [[cxx, *FLAGS, *openmp, "-c", str(CSRC / (o.stem + ".cpp")), "-o", str(o)]
+            cmds = [[cxx, *compile_flags(), *openmp, "-c", str(CSRC / (o.stem + ".cpp")), "-o", str(o)]
                     for o in objs]
             cmds.append([cxx, "-shared", *map(str, objs), *([omp] if omp else []), "-o", str(lib)])
             for cmd in cmds:

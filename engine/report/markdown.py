@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.report.fit import MIN_POINTS
+from engine.report.provenance import provenance_lines
 from engine.report.study import FitGroup
 from engine.report.summary import (
     DEGENERATE_REPETITION,
@@ -205,6 +206,7 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots
            "of the fit.", "", "## Settings", "",
            "Varied: " + (", ".join(f"`{k}`" for k in varied) or "nothing (a single setting)") + ".", "",
            "Fixed (the same in every run):", "", _fixed_table(fixed),
+           *_provenance_section(summaries),
            "## Results", "", _results_table(summaries, varied)]
     missing = [f"bits/char of {s.run.name}: {s.bpc_note}" for s in summaries
                if s.best_val is not None and s.bpc is None]
@@ -246,6 +248,11 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots
             "Jacobian at the optimum, s²(JᵀJ)⁻¹ with s² = SSE/(n−3). RMSE = sqrt(SSE/n).",
             "- runs.csv holds every number above, one row per run, at full precision."]
     return "\n".join(out) + "\n"
+
+
+def _provenance_section(summaries: list[RunSummary]) -> list[str]:
+    lines = provenance_lines({s.run.name: s.run.read_status() for s in summaries})
+    return ["## Provenance", "", "\n\n".join(lines), ""] if lines else []
 
 
 def _budget_warnings(summaries: list[RunSummary]) -> list[str]:

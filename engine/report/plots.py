@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.report.summary import RunSummary, diversity
-from engine.report.tables import group_value
+from engine.report.tables import group_value, natural_key
 
 DPI = 160
 _STYLE = {
@@ -33,6 +33,14 @@ def _colors(n: int):
     plt = _plt()
     cmap = plt.get_cmap("tab10" if n <= 10 else "viridis")
     return [cmap(i if n <= 10 else i / max(n - 1, 1)) for i in range(n)]
+
+
+def ordered_colors(n: int):
+    """Colours along one sequential map, small to large: for runs in the order of their
+    varied value, so the colour itself reads as the value. Stops short of viridis' pale
+    yellow end, which vanishes on white paper."""
+    cmap = _plt().get_cmap("viridis")
+    return [cmap(0.05 + 0.8 * i / max(n - 1, 1)) for i in range(n)]
 
 
 def _legend(ax, handles=None, labels=None, n: int = 1, title: str | None = None):
@@ -100,9 +108,11 @@ def loss_curves(summaries: list[RunSummary], x: str, title: str, path: Path,
         keys = [f"{group_by}={group_value(s, group_by)}" for s in runs]
     else:
         keys = [s.run.name if s.state == "done" else f"{s.run.name} [{s.state}]" for s in runs]
-    uniq = list(dict.fromkeys(keys))
+    uniq = list(dict.fromkeys(keys))  # runs come smallest first
+    if group_by:
+        uniq.sort(key=natural_key)  # n_embd=64 before n_embd=128
     fig, ax = _fig(plt, len(uniq) + 2)
-    colors = dict(zip(uniq, _colors(len(uniq))))
+    colors = dict(zip(uniq, ordered_colors(len(uniq))))
     for s, k in zip(runs, keys):
         color = colors[k]
         # Train loss from the eval records (averaged over eval_iters batches): far less
@@ -191,8 +201,13 @@ def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | N
     ax.set_ylabel("best val loss (nats/token, log scale)")
     ax.set_title("Validation loss vs model size" + ("" if fitted else
                  "\n(no power-law fit: fewer than 3 finished sizes)"))
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.0)))
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+    ys = [s.best_val for s in pts]
+    if max(ys) / min(ys) < 2:  # a narrow range: evenly spaced labels, else only 1-2 show
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
+    else:
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 2.5, 3.0, 4.0,
+                                                             5.0, 7.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
     _legend(ax, n=len(groups) + 3, title=group_by or "sweep")

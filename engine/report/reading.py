@@ -9,6 +9,10 @@ shows of it, so that they agree.
                over its recent steps, warm-up and evals left out (engine.train.process)
     eta_s      only while running
     params     the trained model's count (nanoGPT's convention), from status.json
+    stalled_s  a running run whose process has written nothing for far longer than its own
+               step and eval times (engine.report.liveness) is "stalled": seconds silent
+    damaged    what is wrong with the run's files, "file: why" each (RunDir.damage): a
+               config.toml gone, a line of metrics/samples of the wrong shape (skipped)
 
 The reading costs one status.json read and no subprocess: the Slurm view is the one the
 dispatcher's last refresh recorded (engine.launch.slurm.state.merge_status).
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.launch.slurm.state import describe, merge_status
+from engine.report.liveness import stall
 from engine.runs import RunDir
 
 
@@ -55,6 +60,9 @@ class RunReading:
     pid: int | None = None
     host: str = ""
     job: str = ""             # the scheduler's job: "slurm 123_1 PENDING"; "" for a local run
+    damaged: tuple[str, ...] = ()
+    stalled_s: float | None = None
+    imported_from: str = ""   # the nanoGPT out_dir of a run brought in by `nanotui import`
 
     @property
     def id(self) -> str:
@@ -78,13 +86,16 @@ class RunReading:
         return {"id": self.id, "sweep": self.sweep, "name": self.name, **d}
 
 
-def read_run(run: RunDir, status: dict[str, Any] | None = None) -> RunReading:
-    """The run as every view shows it; `status` is a status.json already read."""
+def read_run(run: RunDir, status: dict[str, Any] | None = None,
+             damage: tuple[str, ...] | None = None) -> RunReading:
+    """The run as every view shows it; `status` is a status.json already read, `damage`
+    what RunDir.damage found (computed here, reading metrics and samples, when None)."""
     st = merge_status(run.read_status() if status is None else status)
-    return reading_from_status(run, st)
+    return reading_from_status(run, st, run.damage() if damage is None else damage)
 
 
-def reading_from_status(run: RunDir, st: dict[str, Any]) -> RunReading:
+def reading_from_status(run: RunDir, st: dict[str, Any],
+                        damage: tuple[str, ...] = ()) -> RunReading:
     """A reading of an already merged status dict."""
     gpu = st.get("gpu") if isinstance(st.get("gpu"), dict) else {}
     state = str(st.get("state") or "queued")
@@ -92,13 +103,20 @@ def reading_from_status(run: RunDir, st: dict[str, Any]) -> RunReading:
     if not device and _int(gpu.get("index")) is not None:
         device = f"cuda:{_int(gpu.get('index'))}"
     running = state == "running"
+    reason = str(st.get("reason") or "")
+    stalled = stall(run, st) if running else None
+    if stalled is not None:
+        state, reason = "stalled", stalled[1]
     return RunReading(
-        run=run, state=state, reason=str(st.get("reason") or ""), device=device,
+        run=run, state=state, reason=reason, device=device,
         iter=_int(st.get("iter")), max_iters=_int(st.get("max_iters")),
         train_loss=_num(st.get("train_loss")), val_loss=_num(st.get("val_loss")),
         best_val_loss=_num(st.get("best_val_loss")), best_iter=_int(st.get("best_iter")),
         params=_int(st.get("params")), params_total=_int(st.get("params_total")),
-        tok_s=_num(st.get("tok_s")), eta_s=_num(st.get("eta_s")) if running else None,
+        tok_s=_num(st.get("tok_s")),
+        eta_s=_num(st.get("eta_s")) if running and stalled is None else None,
         gpu_index=_int(gpu.get("index")), gpu_uuid=str(gpu.get("uuid") or ""),
         pid=_int(st.get("pid")) if running else None, host=str(st.get("host") or ""),
-        job=describe(st))
+        job=describe(st), damaged=tuple(damage), stalled_s=stalled[0] if stalled else None,
+        imported_from=str(st["imported"].get("source") or "?")
+        if isinstance(st.get("imported"), dict) else "")

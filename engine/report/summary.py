@@ -7,7 +7,6 @@ means is written down once, in METHODS, which report.md copies verbatim.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
@@ -16,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ConfigError, TrainConfig
-from engine.data.datasets import find_prepared
-from engine.data.tokenizers import cache_root
 from engine.model.arithmetic import model_vocab, param_counts
+from engine.report.meta import find_meta
 from engine.report.reading import RunReading, read_run
 from engine.runs import RunDir
 from engine.sample.metrics import eval_metrics
@@ -96,6 +94,7 @@ class RunSummary:
     evals: list[dict[str, Any]] = field(default_factory=list)
     trains: list[dict[str, Any]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    temperature_samples: list[dict[str, Any]] = field(default_factory=list)  # a study's
 
     @property
     def id(self) -> str:
@@ -129,71 +128,6 @@ def _num(x: Any) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def find_meta(cfg: TrainConfig | None, status: dict[str, Any], runs_root: Path) -> tuple[dict | None, str]:
-    """The prepared data's meta.json for a run, and where it came from (or why not).
-
-    Looked for in: config data_dir, status.json data_dir, a dataset given as a prepared
-    dir, engine.data.datasets.find_prepared (the exact cache entry), then the data cache by name
-    (`<cache>/prepared/<dataset>-<tokenizer>-*`), trusted only when every matching entry
-    agrees on the vocabulary and bytes per token."""
-    cands: list[str] = []
-    if cfg is not None and cfg.data_dir:
-        cands.append(cfg.data_dir)
-    if isinstance(status.get("data_dir"), str):
-        cands.append(status["data_dir"])
-    if cfg is not None and cfg.dataset and Path(cfg.dataset).suffix == "":
-        cands.append(cfg.dataset)  # a dataset given as a prepared dir
-    for c in cands:
-        p = Path(c).expanduser()
-        for base in ([p] if p.is_absolute() else [p, runs_root.parent / p, runs_root / p]):
-            meta = base / "meta.json"
-            if meta.is_file():
-                try:
-                    return json.loads(meta.read_text()), str(meta)
-                except (OSError, json.JSONDecodeError):
-                    return None, f"{meta} is unreadable"
-    if cfg is not None:
-        try:  # the data area's exact lookup (never prepares or downloads)
-            d = find_prepared(cfg)
-            if d is not None and (d / "meta.json").is_file():
-                return json.loads((d / "meta.json").read_text()), str(d / "meta.json")
-        except Exception:
-            pass  # an unreadable source file: try the cache by name
-    cached = _from_cache(cfg)
-    if cached is not None:
-        return cached
-    return None, ("no meta.json found (the config has no data_dir, the data cache has no "
-                  "prepared copy, and status.json records neither data_dir nor bytes_per_token)")
-
-
-def _from_cache(cfg: TrainConfig | None) -> tuple[dict, str] | None:
-    """meta.json of the data cache's copy of cfg.dataset, without preparing anything.
-    A text-file dataset is matched by its recorded source path; a named one by name,
-    trusted only when all cached copies agree on what the report needs."""
-    if cfg is None or not cfg.dataset:
-        return None
-    is_path = "/" in cfg.dataset or cfg.dataset.endswith(".txt")
-    try:
-        pattern = f"*-{cfg.tokenizer}-*/meta.json" if is_path else f"{cfg.dataset}-{cfg.tokenizer}-*/meta.json"
-        found = sorted((cache_root() / "prepared").glob(pattern))
-        source = str(Path(cfg.dataset).expanduser().resolve()) if is_path else None
-    except Exception:
-        return None
-    metas = []
-    for f in found:
-        try:
-            m = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if m.get("tokenizer") != cfg.tokenizer or (is_path and m.get("source") != source):
-            continue
-        if m.get("val_fraction") not in (None, cfg.val_fraction):
-            continue
-        metas.append((m, str(f)))
-    keys = {(m.get("vocab_size"), m.get("bytes_per_token"), m.get("chars_per_token")) for m, _ in metas}
-    return metas[0] if len(keys) == 1 else None
-
-
 def summarize(run: RunDir, runs_root: Path) -> RunSummary:
     """Everything the report says of one run. State, best val loss, parameters and tok/s
     come from the one reading every view uses (engine.report.reading)."""
@@ -214,6 +148,7 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
                      key=lambda r: r.get("iter", 0))
     s.trains = sorted((r for r in metrics if r.get("kind") == "train"), key=lambda r: r.get("iter", 0))
     s.samples = run.read_samples()
+    s.temperature_samples = run.read_temperature_samples()
     meta, meta_src = find_meta(cfg, status, runs_root)
     _params(s, reading, status, meta)
     _losses(s, reading)
@@ -363,6 +298,22 @@ def diversity(s: RunSummary, key: tuple) -> tuple[dict[str, float], int, int | N
             if v is not None:
                 scores.setdefault(k, []).append(v)
     return {k: statistics.fmean(v) for k, v in scores.items()}, len(chosen), it
+
+
+def temperature_diversity(s: RunSummary) -> dict[float, tuple[dict[str, float], int]]:
+    """A temperature study's scores per temperature (engine.sample.temperature): each
+    temperature's samples from the latest checkpoint sampled, scored like the evals'."""
+    by_t: dict[float, list[dict[str, Any]]] = {}
+    last = max((x.get("iter") or 0 for x in s.temperature_samples), default=0)
+    for x in s.temperature_samples:
+        t = _num(x.get("temperature"))
+        if t is not None and (x.get("iter") or 0) == last and isinstance(x.get("completion"), str):
+            by_t.setdefault(t, []).append(x)
+    out = {}
+    for t, xs in sorted(by_t.items()):
+        m = dict(eval_metrics([x["completion"] for x in xs]))
+        out[t] = ({k: float(m[k]) for k in DIVERSITY_KEYS if k in m}, len(xs))
+    return out
 
 
 _SENT = re.compile(r"(?<=[.!?])[\"')\]]*\s+")

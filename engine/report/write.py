@@ -1,11 +1,19 @@
-"""Report material for sweeps: report.md, runs.csv and PNG plots, one folder per sweep.
+"""Report material for sweeps: report.md, runs.csv and PNG plots, one folder per sweep,
+and for several sweeps one course report over all of them.
 
     write_report(runs_root, ["depth"], out_dir) -> ReportResult
-    out_dir/<sweep>/report.md, runs.csv, loss_vs_iters.png, loss_vs_tokens.png,
-                    val_loss_vs_params.png, diversity_vs_params.png
+    out_dir/<sweep>/report.md, runs.csv, training_curves.png (per-step, late zoom),
+                    vs_params.png or vs_<key>.png (loss and diversity; the varied key
+                    when the size does not change), loss_vs_tokens.png (eval points
+                    against tokens), val_loss_vs_params.png and diversity_vs_params.png
+                    (when sizes differ)
+    out_dir/_course/<sweep+sweep+...>/report.md, report.html, runs.csv, PNGs
+                    (only when several sweeps are named; engine.report.course_md)
 
-The power-law fit of loss against size runs across every finished run of the sweeps in
-one call (the "study", engine.report.study), so each sweep's report shows the same fit.
+A sweep's own report depends on that sweep's runs only (its fit is over the sweep), so a
+one-sweep and a many-sweep call write the same bytes there apart from the date; the fit
+across the sweeps lives in the course report, in a folder of its own (one level below `_course/`, so
+even a sweep named `_course` never shares a file with it).
 Numbers come from engine.report.summary, the fit from engine.report.fit, the Markdown from
 engine.report.markdown, the figures from engine.report.plots; this module checks the
 request and writes the files.
@@ -21,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.config import TRAIN_KEYS, did_you_mean
+from engine.report.course import build_study
 from engine.report.fit import PowerLawFit
 from engine.report.markdown import fit_section, sweep_markdown
 from engine.report.study import FitGroup, study_fits
@@ -32,7 +41,10 @@ from engine.report.summary import (
 )
 from engine.report.tables import CSV_COLUMNS, csv_row, natural_key
 from engine.files import atomic_write_bytes
-from engine.runs import RunError, list_runs
+from engine.runs import RunError, list_runs, list_shared
+
+
+COURSE_DIR = "_course"
 
 
 class ReportError(RunError):
@@ -60,6 +72,7 @@ class ReportResult:
     out_dir: Path
     sweeps: list[SweepReport]
     fits: list[FitGroup] = field(default_factory=list)  # one per tokenizer + data
+    course: Any = None  # engine.report.course_write.CourseReport for several sweeps
 
     @property
     def fit(self) -> PowerLawFit | None:
@@ -73,7 +86,8 @@ class ReportResult:
     def to_dict(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir), "sweeps": [s.to_dict() for s in self.sweeps],
                 "fit": self.fit.to_dict() if self.fit else None, "fit_note": self.fit_note,
-                "fits": [g.to_dict() for g in self.fits]}
+                "fits": [g.to_dict() for g in self.fits],
+                "course": self.course.to_dict() if self.course else None}
 
 
 # ---- checking the request ----------------------------------------------------------------
@@ -89,10 +103,12 @@ def _check_out_dir(out_dir: Path) -> None:
 
 
 def _select(runs_root: Path, sweeps: list[str]) -> dict[str, list]:
+    """The runs of each named sweep, its shared runs (links to another sweep's identical
+    run, engine.runs.list_shared) included under the sweep's own names."""
     if not sweeps:
         raise ReportError("name at least one sweep to report on")
     by_sweep: dict[str, list] = {}
-    for r in list_runs(runs_root):
+    for r in list_runs(runs_root) + [link for link, _ in list_shared(runs_root)]:
         by_sweep.setdefault(r.sweep, []).append(r)
     out: dict[str, list] = {}
     for name in dict.fromkeys(sweeps):
@@ -118,14 +134,23 @@ def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: st
         raise ReportError(f"unknown --group-by key {group_by!r}{did_you_mean(group_by, TRAIN_KEYS)}")
     per_sweep = _read_sweeps(runs_root, _select(runs_root, sweeps), say)
     _check_out_dir(out_dir)
-    study = [s for ss in per_sweep.values() for s in ss]
-    fits = study_fits(study)
-    fit_text = fit_section(fits, list(per_sweep))
-    fitted = {s.id for g in fits if g.fit is not None for s in g.points}
-    reports = [_write_sweep(name, summaries, study, fits, fit_text, fitted, out_dir / name,
-                            runs_root, group_by, plots, say)
-               for name, summaries in per_sweep.items()]
-    return ReportResult(out_dir, reports, fits)
+    reports, all_fits = [], []
+    for name, summaries in per_sweep.items():
+        fits = study_fits(summaries)
+        fitted = {s.id for g in fits if g.fit is not None for s in g.points}
+        reports.append(_write_sweep(name, summaries, summaries, fits, fit_section(fits, [name]),
+                                    fitted, out_dir / name, runs_root, group_by, plots, say))
+        all_fits += fits
+    if len(per_sweep) == 1:
+        return ReportResult(out_dir, reports, all_fits)
+    from engine.report.course_write import write_course
+    course = write_course(per_sweep, runs_root, course_dir(out_dir, list(per_sweep)), plots, say)
+    return ReportResult(out_dir, reports, course.fits, course)
+
+
+def course_dir(out_dir: Path, sweeps: list[str]) -> Path:
+    """Where the course report over `sweeps` goes: never a sweep's own folder."""
+    return Path(out_dir) / COURSE_DIR / "+".join(sweeps)
 
 
 def _read_sweeps(runs_root: Path, selected: dict[str, list], say) -> dict[str, list[RunSummary]]:
@@ -150,24 +175,13 @@ def _write_sweep(name: str, summaries: list[RunSummary], study: list[RunSummary]
                  fits: list[FitGroup], fit_text: str, fitted: set[str], d: Path,
                  runs_root: Path, group_by: str | None, plots: bool, say) -> SweepReport:
     """One sweep's folder: the PNGs, report.md and runs.csv."""
-    from engine.report import plots as rp  # matplotlib only when a report is written
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ReportError(f"cannot write the report to {d}: {e.strerror or e}") from None
     say(f"plotting {name}")
     decoding = common_decoding(summaries)
-    figures = [p for p in (
-        rp.loss_curves(summaries, "iter", f"Loss per run · sweep {name}",
-                       d / "loss_vs_iters.png", group_by),
-        rp.loss_curves(summaries, "tokens", f"Loss per run · sweep {name}",
-                       d / "loss_vs_tokens.png", group_by),
-        rp.loss_vs_params(study, fits, name, d / "val_loss_vs_params.png",
-                          group_by=group_by),
-        rp.diversity_vs_params(summaries, decoding,
-                               describe_decoding(decoding) if decoding else "",
-                               d / "diversity_vs_params.png"),
-    ) if p is not None] if plots else []
+    figures = _sweep_figures(name, summaries, study, fits, d, group_by, decoding) if plots else []
     md = sweep_markdown(name, summaries, fit_text, figures, group_by, runs_root)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -182,3 +196,28 @@ def _write_sweep(name: str, summaries: list[RunSummary], study: list[RunSummary]
     return SweepReport(name, d, d / "report.md", d / "runs.csv", figures,
                        len(summaries), sum(s.finished for s in summaries))
 
+
+def _sweep_figures(name: str, summaries: list[RunSummary], study: list[RunSummary],
+                   fits: list[FitGroup], d: Path, group_by: str | None,
+                   decoding: tuple | None) -> list[Path]:
+    """The sweep's PNGs. A sweep whose runs share one size (heads) plots loss and
+    diversity against its varied key; the against-parameters plots would stack every
+    point on one x, so they are left out."""
+    from engine.report import figures as fg
+    from engine.report import plots as rp  # matplotlib only when a report is written
+    built = build_study({name: summaries})
+    members, key = built.sweeps[name], (built.varied.get(name) or [None])[0]
+    x = fg.x_name(members, key)
+    out = [fg.training_curves(members, key, f"Training curves · sweep {name}",
+                              d / "training_curves.png"),
+           fg.versus(members, key, decoding, f"{name}: best val loss and diversity",
+                     d / f"vs_{x}.png"),
+           rp.loss_curves(summaries, "tokens", f"Loss per run · sweep {name}",
+                          d / "loss_vs_tokens.png", group_by)]
+    if x == "params":
+        out += [rp.loss_vs_params(study, fits, name, d / "val_loss_vs_params.png",
+                                  group_by=group_by),
+                rp.diversity_vs_params(summaries, decoding,
+                                       describe_decoding(decoding) if decoding else "",
+                                       d / "diversity_vs_params.png")]
+    return [p for p in out if p is not None]

@@ -175,7 +175,10 @@ def sample_command(target: Path, args: argparse.Namespace) -> int:
     s = loaded.config.sampling if loaded.config else SamplingConfig()
     top_k = s.top_k if args.top_k is None else (args.top_k or None)
     top_p = s.top_p if args.top_p is None else (args.top_p if args.top_p < 1 else None)
-    temperature = s.temperature if args.temperature is None else args.temperature
+    if args.temperature is not None and len(args.temperature) > 1:
+        raise ValueError("several temperatures make a temperature study: `nanotui sample "
+                         "RUN|SWEEP --temperature A,B,...` samples, saves and compares them")
+    temperature = s.temperature if args.temperature is None else args.temperature[0]
     num = s.num_samples if args.num_samples is None else args.num_samples
     max_new = s.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens
     if temperature < 0 or num < 1 or max_new < 1 or (top_k is not None and top_k < 0) \

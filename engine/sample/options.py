@@ -6,13 +6,22 @@ from __future__ import annotations
 import argparse
 
 
+def temperatures(text: str) -> list[float]:
+    """ "0.8" -> [0.8]; "0.5,0.8,1.0" -> [0.5, 0.8, 1.0] (argparse reports a ValueError)."""
+    temps = [float(t) for t in str(text).split(",") if t.strip()]
+    if not temps or any(not t >= 0 for t in temps):
+        raise ValueError(text)
+    return temps
+
+
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", action="append", metavar="P",
                    help="prompt (repeatable; default: the run's sampling.prompts)")
     p.add_argument("--num-samples", type=int, metavar="N", help="samples per prompt")
     p.add_argument("--max-new-tokens", type=int, metavar="M")
-    p.add_argument("--temperature", type=float, metavar="T",
-                   help="0 is greedy: always the most likely token")
+    p.add_argument("--temperature", type=temperatures, metavar="T[,T...]",
+                   help="0 is greedy: always the most likely token; several (0.5,0.8,1.0,1.2) "
+                        "make a temperature study, saved for the report (nanotui sample)")
     p.add_argument("--top-k", type=int, metavar="K", help="0 turns top-k off")
     p.add_argument("--top-p", type=float, metavar="P", help="1 turns top-p off")
     p.add_argument("--seed", type=int, metavar="S", help="sample j of a prompt uses seed S+j")

@@ -18,7 +18,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engine.model import cpu_kernels
 from engine.model import device as dev
 from engine.config import ConfigError, TrainConfig, check_train_keys
 
@@ -94,22 +93,20 @@ def run_bench(cfg: TrainConfig, iters: int = 10, warmup: int = 3,
         device = dev.resolve_device(cfg.device)
     except ValueError as e:
         raise ConfigError(f"bench: {e}") from None
-    dtype = dev.resolve_dtype(cfg.dtype, device)
     if device.type == "cpu":
         dev.keep_freed_memory()  # as the training process does
     data = synthetic_tokens(cfg)
     say = log or (lambda s: None)
-    trainer = Trainer(cfg, data, data, cfg.vocab_size, device, dtype, log=say)
-    model = trainer.model
+    trainer = Trainer(cfg, data, data, cfg.vocab_size, device, log=say)  # as a run's process
+    model, dtype = trainer.model, trainer.dtype
     name = dev.device_name(device)
     say(f"{cfg.n_layer} layers, {cfg.n_head} heads, n_embd {cfg.n_embd}, block {cfg.block_size}, "
         f"batch {cfg.batch_size} x {cfg.gradient_accumulation_steps} accum, vocab {cfg.vocab_size}"
         f", dropout {cfg.dropout}: {model.get_num_params():,} params")
     say(f"device {device} ({name}), dtype {dev.dtype_name(dtype)}, "
         f"{torch.get_num_threads()} CPU threads, compile {'on' if cfg.compile else 'off'}")
-    attention = None
-    if device.type == "cpu":
-        attention = cpu_kernels.describe(cfg.n_head, cfg.n_embd)
+    attention = trainer.cpu_attention_line()
+    if attention is not None:
         say("CPU attention: " + attention)
     if cfg.compile:
         trainer.compile()
@@ -156,7 +153,8 @@ def run_bench(cfg: TrainConfig, iters: int = 10, warmup: int = 3,
         "dtype": dev.dtype_name(dtype),
         "compile": trainer.compile_status,  # off | on | failed (then it ran eagerly)
         "threads": torch.get_num_threads(),
-        "cpu_attention": attention,  # which CPU attention path ran (None on GPUs)
+        "cpu_attention": attention,  # which CPU attention path ran and why (None on GPUs)
+        "cpu_choice": trainer.cpu_choice.to_json() if trainer.cpu_choice else None,
         "torch": torch.__version__,
         "config": cfg.to_dict(),
     }

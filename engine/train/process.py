@@ -24,7 +24,6 @@ import math
 import os
 import signal
 import socket
-import statistics
 import sys
 import time
 import traceback
@@ -34,36 +33,19 @@ from typing import Any, Callable
 import torch
 
 from engine.errors import UserError, one_line
-from engine.model import cpu_kernels
 from engine.model import device as dev
 from engine.model.arithmetic import model_vocab
 from engine.model.checkpoint import load_checkpoint, save_checkpoint
-from engine.files import remove_stale_temp_files
+from engine.files import NoSpace, is_no_space, release_space, remove_stale_temp_files, reserve_space
 from engine.runs import RunDir, process_matches
+from engine.train.provenance import provenance
+from engine.train.control import (  # noqa: F401  (TIMING_WARMUP_STEPS: part of the contract)
+    TIMING_WARMUP_STEPS, SetupStopped, StepTimer, Stop, stop_setup)
 from engine.train.trainer import Trainer, TrainError, get_lr, load_data
 
-TIMING_WARMUP_STEPS = 3  # steps (after start, resume or an eval) left out of the ETA
 
 
 # ---- the training process -------------------------------------------------------------------
-
-class Stop:
-    """Set by SIGTERM/SIGINT; the loop finishes its step, checkpoints and stops."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def install(self) -> None:
-        self.previous = {sig: signal.signal(sig, self._handle)
-                         for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def uninstall(self) -> None:
-        for sig, handler in getattr(self, "previous", {}).items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
-
 
 class TrainingRun:
     """Drives a Trainer for one run directory: evals, samples, checkpoints, status."""
@@ -90,7 +72,8 @@ class TrainingRun:
             raise TrainError(f"dtype = 'bfloat16': {dev.device_name(self.device)} has no bf16 support")
         train_data, val_data, self.meta = load_data(self.cfg)
         vocab = model_vocab(self.cfg, self.meta)
-        self.trainer = Trainer(self.cfg, train_data, val_data, vocab, self.device, self.dtype, log=log)
+        self.trainer = Trainer(self.cfg, train_data, val_data, vocab, self.device, log=log)
+        self.dtype = self.trainer.dtype  # on CPU measured with the attention path (cpu_tuner)
         self.ckpt: dict[str, Any] | None = None
         if resume and run.ckpt_path.exists():
             # on the CPU: RNG states must be CPU tensors; load_state_dict moves the rest
@@ -159,8 +142,11 @@ class TrainingRun:
         save_checkpoint(state, self.run.ckpt_path)
         if improved:
             save_checkpoint(state, self.run.best_path)
+        # eval_s: with write_every_s, the rhythm by which readers tell a stalled run
+        # (engine.report.liveness)
         self.status(force=True, iter=it, train_loss=losses["train"], val_loss=losses["val"],
-                    best_val_loss=t.best_val_loss, best_iter=t.best_iter)
+                    best_val_loss=t.best_val_loss, best_iter=t.best_iter,
+                    eval_s=time.time() - t0)
         self.log(f"eval took {time.time() - t0:.1f}s; checkpoint saved"
                  + (" (new best)" if improved else ""))
         return losses
@@ -199,12 +185,13 @@ class TrainingRun:
             device=str(self.device), device_name=self.device_name, dtype=dev.dtype_name(self.dtype),
             params=t.model.get_num_params(), params_total=t.model.get_num_params(False),
             iter=t.iter_num, max_iters=cfg.max_iters, best_val_loss=_none_if_inf(t.best_val_loss),
-            best_iter=t.best_iter, compile="off", tok_s=None, mfu=None, eta_s=None)
+            best_iter=t.best_iter, compile="off", tok_s=None, mfu=None, eta_s=None,
+            provenance=provenance(self.device_name))
         self.log(f"{run.id}: {t.model.get_num_params():,} params, device {self.device} "
                  f"({self.device_name}), dtype {dev.dtype_name(self.dtype)}, "
                  f"{t.tokens_per_iter:,} tokens/iter, {'resuming at iter ' + str(t.iter_num) if self.ckpt else 'from scratch'}")
-        if self.device.type == "cpu":
-            self.log("CPU attention: " + cpu_kernels.describe(cfg.n_head, cfg.n_embd))
+        if t.cpu_choice is not None:
+            self.log("CPU attention: " + t.cpu_attention_line())
         if cfg.compile:
             self.log("compiling the model...")
             run.update_status(compile=t.compile())
@@ -249,7 +236,8 @@ class TrainingRun:
                 # step of the recent window (warm-up excluded), not the noisy last lap
                 typical = self.speed_fields(t.tokens_per_iter / timer.median()) if timer.times else speed
                 self.status(iter=it, train_loss=train_loss, tok_s=typical["tok_s"],
-                            mfu=typical["mfu"], compile=t.compile_status, eta_s=eta)
+                            mfu=typical["mfu"], compile=t.compile_status, eta_s=eta,
+                            write_every_s=max(dt * cfg.log_interval, self.STATUS_EVERY_S))
 
     def stop_now(self) -> int:
         t = self.trainer
@@ -269,52 +257,6 @@ class TrainingRun:
                                **{**progress, "eta_s": 0 if state == "done" else None})
         self.log(f"{state} at iter {self.trainer.iter_num}" + (f": {reason}" if reason else ""))
         return code
-
-
-class StepTimer:
-    """Seconds per training step for tok/s and the ETA. Laps are taken at log points
-    (after a synchronising .item()); the first TIMING_WARMUP_STEPS steps after a start,
-    a resume or an eval (compilation, allocator and cache warm-up) are left out of the ETA,
-    and eval time never enters it because the timer restarts after each eval."""
-
-    WINDOW = 200
-
-    def __init__(self, now: float | None = None):
-        self.times: list[float] = []
-        self.restart(now)
-
-    def restart(self, now: float | None = None) -> None:
-        self.t_last = time.time() if now is None else now
-        self.steps = 0
-        self.skip = TIMING_WARMUP_STEPS
-
-    def lap(self, now: float) -> float:
-        """Close the lap over the `steps` since the last one; return seconds per step."""
-        n = max(self.steps, 1)
-        dt = (now - self.t_last) / n
-        if self.skip > 0:
-            self.skip -= n
-        else:
-            self.times.extend([dt] * n)
-            del self.times[:-self.WINDOW]
-        self.t_last, self.steps = now, 0
-        return dt
-
-    def median(self) -> float:
-        return statistics.median(self.times)
-
-    def eta(self, steps_left: int) -> float | None:
-        if not self.times:
-            return None
-        return sum(self.times) / len(self.times) * max(steps_left, 0)
-
-
-class SetupStopped(Exception):
-    """SIGTERM arrived before the first training step."""
-
-
-def _stop_setup(signum, frame) -> None:
-    raise SetupStopped()
 
 
 class NonFinite(Exception):
@@ -346,19 +288,55 @@ def main(argv: list[str] | None = None) -> int:
             and st.get("pid") != os.getpid() \
             and process_matches(st.get("pid"), st.get("pid_create_time")):
         return fail_input(f"run {run.id} is already running (pid {st.get('pid')})", record=False)
+    if st.get("state") == "queued":
+        # Say so before setting up (data, model, CPU tuning take a while): a dispatcher
+        # killed between spawn and its own status write must not leave a live run "queued".
+        import psutil
+        run.update_status(state="running", reason=None, pid=os.getpid(), host=socket.gethostname(),
+                          pid_create_time=psutil.Process().create_time())
     # A stop while setting up (preparing a dataset can take minutes) ends the process at
     # once; from the first step on, SIGTERM waits for the step and checkpoints (Stop).
-    previous = signal.signal(signal.SIGTERM, _stop_setup)
+    previous = signal.signal(signal.SIGTERM, stop_setup)
     try:
         return _train(run, args.resume, fail_input)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _say(msg: str, file=None) -> None:
+    """Print, even on a full disk (stdout.log is on it): a log line is never a reason to fail."""
+    try:
+        print(msg, file=file or sys.stdout, flush=True)
+    except OSError:
+        pass
+
+
 def _train(run: RunDir, resume: bool, fail_input: Callable[[str], int]) -> int:
     remove_stale_temp_files(run.path)  # this process is the run's only writer from here on
+    reserve = reserve_space(run.path)  # freed to record a full disk, and at every exit
     try:
-        session = TrainingRun(run, resume, log=lambda s: print(s, flush=True))
+        return _train_session(run, resume, fail_input, reserve)
+    finally:
+        release_space(reserve)
+
+
+def _out_of_space(session: "TrainingRun", e: BaseException, reserve) -> int:
+    """The disk is full: free the reserve so the final status, which says so, fits. The
+    checkpoints on disk are the last whole ones (atomic writes remove their temp file)."""
+    release_space(reserve)
+    filename = getattr(e, "filename", None)
+    reason = str(e) if isinstance(e, NoSpace) else str(NoSpace(Path(filename or session.run.path)))
+    _say(f"engine.train: failed: {reason}", sys.stderr)
+    try:
+        session.finish("failed", reason, 1)
+    except OSError:
+        _say("engine.train: could not record the failure: the disk is still full", sys.stderr)
+    return 1
+
+
+def _train_session(run: RunDir, resume: bool, fail_input: Callable[[str], int], reserve) -> int:
+    try:
+        session = TrainingRun(run, resume, log=_say)
     except (UserError, OSError, ValueError) as e:
         return fail_input(one_line(e))
     except SetupStopped:
@@ -389,6 +367,8 @@ def _train(run: RunDir, resume: bool, fail_input: Callable[[str], int]) -> int:
         session.finish("failed", reason, 1)
         return 1
     except Exception as e:
+        if is_no_space(e):
+            return _out_of_space(session, e, reserve)
         traceback.print_exc()  # an unexpected error: the traceback goes to stdout.log
         reason = one_line(e)
         print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)

@@ -9,20 +9,14 @@ import shlex
 import socket
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from engine.version import nanotui_version
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-
-
-def nanotui_version() -> str:
-    try:
-        return metadata.version("nanotui")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def git_commit(root: Path = PACKAGE_ROOT) -> str | None:
@@ -46,4 +40,10 @@ def provenance(device_name: str) -> dict[str, Any]:
             "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "device_name": device_name,
             "host": socket.gethostname(),
-            "command": shlex.join([sys.executable, *sys.argv])}
+            "command": shlex.join([sys.executable, *_arguments()])}
+
+
+def _arguments() -> list[str]:
+    """The interpreter's arguments as typed (`-m engine.train RUN_DIR`, not the path of
+    the module's __main__.py that sys.argv shows), so the command can be run again."""
+    return list(sys.orig_argv[1:])

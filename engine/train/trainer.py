@@ -20,7 +20,9 @@ import torch
 
 from engine.config import TrainConfig
 from engine.data.datasets import prepared_dir_for
+from engine.data.nanogpt import nanogpt_data_meta
 from engine.errors import UserError, one_line
+from engine.model import cpu_tuner
 from engine.model import device as dev
 from engine.model.checkpoint import CKPT_FORMAT, model_state
 from engine.model.gpt import GPT, GPTConfig
@@ -59,7 +61,7 @@ def load_data(cfg: TrainConfig) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
         raise TrainError(f"data_dir {str(data_dir)!r} does not exist")
     meta_path = data_dir / "meta.json"
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = nanogpt_data_meta(data_dir) or json.loads(meta_path.read_text())
     except FileNotFoundError:
         raise TrainError(f"{meta_path}: missing (a prepared dir holds train.bin, val.bin, meta.json)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -140,6 +142,17 @@ class Trainer:
         self.log = log
         self.train_data, self.val_data = train_data, val_data
         self.device = device or dev.resolve_device(cfg.device)
+        # on CPU the attention path and (with dtype "auto") the precision are measured
+        # once per machine and shape (engine.model.cpu_tuner); `dtype` given fixes it
+        self.cpu_choice: cpu_tuner.Choice | None = None
+        if self.device.type == "cpu":
+            try:
+                self.cpu_choice = cpu_tuner.choose(
+                    GPTConfig(**model_args(cfg, vocab_size)), cfg.batch_size,
+                    dev.dtype_name(dtype) if dtype else cfg.dtype, cfg.cpu_attention, log=log)
+            except ValueError as e:  # a bad NANOTUI_CPU_KERNEL or NANOTUI_CPU_TUNE_STEPS
+                raise TrainError(str(e)) from None
+            dtype = self.cpu_choice.dtype
         self.dtype = dtype or dev.resolve_dtype(cfg.dtype, self.device)
         self.ctx = dev.autocast_context(self.device, self.dtype)
         torch.manual_seed(cfg.seed)
@@ -149,6 +162,8 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.model = build_model(cfg, vocab_size, self.device)
+        if self.cpu_choice is not None:
+            self.model.set_cpu_attention(self.cpu_choice.path)
         self.optimizer = self.model.configure_optimizers(
             cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), self.device.type)
         self.scaler = torch.amp.GradScaler(
@@ -167,6 +182,12 @@ class Trainer:
     @property
     def tokens_per_iter(self) -> int:
         return self.cfg.tokens_per_iter
+
+    def cpu_attention_line(self) -> str | None:
+        """Which CPU attention path and precision this run takes and why (None off CPU)."""
+        if self.cpu_choice is None:
+            return None
+        return self.cpu_choice.describe(self.cfg.n_head, self.cfg.n_embd)
 
     def next_batch(self):
         return get_batch(self.train_data, self.cfg, self.device, self.batch_gen)

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from engine.model import cpu_kernels
 from engine.train.bench import bench_config, parse_overrides, parse_value
 from engine.config import ConfigError
 from tui.cli import main
@@ -60,8 +61,9 @@ def test_bench_json_has_the_figures(capsys):
     assert r["config"]["n_layer"] == 1 and r["config"]["vocab_size"] == 65
     assert r["params"] == 14_464  # 1 layer of 32 wide + the 65 x 32 tied embedding
     assert 0 < r["final_loss"] < 10
-    from engine.model import cpu_kernels
-    assert r["cpu_attention"] == cpu_kernels.describe(2, 32)  # the path that ran
+    choice = r["cpu_choice"]  # the path and precision that ran, and why
+    assert choice["dtype"] == r["dtype"] and choice["how"] in ("measured", "cached")
+    assert r["cpu_attention"].startswith(f"{cpu_kernels.describe(2, 32, choice['path'])}, {r['dtype']} (")
 
 
 def test_bench_text_output_and_float32(capsys):
@@ -69,8 +71,8 @@ def test_bench_text_output_and_float32(capsys):
                  "--device=cpu", "--dropout=0.1"]) == 0
     out = capsys.readouterr().out
     assert "dtype float32" in out
-    from engine.model import cpu_kernels
-    assert "CPU attention: " + cpu_kernels.describe(2, 32) in out
+    line = next(x for x in out.splitlines() if x.startswith("CPU attention: "))
+    assert ", float32 (" in line and "ms per step" in line  # measured now or cached
     last = out.strip().splitlines()[-1]
     assert "ms/iter" in last and "tokens/s" in last and "MFU" in last and "peak memory" in last
 

@@ -74,3 +74,45 @@ def test_gpus_command(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "pynvml", None)
     assert main(["gpus"]) == 0
     assert "no GPUs" in capsys.readouterr().out
+
+
+def test_nvml_mig_instances_are_listed_as_units(monkeypatch):
+    """A card in MIG mode gives its instances (own uuid and memory), not itself."""
+    import sys
+    import types
+
+    from engine.launch.gpu import NvmlGpuSource
+
+    class Mem:
+        def __init__(self, used, total):
+            self.used, self.total = used, total
+
+    handles = {"card0": ("GPU-plain", Mem(1, 48)), "card1": ("GPU-migcard", Mem(0, 40)),
+               "mig0": ("MIG-a", Mem(2, 10)), "mig2": ("MIG-b", Mem(0, 20))}
+
+    def missing(*a):
+        raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+
+    def mig_handle(h, j):
+        if f"mig{j}" not in handles:
+            raise RuntimeError("NVML_ERROR_NOT_FOUND")  # an empty slot
+        return f"mig{j}"
+
+    nv = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 2,
+        nvmlDeviceGetHandleByIndex=lambda i: f"card{i}",
+        nvmlDeviceGetMemoryInfo=lambda h: handles[h][1],
+        nvmlDeviceGetUUID=lambda h: handles[h][0], nvmlDeviceGetName=lambda h: f"name {h}",
+        nvmlDeviceGetUtilizationRates=missing, nvmlDeviceGetPowerUsage=missing,
+        nvmlDeviceGetTemperature=lambda h, kind: 40,
+        nvmlDeviceGetMigMode=lambda h: (1, 1) if h == "card1" else (0, 0),
+        nvmlDeviceGetMaxMigDeviceCount=lambda h: 3,
+        nvmlDeviceGetMigDeviceHandleByIndex=mig_handle,
+        nvmlSystemGetDriverVersion=lambda: b"570.1")
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    src = NvmlGpuSource()
+    units = src.snapshot()
+    assert [(u.label, u.uuid, u.memory_total) for u in units] == [
+        ("0", "GPU-plain", 48), ("1.0", "MIG-a", 10), ("1.2", "MIG-b", 20)]
+    assert units[1].parent_uuid == "GPU-migcard" and units[1].temperature == 40
+    assert src.driver_version() == "570.1"

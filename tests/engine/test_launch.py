@@ -32,6 +32,7 @@ max_runs_per_gpu = {per_gpu}
 [sweep.a]
 vary = {{ n_layer = [1, 2, 3] }}
 [sweep.b]
+fixed = {{ max_iters = 4 }}  # not the same model as a/n_layer=1 (that would be shared)
 vary = {{ n_embd = [32, 64] }}
 """
 

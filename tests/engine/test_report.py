@@ -206,8 +206,8 @@ def test_diversity_excerpts_and_observations(depth_report):
 def test_plots_are_written_as_png(depth_report):
     res, md, _ = depth_report
     names = sorted(p.name for p in res.sweeps[0].plots)
-    assert names == ["diversity_vs_params.png", "loss_vs_iters.png", "loss_vs_tokens.png",
-                     "val_loss_vs_params.png"]
+    assert names == ["diversity_vs_params.png", "loss_vs_tokens.png",
+                     "training_curves.png", "val_loss_vs_params.png", "vs_params.png"]
     for p in res.sweeps[0].plots:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({p.name})" in md
@@ -320,7 +320,8 @@ def test_report_is_deterministic_apart_from_the_date(tmp_path):
     assert a.runs_csv.read_text() == b.runs_csv.read_text()
 
 
-def test_fit_spans_every_sweep_of_the_report(tmp_path):
+def test_the_study_fit_is_in_the_course_report_and_each_sweep_fits_its_own_runs(tmp_path):
+    # so a one-sweep and a many-sweep call never write different fits into one report.md
     root = tmp_path / "runs"
     depth_sweep(root)
     make_run(root, "width", "n_embd=48", [(100, 1.6, 1.65)], n_embd=48)
@@ -330,8 +331,11 @@ def test_fit_spans_every_sweep_of_the_report(tmp_path):
     assert res.fit is not None and res.fit.n_points == 6  # 4 depth sizes + 2 width sizes
     fits = [s.report_md.read_text().split("## Loss vs size: power-law fit\n", 1)[1]
             .split("\n## ", 1)[0] for s in res.sweeps]
-    assert fits[0] == fits[1] and "across the sweeps `depth`, `width` on 6 points" in fits[0]
-    assert f"α (exponent) | {res.fit.alpha:.4g}" in fits[0]
+    assert "across the sweep `depth` on 4 points" in fits[0]
+    assert fits[1].startswith("\nNo fit:")  # two sizes
+    course = res.course.report_md.read_text()
+    assert "across the sweeps `depth`, `width` on 6 points" in course
+    assert f"α (exponent) | {res.fit.alpha:.4g}" in course
 
 
 def test_each_tokenizer_gets_its_own_fit(tmp_path):
@@ -346,7 +350,7 @@ def test_each_tokenizer_gets_its_own_fit(tmp_path):
     assert labels == ["char · shakespeare", "gpt2 · shakespeare"]
     assert [g.fit.n_points for g in res.fits] == [4, 3]
     assert all(s.tokenizer == "gpt2" for s in res.fits[1].points)
-    md = res.sweeps[1].report_md.read_text()
+    md = res.course.report_md.read_text()
     assert "### char · shakespeare" in md and "### gpt2 · shakespeare" in md
     assert json.loads(json.dumps(res.to_dict()))["fits"][1]["points"] == [
         "bpe/n_embd=32", "bpe/n_embd=48", "bpe/n_embd=64"]

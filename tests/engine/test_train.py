@@ -15,6 +15,7 @@ from engine.errors import UserError
 from engine.model.arithmetic import model_vocab
 from engine.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from engine.runs import RunDir, create_run
+from engine.train import control as TC
 from engine.train import process as T
 from engine.train import trainer as TR
 
@@ -323,7 +324,7 @@ def test_vocab_size_from_data_with_gpt2_padded_to_a_multiple_of_64():
 
 
 def test_eta_leaves_out_warm_up_steps_and_eval_time():
-    timer = T.StepTimer(now=0.0)
+    timer = TC.StepTimer(now=0.0)
     now = 0.0
     for dt in (5.0, 3.0, 1.0):          # compilation / warm-up steps: not in the ETA
         timer.steps += 1
@@ -337,7 +338,7 @@ def test_eta_leaves_out_warm_up_steps_and_eval_time():
     assert timer.eta(100) == pytest.approx(10.0)
     now += 60.0                          # an eval
     timer.restart(now)
-    for _ in range(T.TIMING_WARMUP_STEPS):
+    for _ in range(TC.TIMING_WARMUP_STEPS):
         timer.steps += 1
         now += 0.5
         timer.lap(now)

@@ -167,14 +167,16 @@ class FakeSampler:
 
     def __init__(self) -> None:
         self.calls: list = []
+        self.seeds: list = []
         self.gate: threading.Event | None = None
 
-    def generate(self, run, prompt, temperature, top_k, max_new_tokens=200):
+    def generate(self, run, prompt, temperature, top_k, max_new_tokens=200, seed=1337):
         self.calls.append((run.id, prompt, temperature, top_k, max_new_tokens))
+        self.seeds.append(seed)
         if self.gate is not None:
             self.gate.wait(10)
         return {"iter": 430, "prompt": prompt, "temperature": temperature, "top_k": top_k,
-                "text": f"{prompt} a freshly generated story", "metrics": {
+                "seed": seed, "text": f"{prompt} a freshly generated story", "metrics": {
                     "ttr": 1.0, "mattr": 1.0, "distinct_1": 1.0, "distinct_2": 1.0,
                     "distinct_3": 1.0, "repetition_4": 0.0, "words": 7}}
 

@@ -16,6 +16,13 @@ def add_arguments(p) -> None:
                    help="return at once; a background dispatcher starts the queued runs")
     p.add_argument("--executor", choices=["local", "slurm"],
                    help="override [executor] kind of the experiments file")
+    p.add_argument("--queued", action="store_true",
+                   help="queue nothing new: start a dispatcher for the runs already queued "
+                        "(after a dispatcher was killed); with --detach in the background")
+    p.add_argument("--fresh", action="store_true",
+                   help="start over the selected runs whose saved config differs from the "
+                        "experiments file (their old directories are moved to "
+                        "RUNS/.replaced/, never deleted); without it they keep their config")
 
 
 def check_gpu_request(gpu: str) -> None:
@@ -27,13 +34,18 @@ def check_gpu_request(gpu: str) -> None:
     if req in ("auto", "cpu"):
         return
     gpus = default_gpu_source().snapshot()
-    if find_card(gpus, req) is None:
-        have = ", ".join(f"{g.index} ({g.uuid})" for g in gpus) or "none visible"
+    card = find_card(gpus, req)
+    if card is None:
+        have = ", ".join(f"{g.label} ({g.uuid})" for g in gpus) or "none visible"
         raise CommandError(f"--gpu {gpu}: no such GPU; cards: {have}; or use auto or cpu")
+    if not card.ours:
+        ours = ", ".join(g.label for g in gpus if g.ours) or "none: use cpu"
+        raise CommandError(f"--gpu {gpu}: GPU {card.label} is not ours (outside "
+                           f"CUDA_VISIBLE_DEVICES or the Slurm allocation); ours: {ours}")
 
 
 def run(args) -> int:
-    from engine.launch.dispatcher import Dispatcher, start_background_dispatcher
+    from engine.launch.dispatcher import start_background_dispatcher
     from engine.launch.queue import dispatcher_pid, queue_runs_detailed
     from tui.progress import progress_bar
 
@@ -41,9 +53,20 @@ def run(args) -> int:
         print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
     check_gpu_request(args.gpu)
+    if args.queued:
+        return _dispatch_queued(args, log)
     with progress_bar("preparing data") as update:
         res = queue_runs_detailed(args.experiments, args.runs, args.selection, args.gpu,
-                                  progress=lambda done, total: update(done, total), log=log)
+                                  progress=lambda done, total: update(done, total), log=log,
+                                  fresh=args.fresh)
+    for link, owner in res.shared:
+        log(f"{link.id} is the same model as {owner.id}: trained once, shown in both sweeps")
+    for run_, moved in res.fresh:
+        log(f"{run_.id}: config changed; starting fresh (old run kept in {moved})")
+    for run_, changes in res.drift:
+        log(f"{run_.id}: saved config differs from {args.experiments}: {'; '.join(changes)}; "
+            f"keeping the saved config (`nanotui launch --fresh {run_.id}` starts it over, "
+            f"the old directory kept aside)")
     parts = [f"{len(res.queued)} queued"]
     if res.waiting:
         parts.append(f"{len(res.waiting)} already queued or running")
@@ -65,6 +88,37 @@ def run(args) -> int:
             log(f"background dispatcher pid {p.pid} (log: {args.runs}/.dispatcher.log); "
                 f"follow with `nanotui status`")
         return 0
+    return _dispatch(args, pending, log)
+
+
+def _dispatch_queued(args, log) -> int:
+    """A dispatcher for exactly the runs already queued: nothing is read from the
+    experiments file's sweeps, nothing new is queued."""
+    from engine.launch.dispatcher import start_background_dispatcher
+    from engine.launch.queue import dispatcher_pid
+    from engine.runs import list_runs
+    from tui.commands import CommandError
+    if args.selection:
+        raise CommandError("--queued starts the runs already queued: name no sweeps or runs")
+    pending = [r.id for r in list_runs(args.runs) if r.read_status().get("state") == "queued"]
+    if not pending:
+        log(f"no queued runs in {args.runs}")
+        return 0
+    pid = dispatcher_pid(args.runs)
+    if pid:
+        log(f"a dispatcher (pid {pid}) is already running; it starts the {len(pending)} queued runs")
+        return 0
+    log(f"{len(pending)} queued runs in {args.runs}: " + ", ".join(pending[:5])
+        + (f" and {len(pending) - 5} more" if len(pending) > 5 else ""))
+    if args.detach:
+        p = start_background_dispatcher(args.runs, args.experiments, args.gpu, args.executor)
+        log(f"background dispatcher pid {p.pid} (log: {args.runs}/.dispatcher.log)")
+        return 0
+    return _dispatch(args, pending, log)
+
+
+def _dispatch(args, pending: list[str], log) -> int:
+    from engine.launch.dispatcher import Dispatcher, start_background_dispatcher
     d = Dispatcher(args.runs, args.experiments, args.gpu, executor_kind=args.executor, log=log)
     try:
         d.run(follow=pending)

@@ -19,10 +19,16 @@ def run(args) -> int:
     from engine.launch.estimate import ASSUMED_FLOPS
     from engine.units import format_bytes, format_seconds
     from engine.launch.queue import plan_runs
+    from engine.launch.placement import Policy, describe_policy
+    from engine.launch.queue import launch_options
     rows = plan_runs(args.experiments, args.selection, device=args.device)
     errors = [r for r in rows if r.error]
+    opts = launch_options(args.experiments)[0]
+    placement = describe_policy(Policy(opts.max_runs_per_gpu, opts.max_cpu_runs, opts.gpus))
     if args.json:
         print(json.dumps({"experiments": str(args.experiments), "runs": [r.to_dict() for r in rows],
+                          "placement": {"max_runs_per_gpu": opts.max_runs_per_gpu,
+                                        "description": placement},
                           "assumed_flops_per_s": ASSUMED_FLOPS,
                           "errors": len(errors)}, indent=1))
         return 1 if errors else 0
@@ -33,17 +39,24 @@ def run(args) -> int:
         if r.error:
             print(f"{r.id:34} ERROR {r.error}")
             continue
+        if r.same_as:
+            print(f"{r.id:34} = {r.same_as} (the same model: trained once, shown in both)")
+            continue
         vocab = f"{r.vocab_size}{'*' if r.vocab_source == 'assumed' else ''}"
         print(f"{r.id:34} {r.params:>12,} {r.params_total:>12,} {vocab:>6} "
               f"{format_bytes(r.est_mem_bytes):>9} {format_seconds(r.est_seconds):>8}")
-    ok = [r for r in rows if not r.error]
+    ok = [r for r in rows if not r.error and not r.same_as]
     if ok:
         total = sum(r.est_seconds for r in ok)
         dev = ok[0].est_device
-        print(f"\n{len(ok)} runs, about {format_seconds(total)} of {dev.upper()} time in all, "
+        shared = sum(1 for r in rows if r.same_as)
+        also = f" (+ {shared} shared, trained once)" if shared else ""
+        print(f"\n{len(ok)} runs{also}, about {format_seconds(total)} of {dev.upper()} "
+              f"time in all, "
               f"assuming {ASSUMED_FLOPS[dev] / 1e12:g} TFLOP/s achieved (6N + attention "
               f"FLOPs per token; evals included). Memory: weights, grads, AdamW, "
               f"activations, logits, CUDA context.")
+        print(f"Placement: {placement}.")
         if any(r.vocab_source == "assumed" for r in ok):
             print("* vocabulary assumed until the data is prepared (`nanotui prepare`).")
     if errors:

@@ -85,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"prepared {out}")
         print(f"  tokenizer {meta['tokenizer']}  vocab {meta['vocab_size']:,}  "
               f"{meta['dtype']}  eot {meta['eot_token']}")
-        print(f"  train {meta['train_tokens']:,} tokens  val {meta['val_tokens']:,} tokens  "
-              f"{meta['bytes_per_token']:.3f} bytes/token")
+        per = (f"{meta['bytes_per_token']:.3f} bytes/token" if "bytes_per_token" in meta
+               else "(nanoGPT's format: used in place)")
+        print(f"  train {meta['train_tokens']:,} tokens  val {meta['val_tokens']:,} tokens  {per}")
     for split in small:
         print(f"nanotui: warning: the {split} split has only {meta[f'{split}_tokens']:,} "
               "tokens; training needs more than block_size tokens in each split",

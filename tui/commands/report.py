@@ -6,14 +6,16 @@ import argparse
 import json
 import sys
 
-HELP = "write report.md, runs.csv and PNG plots (loss curves, loss-vs-size fit) for sweeps"
+HELP = ("write report.md, runs.csv and PNG plots for sweeps; with several sweeps also one "
+        "course report (report.md + self-contained report.html) over all of them")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep name(s) under the runs directory")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output directory (default: reports/ beside the runs directory); "
-                        "each sweep gets a folder in it")
+                        "each sweep gets a folder in it, a course report over several "
+                        "sweeps DIR/_course/SWEEP+SWEEP+.../")
     p.add_argument("--group-by", metavar="KEY", default=None,
                    help="also tabulate the best val loss per value of this config key (e.g. n_embd)")
     p.add_argument("--no-plots", action="store_true", help="write report.md and runs.csv only")
@@ -39,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     for s in result.sweeps:
         print(f"{s.sweep}: {s.n_runs} runs ({s.n_finished} finished) -> {s.report_md}")
         print("  " + ", ".join(p.name for p in [s.runs_csv, *s.plots]))
+    c = result.course
+    if c is not None:
+        print(f"course report: {c.n_models} distinct models -> {c.report_md}")
+        print("  " + ", ".join(p.name for p in [c.report_html, c.runs_csv, *c.plots]))
     for g in result.fits:
         label = f" [{g.label}]" if len(result.fits) > 1 else ""
         f = g.fit

@@ -15,12 +15,18 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import time
     from engine.launch.dispatcher import Dispatcher, ensure_dispatcher
+    from engine.launch.drift import drift_from_file
     from engine.launch.queue import resume_run
     from tui.commands.stop import expand
     from tui.commands.launch import check_gpu_request
     check_gpu_request(args.gpu)
     runs = expand(args.runs, args.runs_)
     for r in runs:
+        changes = drift_from_file(args.experiments, r)
+        if changes:
+            print(f"{r.id}: saved config differs from {args.experiments}: {'; '.join(changes)}; "
+                  f"resuming keeps the saved config (`nanotui launch --fresh {r.id}` starts "
+                  f"over with the new one, the old directory kept aside)")
         ckpt = resume_run(r, None if args.gpu == "auto" else args.gpu)
         print(f"{r.id}: queued, " + ("continues from its checkpoint" if ckpt
                                      else "no checkpoint: starts over"))

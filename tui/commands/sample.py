@@ -1,18 +1,61 @@
-"""`nanotui sample RUN`: generate text from a run's checkpoint, with diversity scores."""
+"""`nanotui sample RUN|SWEEP`: generate text from a run's checkpoint, with diversity scores;
+with several temperatures, a temperature study of a run or of every finished run of a
+sweep, saved in each run's temperature.jsonl for the report."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-HELP = "generate text from a run's checkpoint (RUN is an id like depth/n_layer=2 or a path)"
+HELP = ("generate text from a run's checkpoint (RUN is an id like depth/n_layer=2 or a path); "
+        "--temperature 0.5,0.8,1.0,1.2 on a run or a SWEEP is a temperature study")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN",
-                   help="run id (sweep/name), run directory, or a checkpoint .pt file")
+    p.add_argument("run", metavar="RUN|SWEEP",
+                   help="run id (sweep/name), run directory, or a checkpoint .pt file; a "
+                        "sweep name with several --temperature values")
     from engine.sample.options import add_sample_arguments  # torch-free
     add_sample_arguments(p)
+
+
+def _study_runs(runs_root: Path, ref: str) -> list:
+    """The runs a temperature study samples: one run, or a sweep's finished runs (its
+    shared runs once, under their owner)."""
+    from engine.runs import find_run, list_runs
+    from tui.commands import CommandError
+    if "/" in ref or Path(ref).is_dir():
+        return [find_run(runs_root, ref)]
+    runs = [r for r in list_runs(runs_root) if r.sweep == ref]
+    from engine.runs import list_shared
+    runs += [owner for link, owner in list_shared(runs_root) if link.sweep == ref]
+    done = [r for r in runs if r.read_status().get("state") == "done" and r.ckpt_path.is_file()]
+    if not done:
+        raise CommandError(f"no finished run with a checkpoint in sweep {ref!r} under {runs_root}"
+                           if runs else f"no sweep or run {ref!r} under {runs_root}")
+    return done
+
+
+def _study(args: argparse.Namespace) -> int:
+    from engine.sample.temperature import temperature_study
+    runs = _study_runs(Path(args.runs), args.run)
+    table = []
+    for r in runs:
+        for row in temperature_study(r, args.temperature, args.num_samples, args.max_new_tokens,
+                                     args.seed, args.device, args.checkpoint):
+            table.append({"run": r.id, **row})
+            if not args.json:
+                print(f"{r.id:<34} T={row['temperature']:<4g} samples {row['samples']} "
+                      f"words {row['words']:>5} ttr {row['ttr']:.3f} distinct_2 "
+                      f"{row['distinct_2']:.3f} repetition_4 {row['repetition_4']:.3f}",
+                      flush=True)
+    if args.json:
+        print(json.dumps({"runs": table}, indent=1))
+    else:
+        print("saved in each run's temperature.jsonl; `nanotui report` adds a temperature "
+              "study section")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
     from tui.commands import CommandError
 
     ref = Path(args.run)
-    target = ref if ref.is_file() else find_run(args.runs, args.run).path
     try:
+        if args.temperature is not None and len(args.temperature) > 1 and not ref.is_file():
+            return _study(args)
+        target = ref if ref.is_file() else find_run(args.runs, args.run).path
         return sample_command(target, args)
     except (ValueError, OSError) as e:
         raise CommandError(str(e)) from None

@@ -26,9 +26,28 @@ def status_rows(runs_root, selection=None) -> list[dict]:
     rows = []
     for r in runs:
         st = merge_status(r.read_status())  # a pending Slurm job shows as queued
-        reading = reading_from_status(r, st)
+        reading = reading_from_status(r, st, r.damage())
         rows.append({**st, **reading.to_dict(), "slurm": reading.job or None})
     return rows
+
+
+LOW_SPACE_BYTES = 1 << 20
+
+
+def disk_line(runs_root) -> str:
+    """One line when the disk holding the runs is (nearly) full, else ""."""
+    import shutil
+
+    from engine.files import mount_point
+    from engine.units import format_bytes
+    try:
+        free = shutil.disk_usage(runs_root).free
+    except OSError:
+        return ""
+    if free >= LOW_SPACE_BYTES:
+        return ""
+    return (f"no space left on {mount_point(runs_root)} ({format_bytes(free)} free): runs "
+            f"cannot write there; free some, then `nanotui resume` the failed runs")
 
 
 def _fmt(x, spec: str) -> str:
@@ -57,15 +76,29 @@ def run(args) -> int:
         print(f"{r['id']:32} {r['state']:8} {device:14} {it:>11} "
               f"{_fmt(r['train_loss'], '.4f'):>7} {_fmt(r['val_loss'], '.4f'):>7} "
               f"{_fmt(r['tok_s'], ',.0f'):>8} {eta:>7}")
-        if r["state"] in ("failed", "stopped") and r["reason"]:
+        if r["state"] in ("failed", "stopped", "stalled") and r["reason"]:
             print(f"{'':32} └ {r['reason']}")
+        for d in r["damaged"]:
+            if f"damaged: {d}" != r["reason"]:
+                print(f"{'':32} └ damaged: {d}")
+        if r["imported_from"]:
+            print(f"{'':32} └ imported from {r['imported_from']}")
         if r["slurm"]:
             print(f"{'':32} └ {r['slurm']}" + (f" · {r['reason']}" if r["state"] == "queued"
                                                and r["reason"] else ""))
+    disk = disk_line(args.runs)
+    if disk:
+        print(f"\n{disk}")
     pid = dispatcher_pid(args.runs)
     queued = sum(1 for r in rows if r.get("state") == "queued")
     if queued and not pid:
-        print(f"\n{queued} queued runs and no dispatcher: `nanotui launch` starts them")
+        print(f"\n{queued} queued run{'s' * (queued != 1)} waiting and no dispatcher running: "
+              f"`nanotui launch --queued` starts one for exactly these")
     elif pid:
         print(f"\ndispatcher running (pid {pid}) at {time.strftime('%H:%M:%S')}")
+    stalled = [r["id"] for r in rows if r.get("state") == "stalled"]
+    if stalled and queued:
+        print(f"{len(stalled)} stalled run{'s' * (len(stalled) != 1)} still hold"
+              f"{'s' * (len(stalled) == 1)} a slot while {queued} wait: `nanotui stop "
+              f"{' '.join(stalled[:3])}` frees it")
     return 0

@@ -23,7 +23,7 @@ from tui.widgets.format import fmt_loss
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.log_view import LogView
 from tui.widgets.loss_chart import LossChart
-from tui.widgets.run_table import RunTable
+from tui.widgets.run_table import RunTable, damage_note
 from tui.widgets.samples_view import SamplesView
 
 CHART_MIN_INTERVAL = 2.0  # seconds between chart redraws while points stream in
@@ -35,6 +35,7 @@ class DashboardScreen(Screen):
         Binding("escape", "clear_filter", "clear filter", show=False),
         Binding("s", "stop", "stop"),
         Binding("r", "resume", "resume"),
+        Binding("d", "dispatch", "dispatch queued", show=False),
         Binding("v", "overlay", "sweep overlay", show=False),
         Binding("y", "logy", "log-y", show=False),
         Binding("x", "x_axis", "x: iters/tokens", show=False),
@@ -48,6 +49,7 @@ class DashboardScreen(Screen):
         self.selected: str | None = None
         self.sweep: str | None = None
         self.views: list[RunReading] = []
+        self.dispatcher: int | None = None
         self._header_text = ""
         self._chart_drawn_at = 0.0
         self._chart_timer = None
@@ -79,8 +81,10 @@ class DashboardScreen(Screen):
     # -- data in --
     def on_runs(self, result: PollResult) -> None:
         self.views = list(result.views)
+        self.dispatcher = result.dispatcher
         self.query_one(RunTable).show(self.views)
         self._header()
+        self._title_detail()
         self.on_gpus(None)
         wanted = self._chart_ids()
         chart = self.query_one(LossChart)
@@ -159,6 +163,11 @@ class DashboardScreen(Screen):
         t.append(" nanotui ", style="bold reverse")
         t.append(f" {self.services.experiments_path.name} · {self.services.runs_root.name}/ · {gpus}"
                  f" · {n} runs, {running} running, {queued} queued")
+        stalled = sum(v.state == "stalled" for v in self.views)
+        if stalled:
+            t.append(f", {stalled} stalled", style="bold yellow")
+        if queued and not self.dispatcher:
+            t.append(" · waiting for a dispatcher: d starts one", style="bold yellow")
         if t.plain != self._header_text:  # an unchanged update would still repaint
             self._header_text = t.plain
             self.query_one("#title", Static).update(t)
@@ -169,7 +178,8 @@ class DashboardScreen(Screen):
         who = self.selected or "no run selected"
         if view and view.state == "running" and view.host and view.host != socket.gethostname():
             who += f" @ {view.host}"  # e.g. a Slurm node: where the run really is
-        chart.border_title = f"Loss · {who} · {chart.describe()}"
+        note = (view.reason if view.state == "stalled" else damage_note(view)) if view else ""
+        chart.border_title = f"Loss · {who} · {note or chart.describe()}"
         best = ""
         if view and view.best_val_loss is not None:  # the run's one reading, as compare shows it
             best = f"best {fmt_loss(view.best_val_loss)}"
@@ -228,13 +238,35 @@ class DashboardScreen(Screen):
 
     def action_stop(self) -> None:
         view = self._view(self.selected)
-        if view is None or view.state not in ("running", "queued"):
+        if view is None or view.state not in ("running", "stalled", "queued"):
             self.notify("select a running or queued run to stop", severity="warning")
             return
-        what = "It can be resumed from its last checkpoint." if view.state == "running" else \
+        what = "It can be resumed from its last checkpoint." if view.state != "queued" else \
             "It will not be dispatched."
         self.app.push_screen(ConfirmScreen(f"Stop {view.id}? {what}", "Stop"),
                              lambda yes: yes and self._stop(view))
+
+    def action_dispatch(self) -> None:
+        """A dispatcher for exactly the queued runs (a killed one left them waiting)."""
+        queued = sum(v.state == "queued" for v in self.views)
+        if not queued:
+            self.notify("no queued runs to dispatch", severity="warning")
+        elif self.dispatcher:
+            self.notify(f"a dispatcher (pid {self.dispatcher}) is already running")
+        else:
+            self._start_dispatcher(queued)
+
+    @work(thread=True, group="dispatch", exit_on_error=False)
+    def _start_dispatcher(self, queued: int) -> None:
+        try:
+            self.services.launcher.start_dispatcher("auto")
+        except Exception as e:  # shown, never a crash
+            self.app.call_from_thread(self.notify, f"cannot start a dispatcher: {e}",
+                                      severity="error")
+            return
+        self.app.call_from_thread(self.notify, f"dispatching {queued} queued run"
+                                  f"{'s' * (queued != 1)} in the background")
+        self.app.call_from_thread(self.feed.request_poll)
 
     def action_resume(self) -> None:
         view = self._view(self.selected)

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.segment import Segment
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Label, OptionList, SelectionList, Static
+from textual.strip import Strip
+from textual.widgets import (Checkbox, DataTable, Footer, Label, OptionList, SelectionList,
+                             Static)
 from textual.widgets.option_list import Option
 
 from tui.feed import RunFeed
@@ -31,6 +34,24 @@ def plan_id(row: Any) -> str:
     sweep, name = getattr(row, "sweep", None), str(getattr(row, "name", ""))
     return f"{sweep}/{name}" if sweep and "/" not in name else name
 
+
+
+class SweepChecklist(SelectionList[str]):
+    """A SelectionList whose boxes say their state in the glyph, not only in colour:
+    "X" when selected, blank when not (textual draws an X in both)."""
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        segs = list(strip)
+        if len(segs) < 3 or segs[1].text != Checkbox.BUTTON_INNER:
+            return strip
+        try:
+            option = self.get_option_at_index(self.scroll_offset.y + y)
+        except Exception:  # past the last option: an empty line
+            return strip
+        if option.value not in self.selected:
+            segs[1] = Segment(" " * len(segs[1].text), segs[1].style)
+        return Strip(segs, strip.cell_length)
 
 class LaunchScreen(Screen):
     BINDINGS = [
@@ -52,7 +73,7 @@ class LaunchScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Static(id="title")
         with Horizontal(id="launch-body"):
-            yield SelectionList[str](id="sweep-list", classes="panel")
+            yield SweepChecklist(id="sweep-list", classes="panel")
             with Vertical(id="plan-panel", classes="panel"):
                 yield DataTable(id="plan", cursor_type="row")
                 yield Static(id="plan-summary")
@@ -217,9 +238,13 @@ class LaunchScreen(Screen):
 
 
 def gpu_option_text(g: Any, need: int) -> tuple[Text, bool]:
-    fits = g.memory_free >= need if need else True
+    """The option's text and whether it can be picked (ours, and the run fits now)."""
     t = Text()
-    t.append(f"{g.index} {g.name[:24]:<24} ", style="bold")
+    t.append(f"{g.label} {g.name[:24]:<24} ", style="bold")
+    if not g.ours:
+        t.append("not ours (outside CUDA_VISIBLE_DEVICES / the Slurm allocation)", style="dim")
+        return t, False
+    fits = g.memory_free >= need if need else True
     util = "?" if g.utilization is None else f"{g.utilization:3d}%"
     t.append(f"util {util}  mem {fmt_bytes(g.memory_used)}/{fmt_bytes(g.memory_total)}"
              f"  free {fmt_bytes(g.memory_free)}  ")
@@ -260,7 +285,7 @@ class GpuPickerScreen(ModalScreen[str | None]):
                           id=AUTO)]
         for g in gpus:
             text, fits = gpu_option_text(g, self.need)
-            options.append(Option(text, id=str(g.index), disabled=not fits))
+            options.append(Option(text, id=g.label, disabled=not fits))  # "0", MIG "0.1"
         options.append(Option(Text.assemble(("cpu", "bold"), "  slow; for tiny runs and tests"),
                               id="cpu"))
         ol.clear_options()

@@ -3,6 +3,7 @@ iteration; a new sample from a run's checkpoint without leaving the app."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from rich.text import Text
@@ -13,11 +14,21 @@ from textual.containers import HorizontalScroll, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from engine.report.tables import natural_key
 from tui.screens.dialogs import GenerateScreen
 from tui.feed import RunFeed
 from tui.services import Services
 from tui.store import PollResult
 from tui.widgets.samples_view import render_sample
+
+
+MIN_COLUMN = 30   # narrower columns wrap a sample into too many short lines
+
+
+def column_width(total: int, n: int) -> int:
+    """Columns share the width (4 runs at 140 columns: 35 each); below MIN_COLUMN each
+    keeps MIN_COLUMN and the row scrolls sideways. Never one run per screen."""
+    return max(MIN_COLUMN, total // max(n, 1))
 
 
 class RunColumn(VerticalScroll):
@@ -76,16 +87,26 @@ class SamplesScreen(Screen):
         self.feed.unwatch(self)
 
     def on_runs(self, result: PollResult) -> None:
-        ids = [v.id for v in result.views if v.sweep == self.sweep]
+        ids = sorted((v.id for v in result.views if v.sweep == self.sweep), key=natural_key)
         if ids != self.run_ids:
             self.run_ids = ids
             self.feed.watch(self, ids)
             box = self.query_one("#sample-columns")
             box.remove_children()
             box.mount_all([RunColumn(rid) for rid in ids])
+            self._size_columns()
             self.call_after_refresh(self._focus_first)
             self.feed.request_poll()
         self.redraw()
+
+    def on_resize(self) -> None:
+        self._size_columns()
+
+    def _size_columns(self) -> None:
+        cols = list(self.query(RunColumn))
+        width = column_width(self.size.width, len(cols))
+        for col in cols:
+            col.styles.width = width
 
     def _focus_first(self) -> None:
         cols = list(self.query(RunColumn))
@@ -132,7 +153,8 @@ class SamplesScreen(Screen):
                 text.append("generating…\n\n", style="bold yellow")
             gen = self.generated.get(col.run_id)
             if gen is not None:
-                text.append("new sample (not saved)\n", style="bold magenta")
+                seed = f" · seed {gen['seed']}" if gen.get("seed") is not None else ""
+                text.append(f"new sample (not saved){seed}\n", style="bold magenta")
                 text.append_text(render_sample(gen))
                 text.append("\n")
             s = self.sample_for(col.run_id, prompt)
@@ -181,6 +203,8 @@ class SamplesScreen(Screen):
                              lambda knobs: knobs and self._start(rid, knobs))
 
     def _start(self, rid: str, knobs: dict[str, Any]) -> None:
+        # a new seed each time: the run's own seed would redraw exactly the stored sample
+        knobs = {**knobs, "seed": knobs.get("seed") or random.randrange(1, 2 ** 31)}
         self.generating.add(rid)
         self.redraw()
         self._generate(rid, knobs)
@@ -190,7 +214,8 @@ class SamplesScreen(Screen):
         view = self.feed.view(rid)
         try:
             rec = self.services.sampler.generate(view.run, knobs["prompt"], knobs["temperature"],
-                                                     knobs["top_k"], knobs["max_new_tokens"])
+                                                 knobs["top_k"], knobs["max_new_tokens"],
+                                                 seed=knobs["seed"])
         except Exception as e:
             self.app.call_from_thread(self._generated, rid, None, str(e))
             return

@@ -8,8 +8,10 @@ from typing import Any, Sequence
 from engine.units import DASH, format_bytes, format_seconds
 
 BLOCKS = "▁▂▃▄▅▆▇█"
-STATE_GLYPH = {"queued": "◌", "running": "●", "done": "✓", "failed": "✗", "stopped": "■"}
+STATE_GLYPH = {"queued": "◌", "running": "●", "done": "✓", "failed": "✗", "stopped": "■",
+               "stalled": "◍"}
 STATE_STYLE = {"queued": "dim", "running": "bold green", "done": "cyan", "failed": "bold red",
+               "stalled": "bold yellow",
                "stopped": "yellow"}
 
 

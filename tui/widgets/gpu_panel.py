@@ -1,4 +1,6 @@
-"""The GPU panel: per card load with a short history, our runs on it, other users' memory."""
+"""The GPU panel: per unit (card or MIG instance) load with a short history, our runs on
+it, other users' memory; units outside our share (CUDA_VISIBLE_DEVICES, Slurm) are
+marked "not ours"."""
 
 from __future__ import annotations
 
@@ -53,8 +55,10 @@ def render_gpus(gpus: list[Any], views: list[RunReading], history: GpuHistory,
     for g in gpus:
         ours = runs_on_gpu(g, views)
         util = g.utilization
-        out.append(f"{g.index} ", style="bold")
-        out.append(f"{g.name.removeprefix('NVIDIA ')[:32]}\n", style="bold")
+        out.append(f"{g.label} ", style="bold" if g.ours else "dim")
+        out.append(f"{g.name.removeprefix('NVIDIA ')[:32]}", style="bold" if g.ours else "dim")
+        out.append("" if g.ours else "  not ours", style="yellow")
+        out.append("\n")
         out.append(f"  util {'?' if util is None else f'{util:3d}'}% ")
         out.append(sparkline(history.util.get(g.uuid, ()), spark_w, top=100), style="green")
         out.append(f"  mem {fmt_bytes(g.memory_used)}/{fmt_bytes(g.memory_total)} ")

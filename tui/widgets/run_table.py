@@ -9,6 +9,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 
 from engine.report.reading import RunReading
+from engine.report.tables import natural_key
 from tui.widgets.format import (DASH, STATE_GLYPH, STATE_STYLE, fmt_duration, fmt_iter, fmt_loss,
                                 fmt_params, fmt_rate)
 
@@ -23,12 +24,29 @@ def short_reason(reason: str) -> str:
     low = reason.lower()
     if "out of memory" in low or "oom" in low.split():
         return "OOM"
+    if low.startswith("no space left"):
+        return "disk full"
     return reason.split()[0][:8] if reason.strip() else DASH
+
+
+def damage_note(v: RunReading) -> str:
+    """The run's damaged files as the user reads them, "" when none."""
+    notes = [v.reason] if v.reason.startswith("damaged:") else []
+    notes += [f"damaged: {d}" for d in v.damaged if f"damaged: {d}" not in notes]
+    return " · ".join(notes)
 
 
 def row_cells(v: RunReading) -> tuple:
     style = STATE_STYLE.get(v.state, "")
     last = fmt_duration(v.eta_s) if v.state == "running" else short_reason(v.reason)
+    if damage_note(v) and v.state != "running":
+        last = "damaged"
+    if v.state == "stalled":
+        last = fmt_duration(v.stalled_s)  # how long it has been silent
+    elif v.imported_from:
+        last = "nanoGPT"  # trained there, brought in by `nanotui import`
+    elif v.state != "running" and v.run.path.is_symlink():
+        last = "shared"  # another sweep's identical run (engine.runs.link_shared)
     name = Text.assemble((STATE_GLYPH.get(v.state, "?"), style), " ", v.name)
     return (name, Text(v.state, style=style), v.device or DASH,
             Text(fmt_iter(v.iter, v.max_iters), justify="right"),
@@ -40,7 +58,7 @@ def row_cells(v: RunReading) -> tuple:
 
 def matches(v: RunReading, text: str) -> bool:
     """Every space-separated word must appear in the run id, its state or its device."""
-    hay = f"{v.id} {v.state} {v.device} {v.reason}".lower()
+    hay = f"{v.id} {v.state} {v.device} {v.reason} {damage_note(v)}".lower()
     return all(w in hay for w in text.lower().split())
 
 
@@ -89,6 +107,8 @@ class RunTable(DataTable):
         """Show these runs; cells that did not change are left alone."""
         self._views = {v.id: v for v in views}
         visible = [v for v in views if matches(v, self.filter_text)] if self.filter_text else views
+        # runs of a sweep in the order of their varied value: n_head=4, 8, 16, 32
+        visible = sorted(visible, key=lambda v: (v.sweep, natural_key(v.name)))
         order: list[str] = []
         rows: dict[str, tuple] = {}
         counts = Counter(v.sweep for v in visible)

@@ -29,6 +29,7 @@ from typing import Any
 
 from engine.config import ConfigError
 from engine.executor_config import SlurmConfig
+from engine.launch.child import python_for_shell
 from engine.launch.slurm.state import (  # noqa: F401
     ENDED,
     SlurmState,
@@ -135,8 +136,10 @@ class SlurmExecutor:
             raise SlurmSubmitError("sbatch/srun not found: run nanotui on a Slurm login node "
                                    "(or use [executor] kind = \"local\")")
         folder = Path(runs_root) / SUBMITIT_DIR / "%j"
+        # the job's python unpickles TrainJob in the submission directory: -P, so an
+        # engine/ folder there is not imported instead (engine.launch.child)
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.config.max_requeues,
-                                    python=self.config.python)
+                                    python=self.config.python or python_for_shell())
         ex.update_parameters(job_name=job_name, **self.config.sbatch_parameters())
         return ex
 

@@ -14,13 +14,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from submitit.helpers import Checkpointable
 
+from engine.launch.child import child_env, module_command
 from engine.runs import RunDir
 
 
@@ -94,18 +94,17 @@ class TrainJob(Checkpointable):
         resume = self.resume or (restarts > 0 and run.ckpt_path.exists())
         ex.update(kind="slurm", job_id=env.job_id, node=socket.gethostname())
         run.update_status(executor=ex, slurm_state="RUNNING", gpu=job_gpu())
-        cmd = [sys.executable, "-m", "engine.train", self.run_path] + (
-            ["--resume"] if resume else [])
+        cmd = module_command("engine.train", self.run_path, *(["--resume"] if resume else []))
         with open(run.stdout_path, "ab") as log:
             log.write((f"\n=== nanotui: {'resuming' if resume else 'starting'} {run.id} in "
                        f"Slurm job {env.job_id} on {socket.gethostname()} at "
                        f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n").encode())
             log.flush()
             # Slurm numbers cards like NVML (PCI bus order); make CUDA agree
-            child_env = {**os.environ, "CUDA_DEVICE_ORDER": os.environ.get(
+            env = {**child_env(os.environ), "CUDA_DEVICE_ORDER": os.environ.get(
                 "CUDA_DEVICE_ORDER", "PCI_BUS_ID")}
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, env=child_env,
+                                          stderr=subprocess.STDOUT, env=env,
                                           preexec_fn=_ignore_requeue_signal)
         # poll, not wait(): checkpoint() runs as a signal handler in this thread
         while self._proc.poll() is None:

@@ -1,0 +1,106 @@
+"""Refusals before anything is queued: runs that cannot work whatever the machine does,
+found at plan and queue time instead of minutes into a run. One line each.
+
+    max_iters      more steps than any run takes (max_iters = 1e20)
+    block_size     at least as many tokens as the training split holds
+    val split      fewer than block_size + 1 tokens: not one validation window
+    memory         the estimate (engine.launch.estimate) above the largest card's memory,
+                   or above the machine's RAM for a CPU run
+
+The data checks need the data prepared (or named by data_dir); before that they are left
+to the queue, which prepares it first. The memory check is made for local runs only: a
+Slurm run's cards are not this machine's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from engine.config import TrainConfig
+from engine.launch.estimate import estimate
+from engine.launch.gpu import GpuSnapshot
+from engine.units import format_bytes
+
+MAX_ITERS = 10 ** 9   # a billion steps: weeks at the fastest step any GPU takes
+ITEM_BYTES = {"uint16": 2, "uint32": 4, "int32": 4, "int64": 8}
+
+
+def data_tokens(cfg: TrainConfig) -> tuple[Path, int, int] | None:
+    """(data dir, train tokens, val tokens) of the run's prepared data; None when the data
+    is not prepared yet (it is read from the .bin sizes, as training reads them)."""
+    import json
+    if cfg.data_dir:
+        d: Path | None = Path(cfg.data_dir).expanduser()
+    else:
+        from engine.data.datasets import find_prepared  # a lookup: prepares nothing
+        try:
+            d = find_prepared(cfg)
+        except Exception:
+            d = None
+    if d is None:
+        return None
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+        item = ITEM_BYTES.get(str(meta.get("dtype") or "uint16"), 2) if isinstance(meta, dict) else 2
+        return (d, (d / "train.bin").stat().st_size // item, (d / "val.bin").stat().st_size // item)
+    except (OSError, ValueError):
+        return None
+
+
+def _machine_ram() -> int | None:
+    try:
+        import psutil
+        return int(psutil.virtual_memory().total)
+    except Exception:
+        return None
+
+
+def memory_problem(cfg: TrainConfig, gpus: Sequence[GpuSnapshot]) -> str | None:
+    on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not gpus)
+    if on_cpu:
+        need, have = estimate(cfg, "cpu").mem_bytes, _machine_ram()
+        if have and need > have:
+            return (f"needs about {format_bytes(need)} of memory, more than this machine's "
+                    f"{format_bytes(have)}: a smaller model, batch_size or block_size fits")
+        return None
+    if (cfg.device.startswith("cuda") or cfg.device == "auto") and gpus:
+        need = estimate(cfg, "gpu").mem_bytes
+        best = max(gpus, key=lambda g: g.memory_total)
+        if need > best.memory_total:
+            return (f"needs about {format_bytes(need)} of GPU memory, more than the largest "
+                    f"card's {format_bytes(best.memory_total)} ({best.name}): a smaller model, "
+                    f"batch_size or block_size fits")
+    return None
+
+
+def problems(cfg: TrainConfig, gpus: Sequence[GpuSnapshot] | None) -> list[str]:
+    """Why this run cannot work, one line each ([] when it can). gpus None: no memory check."""
+    out = []
+    if cfg.max_iters > MAX_ITERS:
+        out.append(f"max_iters = {cfg.max_iters:.3g}: more than {MAX_ITERS:,} steps, which no "
+                   f"run finishes")
+    data = data_tokens(cfg)
+    if data is not None:
+        d, train, val = data
+        T = cfg.block_size
+        if train <= T:
+            out.append(f"block_size = {T} needs more than {T} training tokens; {d} has "
+                       f"{train:,}: lower block_size or use more data")
+        if val < T + 1:
+            out.append(f"the val split of {d} has {val:,} tokens, fewer than block_size + 1 = "
+                       f"{T + 1}: lower block_size or give validation a larger share")
+    if gpus is not None:
+        mem = memory_problem(cfg, gpus)
+        if mem:
+            out.append(mem)
+    return out
+
+
+def check_specs(specs: Sequence[Any], gpus: Sequence[GpuSnapshot] | None) -> None:
+    """Set each RunSpec's error to its first problem (plan shows them; queue refuses)."""
+    for s in specs:
+        if s.error is None and s.cfg is not None:
+            found = problems(s.cfg, gpus)
+            if found:
+                s.error = f"{s.id}: {found[0]}"

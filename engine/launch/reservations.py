@@ -1,0 +1,279 @@
+"""Machine-wide reservations: memory a nanotui dispatcher has promised to a run that has
+not allocated it yet, seen by every dispatcher on the machine (any user, any runs dir).
+
+Without them two users (or one user with two runs directories) starting sweeps at the
+same moment both read the same free memory from NVML and both put a run there: the
+launch race task-spooler, W&B agents and setGPU users report. So placement is one
+read-decide-write under a machine-wide lock:
+
+  lock DIR/.lock -> read every live reservation -> choose a unit counting them ->
+  write our reservation -> unlock -> start the process -> record its pid.
+
+DIR is $NANOTUI_RESERVATIONS_DIR, else <tmp>/nanotui-reservations: a directory anyone
+can create files in but only their owner can remove (mode 1777, like /tmp itself),
+created on first use. No server. One small JSON file per reservation, mode 0644
+(readable by all, writable by its owner), written by rename so it is never half-read:
+
+  {"uuid": "GPU-...", "bytes": N, "pid": trainer pid or null, "pid_create_time": t,
+   "owner_pid": dispatcher pid, "owner_create_time": t, "host": "...", "uid": 1000,
+   "runs_root": "/abs/runs", "run_id": "depth/n_layer=8", "created_at": t, "ttl_s": 600}
+
+A reservation stops counting when
+  - its trainer shows among the unit's processes (its memory is in memory_used now),
+  - its process (the trainer, or the dispatcher while it is still starting it) is dead
+    on this host (files from other hosts sharing DIR are judged by age only), or
+  - it is older than ttl_s (NVML may not list processes of other users here).
+Dead entries are deleted by their owner's next dispatcher; others' are skipped. A
+malformed or oversized file is skipped: it can never stop placement for long (the
+worst a hostile user can do is hold memory for ttl_s).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import stat
+import tempfile
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import UserError, one_line
+from engine.launch.executor import Placement
+from engine.launch.gpu import GpuSnapshot
+from engine.launch.placement import (
+    ActiveRun,
+    PlacementError,
+    Policy,
+    UtilHistory,
+    choose,
+)
+from engine.runs import process_matches, process_start_time
+
+ENV = "NANOTUI_RESERVATIONS_DIR"
+TTL_S = 600.0
+MAX_FILE_BYTES = 4096
+LOCK_TIMEOUT_S = 30.0
+CLOCK_SLACK_S = 60.0   # another dispatcher's "now" may be a little ahead of ours
+
+
+def reservations_dir() -> Path:
+    return Path(os.environ.get(ENV) or Path(tempfile.gettempdir()) / "nanotui-reservations")
+
+
+def ensure_dir(path: Path) -> Path:
+    """DIR, created sticky and world-writable when missing; refused when it is a symlink
+    or a directory others could tamper with (not ours and not sticky)."""
+    if not os.path.lexists(path):
+        # made aside and renamed into place, so nobody sees it before its chmod (mkdir's
+        # mode is cut by the umask); losing the race to another creator is fine
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuidlib.uuid4().hex[:8]}")
+        try:
+            os.mkdir(tmp, 0o700)
+            os.chmod(tmp, 0o1777)
+            try:
+                os.rename(tmp, path)
+            except OSError:
+                os.rmdir(tmp)
+        except OSError as e:
+            raise UserError(f"cannot create the reservations directory {path}: "
+                            f"{e.strerror}; set {ENV} to a directory every nanotui user "
+                            f"can write") from None
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UserError(f"{path} is not a directory; set {ENV} elsewhere")
+    if st.st_uid != os.getuid() and st.st_uid != 0 and not st.st_mode & stat.S_ISVTX:
+        raise UserError(f"{path} belongs to another user and is not sticky: its "
+                        f"reservations could be removed by anyone; set {ENV} elsewhere")
+    return path
+
+
+@dataclass(frozen=True)
+class Reservation:
+    uuid: str
+    bytes: int
+    pid: int | None
+    pid_create_time: float | None
+    owner_pid: int
+    owner_create_time: float | None
+    host: str
+    uid: int
+    runs_root: str
+    run_id: str
+    created_at: float
+    ttl_s: float = TTL_S
+
+    def alive(self, now: float) -> bool:
+        if not -CLOCK_SLACK_S <= now - self.created_at < self.ttl_s:
+            return False  # expired, or dated in the future (a wrong clock, a forgery)
+        if self.host != socket.gethostname():
+            return True
+        if self.pid is not None:
+            return process_matches(self.pid, self.pid_create_time)
+        return process_matches(self.owner_pid, self.owner_create_time)
+
+    def as_promise(self) -> ActiveRun:
+        return ActiveRun(f"{self.runs_root}:{self.run_id}", self.uuid, self.bytes,
+                         self.created_at, self.pid)
+
+
+def _parse(raw: bytes) -> Reservation | None:
+    try:
+        d = json.loads(raw)
+        r = Reservation(
+            uuid=str(d["uuid"]), bytes=int(d["bytes"]),
+            pid=None if d.get("pid") is None else int(d["pid"]),
+            pid_create_time=None if d.get("pid_create_time") is None
+            else float(d["pid_create_time"]),
+            owner_pid=int(d["owner_pid"]),
+            owner_create_time=None if d.get("owner_create_time") is None
+            else float(d["owner_create_time"]),
+            host=str(d["host"]), uid=int(d["uid"]), runs_root=str(d["runs_root"]),
+            run_id=str(d["run_id"]), created_at=float(d["created_at"]),
+            ttl_s=min(float(d.get("ttl_s", TTL_S)), TTL_S))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return r if r.bytes >= 0 else None
+
+
+class Board:
+    """The reservations directory: read, add, complete and remove entries."""
+
+    def __init__(self, path: Path | None = None, ttl_s: float = TTL_S):
+        self.path = Path(path) if path else reservations_dir()
+        self.ttl_s = ttl_s
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """flock on DIR/.lock opened read-only: any user can take it whoever created the
+        file, and the file is never deleted (deleting lock files lets two holders in)."""
+        ensure_dir(self.path)
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o444)
+        except OSError as e:
+            raise UserError(f"cannot open {self.path}/.lock: {e.strerror}; set {ENV} "
+                            f"elsewhere") from None
+        try:
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise UserError(f"{self.path}/.lock held for over "
+                                        f"{LOCK_TIMEOUT_S:.0f} s by another process") from None
+                    time.sleep(0.01)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def read(self, now: float | None = None) -> list[Reservation]:
+        """Live reservations (call under `locked`); our own dead ones are deleted."""
+        now = time.time() if now is None else now
+        out = []
+        for f in self.path.glob("*.json"):
+            try:
+                with open(f, "rb", opener=_nofollow) as fh:
+                    raw = fh.read(MAX_FILE_BYTES + 1)
+                    owner = os.fstat(fh.fileno()).st_uid
+            except OSError:
+                continue
+            r = _parse(raw) if len(raw) <= MAX_FILE_BYTES else None
+            if r is not None and r.uid == owner and r.alive(now):
+                out.append(r)
+            elif owner == os.getuid():
+                f.unlink(missing_ok=True)
+        return out
+
+    def add(self, unit_uuid: str, nbytes: int, runs_root: Path, run_id: str,
+            now: float | None = None) -> Path:
+        me = os.getpid()
+        doc = {"uuid": unit_uuid, "bytes": int(nbytes), "pid": None, "pid_create_time": None,
+               "owner_pid": me, "owner_create_time": process_start_time(me),
+               "host": socket.gethostname(), "uid": os.getuid(),
+               "runs_root": str(Path(runs_root).resolve()), "run_id": run_id,
+               "created_at": time.time() if now is None else now, "ttl_s": self.ttl_s}
+        path = self.path / f"{os.getuid()}-{me}-{uuidlib.uuid4().hex[:12]}.json"
+        self._write(path, doc)
+        return path
+
+    def started(self, path: Path, pid: int | None, create_time: float | None) -> None:
+        """The trainer exists: from now on the reservation lives as long as it does."""
+        try:
+            doc = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return
+        doc.update(pid=pid, pid_create_time=create_time)
+        self._write(path, doc)
+
+    @staticmethod
+    def remove(path: Path | None) -> None:
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _write(path: Path, doc: dict) -> None:
+        tmp = path.with_name(f".{path.name}.{uuidlib.uuid4().hex[:8]}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            os.fchmod(fd, 0o644)
+            os.write(fd, json.dumps(doc).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+
+def _nofollow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
+
+
+class SharedPlacer:
+    """engine.launch.placement.choose under the machine-wide lock, counting every other
+    dispatcher's reservations and leaving one for each GPU placement it makes."""
+
+    def __init__(self, runs_root: Path, board: Board | None = None,
+                 log: Callable[[str], None] = print):
+        self.runs_root = str(Path(runs_root).resolve())
+        self.board = board or Board()
+        self.log = log
+        self.broken: str | None = None  # why the board cannot be used (said once)
+
+    def place(self, run_id: str, need: int, gpus: list[GpuSnapshot],
+              active: list[ActiveRun], policy: Policy, request: str, now: float,
+              history: UtilHistory | None = None) -> tuple[Placement | None, Path | None]:
+        """(placement or None to wait, the reservation's ticket or None). Raises
+        PlacementError like choose()."""
+        if request == "cpu" or not any(g.ours for g in gpus) or self.broken:
+            return choose(need, gpus, active, policy, request, now, history=history), None
+        try:
+            with self.board.locked():
+                # Our own runs are in `active` (from status.json): count only the others'.
+                others = [r.as_promise() for r in self.board.read(now)
+                          if r.runs_root != self.runs_root]
+                placement = choose(need, gpus, active, policy, request, now, others=others,
+                                   history=history)
+                if placement is None or placement.gpu is None:
+                    return placement, None
+                return placement, self.board.add(placement.gpu["uuid"], need,
+                                                 Path(self.runs_root), run_id, now)
+        except PlacementError:
+            raise
+        except (UserError, OSError) as e:
+            # Placing without them beats not placing at all (a hostile or full /tmp).
+            self.broken = one_line(e)
+            self.log(f"machine-wide GPU reservations off: {self.broken}")
+            return choose(need, gpus, active, policy, request, now, history=history), None
+
+    def started(self, ticket: Path | None, pid: int | None, create_time: float | None) -> None:
+        if ticket is not None:
+            self.board.started(ticket, pid, create_time)
+
+    def abandon(self, ticket: Path | None) -> None:
+        Board.remove(ticket)
