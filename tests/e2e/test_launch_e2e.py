@@ -113,7 +113,8 @@ def train_iters(run: RunDir) -> list[int]:
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
 def test_placement_kill_resume_and_dispatcher_restart(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("NANOTUI_FAKE_GPUS", str(FAKE_GPUS))
-    (tmp_path / "experiments.toml").write_text(EXP.format(data=data_dir, iters=40, cpu=1))
+    iters = 200  # room to kill the victim mid-run however fast the CPU trains
+    (tmp_path / "experiments.toml").write_text(EXP.format(data=data_dir, iters=iters, cpu=1))
     root = tmp_path / "runs"
     out = nanotui(tmp_path, "launch", "--detach").stdout
     assert "3 queued" in out
@@ -146,6 +147,8 @@ def test_placement_kill_resume_and_dispatcher_restart(tmp_path, data_dir, monkey
     wait_for(lambda: (status(tmp_path)[victim_id].get("best_iter") or 0) >= 10
              or status(tmp_path)[victim_id].get("iter", 0) >= 15, 60, "victim past iter 10")
     wait_for(lambda: victim.ckpt_path.exists(), 10, "a checkpoint")
+    os.killpg(running[0]["pid"], signal.SIGSTOP)  # frozen: it cannot finish before the kill
+    assert status(tmp_path)[victim_id]["state"] in ("running", "stalled")
     os.killpg(running[0]["pid"], signal.SIGKILL)
     st = wait_for(lambda: (s := status_cmd(tmp_path)[victim_id])["state"] == "failed" and s,
                   10, "the killed run to show failed")
@@ -166,9 +169,9 @@ def test_placement_kill_resume_and_dispatcher_restart(tmp_path, data_dir, monkey
     assert "continues from its checkpoint" in out
     st = status(tmp_path)
     assert all(s["state"] == "done" for s in st.values()), st
-    iters = train_iters(victim)
-    assert iters == sorted(set(iters)) and iters[-1] == 40
-    assert iters[-1] - iters[0] + 1 == len(iters)  # log_interval 1: every iteration once
+    done_iters = train_iters(victim)
+    assert done_iters == sorted(set(done_iters)) and done_iters[-1] == iters
+    assert done_iters[-1] - done_iters[0] + 1 == len(done_iters)  # log_interval 1: every iteration once
     assert max(before) >= 10
 
     # the journal: every run started exactly once, plus one resume of the victim
