@@ -14,6 +14,7 @@ text is cut at character int(n * (1 - val_fraction)) and each part is tokenized 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -129,17 +130,7 @@ def prepare(source: str, tokenizer: str = "char", val_fraction: float = 0.1,
            else _cache_dir_for(label, tokenizer, source_sha, vf))
     if _matches(out, ident):
         return out
-    lock_dir = cache_root() / "locks"
-    _mkdir(lock_dir)
-    lock = FileLock(str(lock_dir / (hashlib.sha1(str(out.resolve()).encode()).hexdigest()
-                                    + ".lock")))
-    try:
-        lock.acquire(timeout=0.2)
-    except Timeout:
-        if log:
-            log(f"waiting for another process preparing {out}")
-        lock.acquire()
-    try:
+    with _prepare_lock(out, log):
         if _matches(out, ident):  # another process prepared it while we waited
             return out
         _mkdir(out.parent, out)
@@ -167,9 +158,26 @@ def prepare(source: str, tokenizer: str = "char", val_fraction: float = 0.1,
             _install(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+@contextlib.contextmanager
+def _prepare_lock(out: Path, log: Callable[[str], None] | None) -> Iterator[None]:
+    """One process prepares a given output dir at a time; the others say they wait."""
+    lock_dir = cache_root() / "locks"
+    _mkdir(lock_dir)
+    lock = FileLock(str(lock_dir / (hashlib.sha1(str(out.resolve()).encode()).hexdigest()
+                                    + ".lock")))
+    try:
+        lock.acquire(timeout=0.2)
+    except Timeout:
+        if log:
+            log(f"waiting for another process preparing {out}")
+        lock.acquire()
+    try:
+        yield
     finally:
         lock.release()
-    return out
 
 
 def find_prepared(cfg) -> Path | None:

@@ -95,7 +95,7 @@ class Dispatcher:
     def tick(self) -> list[RunDir]:
         """Start what can start now; returns the runs started. Needs the lock."""
         assert self.holds_lock
-        started = []
+        started: list[RunDir] = []
         with queue_lock(self.runs_root):
             runs = list_runs(self.runs_root)
             self.executor.refresh(runs)
@@ -112,57 +112,60 @@ class Dispatcher:
                       if (st := statuses[r.id]).get("state") == "running"
                       and (st.get("executor") or {}).get("kind", "local") == "local"]
             self._say_stopped(active)
-            for run in queued:
-                st = run.read_status()
-                if st.get("state") != "queued":
-                    continue  # an executor took it with another (a Slurm job array)
-                try:
-                    cfg = run.load_config()
-                except (ConfigError, RunError, OSError) as e:
-                    run.update_status(state="failed", reason=f"bad config: {e}",
-                                      ended_at=now)
-                    continue
-                placement: Placement | None = None
-                ticket = None
-                if not self.executor.places_itself:
-                    need = estimate(cfg, "gpu").mem_bytes
-                    try:
-                        placement, ticket = self.placer.place(
-                            run.id, need, gpus, active, self.policy,
-                            parse_request(st.get("gpu_request") or self.gpu), now, self.util)
-                    except PlacementError as e:
-                        run.update_status(state="failed", reason=str(e), ended_at=now)
-                        self.log(f"{run.id}: cannot place: {e}")
-                        continue
-                    if placement is None:
-                        continue  # no room now; a smaller run behind it may still fit
-                resume = bool(st.get("resume"))
-                journaled = []
-
-                def journal(pid: int | None) -> None:  # called within this iteration only
-                    append_journal(self.runs_root, run=run.id, pid=pid, resume=resume,
-                                   dispatcher=os.getpid(), gpu=(placement.gpu or {}).get("uuid")
-                                   if placement else None)
-                    journaled.append(pid)
-
-                try:
-                    self.executor.start(run, placement, resume, started=journal)
-                except (RunError, ConfigError) as e:
-                    self.placer.abandon(ticket)
-                    if getattr(e, "keep_queued", False):
-                        raise  # e.g. sbatch refused the options: every run would fail alike
-                    run.update_status(state="failed", reason=str(e), ended_at=time.time())
-                    self.log(f"{run.id}: {e}")
-                    continue
-                new = run.update_status(resume=None)
-                self.placer.started(ticket, new.get("pid"), new.get("pid_create_time"))
-                if not journaled:  # an executor without a process of its own (Slurm)
-                    journal(new.get("pid"))
-                active.append(_active(run, new))
-                started.append(run)
-                where = placement.describe() if placement else self.executor.kind
-                self.log(f"started {run.id} on {where}" + (" (resumed)" if resume else ""))
+            started = [run for run in queued if self._start(run, now, gpus, active)]
         return started
+
+    def _start(self, run: RunDir, now: float, gpus: list, active: list[ActiveRun]) -> bool:
+        """Start one queued run if it can start now: placed (or placing itself) and taken
+        by the executor. A run that can never start is marked failed with the reason."""
+        st = run.read_status()
+        if st.get("state") != "queued":
+            return False  # an executor took it with another (a Slurm job array)
+        try:
+            cfg = run.load_config()
+        except (ConfigError, RunError, OSError) as e:
+            run.update_status(state="failed", reason=f"bad config: {e}", ended_at=now)
+            return False
+        placement: Placement | None = None
+        ticket = None
+        if not self.executor.places_itself:
+            need = estimate(cfg, "gpu").mem_bytes
+            try:
+                placement, ticket = self.placer.place(
+                    run.id, need, gpus, active, self.policy,
+                    parse_request(st.get("gpu_request") or self.gpu), now, self.util)
+            except PlacementError as e:
+                run.update_status(state="failed", reason=str(e), ended_at=now)
+                self.log(f"{run.id}: cannot place: {e}")
+                return False
+            if placement is None:
+                return False  # no room now; a smaller run behind it may still fit
+        resume = bool(st.get("resume"))
+        journaled = []
+
+        def journal(pid: int | None) -> None:  # called within this iteration only
+            append_journal(self.runs_root, run=run.id, pid=pid, resume=resume,
+                           dispatcher=os.getpid(), gpu=(placement.gpu or {}).get("uuid")
+                           if placement else None)
+            journaled.append(pid)
+
+        try:
+            self.executor.start(run, placement, resume, started=journal)
+        except (RunError, ConfigError) as e:
+            self.placer.abandon(ticket)
+            if getattr(e, "keep_queued", False):
+                raise  # e.g. sbatch refused the options: every run would fail alike
+            run.update_status(state="failed", reason=str(e), ended_at=time.time())
+            self.log(f"{run.id}: {e}")
+            return False
+        new = run.update_status(resume=None)
+        self.placer.started(ticket, new.get("pid"), new.get("pid_create_time"))
+        if not journaled:  # an executor without a process of its own (Slurm)
+            journal(new.get("pid"))
+        active.append(_active(run, new))
+        where = placement.describe() if placement else self.executor.kind
+        self.log(f"started {run.id} on {where}" + (" (resumed)" if resume else ""))
+        return True
 
     def _say_stopped(self, active: list[ActiveRun]) -> None:
         """A stopped (SIGSTOP) process keeps its slot and its memory while runs wait:

@@ -179,19 +179,7 @@ def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | N
         ax.scatter([s.params for s in off], [s.best_val for s in off], marker="o", s=140,
                    facecolor="none", edgecolor="grey", zorder=2,
                    label="not the best at its size (not fitted)")
-    for g, ls in zip(fitted, ("-", "--", "-.", ":")):
-        fit = g.fit
-        n = np.array([s.params for s in g.points], dtype=float)
-        grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 200)
-        err = "exact: 3 points" if fit.exact else f"RMSE {fit.rmse:.2g}"
-        if fit.warning:
-            err += "\n(not a power law: see report)"
-        name = f"fit ({g.label})" if len(fits) > 1 else "fit"
-        ax.plot(grid, fit.predict(grid), color="black", lw=1.8, ls=ls, zorder=1,
-                label=f"{name}: {fit.E:.3g} + {_tex_num(fit.A)}·N$^{{-{fit.alpha:.3g}}}$\n"
-                      f"α = {fit.alpha:.3g}, {err}")
-        if len(fits) == 1 and fit.E > 0:  # E = 0 has no place on a log axis
-            ax.axhline(fit.E, color="black", ls=":", lw=1.2, label=f"E = {fit.E:.3g} (irreducible)")
+    _draw_fits(ax, fitted, several=len(fits) > 1)
     xs = [s.params for s in pts]
     if fitted:  # the fit lines reach 1.5x beyond their points: keep the axis log-log
         xs += [min(xs) / 1.5, max(xs) * 1.5]
@@ -201,8 +189,34 @@ def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | N
     ax.set_ylabel("best val loss (nats/token, log scale)")
     ax.set_title("Validation loss vs model size" + ("" if fitted else
                  "\n(no power-law fit: fewer than 3 finished sizes)"))
+    _log_y_ticks(ax, [s.best_val for s in pts])
+    _legend(ax, n=len(groups) + 3, title=group_by or "sweep")
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _draw_fits(ax, fitted: list, several: bool) -> None:
+    """Each group's fitted power law as a black line, labelled with its formula."""
+    for g, ls in zip(fitted, ("-", "--", "-.", ":")):
+        fit = g.fit
+        n = np.array([s.params for s in g.points], dtype=float)
+        grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 200)
+        err = "exact: 3 points" if fit.exact else f"RMSE {fit.rmse:.2g}"
+        if fit.warning:
+            err += "\n(not a power law: see report)"
+        name = f"fit ({g.label})" if several else "fit"
+        ax.plot(grid, fit.predict(grid), color="black", lw=1.8, ls=ls, zorder=1,
+                label=f"{name}: {fit.E:.3g} + {_tex_num(fit.A)}·N$^{{-{fit.alpha:.3g}}}$\n"
+                      f"α = {fit.alpha:.3g}, {err}")
+        if not several and fit.E > 0:  # E = 0 has no place on a log axis
+            ax.axhline(fit.E, color="black", ls=":", lw=1.2, label=f"E = {fit.E:.3g} (irreducible)")
+
+
+def _log_y_ticks(ax, ys: list[float]) -> None:
+    """Loss labels on a log y axis: evenly spaced in a narrow range, where the log locator
+    would show only one or two."""
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
-    ys = [s.best_val for s in pts]
     if max(ys) / min(ys) < 2:  # a narrow range: evenly spaced labels, else only 1-2 show
         ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
     else:
@@ -210,10 +224,6 @@ def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | N
                                                              5.0, 7.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
-    _legend(ax, n=len(groups) + 3, title=group_by or "sweep")
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
 
 
 def diversity_vs_params(summaries: list[RunSummary], decoding: tuple | None, label: str,

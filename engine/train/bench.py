@@ -85,32 +85,10 @@ def run_bench(cfg: TrainConfig, iters: int = 10, warmup: int = 3,
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time `iters` training steps after `warmup` untimed ones (compilation, allocator and
     thread-pool warm-up happen there). Returns the figures as a JSON-ready dict."""
-    from engine.train.trainer import Trainer  # the training loop's own step, not a copy of it
-
     if iters < 1 or warmup < 0:
         raise ConfigError("bench: --iters must be at least 1 and --warmup at least 0")
-    try:
-        device = dev.resolve_device(cfg.device)
-    except ValueError as e:
-        raise ConfigError(f"bench: {e}") from None
-    if device.type == "cpu":
-        dev.keep_freed_memory()  # as the training process does
-    data = synthetic_tokens(cfg)
     say = log or (lambda s: None)
-    trainer = Trainer(cfg, data, data, cfg.vocab_size, device, log=say)  # as a run's process
-    model, dtype = trainer.model, trainer.dtype
-    name = dev.device_name(device)
-    say(f"{cfg.n_layer} layers, {cfg.n_head} heads, n_embd {cfg.n_embd}, block {cfg.block_size}, "
-        f"batch {cfg.batch_size} x {cfg.gradient_accumulation_steps} accum, vocab {cfg.vocab_size}"
-        f", dropout {cfg.dropout}: {model.get_num_params():,} params")
-    say(f"device {device} ({name}), dtype {dev.dtype_name(dtype)}, "
-        f"{torch.get_num_threads()} CPU threads, compile {'on' if cfg.compile else 'off'}")
-    attention = trainer.cpu_attention_line()
-    if attention is not None:
-        say("CPU attention: " + attention)
-    if cfg.compile:
-        trainer.compile()
-
+    trainer, device = _trainer(cfg, say)
     t0 = time.perf_counter()
     for i in range(warmup):
         loss = trainer.train_step(cfg.learning_rate).item()
@@ -128,7 +106,37 @@ def run_bench(cfg: TrainConfig, iters: int = 10, warmup: int = 3,
         say(f"iter {i + 1}/{iters}: {times[-1] * 1000:.1f} ms, loss {loss:.4f}")
     if not math.isfinite(loss):
         raise ConfigError(f"bench: the loss became {loss}; lower --learning_rate")
+    return _figures(cfg, trainer, device, times, warmup, warmup_s, loss)
 
+
+def _trainer(cfg: TrainConfig, say: Callable[[str], None]):
+    """The training process's own Trainer on synthetic tokens, and what it runs on."""
+    from engine.train.trainer import Trainer  # the training loop's own step, not a copy of it
+
+    try:
+        device = dev.resolve_device(cfg.device)
+    except ValueError as e:
+        raise ConfigError(f"bench: {e}") from None
+    if device.type == "cpu":
+        dev.keep_freed_memory()  # as the training process does
+    data = synthetic_tokens(cfg)
+    trainer = Trainer(cfg, data, data, cfg.vocab_size, device, log=say)  # as a run's process
+    say(f"{cfg.n_layer} layers, {cfg.n_head} heads, n_embd {cfg.n_embd}, block {cfg.block_size}, "
+        f"batch {cfg.batch_size} x {cfg.gradient_accumulation_steps} accum, vocab {cfg.vocab_size}"
+        f", dropout {cfg.dropout}: {trainer.model.get_num_params():,} params")
+    say(f"device {device} ({dev.device_name(device)}), dtype {dev.dtype_name(trainer.dtype)}, "
+        f"{torch.get_num_threads()} CPU threads, compile {'on' if cfg.compile else 'off'}")
+    attention = trainer.cpu_attention_line()
+    if attention is not None:
+        say("CPU attention: " + attention)
+    if cfg.compile:
+        trainer.compile()
+    return trainer, device
+
+
+def _figures(cfg: TrainConfig, trainer, device, times: list[float], warmup: int,
+             warmup_s: float, loss: float) -> dict[str, Any]:
+    model, dtype, name = trainer.model, trainer.dtype, dev.device_name(device)
     ms = statistics.median(times) * 1000
     tokens_per_s = cfg.tokens_per_iter / (ms / 1000)
     flops_per_token = model.flops_per_token()
@@ -143,7 +151,7 @@ def run_bench(cfg: TrainConfig, iters: int = 10, warmup: int = 3,
         "flops_per_token": flops_per_token,
         "peak_mem_bytes": dev.peak_memory_bytes(device),
         "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "process_peak_rss",
-        "iters": iters,
+        "iters": len(times),
         "warmup": warmup,
         "warmup_s": warmup_s,
         "final_loss": loss,
@@ -153,7 +161,7 @@ def run_bench(cfg: TrainConfig, iters: int = 10, warmup: int = 3,
         "dtype": dev.dtype_name(dtype),
         "compile": trainer.compile_status,  # off | on | failed (then it ran eagerly)
         "threads": torch.get_num_threads(),
-        "cpu_attention": attention,  # which CPU attention path ran and why (None on GPUs)
+        "cpu_attention": trainer.cpu_attention_line(),  # which CPU path ran and why (None on GPUs)
         "cpu_choice": trainer.cpu_choice.to_json() if trainer.cpu_choice else None,
         "torch": torch.__version__,
         "config": cfg.to_dict(),

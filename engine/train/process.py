@@ -175,6 +175,32 @@ class TrainingRun:
             self.stop.uninstall()
 
     def _loop(self) -> int:
+        cfg, t = self.cfg, self.trainer
+        self._announce()
+        timer = self.timer = StepTimer()
+        while True:
+            if (t.iter_num % cfg.eval_interval == 0 or t.iter_num >= cfg.max_iters) \
+                    and t.last_eval_iter != t.iter_num:
+                self.evaluate()
+                if cfg.early_stop_patience and t.evals_since_best >= cfg.early_stop_patience:
+                    self.log(f"early stop: no val improvement in {t.evals_since_best} evals "
+                             f"(best {t.best_val_loss:.4f} at iter {t.best_iter})")
+                    return self.finish("done", "early stop", 0)
+                timer.restart()  # the eval's time is not a step's
+            if t.iter_num >= cfg.max_iters:
+                return self.finish("done", None, 0)
+            if self.stop.requested:
+                return self.stop_now()
+
+            lr = get_lr(t.iter_num, cfg)
+            loss = t.train_step(lr)
+            timer.steps += 1
+            it = t.iter_num
+            if it % cfg.log_interval == 0 or self.stop.requested or it >= cfg.max_iters:
+                self._log_step(it, loss.item(), lr)  # .item() synchronises: timings are real
+
+    def _announce(self) -> None:
+        """Mark the run running (with this process, device and provenance) and say so."""
         cfg, t, run = self.cfg, self.trainer, self.run
         run.prepare_for_resume(t.iter_num if self.ckpt is not None else -1)
         import psutil
@@ -196,48 +222,28 @@ class TrainingRun:
             self.log("compiling the model...")
             run.update_status(compile=t.compile())
 
-        timer = self.timer = StepTimer()
-        while True:
-            if (t.iter_num % cfg.eval_interval == 0 or t.iter_num >= cfg.max_iters) \
-                    and t.last_eval_iter != t.iter_num:
-                losses = self.evaluate()
-                if cfg.early_stop_patience and t.evals_since_best >= cfg.early_stop_patience:
-                    self.log(f"early stop: no val improvement in {t.evals_since_best} evals "
-                             f"(best {t.best_val_loss:.4f} at iter {t.best_iter})")
-                    return self.finish("done", "early stop", 0)
-                del losses
-                timer.restart()  # the eval's time is not a step's
-            if t.iter_num >= cfg.max_iters:
-                return self.finish("done", None, 0)
-            if self.stop.requested:
-                return self.stop_now()
-
-            lr = get_lr(t.iter_num, cfg)
-            loss = t.train_step(lr)
-            timer.steps += 1
-            it = t.iter_num
-            if it % cfg.log_interval == 0 or self.stop.requested or it >= cfg.max_iters:
-                train_loss = loss.item()  # synchronises: the timings below are real
-                now = time.time()
-                dt = timer.lap(now)
-                if not math.isfinite(train_loss):
-                    raise NonFinite(f"loss is {train_loss} at iter {it}")
-                tok_s = t.tokens_per_iter / dt
-                speed = self.speed_fields(tok_s)
-                run.log_metric(kind="train", iter=it, loss=train_loss, lr=lr, dt_ms=dt * 1000,
-                               tok_s=tok_s, mfu=speed["mfu"], tokens=it * t.tokens_per_iter,
-                               t=now)
-                util = (f"mfu {speed['mfu'] * 100:.2f}%" if speed["mfu"] is not None
-                        else f"{speed['flops'] / 1e9:.1f} GFLOP/s")
-                self.log(f"iter {it}: loss {train_loss:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, "
-                         f"tok/s {tok_s:,.0f}, {util}")
-                eta = timer.eta(cfg.max_iters - it)
-                # status.json's tok_s is the run's speed as every view shows it: the median
-                # step of the recent window (warm-up excluded), not the noisy last lap
-                typical = self.speed_fields(t.tokens_per_iter / timer.median()) if timer.times else speed
-                self.status(iter=it, train_loss=train_loss, tok_s=typical["tok_s"],
-                            mfu=typical["mfu"], compile=t.compile_status, eta_s=eta,
-                            write_every_s=max(dt * cfg.log_interval, self.STATUS_EVERY_S))
+    def _log_step(self, it: int, train_loss: float, lr: float) -> None:
+        """A log point: the train record, the stdout line and status.json's progress."""
+        cfg, t, timer = self.cfg, self.trainer, self.timer
+        now = time.time()
+        dt = timer.lap(now)
+        if not math.isfinite(train_loss):
+            raise NonFinite(f"loss is {train_loss} at iter {it}")
+        tok_s = t.tokens_per_iter / dt
+        speed = self.speed_fields(tok_s)
+        self.run.log_metric(kind="train", iter=it, loss=train_loss, lr=lr, dt_ms=dt * 1000,
+                            tok_s=tok_s, mfu=speed["mfu"], tokens=it * t.tokens_per_iter, t=now)
+        util = (f"mfu {speed['mfu'] * 100:.2f}%" if speed["mfu"] is not None
+                else f"{speed['flops'] / 1e9:.1f} GFLOP/s")
+        self.log(f"iter {it}: loss {train_loss:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, "
+                 f"tok/s {tok_s:,.0f}, {util}")
+        eta = timer.eta(cfg.max_iters - it)
+        # status.json's tok_s is the run's speed as every view shows it: the median step of
+        # the recent window (warm-up excluded), not the noisy last lap
+        typical = self.speed_fields(t.tokens_per_iter / timer.median()) if timer.times else speed
+        self.status(iter=it, train_loss=train_loss, tok_s=typical["tok_s"], mfu=typical["mfu"],
+                    compile=t.compile_status, eta_s=eta,
+                    write_every_s=max(dt * cfg.log_interval, self.STATUS_EVERY_S))
 
     def stop_now(self) -> int:
         t = self.trainer
