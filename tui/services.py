@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from engine.errors import UserError
 from engine.launch import dispatcher, queue
@@ -32,8 +32,9 @@ class SweepInfo:
 
 class Launcher(Protocol):
     def sweeps(self) -> list[SweepInfo]: ...
-    def plan(self, selection: list[str]) -> list[Any]: ...
-    def queue(self, selection: list[str], gpu: str = "auto") -> list[RunDir]: ...
+    def plan(self, selection: list[str]) -> list[queue.PlanRow]: ...
+    def queue(self, selection: list[str], gpu: str = "auto", fresh: bool = False,
+              log: Callable[[str], None] | None = None) -> queue.QueueResult: ...
     def start_dispatcher(self, gpu: str) -> None: ...
     def stop(self, run: RunDir) -> None: ...
     def resume(self, run: RunDir) -> None: ...
@@ -79,12 +80,17 @@ class EngineLauncher:
         return [SweepInfo(s.name, s.description or "", tuple(r.id for r in s.runs))
                 for s in exps.sweeps.values()]
 
-    def plan(self, selection: list[str]) -> list[Any]:
+    def plan(self, selection: list[str]) -> list[queue.PlanRow]:
         return queue.plan_runs(self.experiments_path, selection, gpu_source=self.gpu_source)
 
-    def queue(self, selection: list[str], gpu: str = "auto") -> list[RunDir]:
-        """Create the runs (queued, each remembering the card asked for); prepares data."""
-        return queue.queue_runs(self.experiments_path, self.runs_root, selection, gpu=gpu)
+    def queue(self, selection: list[str], gpu: str = "auto", fresh: bool = False,
+              log: Callable[[str], None] | None = None) -> queue.QueueResult:
+        """Create the runs (queued, each remembering the card asked for); prepares data.
+        Existing runs whose saved config drifted from the file are kept and reported,
+        or with fresh=True moved aside and created anew (engine.launch.drift). `log` hears
+        what the wait is for when another process holds the queue lock."""
+        return queue.queue_runs_detailed(self.experiments_path, self.runs_root, selection,
+                                         gpu=gpu, fresh=fresh, lock_notice=log)
 
     def start_dispatcher(self, gpu: str = "auto") -> None:
         """A background dispatcher (its own session: it outlives the app) unless one runs."""

@@ -150,8 +150,11 @@ def _wait_for_lock(f, path: Path, notice: Callable[[str], None] | None) -> None:
             pass
         if not said and time.monotonic() - t0 >= LOCK_NOTICE_S:
             said = True
-            msg = f"waiting for {path}: held by {lock_holder(path)} (Ctrl-C gives up)"
-            (notice or (lambda m: print(f"nanotui: {m}", file=sys.stderr, flush=True)))(msg)
+            msg = f"waiting for {path}: held by {lock_holder(path)}"
+            if notice is None:  # a terminal: the user can give up with Ctrl-C
+                print(f"nanotui: {msg} (Ctrl-C gives up)", file=sys.stderr, flush=True)
+            else:
+                notice(msg)
         time.sleep(0.05)
 
 
@@ -233,11 +236,12 @@ def prepare_data(specs: list[RunSpec], progress=None, log: Log | None = None) ->
 def queue_runs_detailed(experiments_path: str | Path, runs_root: str | Path,
                         selection: list[str] | None = None, gpu: str | None = None,
                         prepare: bool = True, progress=None, log: Log | None = None,
-                        fresh: bool = False) -> QueueResult:
+                        fresh: bool = False, lock_notice: Log | None = None) -> QueueResult:
     """Create the selected runs in state queued. A run shared with an earlier sweep is
     queued under its owner and linked (engine.runs.link_shared). An existing run whose
     saved config differs from the file keeps its config and is reported in `drift`;
-    with fresh=True it is moved aside (REPLACED) and created anew instead."""
+    with fresh=True it is moved aside (REPLACED) and created anew instead. `lock_notice`
+    hears who holds the queue lock when the wait is long (default: stderr, with Ctrl-C)."""
     exp = load_experiments(experiments_path)
     specs = exp.select(selection)
     if not specs:
@@ -251,7 +255,7 @@ def queue_runs_detailed(experiments_path: str | Path, runs_root: str | Path,
     runs_root = Path(runs_root)
     res = QueueResult()
     by_id = {r.id: r for r in exp.all_runs()}
-    with queue_lock(runs_root):
+    with queue_lock(runs_root, notice=lock_notice):
         seen: set[str] = set()
         for s in specs:
             owner = by_id[s.same_as] if s.same_as else s

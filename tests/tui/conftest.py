@@ -15,7 +15,9 @@ import psutil
 import pytest
 
 from engine.config import TrainConfig
+from engine.launch.drift import move_aside
 from engine.launch.gpu import FakeGpuSource, GpuProcess, GpuSnapshot
+from engine.launch.queue import PlanRow, QueueResult
 from engine.runs import RunDir, create_run, find_run
 from tui.app import create_app
 from tui.services import Services, SweepInfo
@@ -104,23 +106,13 @@ def fake_gpus() -> list[GpuSnapshot]:
 
 
 @dataclass
-class PlanRow:
-    name: str
-    varied: dict
-    params: int
-    params_total: int
-    est_mem_bytes: int
-    est_seconds: float
-    error: str | None = None
-
-
-@dataclass
 class FakeLauncher:
     """Records what the UI asked for; queue/stop/resume change the run dirs like the
     real launcher would (so the next poll shows the effect)."""
 
     root: Path
     calls: list = field(default_factory=list)
+    drifted: dict = field(default_factory=dict)   # run id -> ["key: old → new", ...]
     sweep_runs: dict = field(default_factory=lambda: {
         "depth": ["n_layer=1", "n_layer=2", "n_layer=4"], "width": ["n_embd=32", "n_embd=64"],
         "quick": ["n_layer=1", "n_layer=2"]})
@@ -135,19 +127,31 @@ class FakeLauncher:
         for ref in selection:
             names = self.sweep_runs.get(ref, [])
             for i, n in enumerate(names):
-                rows.append(PlanRow(f"{ref}/{n}", {n.split("=")[0]: n.split("=")[1]},
-                                    10_000 * (i + 1), 12_000 * (i + 1), (i + 1) * GIB,
-                                    60.0 * (i + 1)))
+                rows.append(PlanRow(f"{ref}/{n}", ref, n, {n.split("=")[0]: n.split("=")[1]},
+                                    params=10_000 * (i + 1), params_total=12_000 * (i + 1),
+                                    est_mem_bytes=(i + 1) * GIB, est_seconds=60.0 * (i + 1)))
         return rows
 
-    def queue(self, selection: list[str], gpu: str = "auto") -> list[RunDir]:
-        self.calls.append(("queue", list(selection)))
-        out = []
+    def queue(self, selection: list[str], gpu: str = "auto", fresh: bool = False,
+              log=None) -> QueueResult:
+        """New runs are created queued; an existing run listed in `drifted` (run id ->
+        changes) is reported as drift, or with fresh=True moved aside and created anew."""
+        self.calls.append(("queue-fresh" if fresh else "queue", list(selection)))
+        res = QueueResult()
         for ref in selection:
             sweep, _, one = ref.partition("/")
             for n in ([one] if one else self.sweep_runs[sweep]):
-                out.append(create_run(self.root, sweep, n, tiny_cfg(), {}))
-        return out
+                run = RunDir(self.root / sweep / n)
+                if run.exists() and f"{sweep}/{n}" in self.drifted:
+                    if not fresh:
+                        res.drift.append((run, self.drifted[f"{sweep}/{n}"]))
+                        continue
+                    res.fresh.append((run, move_aside(run, self.root)))
+                elif run.exists():
+                    res.waiting.append(run)
+                    continue
+                res.queued.append(create_run(self.root, sweep, n, tiny_cfg(), {}))
+        return res
 
     def start_dispatcher(self, gpu: str) -> None:
         self.calls.append(("dispatch", gpu))

@@ -145,4 +145,7 @@ def test_a_shared_run_shows_in_both_sweeps_marked_shared(world):
             row = table.get_row("heads/n_head=2")
             assert [str(c) for c in row][-1] == "shared" and "stopped" in str(row[1])
             assert str(table.get_row("width/n_embd=64")[-1]) != "shared"  # the owner
+            title = str(app.screen.query_one("#title").render())
+            trained = len({p.resolve() for p in world.root.glob("*/*") if p.is_dir()})
+            assert f" {trained} runs (+1 shared)," in title, title
     asyncio.run(body())

@@ -273,3 +273,46 @@ async def test_works_at_80x24(world):
         await pilot.press("escape", "p")
         await settle(pilot)
         assert isinstance(app.screen, SamplesScreen)
+
+
+async def launch_depth_on_auto(pilot):
+    await open_launch(pilot)
+    await pilot.press("enter")   # the plan: the preselected sweep
+    await pilot.pause()
+    await pilot.press("enter")   # the picker: auto
+    await settle(pilot)
+
+
+@asynctest
+async def test_launch_says_when_a_saved_config_drifted_and_can_start_fresh(world):
+    world.launcher.drifted = {"depth/n_layer=1": ["max_iters: 1000 → 2000"]}
+    app = world.app()
+    async with app.run_test(size=(140, 45), notifications=True) as pilot:
+        await launch_depth_on_auto(pilot)
+        question = str(app.screen.query_one(".question").render())
+        assert "depth/n_layer=1" in question and "max_iters: 1000 → 2000" in question
+        assert "Start fresh?" in question and "runs/.replaced/" in question
+        await pilot.press("y")
+        await settle(pilot)
+        assert ("queue-fresh", ["depth/n_layer=1"]) in world.launcher.calls
+        assert isinstance(app.screen, DashboardScreen)
+        row = " ".join(str(c) for c in app.screen.query_one(RunTable).get_row("depth/n_layer=1"))
+        assert "queued" in row
+        kept = list((world.root / ".replaced" / "depth").iterdir())
+        assert len(kept) == 1 and kept[0].name.startswith("n_layer=1.")
+        assert any("1 started fresh" in t for t in toasts(app))
+
+
+@asynctest
+async def test_launch_keeps_a_drifted_config_when_told(world):
+    world.launcher.drifted = {"depth/n_layer=1": ["max_iters: 1000 → 2000"]}
+    app = world.app()
+    async with app.run_test(size=(140, 45), notifications=True) as pilot:
+        await launch_depth_on_auto(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        assert not any(c[0] == "queue-fresh" for c in world.launcher.calls)
+        assert any("kept the saved config of 1 run" in t for t in toasts(app))
+        assert isinstance(app.screen, DashboardScreen)
+        row = " ".join(str(c) for c in app.screen.query_one(RunTable).get_row("depth/n_layer=1"))
+        assert "done" in row

@@ -154,16 +154,18 @@ class DashboardScreen(Screen):
         self.query_one(SamplesView).show(self.selected, samples)
 
     def _header(self) -> None:
-        n = len(self.views)
-        running = sum(v.state == "running" for v in self.views)
-        queued = sum(v.state == "queued" for v in self.views)
+        own = [v for v in self.views if not v.run.path.is_symlink()]  # a shared run once
+        shared = len(self.views) - len(own)
+        running = sum(v.state == "running" for v in own)
+        queued = sum(v.state == "queued" for v in own)
         have = self.feed.gpus
         gpus = f"{len(have)} GPU{'s' * (len(have) != 1)}" if have else "CPU only"
         t = Text()
         t.append(" nanotui ", style="bold reverse")
         t.append(f" {self.services.experiments_path.name} · {self.services.runs_root.name}/ · {gpus}"
-                 f" · {n} runs, {running} running, {queued} queued")
-        stalled = sum(v.state == "stalled" for v in self.views)
+                 f" · {len(own)} runs" + (f" (+{shared} shared)" if shared else "")
+                 + f", {running} running, {queued} queued")
+        stalled = sum(v.state == "stalled" for v in own)
         if stalled:
             t.append(f", {stalled} stalled", style="bold yellow")
         if queued and not self.dispatcher:

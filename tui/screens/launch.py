@@ -19,20 +19,13 @@ from textual.widgets import (Checkbox, DataTable, Footer, Label, OptionList, Sel
                              Static)
 from textual.widgets.option_list import Option
 
+from engine.launch.queue import PlanRow, QueueResult
 from tui.feed import RunFeed
+from tui.screens.dialogs import ConfirmScreen
 from tui.services import Services
 from tui.widgets.format import DASH, fmt_bytes, fmt_duration, fmt_params
 
 AUTO = "auto"
-
-
-def plan_id(row: Any) -> str:
-    """The run id ("sweep/name") of a plan row."""
-    rid = getattr(row, "id", None)
-    if rid:
-        return str(rid)
-    sweep, name = getattr(row, "sweep", None), str(getattr(row, "name", ""))
-    return f"{sweep}/{name}" if sweep and "/" not in name else name
 
 
 
@@ -67,7 +60,7 @@ class LaunchScreen(Screen):
         self.services = services
         self.preselect = preselect
         self.sweep_names: list[str] = []
-        self.plan: list[Any] = []
+        self.plan: list[PlanRow] = []
         self.skipped: set[str] = set()
 
     def compose(self) -> ComposeResult:
@@ -141,7 +134,7 @@ class LaunchScreen(Screen):
             return
         self.app.call_from_thread(self._show_plan, rows, sweeps)
 
-    def _show_plan(self, rows: list, sweeps: list[str] | None = None) -> None:
+    def _show_plan(self, rows: list[PlanRow], sweeps: list[str] | None = None) -> None:
         if sweeps is not None and sweeps != self.selected_sweeps():
             return  # an older plan finished after the selection changed
         self.plan = list(rows)
@@ -149,22 +142,22 @@ class LaunchScreen(Screen):
         table.clear()
         existing = {v.id: v.state for v in self.feed.views}
         for r in self.plan:
-            rid = plan_id(r)
-            varied = ", ".join(f"{k}={v}" for k, v in (getattr(r, "varied", None) or {}).items())
-            err = getattr(r, "error", None)
+            rid = r.id
+            varied = ", ".join(f"{k}={v}" for k, v in r.varied.items())
+            err = r.error
             table.add_row(Text("✗" if err else ("·" if rid in self.skipped else "✓"),
                                style="red" if err else "dim" if rid in self.skipped else "green"),
-                          rid, varied or DASH, Text(fmt_params(getattr(r, "params", None)), justify="right"),
-                          Text(fmt_bytes(getattr(r, "est_mem_bytes", None)), justify="right"),
-                          Text(fmt_duration(getattr(r, "est_seconds", None)), justify="right"),
+                          rid, varied or DASH, Text(fmt_params(r.params), justify="right"),
+                          Text(fmt_bytes(r.est_mem_bytes), justify="right"),
+                          Text(fmt_duration(r.est_seconds), justify="right"),
                           Text(str(err or ("skipped" if rid in self.skipped else
                                            f"exists ({existing[rid]}): not queued again"
                                            if rid in existing else "")),
                                style="red" if err else "dim"), key=rid)
         self._summary()
 
-    def chosen_rows(self) -> list[Any]:
-        return [r for r in self.plan if not getattr(r, "error", None) and plan_id(r) not in self.skipped]
+    def chosen_rows(self) -> list[PlanRow]:
+        return [r for r in self.plan if not r.error and r.id not in self.skipped]
 
     def _summary(self) -> None:
         rows = self.chosen_rows()
@@ -173,8 +166,8 @@ class LaunchScreen(Screen):
         elif not rows:
             text = Text("no runs to launch", style="yellow")
         else:
-            secs = sum(getattr(r, "est_seconds", 0) or 0 for r in rows)
-            mem = max((getattr(r, "est_mem_bytes", 0) or 0) for r in rows)
+            secs = sum(r.est_seconds or 0 for r in rows)
+            mem = max((r.est_mem_bytes or 0) for r in rows)
             text = Text(f"{len(rows)} run{'s' * (len(rows) != 1)} · largest needs {fmt_bytes(mem)}"
                         f" · about {fmt_duration(secs)} of compute in total · Enter: pick the GPU")
         self.query_one("#plan-summary", Static).update(text)
@@ -186,7 +179,7 @@ class LaunchScreen(Screen):
             if sl.has_focus:
                 sl.action_select()
             return
-        rid = plan_id(self.plan[table.cursor_row])
+        rid = self.plan[table.cursor_row].id
         self.skipped.symmetric_difference_update({rid})
         row = table.cursor_row
         self._show_plan(self.plan)
@@ -199,42 +192,67 @@ class LaunchScreen(Screen):
     def selection(self) -> list[str]:
         """Whole sweeps when nothing is skipped, else the chosen run ids."""
         rows = self.chosen_rows()
-        if not self.skipped and all(not getattr(r, "error", None) for r in self.plan):
+        if not self.skipped and all(not r.error for r in self.plan):
             return self.selected_sweeps()
-        return [plan_id(r) for r in rows]
+        return [r.id for r in rows]
 
     def action_next(self) -> None:
         rows = self.chosen_rows()
         if not rows:
             self.notify("nothing to launch: select a sweep (space)", severity="warning")
             return
-        need = max((getattr(r, "est_mem_bytes", 0) or 0) for r in rows)
+        need = max((r.est_mem_bytes or 0) for r in rows)
         selection = self.selection()
         self.app.push_screen(GpuPickerScreen(self.feed, need, len(rows)),
                              lambda gpu: gpu and self._queue(selection, gpu))
 
     @work(thread=True, group="queue", exit_on_error=False)
-    def _queue(self, selection: list[str], gpu: str) -> None:
+    def _queue(self, selection: list[str], gpu: str, fresh: bool = False) -> None:
         launcher = self.services.launcher
         self.app.call_from_thread(self.notify, "queueing (preparing data if needed)…")
         try:
-            runs = launcher.queue(selection, gpu)
+            def say(line: str) -> None:  # e.g. who holds the queue lock while we wait
+                self.app.call_from_thread(self.notify, line, timeout=8)
+            res = launcher.queue(selection, gpu, fresh=fresh, log=say)
             launcher.start_dispatcher(gpu)
         except Exception as e:
             self.app.call_from_thread(self.notify, f"launch: {e}", severity="error", timeout=10)
             return
-        self.app.call_from_thread(self._queued, len(runs), gpu)
+        self.app.call_from_thread(self._queued, res, gpu)
 
-    def _queued(self, n: int, gpu: str) -> None:
+    def _queued(self, res: QueueResult, gpu: str) -> None:
         where = "the least-loaded GPU" if gpu == AUTO else ("the CPU" if gpu == "cpu" else f"GPU {gpu}")
+        n = len(res.queued)
         if n:
-            self.notify(f"queued {n} run{'s' * (n != 1)} for {where}")
-        else:
+            moved = f" ({len(res.fresh)} started fresh, old runs kept in .replaced/)" if res.fresh else ""
+            self.notify(f"queued {n} run{'s' * (n != 1)} for {where}{moved}")
+        elif not res.drift:
             self.notify("nothing new to queue: those runs exist already (r resumes a stopped "
                         "or failed one)", severity="warning", timeout=8)
         self.feed.request_poll()
+        if res.drift:  # the file changed under runs that exist: say so, offer to start over
+            self.app.push_screen(ConfirmScreen(drift_question(res.drift), "Start fresh"),
+                                 lambda yes: self._after_drift(yes, res.drift, gpu))
+        elif self.app.screen is self:
+            self.app.pop_screen()
+
+    def _after_drift(self, fresh: bool, drift: list, gpu: str) -> None:
+        if fresh:
+            self._queue([run.id for run, _ in drift], gpu, fresh=True)
+            return
+        self.notify(f"kept the saved config of {len(drift)} run{'s' * (len(drift) != 1)}",
+                    timeout=6)
         if self.app.screen is self:
             self.app.pop_screen()
+
+
+def drift_question(drift: list) -> str:
+    """One run's changes in full, the count of the others."""
+    run, changes = drift[0]
+    more = f" (and {len(drift) - 1} more run{'s' * (len(drift) != 2)})" if len(drift) > 1 else ""
+    return (f"{run.id}{more}: its saved config differs from the experiments file: "
+            f"{'; '.join(changes[:4])}{' …' if len(changes) > 4 else ''}. Start fresh? The "
+            "old run directory is kept in runs/.replaced/; Cancel keeps the saved config.")
 
 
 def gpu_option_text(g: Any, need: int) -> tuple[Text, bool]:
