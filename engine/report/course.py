@@ -24,7 +24,6 @@ from engine.report.tables import natural_key
 from engine.runs import RunDir
 
 _SEED = re.compile(r",seed=\d+$")
-MIN_WORDS = 200  # TTR of fewer words per run swings with the sample: flagged, not compared
 
 
 @dataclass

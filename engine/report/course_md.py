@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.report.provenance import provenance_lines
-from engine.report.course import MIN_WORDS, Member, Stat, Study, same_params
+from engine.report.course import Member, Stat, Study, same_params
+from engine.report.summary import MIN_WORDS
 from engine.report.markdown import DIMINISHING_PCT, fit_section
 from engine.report.study import FitGroup
 from engine.report.summary import (

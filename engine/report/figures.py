@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.report.course import MIN_WORDS, Member, Stat, same_params
+from engine.report.course import Member, Stat, same_params
+from engine.report.summary import MIN_WORDS
 from engine.report.plots import DPI, _human, _log_x, _plt, ordered_colors
 from engine.report.summary import diversity
 

@@ -13,6 +13,7 @@ from engine.report.provenance import provenance_lines
 from engine.report.study import FitGroup
 from engine.report.summary import (
     DEGENERATE_REPETITION,
+    MIN_WORDS,
     METHODS,
     RunSummary,
     common_decoding,
@@ -107,9 +108,11 @@ def _sort_key(v: str):
 def _diversity_section(summaries: list[RunSummary], decoding: tuple | None) -> tuple[str, list[str]]:
     if decoding is None:
         return "No samples were recorded (samples.jsonl is empty for every run).\n", []
-    rows, degenerate = [], []
+    rows, degenerate, short = [], [], []
     for s in summaries:
         d, n, it = diversity(s, decoding)
+        if d.get("words") is not None and d["words"] * n < MIN_WORDS:
+            short.append(s.run.name)
         rows.append([s.run.name, fmt(s.params, "int"), fmt(it, "int"), str(n),
                      fmt(d.get("words"), "words"), *[fmt(d.get(k), "div") for k in
                      ("ttr", "mattr", "distinct_1", "distinct_2", "repetition_4")]])
@@ -121,6 +124,11 @@ def _diversity_section(summaries: list[RunSummary], decoding: tuple | None) -> t
             "averaged over those samples.\n\n")
     text += md_table(["run", "params (nanoGPT)", "iter", "samples", "words", "TTR", "MATTR",
                       "distinct-1", "distinct-2", "repetition-4"], rows)
+    if short:
+        text += (f"\n**Warning:** fewer than {MIN_WORDS} words scored per run for "
+                 f"{', '.join(short)}: TTR of so few words mostly measures the sample's length; "
+                 "do not compare it (sample more: `nanotui sample` with more samples or "
+                 "`max_new_tokens`).\n")
     return text, degenerate
 
 

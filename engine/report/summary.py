@@ -25,6 +25,7 @@ LN2 = math.log(2)
 DIVERSITY_KEYS = ("ttr", "mattr", "distinct_1", "distinct_2", "distinct_3", "repetition_4", "words")
 OVERFIT_RISE = 0.01        # val must end >1% above its best to count as overfitting
 DEGENERATE_REPETITION = 0.30
+MIN_WORDS = 200  # TTR of fewer words per run swings with the sample: flagged, not compared
 
 METHODS = {
     "params": "Parameters (nanoGPT): all weights except the position embedding, the "

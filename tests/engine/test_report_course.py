@@ -203,3 +203,11 @@ def test_course_report_states_each_sweeps_provenance_and_flags_a_changed_torch(t
     assert "torch `2.13.0`" not in depth and "device `Intel Xeon`" in depth
     assert "runs differ in torch" in depth and "n_layer=12 (seed 2): `2.14.1`" in depth
     assert "No provenance recorded" in part.split("### width", 1)[1]
+
+
+def test_a_sweep_report_warns_when_too_few_words_were_scored(course):
+    _, res, _ = course
+    depth = next(r for r in res.sweeps if r.sweep == "depth").report_md.read_text()
+    diversity = section(depth, "Diversity")
+    assert "**Warning:** fewer than 200 words scored per run for" in diversity
+    assert "n_layer=2,seed=1337" in diversity.split("**Warning:**", 1)[1]
