@@ -263,7 +263,7 @@ def lscpu_model_name() -> str:
 
 
 def real_cpu_line() -> str:
-    flags = dev._cpu_flags()
+    flags = dev.cpu_flags()
     has = ", ".join(f"{f} {'yes' if f in flags else 'no'}"
                     for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
     return f"real CPU: {lscpu_model_name()} ({has})"

@@ -21,6 +21,31 @@ def shared_data_dir() -> Path | None:
     return None
 
 
+def write_char_data(d: Path, text: str | None = None, train_tokens: int | None = None) -> Path:
+    """A prepared char dataset (train.bin, val.bin, meta.json) in `d`, as `nanotui prepare`
+    writes it: from `text` (90% train unless `train_tokens` says), or with no text a
+    synthetic one of 4000 train and 1000 val tokens over 20 letters."""
+    import json
+
+    import numpy as np
+    d.mkdir(parents=True, exist_ok=True)
+    if text is None:
+        chars = [chr(ord("a") + i) for i in range(20)]
+        train = (np.arange(4000) % 20).astype(np.uint16)
+        val = train[:1000]
+    else:
+        chars = sorted(set(text))
+        ids = np.array([chars.index(c) for c in text], dtype=np.uint16)
+        cut = train_tokens if train_tokens is not None else int(len(ids) * 0.9)
+        train, val = ids[:cut], ids[cut:]
+    train.tofile(d / "train.bin")
+    val.tofile(d / "val.bin")
+    (d / "meta.json").write_text(json.dumps({
+        "vocab_size": len(chars), "tokenizer": "char", "dtype": "uint16", "chars": chars,
+        "eot_token": None, "train_tokens": len(train), "val_tokens": len(val)}))
+    return d
+
+
 @pytest.fixture
 def shared_data() -> Path:
     d = shared_data_dir()

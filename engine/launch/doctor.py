@@ -206,9 +206,8 @@ def _cpu(checks: list[Check], torch: Any) -> dict[str, Any]:
         return {}
     from engine.model import cpu_kernels
     from engine.model import device as dev
-    lscpu = _lscpu()
-    flags = set(lscpu.get("Flags", "").split())
-    info = {"model": lscpu.get("Model name") or dev.cpu_model_name(), "class": dev.cpu_class(),
+    flags = dev.cpu_flags()
+    info = {"model": dev.cpu_model_name(), "class": dev.cpu_class(),
             "avx2": "avx2" in flags, "avx512": "avx512f" in flags,
             "native_bf16": dev.cpu_has_bf16(), "threads": torch.get_num_threads(),
             "dtype": dev.dtype_name(dev.resolve_dtype("auto", torch.device("cpu"))),
@@ -225,27 +224,6 @@ def _cpu(checks: list[Check], torch: Any) -> dict[str, Any]:
                         "and cached (NANOTUI_CPU_KERNEL or cpu_attention overrides); "
                         f"candidates for a baby GPT 6/6/384: {', '.join(info['candidates'])}"))
     return info
-
-
-def _lscpu() -> dict[str, str]:
-    """lscpu's fields ("Model name", "Flags"), else the same from /proc/cpuinfo."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30,
-                             check=False, env={**os.environ, "LC_ALL": "C"}).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    if "Flags:" not in out:
-        try:
-            out = Path("/proc/cpuinfo").read_text().replace("model name", "Model name", 1) \
-                .replace("flags", "Flags", 1)
-        except OSError:
-            out = ""
-    fields: dict[str, str] = {}
-    for ln in out.splitlines():
-        if ":" in ln:
-            k, v = ln.split(":", 1)
-            fields.setdefault(k.strip(), v.strip())
-    return fields
 
 
 def _compiler(checks: list[Check]) -> None:

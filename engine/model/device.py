@@ -47,11 +47,12 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_flags() -> frozenset[str]:
+def cpu_flags() -> frozenset[str]:
+    """The CPU's ISA flags as /proc/cpuinfo lists them ("flags" on x86, "Features" on Arm)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
+                if line.startswith(("flags", "Features")):
                     return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
@@ -81,8 +82,8 @@ def emulation_env(cls: str) -> dict[str, str]:
     if cls not in EMULATIONS:
         raise ValueError(f"unknown CPU class {cls!r}: expected {' or '.join(EMULATIONS)}")
     e = EMULATIONS[cls]
-    if e["needs"] not in _cpu_flags():
-        have = "AVX2" if "avx2" in _cpu_flags() else "this"
+    if e["needs"] not in cpu_flags():
+        have = "AVX2" if "avx2" in cpu_flags() else "this"
         raise ValueError(f"{cls.upper().replace('AVX', 'AVX-')} cannot be emulated on an "
                          f"{have} machine (no {e['needs']} in /proc/cpuinfo)")
     return {**e["env"], EMULATE_ENV: cls}
@@ -98,7 +99,7 @@ def cpu_has_bf16() -> bool:
     """Native bf16 dot products (AVX512-BF16 or AMX); emulated bf16 would be slower."""
     if emulated_cpu_class() is not None:
         return False
-    flags = _cpu_flags()
+    flags = cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
@@ -108,7 +109,7 @@ def cpu_class() -> str:
     emulated = emulated_cpu_class()
     if emulated:
         return f"{emulated} (emulated)"
-    flags = _cpu_flags()
+    flags = cpu_flags()
     for name, flag in (("amx", "amx_bf16"), ("avx512-bf16", "avx512_bf16"),
                        ("avx512", "avx512f"), ("avx2", "avx2")):
         if flag in flags:
@@ -119,7 +120,7 @@ def cpu_class() -> str:
 def cpu_signature() -> str:
     """What makes CPU timings comparable: the model name, its ISA flags and the emulated
     class (a cache key part for measured choices)."""
-    flags = sorted(_cpu_flags())
+    flags = sorted(cpu_flags())
     return f"{cpu_model_name()} | {cpu_class()} | {' '.join(flags)}"
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-from engine.model.device import emulated_cpu_class
+from engine.model.device import cpu_signature, emulated_cpu_class
 
 CSRC = Path(__file__).parent / "csrc"  # every .cpp there goes into one library
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-fPIC"]
@@ -78,16 +77,6 @@ def openmp_runtime() -> str | None:
     return None
 
 
-def _cpu_signature() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor() + platform.machine()
-
-
 def _compiler_version(cxx: str) -> str:
     try:
         return subprocess.run([cxx, "--version"], capture_output=True, text=True,
@@ -111,7 +100,7 @@ def build(cxx: str | None = None) -> Path:
     omp = openmp_runtime()
     key = hashlib.sha256(b"\0".join(x.encode() for x in [
         *(p.read_text() for p in sorted(CSRC.iterdir()) if p.suffix in (".cpp", ".h")),
-        " ".join(compile_flags()), _compiler_version(cxx), _cpu_signature(),
+        " ".join(compile_flags()), _compiler_version(cxx), cpu_signature(),
         omp or "serial"])).hexdigest()[:16]
     out = cache_dir() / f"kernels-{key}.so"
     if out.exists():

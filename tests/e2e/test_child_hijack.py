@@ -4,7 +4,6 @@ train normally and none of the impostor's code ever runs."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 
 from engine.launch.child import module_command
 from engine.runs import list_runs
+from tests.conftest import write_char_data
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -47,19 +47,7 @@ IMPOSTOR = "open({marker!r}, 'a').write({name!r} + '\\n')\n"
 
 @pytest.fixture
 def data_dir(tmp_path):
-    import numpy as np
-    text = "the cat sat on the mat. " * 200
-    chars = sorted(set(text))
-    ids = np.array([chars.index(c) for c in text], dtype=np.uint16)
-    d = tmp_path / "data"
-    d.mkdir()
-    n = int(len(ids) * 0.9)
-    ids[:n].tofile(d / "train.bin")
-    ids[n:].tofile(d / "val.bin")
-    (d / "meta.json").write_text(json.dumps({
-        "vocab_size": len(chars), "tokenizer": "char", "dtype": "uint16", "chars": chars,
-        "eot_token": None, "train_tokens": n, "val_tokens": len(ids) - n}))
-    return d
+    return write_char_data(tmp_path / "data", "the cat sat on the mat. " * 200)
 
 
 def plant_impostor(work: Path, marker: Path, package_train: bool) -> None:

@@ -4,7 +4,6 @@ new config from iteration 0 while the old directory stays on disk."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import sys
 import pytest
 
 from engine.runs import RunDir, list_runs
+from tests.conftest import write_char_data
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -40,17 +40,8 @@ vary = {{ n_layer = [1] }}
 
 @pytest.fixture
 def project(tmp_path):
-    import numpy as np
-    text = "the cat sat on the mat. the dog ran. " * 200
-    chars = sorted(set(text))
-    ids = np.array([chars.index(c) for c in text], dtype=np.uint16)
-    d = tmp_path / "data"
-    d.mkdir()
-    ids[:6000].tofile(d / "train.bin")
-    ids[6000:].tofile(d / "val.bin")
-    (d / "meta.json").write_text(json.dumps({
-        "vocab_size": len(chars), "tokenizer": "char", "dtype": "uint16", "chars": chars,
-        "eot_token": None, "train_tokens": 6000, "val_tokens": len(ids) - 6000}))
+    d = write_char_data(tmp_path / "data", "the cat sat on the mat. the dog ran. " * 200,
+                        train_tokens=6000)
 
     def write(iters: int) -> None:
         (tmp_path / "experiments.toml").write_text(EXP.format(data=d, iters=iters))

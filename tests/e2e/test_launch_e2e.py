@@ -19,6 +19,7 @@ import pytest
 
 from engine.launch.queue import dispatcher_pid, read_journal
 from engine.runs import RunDir
+from tests.conftest import write_char_data
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -54,19 +55,7 @@ vary = {{ n_embd = [16, 32, 48] }}
 
 @pytest.fixture
 def data_dir(tmp_path):
-    import numpy as np
-    text = ("the cat sat on the mat. the dog ran to the sun. " * 400).encode()
-    chars = sorted(set(text.decode()))
-    ids = np.array([chars.index(c) for c in text.decode()], dtype=np.uint16)
-    d = tmp_path / "data"
-    d.mkdir()
-    n = int(len(ids) * 0.9)
-    ids[:n].tofile(d / "train.bin")
-    ids[n:].tofile(d / "val.bin")
-    (d / "meta.json").write_text(json.dumps({
-        "vocab_size": len(chars), "tokenizer": "char", "dtype": "uint16", "chars": chars,
-        "eot_token": None, "train_tokens": n, "val_tokens": len(ids) - n}))
-    return d
+    return write_char_data(tmp_path / "data", "the cat sat on the mat. the dog ran to the sun. " * 400)
 
 
 def nanotui(tmp_path, *args, env=None, check=True, timeout=120):

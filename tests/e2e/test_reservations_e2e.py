@@ -16,7 +16,7 @@ import pytest
 from engine.launch.gpu import GIB
 from engine.launch.queue import read_journal
 from engine.runs import list_runs
-from tests.e2e.test_child_hijack import data_dir  # noqa: F401 (fixture)
+from tests.e2e.test_child_hijack import data_dir  # noqa: F401 (fixture: its small dataset)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -164,7 +164,7 @@ def test_an_emulated_avx2_cpu_has_no_bf16_and_its_own_kernel_build(cache, monkey
 
 
 def test_a_class_the_cpu_lacks_cannot_be_emulated(monkeypatch):
-    monkeypatch.setattr(dev, "_cpu_flags", lambda: frozenset({"avx", "avx2", "fma"}))
+    monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma"}))
     with pytest.raises(ValueError, match="AVX-512 cannot be emulated on an AVX2 machine"):
         dev.emulation_env("avx512")
     assert dev.emulation_env("avx2")["ATEN_CPU_CAPABILITY"] == "avx2"

@@ -17,6 +17,7 @@ from engine.launch.queue import (dispatcher_pid, queue_runs, queue_runs_detailed
                                  resume_run, stop_run)
 from engine.runs import RunDir, RunError, list_runs, process_start_time
 from tui.cli import main
+from tests.conftest import write_char_data
 
 EXP = """
 [defaults]
@@ -39,17 +40,7 @@ vary = {{ n_embd = [32, 64] }}
 
 @pytest.fixture
 def data_dir(tmp_path):
-    import numpy as np
-    d = tmp_path / "data"
-    d.mkdir()
-    ids = (np.arange(4000) % 20).astype(np.uint16)
-    ids.tofile(d / "train.bin")
-    ids[:1000].tofile(d / "val.bin")
-    chars = [chr(ord("a") + i) for i in range(20)]
-    (d / "meta.json").write_text(json.dumps({
-        "vocab_size": 20, "tokenizer": "char", "dtype": "uint16", "chars": chars,
-        "eot_token": None, "train_tokens": 4000, "val_tokens": 1000}))
-    return d
+    return write_char_data(tmp_path / "data")
 
 
 @pytest.fixture

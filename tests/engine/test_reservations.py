@@ -18,6 +18,7 @@ from engine.launch.gpu import GIB, FakeGpuSource, GpuSnapshot
 from engine.launch.queue import queue_runs
 from engine.launch.reservations import Board, ensure_dir
 from engine.runs import list_runs, process_start_time
+from tests.conftest import write_char_data
 
 EXP = """
 [defaults]
@@ -37,17 +38,7 @@ vary = {{ seed = [1, 2, 3, 4] }}
 
 @pytest.fixture
 def data_dir(tmp_path):
-    import numpy as np
-    d = tmp_path / "data"
-    d.mkdir()
-    ids = (np.arange(4000) % 20).astype(np.uint16)
-    ids.tofile(d / "train.bin")
-    ids[:1000].tofile(d / "val.bin")
-    (d / "meta.json").write_text(json.dumps({
-        "vocab_size": 20, "tokenizer": "char", "dtype": "uint16",
-        "chars": [chr(97 + i) for i in range(20)], "eot_token": None,
-        "train_tokens": 4000, "val_tokens": 1000}))
-    return d
+    return write_char_data(tmp_path / "data")
 
 
 class RecordingExecutor:

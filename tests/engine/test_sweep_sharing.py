@@ -10,6 +10,7 @@ from engine.experiments import ExperimentsError, parse_experiments
 from engine.launch.queue import queue_runs_detailed
 from engine.runs import RunDir, list_runs, list_shared
 from tui.cli import main
+from tests.conftest import write_char_data
 
 COURSE = """
 [defaults]
@@ -36,17 +37,7 @@ vary = {{ n_head = [4, 8] }}
 
 @pytest.fixture
 def data_dir(tmp_path):
-    import numpy as np
-    d = tmp_path / "data"
-    d.mkdir()
-    ids = (np.arange(4000) % 20).astype(np.uint16)
-    ids.tofile(d / "train.bin")
-    ids[:1000].tofile(d / "val.bin")
-    (d / "meta.json").write_text(json.dumps({
-        "vocab_size": 20, "tokenizer": "char", "dtype": "uint16",
-        "chars": [chr(97 + i) for i in range(20)], "eot_token": None,
-        "train_tokens": 4000, "val_tokens": 1000}))
-    return d
+    return write_char_data(tmp_path / "data")
 
 
 def write_exp(tmp_path, data_dir, seeds: str = "", replace: dict | None = None) -> str:
