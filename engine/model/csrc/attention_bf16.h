@@ -86,13 +86,22 @@ static inline void to_bf16(const __m512* w, int Tp, int j, uint16_t* wb, uint16_
 }
 
 // acc[r] = a_r . b_j for the 16 keys from j, R rows from i0 of a (Tp, D), b as (D/2, Tp, 2)
+// Two accumulators per row (even and odd pairs, summed at the end): R chains of dependent
+// VDPBF16PS alone leave the FMA ports waiting on latency, most at small head sizes.
 template <int D>
 static inline void dots16(const uint16_t* a, const uint16_t* b2, int Tp, int i0, int j, __m512* acc) {
-    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
-    for (int e = 0; e < D / 2; e++) {
-        __m512 b = _mm512_load_ps((const float*)(b2 + ((size_t)e * Tp + j) * 2));
-        for (int r = 0; r < R; r++) acc[r] = dp(acc[r], bcast_pair(a + (size_t)(i0 + r) * D + 2 * e), b);
+    __m512 odd[R];
+    for (int r = 0; r < R; r++) acc[r] = odd[r] = _mm512_setzero_ps();
+    for (int e = 0; e < D / 2; e += 2) {  // D / 2 is even: D is a multiple of 16
+        __m512 b0 = _mm512_load_ps((const float*)(b2 + ((size_t)e * Tp + j) * 2));
+        __m512 b1 = _mm512_load_ps((const float*)(b2 + ((size_t)(e + 1) * Tp + j) * 2));
+        for (int r = 0; r < R; r++) {
+            const uint16_t* ar = a + (size_t)(i0 + r) * D + 2 * e;
+            acc[r] = dp(acc[r], bcast_pair(ar), b0);
+            odd[r] = dp(odd[r], bcast_pair(ar + 2), b1);
+        }
     }
+    for (int r = 0; r < R; r++) acc[r] = acc[r] + odd[r];
 }
 
 // Lanes of keys after query i0 + r set to x, in the 16 keys from j (only the block's last
@@ -108,16 +117,36 @@ static inline void mask_future(__m512* s, int i0, int j, float x) {
 // out_r = sum_{j < n} w[r][j] m_j, w as bf16 rows (R, Tp), m as (Tp/2, D, 2); n even
 template <int D>
 static inline void combine(const uint16_t* wb, int Tp, const uint16_t* m2, int n, __m512 (*out)[D / 16]) {
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < D / 16; c++) out[r][c] = _mm512_setzero_ps();
-    for (int jp = 0; jp < n / 2; jp++) {
+    // S accumulators per output vector over alternate key pairs (as in dots16): R * D / 16
+    // chains are too few at D = 16 (measured: 2 accumulators no faster from D = 32)
+    constexpr int S = D >= 32 ? 1 : 2;
+    __m512 part[S][R][D / 16];
+    for (int k = 0; k < S; k++)
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < D / 16; c++) part[k][r][c] = _mm512_setzero_ps();
+    int jp = 0;
+    for (; jp + S <= n / 2; jp += S)
+        for (int k = 0; k < S; k++) {
+            __m512 w[R];
+            for (int r = 0; r < R; r++) w[r] = bcast_pair(wb + (size_t)r * Tp + 2 * (jp + k));
+            for (int c = 0; c < D / 16; c++) {
+                __m512 m = _mm512_load_ps((const float*)(m2 + ((size_t)(jp + k) * D + 16 * c) * 2));
+                for (int r = 0; r < R; r++) part[k][r][c] = dp(part[k][r][c], w[r], m);
+            }
+        }
+    for (; jp < n / 2; jp++) {
         __m512 w[R];
         for (int r = 0; r < R; r++) w[r] = bcast_pair(wb + (size_t)r * Tp + 2 * jp);
         for (int c = 0; c < D / 16; c++) {
             __m512 m = _mm512_load_ps((const float*)(m2 + ((size_t)jp * D + 16 * c) * 2));
-            for (int r = 0; r < R; r++) out[r][c] = dp(out[r][c], w[r], m);
+            for (int r = 0; r < R; r++) part[0][r][c] = dp(part[0][r][c], w[r], m);
         }
     }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < D / 16; c++) {
+            out[r][c] = part[0][r][c];
+            for (int k = 1; k < S; k++) out[r][c] = out[r][c] + part[k][r][c];
+        }
 }
 
 // acc_j += sum_r w[r][j] x_r for keys j < n; w as (R/2, Tp, 2), x rows i0.. of (Tp, D)
