@@ -81,7 +81,9 @@ class EngineLauncher:
                 for s in exps.sweeps.values()]
 
     def plan(self, selection: list[str]) -> list[queue.PlanRow]:
-        return queue.plan_runs(self.experiments_path, selection, gpu_source=self.gpu_source)
+        """The launch plan; runs that exist with a drifted saved config say so (drift)."""
+        return queue.plan_runs(self.experiments_path, selection, gpu_source=self.gpu_source,
+                               runs_root=self.runs_root)
 
     def queue(self, selection: list[str], gpu: str = "auto", fresh: bool = False,
               log: Callable[[str], None] | None = None) -> queue.QueueResult:

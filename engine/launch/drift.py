@@ -33,6 +33,13 @@ def config_drift(run: RunDir, cfg: TrainConfig) -> list[str]:
             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+def drift_summary(changes: list[str], show: int = 3) -> str:
+    """The first `show` of config_drift's "key: old → new" lines on one line, and how
+    many more."""
+    more = len(changes) - show
+    return "; ".join(changes[:show]) + (f" (+{more} more)" if more > 0 else "")
+
+
 def drift_from_file(experiments_path: str | Path | None, run: RunDir) -> list[str]:
     """config_drift of a run against its entry in the experiments file ([] when the file
     is missing, broken, or no longer names the run: nothing to compare with)."""

@@ -62,6 +62,7 @@ class PlanRow:
     tokens: int | None = None
     error: str | None = None
     same_as: str | None = None        # a shared run: trained once, as this run id
+    drift: list[str] = field(default_factory=list)  # saved config differs: "key: old → new"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -83,16 +84,25 @@ def plan_rows(specs: list[RunSpec], device: str) -> list[PlanRow]:
 
 
 def plan_runs(experiments_path: str | Path, selection: list[str] | None = None,
-              device: str | None = None, gpu_source: GpuSource | None = None) -> list[PlanRow]:
+              device: str | None = None, gpu_source: GpuSource | None = None,
+              runs_root: str | Path | None = None) -> list[PlanRow]:
     """One row per selected run; nothing is created. `device` ("gpu"/"cpu") is what the
-    time estimate assumes; by default "gpu" when a card is visible, else "cpu"."""
+    time estimate assumes; by default "gpu" when a card is visible, else "cpu". With
+    `runs_root`, a run whose directory exists with a saved config that differs from the
+    file says how in `drift` (launch keeps that config unless told --fresh)."""
     exp = load_experiments(experiments_path)
     specs = exp.select(selection)
     gpus = (gpu_source or default_gpu_source()).snapshot()
     if device is None:
         device = "gpu" if gpus else "cpu"
     check_specs(specs, gpus if exp.executor.get("kind", "local") == "local" else None)
-    return plan_rows(specs, device)
+    rows = plan_rows(specs, device)
+    if runs_root is not None:
+        for row, s in zip(rows, specs):
+            run = RunDir(Path(runs_root) / s.sweep / s.name)
+            if s.cfg is not None and run.exists():
+                row.drift = config_drift(run, s.cfg)
+    return rows
 
 
 # ---- locks and the journal -------------------------------------------------------------

@@ -129,7 +129,8 @@ class FakeLauncher:
             for i, n in enumerate(names):
                 rows.append(PlanRow(f"{ref}/{n}", ref, n, {n.split("=")[0]: n.split("=")[1]},
                                     params=10_000 * (i + 1), params_total=12_000 * (i + 1),
-                                    est_mem_bytes=(i + 1) * GIB, est_seconds=60.0 * (i + 1)))
+                                    est_mem_bytes=(i + 1) * GIB, est_seconds=60.0 * (i + 1),
+                                    drift=list(self.drifted.get(f"{ref}/{n}", []))))
         return rows
 
     def queue(self, selection: list[str], gpu: str = "auto", fresh: bool = False,

@@ -304,6 +304,20 @@ async def test_launch_says_when_a_saved_config_drifted_and_can_start_fresh(world
 
 
 @asynctest
+async def test_the_plan_names_a_drifted_run_before_enter(world):
+    world.launcher.drifted = {"depth/n_layer=1": ["max_iters: 1000 → 2000", "n_embd: 32 → 64"]}
+    app = world.app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        screen = await open_launch(pilot)
+        plan = screen.query_one("#plan", DataTable)
+        note = str(plan.get_row("depth/n_layer=1")[-1])
+        assert note == "done · config changed: max_iters: 1000 → 2000 (+1 more)"
+        assert str(plan.get_row("depth/n_layer=2")[-1]) == "exists (running): not queued again"
+        summary = str(screen.query_one("#plan-summary").render())
+        assert "3 runs" in summary and "1 with a changed saved config" in summary
+
+
+@asynctest
 async def test_launch_keeps_a_drifted_config_when_told(world):
     world.launcher.drifted = {"depth/n_layer=1": ["max_iters: 1000 → 2000"]}
     app = world.app()

@@ -18,10 +18,11 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from engine.launch.estimate import ASSUMED_FLOPS
     from engine.units import format_bytes, format_seconds
+    from engine.launch.drift import drift_summary
     from engine.launch.queue import plan_runs
     from engine.launch.placement import Policy, describe_policy
     from engine.launch.queue import launch_options
-    rows = plan_runs(args.experiments, args.selection, device=args.device)
+    rows = plan_runs(args.experiments, args.selection, device=args.device, runs_root=args.runs)
     errors = [r for r in rows if r.error]
     opts = launch_options(args.experiments)[0]
     placement = describe_policy(Policy(opts.max_runs_per_gpu, opts.max_cpu_runs, opts.gpus))
@@ -45,6 +46,8 @@ def run(args) -> int:
         vocab = f"{r.vocab_size}{'*' if r.vocab_source == 'assumed' else ''}"
         print(f"{r.id:34} {r.params:>12,} {r.params_total:>12,} {vocab:>6} "
               f"{format_bytes(r.est_mem_bytes):>9} {format_seconds(r.est_seconds):>8}")
+        if r.drift:
+            print(f"  saved config differs: {drift_summary(r.drift)}")
     ok = [r for r in rows if not r.error and not r.same_as]
     if ok:
         total = sum(r.est_seconds for r in ok)
@@ -59,6 +62,11 @@ def run(args) -> int:
         print(f"Placement: {placement}.")
         if any(r.vocab_source == "assumed" for r in ok):
             print("* vocabulary assumed until the data is prepared (`nanotui prepare`).")
+    drifted = [r for r in ok if r.drift]
+    if drifted:
+        print(f"{len(drifted)} run{'s' * (len(drifted) != 1)} already exist with another saved "
+              f"config: launch keeps the saved one; `nanotui launch --fresh RUN` starts "
+              f"over (the old directory is kept in {args.runs.name}/.replaced/).")
     if errors:
         print(f"\n{len(errors)} invalid runs: fix them before launching.")
         return 1

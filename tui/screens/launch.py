@@ -19,6 +19,7 @@ from textual.widgets import (Checkbox, DataTable, Footer, Label, OptionList, Sel
                              Static)
 from textual.widgets.option_list import Option
 
+from engine.launch.drift import drift_summary
 from engine.launch.queue import PlanRow, QueueResult
 from tui.feed import RunFeed
 from tui.screens.dialogs import ConfirmScreen
@@ -150,11 +151,23 @@ class LaunchScreen(Screen):
                           rid, varied or DASH, Text(fmt_params(r.params), justify="right"),
                           Text(fmt_bytes(r.est_mem_bytes), justify="right"),
                           Text(fmt_duration(r.est_seconds), justify="right"),
-                          Text(str(err or ("skipped" if rid in self.skipped else
-                                           f"exists ({existing[rid]}): not queued again"
-                                           if rid in existing else "")),
-                               style="red" if err else "dim"), key=rid)
+                          self._note(r, existing.get(rid)), key=rid)
         self._summary()
+
+    def _note(self, r: PlanRow, state: str | None) -> Text:
+        """The plan row's note: its error, skipped, or what happens to an existing run
+        (kept as it is; a drifted saved config is named, Enter then asks)."""
+        if r.error:
+            return Text(str(r.error), style="red")
+        if r.id in self.skipped:
+            return Text("skipped", style="dim")
+        if r.drift:
+            where = f"{state} · " if state else ""   # short: the column is narrow
+            return Text(f"{where}config changed: {drift_summary(r.drift, show=1)}",
+                        style="yellow")
+        if state is not None:
+            return Text(f"exists ({state}): not queued again", style="dim")
+        return Text("")
 
     def chosen_rows(self) -> list[PlanRow]:
         return [r for r in self.plan if not r.error and r.id not in self.skipped]
@@ -168,8 +181,11 @@ class LaunchScreen(Screen):
         else:
             secs = sum(r.est_seconds or 0 for r in rows)
             mem = max((r.est_mem_bytes or 0) for r in rows)
+            drifted = sum(1 for r in rows if r.drift)
+            changed = f" · {drifted} with a changed saved config" if drifted else ""
             text = Text(f"{len(rows)} run{'s' * (len(rows) != 1)} · largest needs {fmt_bytes(mem)}"
-                        f" · about {fmt_duration(secs)} of compute in total · Enter: pick the GPU")
+                        f" · about {fmt_duration(secs)} of compute in total{changed}"
+                        " · Enter: pick the GPU")
         self.query_one("#plan-summary", Static).update(text)
 
     def action_toggle_run(self) -> None:
