@@ -25,7 +25,11 @@ Cache. One JSON file per key in cache_dir()/cpu-tuning/ (NANOTUI_CACHE_DIR moves
 key being the CPU's model name, flags and emulated class, the kernel's sources, the torch
 version, the thread count, the shape, the dtype setting, dropout and the candidates. The first process to
 need a key measures under a file lock; others starting at the same time wait for it and
-reuse its answer. NANOTUI_CPU_RETUNE=1 measures again and replaces the entry.
+reuse its answer. Measurements of different keys (two runs of different shapes starting
+together) take turns under one more lock, MEASURE_LOCK: measured side by side, each would
+time the other's work too (seen: two shapes tuned at once on 2 cores picked torch ops over
+a kernel 1.4x faster). The load average before measuring is kept; a busy machine is named
+in the log line. NANOTUI_CPU_RETUNE=1 measures again and replaces the entry.
 
 Overrides. NANOTUI_CPU_KERNEL=fused|torch|sdpa (the environment wins) or the config's
 cpu_attention fixes the path; dtype = "float32" | "bfloat16" fixes the precision. What is
@@ -60,6 +64,8 @@ BUDGET_S = 8.0        # fewer timed rounds (never none) where the warm-up round 
 OVERRIDE_ENV = "NANOTUI_CPU_KERNEL"
 RETUNE_ENV = "NANOTUI_CPU_RETUNE"
 LOCK_TIMEOUT_S = 900  # a waiting run gives up after this (another run measuring that long is stuck)
+MEASURE_LOCK = "measuring.lock"   # in cpu-tuning/: one measurement at a time, whatever the key
+BUSY_LOAD = 1.0       # a 1-minute load average from here: another process had a core
 
 
 @dataclass
@@ -75,6 +81,7 @@ class Choice:
     measured_layers: int = 0
     measured_at: str = ""
     cache_file: str = ""
+    load: float | None = None   # the 1-minute load average when the measurement began
 
     def describe(self, n_head: int, n_embd: int) -> str:
         """One line for stdout.log and `nanotui bench`: path, precision and why."""
@@ -89,6 +96,9 @@ class Choice:
         elif self.how == "single candidate":
             parts.append("the only candidate here")
         parts += [f"{k} failed: {v}" for k, v in sorted(self.failed.items())]
+        if self.how in ("measured", "cached") and (self.load or 0.0) >= BUSY_LOAD:
+            parts.append(f"measured while the machine was busy (load {self.load:.1f}): "
+                         f"{RETUNE_ENV}=1 on a quiet machine measures again")
         return f"{head} ({'; '.join(parts)})"
 
     def to_json(self) -> dict:
@@ -178,7 +188,10 @@ def choose(cfg: GPTConfig, batch_size: int, dtype_setting: str = "auto",
         if log is not None:
             log(f"timing {len(cands)} CPU attention paths/precisions for this shape "
                 f"(once per machine; cached in {file.parent})")
-        times, failed = measure(cfg, batch_size, cands, steps or tune_steps())
+        with FileLock(str(file.parent / MEASURE_LOCK), timeout=LOCK_TIMEOUT_S):
+            load, began = _load_average(), time.time()
+            times, failed = measure(cfg, batch_size, cands, steps or tune_steps())
+            ended = time.time()
         ok = [c for c in cands if label(*c) in times]
         if not ok:
             raise ValueError("every CPU attention path failed: " + "; ".join(
@@ -186,10 +199,11 @@ def choose(cfg: GPTConfig, batch_size: int, dtype_setting: str = "auto",
         best = min(ok, key=lambda c: times[label(*c)])  # min keeps the first on a tie
         choice = Choice(best[0], best[1], "measured", why, times, failed,
                         min(cfg.n_layer, MEASURE_LAYERS),
-                        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), str(file))
+                        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), str(file), load)
         entry = {"key": key, "path": choice.path, "dtype": dev.dtype_name(choice.dtype),
                  "times_ms": times, "failed": failed, "measured_layers": choice.measured_layers,
-                 "measured_at": choice.measured_at, "pid": os.getpid()}
+                 "measured_at": choice.measured_at, "pid": os.getpid(), "load": load,
+                 "measured_s": [round(began, 3), round(ended, 3)]}
         atomic_write_json(file, entry)
         return choice
 
@@ -203,9 +217,18 @@ def read_entry(file: Path, key: dict) -> Choice | None:
             return None
         times = {str(k): float(v) for k, v in d["times_ms"].items()}
         failed = {str(k): str(v) for k, v in d["failed"].items()}
+        load = d.get("load")
         return Choice(d["path"], dev.DTYPES[d["dtype"]], "cached", "", times, failed,
-                      int(d["measured_layers"]), str(d["measured_at"]), str(file))
+                      int(d["measured_layers"]), str(d["measured_at"]), str(file),
+                      float(load) if load is not None else None)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:   # not on every platform
         return None
 
 

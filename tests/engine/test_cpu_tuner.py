@@ -123,6 +123,37 @@ def test_runs_starting_together_measure_once(cache):
     assert len(tuning_files(cache)) == 1
 
 
+def test_runs_of_different_shapes_starting_together_measure_in_turn(cache):
+    """Two keys, two measurements, never at the same time: each would time the other."""
+    code = ("import json, sys\n"
+            "from engine.model import cpu_tuner\n"
+            "from engine.model.gpt import GPTConfig\n"
+            "cfg = GPTConfig(block_size=64, vocab_size=65, n_layer=2, n_head=4,"
+            " n_embd=int(sys.argv[1]))\n"
+            "print(json.dumps(cpu_tuner.choose(cfg, 4).to_json()))\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NANOTUI_CPU_TUNE_STEPS": "3"}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(n)], cwd=ROOT, env=env,
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for n in (32, 64)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    assert [json.loads(out)["how"] for out, _ in outs] == ["measured", "measured"]
+    spans = sorted(json.loads(f.read_text())["measured_s"] for f in tuning_files(cache))
+    assert len(spans) == 2 and spans[0][1] <= spans[1][0], spans
+
+
+def test_a_measurement_on_a_busy_machine_says_so(cache, monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 2.0, 1.0))
+    line = cpu_tuner.choose(SHAPE, 2).describe(SHAPE.n_head, SHAPE.n_embd)
+    assert "measured while the machine was busy (load 3.0)" in line
+    assert "NANOTUI_CPU_RETUNE=1 on a quiet machine" in line
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    again = cpu_tuner.choose(SHAPE, 2)
+    assert again.how == "cached" and "busy (load 3.0)" in again.describe(SHAPE.n_head, SHAPE.n_embd)
+    monkeypatch.setenv(cpu_tuner.RETUNE_ENV, "1")
+    assert "busy" not in cpu_tuner.choose(SHAPE, 2).describe(SHAPE.n_head, SHAPE.n_embd)
+
+
 def test_overrides_fix_the_path_and_are_logged(cache):
     r = bench("--dtype=float32", env={cpu_tuner.OVERRIDE_ENV: "torch"})
     assert r.returncode == 0, r.stderr
