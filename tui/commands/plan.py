@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-HELP = "show the runs a launch would start: parameters, memory, time, errors"
+HELP = ("show the runs a launch would start: parameters, memory, time, errors, and existing "
+        "runs whose saved config differs from the file")
 
 
 def add_arguments(p) -> None:
