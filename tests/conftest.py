@@ -4,6 +4,7 @@ never copied into the project; tests that need it skip with a reason when it is 
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,13 @@ def shared_data_dir() -> Path | None:
         if c.is_dir():
             return c
     return None
+
+
+def interruptible() -> None:
+    """preexec_fn for a child a test presses Ctrl-C on: SIGINT back to its default, so
+    Python installs its KeyboardInterrupt handler even when the test run itself was started
+    with SIGINT ignored (`nohup ... &` from a script: children inherit SIG_IGN)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def write_char_data(d: Path, text: str | None = None, train_tokens: int | None = None) -> Path:

@@ -19,7 +19,7 @@ import pytest
 
 from engine.launch.queue import dispatcher_pid, read_journal
 from engine.runs import RunDir
-from tests.conftest import write_char_data
+from tests.conftest import interruptible, write_char_data
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -190,7 +190,8 @@ def test_ctrl_c_leaves_runs_running_then_stop(tmp_path, data_dir):
     (tmp_path / "experiments.toml").write_text(EXP.format(data=data_dir, iters=100000, cpu=1))
     cmd = [sys.executable, "-m", "tui", "--experiments", str(tmp_path / "experiments.toml"),
            "--runs", str(tmp_path / "runs"), "launch", "t/n_embd=16", "t/n_embd=32"]
-    fg = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    fg = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          preexec_fn=interruptible)
     st = wait_for(lambda: (s := status(tmp_path).get("t/n_embd=16", {})).get("iter", 0) >= 3
                   and s, 60, "the first run to train")
     fg.send_signal(signal.SIGINT)

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.conftest import interruptible
 from tests.e2e.test_train_process import REPO
 from tests.engine.test_reading import fixture_run
 
@@ -34,7 +35,7 @@ def test_a_lock_wait_names_the_holder_and_ctrl_c_ends_it(tmp_path):
         assert holder.stdout.readline().strip() == "held"
         waiter = subprocess.Popen([sys.executable, "-m", "tui", "--runs", str(root), "resume",
                                    run.id], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+                                  stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
         line = waiter.stderr.readline()   # blocks until the notice (or exit)
         assert f"held by pid {holder.pid} (-c {root})" in line, line
         assert "Ctrl-C gives up" in line
