@@ -22,6 +22,19 @@ def shared_data_dir() -> Path | None:
     return None
 
 
+TINY_MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 4}
+
+
+def tiny_experiments(data_dir, sweeps: dict, **tables) -> str:
+    """experiments.toml text for a model that trains in seconds on `data_dir`: TINY_MODEL
+    and `tables["defaults"]` under [defaults], the other tables (sampling, launch) as
+    given, then `sweeps` ({name: {"vary": {...}}}) as [sweep.NAME]."""
+    import tomli_w
+
+    defaults = {"data_dir": str(data_dir), **TINY_MODEL, **tables.pop("defaults", {})}
+    return tomli_w.dumps({"defaults": defaults, **tables, "sweep": sweeps})
+
+
 def interruptible() -> None:
     """preexec_fn for a child a test presses Ctrl-C on: SIGINT back to its default, so
     Python installs its KeyboardInterrupt handler even when the test run itself was started

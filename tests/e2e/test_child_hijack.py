@@ -14,33 +14,16 @@ import pytest
 
 from engine.launch.child import module_command
 from engine.runs import list_runs
-from tests.conftest import write_char_data
+from tests.conftest import tiny_experiments, write_char_data
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 NANOTUI = Path(sys.executable).with_name("nanotui")
 
-EXP = """
-[defaults]
-data_dir = "{data}"
-n_layer = 1
-n_head = 2
-n_embd = 16
-block_size = 16
-batch_size = 4
-max_iters = 6
-lr_decay_iters = 6
-warmup_iters = 1
-eval_interval = 3
-eval_iters = 2
-log_interval = 1
-dtype = "float32"
-[sampling]
-max_new_tokens = 4
-prompts = ["the"]
-[sweep.t]
-vary = {{ n_embd = [16] }}
-"""
+EXP = dict(sweeps={"t": {"vary": {"n_embd": [16]}}}, defaults={
+    "max_iters": 6, "lr_decay_iters": 6, "warmup_iters": 1, "eval_interval": 3,
+    "eval_iters": 2, "log_interval": 1, "dtype": "float32"},
+    sampling={"max_new_tokens": 4, "prompts": ["the"]})
 
 IMPOSTOR = "open({marker!r}, 'a').write({name!r} + '\\n')\n"
 
@@ -74,7 +57,7 @@ def test_launch_from_a_directory_with_its_own_engine_package(tmp_path, data_dir,
     work.mkdir()
     marker = tmp_path / "impostor-ran.txt"
     plant_impostor(work, marker, package_train)
-    (work / "experiments.toml").write_text(EXP.format(data=data_dir))
+    (work / "experiments.toml").write_text(tiny_experiments(data_dir, **EXP))
     env = {k: v for k, v in os.environ.items() if k != "NANOTUI_FAKE_GPUS"}
     env["CUDA_VISIBLE_DEVICES"] = ""
     # the package variant goes through the background dispatcher (`-m engine.launch`)

@@ -11,31 +11,17 @@ import sys
 import pytest
 
 from engine.runs import RunDir, list_runs
-from tests.conftest import write_char_data
+from tests.conftest import tiny_experiments, write_char_data
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-EXP = """
-[defaults]
-data_dir = "{data}"
-n_layer = 1
-n_head = 2
-n_embd = 16
-block_size = 16
-batch_size = 4
-max_iters = {iters}
-lr_decay_iters = {iters}
-warmup_iters = 2
-eval_interval = 5
-eval_iters = 2
-log_interval = 1
-dtype = "float32"
-[sampling]
-max_new_tokens = 8
-prompts = ["the"]
-[sweep.t]
-vary = {{ n_layer = [1] }}
-"""
+
+
+def experiments(data, iters: int) -> str:
+    return tiny_experiments(data, {"t": {"vary": {"n_layer": [1]}}}, defaults={
+        "max_iters": iters, "lr_decay_iters": iters, "warmup_iters": 2, "eval_interval": 5,
+        "eval_iters": 2, "log_interval": 1, "dtype": "float32"},
+        sampling={"max_new_tokens": 8, "prompts": ["the"]})
 
 
 @pytest.fixture
@@ -44,7 +30,7 @@ def project(tmp_path):
                         train_tokens=6000)
 
     def write(iters: int) -> None:
-        (tmp_path / "experiments.toml").write_text(EXP.format(data=d, iters=iters))
+        (tmp_path / "experiments.toml").write_text(experiments(d, iters))
     return tmp_path, write
 
 

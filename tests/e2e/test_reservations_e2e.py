@@ -16,34 +16,19 @@ import pytest
 from engine.launch.gpu import GIB
 from engine.launch.queue import read_journal
 from engine.runs import list_runs
+from tests.conftest import tiny_experiments
 from tests.e2e.test_child_hijack import data_dir  # noqa: F401 (fixture: its small dataset)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-EXP = """
-[defaults]
-data_dir = "{data}"
-n_layer = 1
-n_head = 2
-n_embd = 16
-block_size = 16
-batch_size = 4
-max_iters = 15
-lr_decay_iters = 15
-warmup_iters = 1
-eval_interval = 15
-eval_iters = 2
-log_interval = 5
-dtype = "float32"
-[sampling]
-max_new_tokens = 4
-prompts = ["the"]
-[launch]
-max_runs_per_gpu = 9
-max_cpu_runs = 9
-[sweep.{name}]
-vary = {{ seed = [1, 2, 3] }}
-"""
+
+
+def experiments(data, name: str) -> str:
+    return tiny_experiments(data, {name: {"vary": {"seed": [1, 2, 3]}}}, defaults={
+        "max_iters": 15, "lr_decay_iters": 15, "warmup_iters": 1, "eval_interval": 15,
+        "eval_iters": 2, "log_interval": 5, "dtype": "float32"},
+        sampling={"max_new_tokens": 4, "prompts": ["the"]},
+        launch={"max_runs_per_gpu": 9, "max_cpu_runs": 9})
 
 
 def nanotui(exp: Path, *args: str, env: dict) -> subprocess.CompletedProcess:
@@ -59,7 +44,7 @@ def test_two_runs_dirs_starting_together_share_one_card_without_overcommitting(
     for name in ("alice", "bob"):
         (tmp_path / name).mkdir()
         exp = tmp_path / name / "experiments.toml"
-        exp.write_text(EXP.format(data=data_dir, name=name))
+        exp.write_text(experiments(data_dir, name))
         exps.append(exp)
     plan = json.loads(nanotui(exps[0], "plan", "--json", "--device", "gpu", env=env).stdout)
     need = max(r["est_mem_bytes"] for r in plan["runs"])

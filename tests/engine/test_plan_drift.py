@@ -7,32 +7,24 @@ import json
 
 from engine.experiments import load_experiments
 from engine.runs import create_run
-from tests.conftest import write_char_data
+from tests.conftest import tiny_experiments, write_char_data
 from tui.cli import main as nanotui
 
-EXP = """
-[defaults]
-data_dir = "{data}"
-n_layer = 1
-n_head = 2
-n_embd = 16
-block_size = 16
-batch_size = 4
-max_iters = {iters}
-device = "cpu"
-[sweep.t]
-vary = {{ n_layer = [1, 2] }}
-"""
+
+
+def experiments(data, iters: int) -> str:
+    return tiny_experiments(data, {"t": {"vary": {"n_layer": [1, 2]}}},
+                            defaults={"max_iters": iters, "device": "cpu"})
 
 
 def test_plan_names_a_run_whose_saved_config_drifted(tmp_path, capsys):
     data = write_char_data(tmp_path / "data", "the cat sat on the mat. " * 200, train_tokens=4000)
     exp = tmp_path / "experiments.toml"
-    exp.write_text(EXP.format(data=data, iters=10))
+    exp.write_text(experiments(data, 10))
     runs = tmp_path / "runs"
     for spec in load_experiments(exp).all_runs():   # both runs exist, as after a launch
         create_run(runs, spec.sweep, spec.name, spec.cfg, spec.varied)
-    exp.write_text(EXP.format(data=data, iters=20))
+    exp.write_text(experiments(data, 20))
     args = ["--experiments", str(exp), "--runs", str(runs), "plan"]
 
     assert nanotui(args) == 0
@@ -52,7 +44,7 @@ def test_plan_names_a_run_whose_saved_config_drifted(tmp_path, capsys):
 def test_plan_without_existing_runs_shows_no_drift(tmp_path, capsys):
     data = write_char_data(tmp_path / "data", "the cat sat on the mat. " * 200, train_tokens=4000)
     exp = tmp_path / "experiments.toml"
-    exp.write_text(EXP.format(data=data, iters=10))
+    exp.write_text(experiments(data, 10))
     assert nanotui(["--experiments", str(exp), "--runs", str(tmp_path / "runs"), "plan"]) == 0
     out = capsys.readouterr().out
     assert "saved config differs" not in out and "already exist" not in out
