@@ -19,7 +19,9 @@
                                                           seed, seed+1, ... (default 1)
 
 Run names are stable and readable: `n_layer=8` for vary, `n_head=4,n_embd=128` for grid
-(keys in the order written), `n_layer=8,seed=1338` with seeds > 1; ids are
+(keys in the order written); with seeds > 1 the first seed's run keeps the plain name
+and the others add theirs (`n_layer=8`, `n_layer=8,seed=1338`, ...), so raising `seeds`
+later adds runs beside the ones already trained instead of renaming them; ids are
 `<sweep>/<name>`. A run whose configuration is identical to one of an earlier sweep (the
 width sweep's n_embd=256 is the heads sweep's n_head=8) is shared: `same_as` names the
 earlier run, which is trained once and appears in both sweeps (engine.runs.link_shared).
@@ -326,7 +328,7 @@ def _parse_sweep(sname: str, table: Any, defaults: dict[str, Any], sampling: Sam
     else:
         first = int(base.get("seed", TrainConfig.seed))
         runs = [_run_spec(varied, kind, {**base, "seed": first + i}, sampling, w,
-                          suffix=f",seed={first + i}")
+                          suffix=f",seed={first + i}" if i else "")
                 for varied in combos for i in range(seeds)]
     return Sweep(sname, description, runs, w.header)
 

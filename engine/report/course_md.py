@@ -13,7 +13,7 @@ from typing import Any
 from engine.report.provenance import provenance_lines
 from engine.report.course import Member, Stat, Study, same_params
 from engine.report.summary import MIN_WORDS
-from engine.report.markdown import DIMINISHING_PCT, fit_section
+from engine.report.fit_md import fit_section
 from engine.report.study import FitGroup
 from engine.report.summary import (
     DEGENERATE_REPETITION,
@@ -25,7 +25,7 @@ from engine.report.summary import (
     latest_samples,
     temperature_diversity,
 )
-from engine.report.tables import diminishing_returns, fmt, md_table
+from engine.report.tables import DIMINISHING_PCT, diminishing_returns, fmt, md_table
 from engine.runs import RunDir
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
@@ -79,16 +79,18 @@ def methods_table(study: Study) -> str:
                      "tokens trained", "seeds"], rows)
 
 
-def results_table(study: Study) -> str:
+def results_table(study: Study, sweep_column: bool = True) -> str:
+    """One row per configuration of every sweep: its numbers as mean ± sd over seeds."""
     budget = common_budget(study)
     rows = []
     for m in study.members():
-        rows.append([m.sweep, m.label, fmt(m.params, "int"), _stat(m.best_val),
-                     _stat(m.stat(lambda s: s.final_val)), _stat(m.stat(lambda s: s.gap)),
-                     _stat(m.stat(lambda s: s.bpc), "bpc"), str(len(m.finished)),
-                     _flags(m, budget)])
-    return md_table(["sweep", "configuration", "params (nanoGPT)", "best val", "final val",
-                     "train-val gap", "bits/char", "seeds done", "flags"], rows)
+        rows.append([m.sweep] * sweep_column + [
+            m.label, fmt(m.params, "int"), _stat(m.best_val),
+            _stat(m.stat(lambda s: s.final_val)), _stat(m.stat(lambda s: s.gap)),
+            _stat(m.stat(lambda s: s.bpc), "bpc"), str(len(m.finished)), _flags(m, budget)])
+    return md_table(["sweep"] * sweep_column + [
+        "configuration", "params (nanoGPT)", "best val", "final val", "train-val gap",
+        "bits/char", "seeds done", "flags"], rows)
 
 
 def _settings_text(study: Study) -> str:
@@ -101,7 +103,7 @@ def _settings_text(study: Study) -> str:
                      for k, v in same.items())
 
 
-def _compare(members: list[Member], key: str | None) -> list[str]:
+def compare_neighbours(members: list[Member], key: str | None) -> list[str]:
     """Neighbouring configurations in the order of the varied value: a change counts as a
     finding only when it is larger than the two spreads together."""
     done = [m for m in members if m.best_val is not None]
@@ -125,7 +127,7 @@ def _compare(members: list[Member], key: str | None) -> list[str]:
     return text
 
 
-def _diversity_rows(members: list[Member], decoding: tuple) -> tuple[str, list[str]]:
+def diversity_over_seeds(members: list[Member], decoding: tuple) -> tuple[str, list[str]]:
     rows, short = [], []
     for m in members:
         per = [diversity(s, decoding) for s in m.finished]
@@ -168,7 +170,7 @@ def experiment_section(name: str, members: list[Member], key: str | None,
     out += [md_table(["configuration", "params (nanoGPT)", "best val", "final train",
                       "train-val gap", "seeds done"], rows)]
     out += [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in figures]
-    obs = _compare(members, key)
+    obs = compare_neighbours(members, key)
     done = [m for m in members if m.best_val is not None]
     if same_params(members) and key:
         obs.append(f"`{key}` does not change the parameter count, so the figures plot "
@@ -192,7 +194,7 @@ def experiment_section(name: str, members: list[Member], key: str | None,
         obs.append("Still improving at their last eval (best val = last eval, not converged): "
                    + ", ".join(still) + ".")
     if decoding is not None:
-        table, notes = _diversity_rows(members, decoding)
+        table, notes = diversity_over_seeds(members, decoding)
         loops = [m.label for m in members
                  if (r := m.stat(lambda s: diversity(s, decoding)[0].get("repetition_4")))
                  and r.mean > DEGENERATE_REPETITION]

@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.report.fit import MIN_POINTS
+from engine.report.course import build_study
+from engine.report.course_md import (compare_neighbours, diversity_over_seeds, results_table,
+                                     temperature_section)
 from engine.report.provenance import provenance_lines
-from engine.report.study import FitGroup
 from engine.report.summary import (
     DEGENERATE_REPETITION,
     MIN_WORDS,
@@ -22,10 +23,7 @@ from engine.report.summary import (
     excerpt,
     latest_samples,
 )
-from engine.report.tables import diminishing_returns, fmt, group_value, md_table
-
-DIMINISHING_PCT = 2.0  # below this % val-loss gain per doubling of parameters: diminishing
-
+from engine.report.tables import DIMINISHING_PCT, diminishing_returns, fmt, group_value, md_table
 
 def _settings(summaries: list[RunSummary]) -> tuple[list[str], dict[str, Any]]:
     cfgs = [s.config.to_dict() for s in summaries if s.config]
@@ -155,52 +153,6 @@ def _excerpts(summaries: list[RunSummary], decoding: tuple | None) -> str:
             "each run's sample from its latest eval.\n\n" + md_table(["run", "iter", "excerpt"], rows))
 
 
-def fit_section(groups: list[FitGroup], sweeps: list[str]) -> str:
-    scope = ("the sweep " if len(sweeps) == 1 else "the sweeps ") + ", ".join(f"`{s}`" for s in sweeps)
-    text = ""
-    if len(groups) > 1:
-        text = (f"Losses per token compare only between runs with the same tokenizer and "
-                f"data, so each such group of {scope} gets its own fit.\n\n")
-    for g in groups:
-        if len(groups) > 1:
-            text += f"### {g.label}\n\n"
-        text += _one_fit(g, scope)
-    return text
-
-
-def _one_fit(g: FitGroup, scope: str) -> str:
-    fit, pts = g.fit, g.points
-    used = ", ".join(f"{s.id} ({fmt(s.params, 'int')}, {fmt(s.best_val, 'loss')})" for s in pts)
-    if fit is None:
-        return (f"{g.note} The fit of L(N) = E + A·N^(-α) uses the best finished run at each "
-                f"parameter count across {scope}; at least {MIN_POINTS} are needed."
-                + (f" Available: {used}." if pts else "") + "\n\n")
-
-    def pm(v: float, se: float | None) -> str:
-        return f"{v:.4g} ± {se:.2g}" if se is not None else f"{v:.4g}"
-    lines = [f"Fitted across {scope} on {fit.n_points} points (the best finished "
-             f"run at each parameter count): {used}.", "",
-             f"**{fit.formula()}**", "",
-             md_table(["parameter", "value ± standard error"],
-                      [["α (exponent)", pm(fit.alpha, fit.se_alpha)],
-                       ["E (irreducible loss, nats/token)", pm(fit.E, fit.se_E)],
-                       ["A", pm(fit.A, fit.se_A)],
-                       ["RMSE (nats/token)", f"{fit.rmse:.4g}" if not fit.exact else
-                        "0 (3 points, 3 parameters: the curve passes through them)"],
-                       ["R²", fmt(fit.r2, "div")]]).rstrip()]
-    if fit.warning:
-        lines += ["", f"**Warning:** {fit.warning}."]
-    if fit.se_alpha is None and fit.n_points < 4:
-        lines += ["", "Standard errors need at least 4 points (3 parameters are fitted)."]
-    elif fit.se_alpha is None:
-        lines += ["", "Standard errors could not be computed: at the optimum the points do "
-                      "not constrain all three parameters (singular Jacobian)."]
-    if fit.n_points < 5:
-        lines += ["", f"With only {fit.n_points} points the exponent is poorly constrained; "
-                      "treat α as indicative."]
-    return "\n".join(lines) + "\n\n"
-
-
 def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots: list[Path],
                    group_by: str | None, runs_root: Path) -> str:
     varied, fixed = _settings(summaries)
@@ -221,6 +173,8 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots
     missing += [f"parameters of {s.run.name}: {s.params_note}" for s in summaries if s.params is None]
     if missing:
         out += ["Missing numbers (—): " + "; ".join(missing) + ".", ""]
+    study = build_study({sweep: summaries})
+    out += _over_seeds(study, sweep, decoding)
     if len(summaries) >= 4:
         out += ["## Ranked by best validation loss", "", _ranking(summaries, varied)]
     if group_by:
@@ -239,7 +193,12 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots
     if unfinished:
         obs.append("Not finished (shown, not fitted): " + "; ".join(unfinished) + ".")
     out += [f"- {o}" for o in obs]
-    out += ["", "## Loss vs size: power-law fit", "", fit_text.rstrip() + "\n"]
+    out += ["", "## Loss vs size: power-law fit", ""]
+    if any(len(m.runs) > 1 for m in study.sweeps[sweep]):
+        out += ["With several seeds, a configuration's point is its mean best val loss over "
+                "its finished seeds (the best seed would bias the fit low).", ""]
+    out += [fit_text.rstrip() + "\n"]
+    out += temperature_section(study)
     if plots:
         out += ["## Figures", ""] + [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in plots]
     out += ["## How these numbers were computed", ""]
@@ -256,6 +215,26 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots
             "Jacobian at the optimum, s²(JᵀJ)⁻¹ with s² = SSE/(n−3). RMSE = sqrt(SSE/n).",
             "- runs.csv holds every number above, one row per run, at full precision."]
     return "\n".join(out) + "\n"
+
+
+def _over_seeds(study, sweep: str, decoding: tuple | None) -> list[str]:
+    """With `seeds = N`, each configuration's runs pooled (engine.report.course): the
+    same numbers as the course report's, so a one-sweep report can judge a difference
+    against the seeds' spread too. Nothing when every configuration has one seed."""
+    members = study.sweeps[sweep]
+    if not any(len(m.runs) > 1 for m in members):
+        return []
+    key = (study.varied.get(sweep) or [None])[0]
+    out = ["## Over seeds", "",
+           "Runs that differ only in `seed` are one configuration: mean ± sample standard "
+           "deviation over its finished seeds. A change between neighbouring configurations "
+           "is a finding only when it exceeds the sum of their standard deviations.", "",
+           results_table(study, sweep_column=False)]
+    out += [f"- {o}" for o in compare_neighbours(members, key)] + [""]
+    if decoding is not None:
+        table, _ = diversity_over_seeds(members, decoding)
+        out += [f"Diversity at {describe_decoding(decoding)}, mean ± sd over seeds:", "", table]
+    return out
 
 
 def _provenance_section(summaries: list[RunSummary]) -> list[str]:

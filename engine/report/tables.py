@@ -9,6 +9,8 @@ from typing import Any
 
 from engine.report.summary import RunSummary, describe_decoding, diversity
 
+DIMINISHING_PCT = 2.0  # below this % val-loss gain per doubling of parameters: diminishing
+
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "max_iters")
 
 CSV_COLUMNS = [

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.config import TRAIN_KEYS, did_you_mean
-from engine.report.course import build_study
+from engine.report.course import build_study, label_of
 from engine.report.fit import PowerLawFit
-from engine.report.markdown import fit_section, sweep_markdown
+from engine.report.fit_md import fit_section
+from engine.report.markdown import sweep_markdown
 from engine.report.study import FitGroup, study_fits
 from engine.report.summary import (
     RunSummary,
@@ -136,7 +137,9 @@ def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: st
     _check_out_dir(out_dir)
     reports, all_fits = [], []
     for name, summaries in per_sweep.items():
-        fits = study_fits(summaries)
+        # seeds pooled: a configuration's point is its mean over seeds, as in the course
+        # report (the best seed would bias the fit low); one seed: the runs themselves
+        fits = study_fits(build_study({name: summaries}).representatives())
         fitted = {s.id for g in fits if g.fit is not None for s in g.points}
         reports.append(_write_sweep(name, summaries, summaries, fits, fit_section(fits, [name]),
                                     fitted, out_dir / name, runs_root, group_by, plots, say))
@@ -187,7 +190,8 @@ def _write_sweep(name: str, summaries: list[RunSummary], study: list[RunSummary]
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for s in summaries:
-        w.writerow(csv_row(s, decoding, group_by, s.id in fitted))
+        w.writerow(csv_row(s, decoding, group_by,
+                           s.finished and f"{s.run.sweep}/{label_of(s)}" in fitted))
     try:
         atomic_write_bytes(d / "report.md", md.encode())
         atomic_write_bytes(d / "runs.csv", buf.getvalue().encode())

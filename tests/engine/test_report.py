@@ -118,6 +118,7 @@ def depth_report(tmp_path_factory):
 
 def test_results_table_holds_the_fixture_numbers(depth_report):
     res, md, _ = depth_report
+    assert "## Over seeds" not in md  # one seed per configuration: the runs are the rows
     head = header(md, "Results")
     rows = {r[0]: dict(zip(head, r)) for r in table_rows(md, "Results")}
     # sizes: nanoGPT count for n_layer=1, n_embd=32, vocab 65 = 14,464 (checked by hand:

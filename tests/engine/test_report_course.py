@@ -64,9 +64,10 @@ def course_runs(root: Path) -> None:
     for sweep, (key, values, fixed) in SWEEPS.items():
         for value in values:
             for seed in SEEDS:
-                name = f"{key}={value},seed={seed}"
+                # the names experiments.toml gives (engine.experiments): plain first seed
+                name = f"{key}={value}" + (f",seed={seed}" if seed != SEEDS[0] else "")
                 if sweep == "heads" and value == 8:  # == width/n_embd=256: shared
-                    owner = RunDir(root / "width" / f"n_embd=256,seed={seed}")
+                    owner = RunDir(root / "width" / name.replace("n_head=8", "n_embd=256"))
                     link_shared(root, sweep, name, owner)
                     continue
                 make_run(root, sweep, name, final_val(key, value, seed),
@@ -210,4 +211,22 @@ def test_a_sweep_report_warns_when_too_few_words_were_scored(course):
     depth = next(r for r in res.sweeps if r.sweep == "depth").report_md.read_text()
     diversity = section(depth, "Diversity")
     assert "**Warning:** fewer than 200 words scored per run for" in diversity
-    assert "n_layer=2,seed=1337" in diversity.split("**Warning:**", 1)[1]
+    assert "n_layer=2," in diversity.split("**Warning:**", 1)[1]  # the first seed's run
+
+
+def test_a_sweeps_own_report_pools_seeds_like_the_course_report(course):
+    _, res, _ = course
+    reports = {r.sweep: r for r in res.sweeps}
+    depth = reports["depth"].report_md.read_text()
+    over = section(depth, "Over seeds")
+    assert "| n_layer=2 | 1,590,784 | 2.4000 ± 0.0028 |" in over  # 2.402 and 2.398
+    assert "| n_layer=2,seed=1338 |" not in over                 # per run: in Results
+    assert "| n_layer=2,seed=1338 | done |" in section(depth, "Results")
+    # the fit's points are the means over seeds, not the best seed (biased low)
+    assert "depth/n_layer=2 (1,590,784, 2.4000)" in section(depth, "Loss vs size")
+    with open(reports["depth"].runs_csv) as f:
+        in_fit = {r["run"]: r["in_fit"] for r in csv.DictReader(f)}
+    assert in_fit["n_layer=2"] == in_fit["n_layer=2,seed=1338"] == "1"
+    heads = section(reports["heads"].report_md.read_text(), "Over seeds")
+    assert "Within the spread over seeds (not a finding): n_head=4 → n_head=8" in heads
+    assert "n_head=16 → n_head=32: +0.0460" in heads.split("Within")[0]

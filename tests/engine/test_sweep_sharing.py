@@ -55,15 +55,34 @@ def test_identical_configuration_is_shared_with_the_earlier_sweep(tmp_path, data
     assert shared == [("heads/n_head=8", "width/n_embd=256")]
 
 
-def test_seeds_make_one_run_per_seed_with_the_seed_in_its_name(tmp_path, data_dir):
+def test_seeds_make_one_run_per_seed_the_first_keeping_the_plain_name(tmp_path, data_dir):
     exp = parse_experiments(open(write_exp(tmp_path, data_dir, seeds="seeds = 2")).read())
     width = [(r.name, r.cfg.seed, r.varied) for r in exp.sweeps["width"].runs]
-    assert width == [("n_embd=128,seed=1337", 1337, {"n_embd": 128}),
+    assert width == [("n_embd=128", 1337, {"n_embd": 128}),
                      ("n_embd=128,seed=1338", 1338, {"n_embd": 128}),
-                     ("n_embd=256,seed=1337", 1337, {"n_embd": 256}),
+                     ("n_embd=256", 1337, {"n_embd": 256}),
                      ("n_embd=256,seed=1338", 1338, {"n_embd": 256})]
     assert [r.same_as for r in exp.sweeps["heads"].runs if r.same_as] == [
-        "width/n_embd=256,seed=1337", "width/n_embd=256,seed=1338"]
+        "width/n_embd=256", "width/n_embd=256,seed=1338"]
+
+
+def test_raising_seeds_later_keeps_the_trained_runs_and_adds_the_others(tmp_path, data_dir,
+                                                                       capsys):
+    exp, root = write_exp(tmp_path, data_dir), tmp_path / "runs"
+    queue_runs_detailed(exp, root, ["width"], prepare=False)
+    for run in list_runs(root):
+        run.update_status(state="done")
+    write_exp(tmp_path, data_dir, seeds="seeds = 3")
+    assert main(["--experiments", exp, "--runs", str(root), "plan", "width", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
+    assert rows["width/n_embd=128"]["drift"] == []  # the same run: seed 1337, same name
+    res = queue_runs_detailed(exp, root, ["width"], prepare=False)
+    assert [r.id for r in res.done] == ["width/n_embd=128", "width/n_embd=256"]
+    assert sorted(r.id for r in res.queued) == [
+        "width/n_embd=128,seed=1338", "width/n_embd=128,seed=1339",
+        "width/n_embd=256,seed=1338", "width/n_embd=256,seed=1339"]
+    assert res.drift == [] and res.fresh == []
+    assert RunDir(root / "width" / "n_embd=128,seed=1339").load_config().seed == 1339
 
 
 @pytest.mark.parametrize("bad", ["0", "2.5", '"3"', "100"])

@@ -55,6 +55,26 @@ def test_report_over_two_sweeps_has_a_temperature_section(trained, tmp_path, cap
     assert "fewer than 200 words" in part  # 3 samples × 20 chars: too few to compare
 
 
+def test_a_one_sweep_report_has_the_temperature_section_too(trained, tmp_path, capsys):
+    root = trained.path.parent.parent
+    assert nanotui(["--runs", str(root), "sample", trained.sweep, "--temperature", "0.7",
+                    "--max-new-tokens", "20"]) == 0
+    assert nanotui(["--runs", str(root), "report", trained.sweep, "--out",
+                    str(tmp_path / "out"), "--no-plots"]) == 0
+    md = (tmp_path / "out" / trained.sweep / "report.md").read_text()
+    part = md.split("## Temperature study", 1)[1].split("\n## ", 1)[0]
+    assert "| configuration | T = 0.7 |" in part and f"| {trained.id} |" in part
+
+
+def test_sampling_a_sweep_without_a_temperature_says_what_to_name(trained, capsys):
+    root = trained.path.parent.parent
+    assert nanotui(["--runs", str(root), "sample", trained.sweep]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"nanotui: error: '{trained.sweep}' is a sweep: name one of its runs "
+                   f"({trained.sweep}/NAME) or give --temperature to sample every finished "
+                   f"run of it")
+
+
 def test_several_temperatures_for_one_plain_sample_is_one_line(trained, capsys):
     assert nanotui(["sample", str(trained.path / "ckpt.pt"), "--temperature", "0.5,1"]) == 2
     assert "temperature study" in capsys.readouterr().err

@@ -37,6 +37,13 @@ def _study_runs(runs_root: Path, ref: str) -> list:
     return done
 
 
+def _is_sweep(runs_root: Path, ref: str) -> bool:
+    """A bare name (no '/', not a directory) that names a sweep under runs_root."""
+    from engine.runs import list_runs
+    return "/" not in ref and not Path(ref).is_dir() and any(
+        r.sweep == ref for r in list_runs(runs_root))
+
+
 def _study(args: argparse.Namespace) -> int:
     from engine.sample.temperature import temperature_study
     runs = _study_runs(Path(args.runs), args.run)
@@ -65,8 +72,13 @@ def run(args: argparse.Namespace) -> int:
 
     ref = Path(args.run)
     try:
-        if args.temperature is not None and len(args.temperature) > 1 and not ref.is_file():
-            return _study(args)
+        study = args.temperature is not None and not ref.is_file()
+        if study and (len(args.temperature) > 1 or _is_sweep(Path(args.runs), args.run)):
+            return _study(args)   # a sweep is always a study, even at one temperature
+        if not ref.is_file() and _is_sweep(Path(args.runs), args.run):
+            raise CommandError(f"{args.run!r} is a sweep: name one of its runs "
+                               f"({args.run}/NAME) or give --temperature to sample every "
+                               f"finished run of it")
         target = ref if ref.is_file() else find_run(args.runs, args.run).path
         return sample_command(target, args)
     except (ValueError, OSError) as e:
