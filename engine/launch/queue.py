@@ -63,6 +63,7 @@ class PlanRow:
     error: str | None = None
     same_as: str | None = None        # a shared run: trained once, as this run id
     drift: list[str] = field(default_factory=list)  # saved config differs: "key: old → new"
+    state: str | None = None          # the existing run's state; None: new, launch creates it
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -88,8 +89,9 @@ def plan_runs(experiments_path: str | Path, selection: list[str] | None = None,
               runs_root: str | Path | None = None) -> list[PlanRow]:
     """One row per selected run; nothing is created. `device` ("gpu"/"cpu") is what the
     time estimate assumes; by default "gpu" when a card is visible, else "cpu". With
-    `runs_root`, a run whose directory exists with a saved config that differs from the
-    file says how in `drift` (launch keeps that config unless told --fresh)."""
+    `runs_root`, a run whose directory exists has its `state` (launch does not queue it
+    again), and says in `drift` how its saved config differs from the file (launch keeps
+    that config unless told --fresh)."""
     exp = load_experiments(experiments_path)
     specs = exp.select(selection)
     gpus = (gpu_source or default_gpu_source()).snapshot()
@@ -99,9 +101,11 @@ def plan_runs(experiments_path: str | Path, selection: list[str] | None = None,
     rows = plan_rows(specs, device)
     if runs_root is not None:
         for row, s in zip(rows, specs):
-            run = RunDir(Path(runs_root) / s.sweep / s.name)
-            if s.cfg is not None and run.exists():
-                row.drift = config_drift(run, s.cfg)
+            run = RunDir(Path(runs_root) / (s.same_as or s.id))
+            if run.exists():
+                row.state = run.read_status().get("state") or "unknown"
+                if s.cfg is not None:
+                    row.drift = config_drift(run, s.cfg)
     return rows
 
 

@@ -76,6 +76,12 @@ def test_raising_seeds_later_keeps_the_trained_runs_and_adds_the_others(tmp_path
     assert main(["--experiments", exp, "--runs", str(root), "plan", "width", "--json"]) == 0
     rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
     assert rows["width/n_embd=128"]["drift"] == []  # the same run: seed 1337, same name
+    assert [rows[f"width/n_embd=128{s}"]["state"] for s in ("", ",seed=1338")] == ["done", None]
+    assert main(["--experiments", exp, "--runs", str(root), "plan", "width"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("width/n_embd=128 "))
+    assert line.endswith("exists (done): not queued again")
+    assert "\n6 runs: 4 new, 2 already exist (not queued again); the new ones take" in out
     res = queue_runs_detailed(exp, root, ["width"], prepare=False)
     assert [r.id for r in res.done] == ["width/n_embd=128", "width/n_embd=256"]
     assert sorted(r.id for r in res.queued) == [

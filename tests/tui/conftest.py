@@ -105,6 +105,11 @@ def fake_gpus() -> list[GpuSnapshot]:
     ]
 
 
+def _state(run: RunDir) -> str | None:
+    """What the real plan (engine.launch.queue.plan_runs) says of an existing run."""
+    return run.read_status().get("state") if run.exists() else None
+
+
 @dataclass
 class FakeLauncher:
     """Records what the UI asked for; queue/stop/resume change the run dirs like the
@@ -130,7 +135,8 @@ class FakeLauncher:
                 rows.append(PlanRow(f"{ref}/{n}", ref, n, {n.split("=")[0]: n.split("=")[1]},
                                     params=10_000 * (i + 1), params_total=12_000 * (i + 1),
                                     est_mem_bytes=(i + 1) * GIB, est_seconds=60.0 * (i + 1),
-                                    drift=list(self.drifted.get(f"{ref}/{n}", []))))
+                                    drift=list(self.drifted.get(f"{ref}/{n}", [])),
+                                    state=_state(RunDir(self.root / ref / n))))
         return rows
 
     def queue(self, selection: list[str], gpu: str = "auto", fresh: bool = False,

@@ -47,6 +47,18 @@ async def test_launch_plans_the_preselected_sweep_and_queues_on_auto(world):
 
 
 @asynctest
+async def test_the_plan_summary_counts_compute_for_new_runs_only(world):
+    app = world.app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        screen = await open_launch(pilot)
+        screen.query_one(SelectionList).select("quick")   # depth (all exist) + quick (new)
+        await settle(pilot)
+        summary = str(screen.query_one("#plan-summary").render())
+        # the fake plans 1m and 2m for quick's two runs; depth's three exist
+        assert "5 runs (3 exist)" in summary and "about 3m00s of compute for the new ones" in summary
+
+
+@asynctest
 async def test_launch_single_runs_onto_a_chosen_card(world):
     app = world.app()
     async with app.run_test(size=(140, 45)) as pilot:
@@ -314,7 +326,8 @@ async def test_the_plan_names_a_drifted_run_before_enter(world):
         assert note == "done · config changed: max_iters: 1000 → 2000 (+1 more)"
         assert str(plan.get_row("depth/n_layer=2")[-1]) == "exists (running): not queued again"
         summary = str(screen.query_one("#plan-summary").render())
-        assert "3 runs" in summary and "1 with a changed saved config" in summary
+        assert "3 runs (3 exist)" in summary and "1 with a changed saved config" in summary
+        assert "nothing new to train" in summary  # existing runs are not queued again
 
 
 @asynctest

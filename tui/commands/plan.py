@@ -45,18 +45,22 @@ def run(args) -> int:
             print(f"{r.id:34} = {r.same_as} (the same model: trained once, shown in both)")
             continue
         vocab = f"{r.vocab_size}{'*' if r.vocab_source == 'assumed' else ''}"
+        exists = f"  exists ({r.state}): not queued again" if r.state else ""
         print(f"{r.id:34} {r.params:>12,} {r.params_total:>12,} {vocab:>6} "
-              f"{format_bytes(r.est_mem_bytes):>9} {format_seconds(r.est_seconds):>8}")
+              f"{format_bytes(r.est_mem_bytes):>9} {format_seconds(r.est_seconds):>8}{exists}")
         if r.drift:
             print(f"  saved config differs: {drift_summary(r.drift)}")
     ok = [r for r in rows if not r.error and not r.same_as]
     if ok:
-        total = sum(r.est_seconds for r in ok)
+        new = [r for r in ok if r.state is None]
+        total = sum(r.est_seconds for r in new)
         dev = ok[0].est_device
         shared = sum(1 for r in rows if r.same_as)
         also = f" (+ {shared} shared, trained once)" if shared else ""
-        print(f"\n{len(ok)} runs{also}, about {format_seconds(total)} of {dev.upper()} "
-              f"time in all, "
+        existing = len(ok) - len(new)
+        count = (f"{len(ok)} runs{also}: {len(new)} new, {existing} already exist (not "
+                 f"queued again); the new ones take" if existing else f"{len(ok)} runs{also},")
+        print(f"\n{count} about {format_seconds(total)} of {dev.upper()} time in all, "
               f"assuming {ASSUMED_FLOPS[dev] / 1e12:g} TFLOP/s achieved (6N + attention "
               f"FLOPs per token; evals included). Memory: weights, grads, AdamW, "
               f"activations, logits, CUDA context.")

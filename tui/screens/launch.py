@@ -179,13 +179,17 @@ class LaunchScreen(Screen):
         elif not rows:
             text = Text("no runs to launch", style="yellow")
         else:
-            secs = sum(r.est_seconds or 0 for r in rows)
+            new = [r for r in rows if r.state is None]   # existing runs are not queued again
+            secs = sum(r.est_seconds or 0 for r in new)
             mem = max((r.est_mem_bytes or 0) for r in rows)
             drifted = sum(1 for r in rows if r.drift)
             changed = f" · {drifted} with a changed saved config" if drifted else ""
-            text = Text(f"{len(rows)} run{'s' * (len(rows) != 1)} · largest needs {fmt_bytes(mem)}"
-                        f" · about {fmt_duration(secs)} of compute in total{changed}"
-                        " · Enter: pick the GPU")
+            exist = f" ({len(rows) - len(new)} exist)" if len(new) < len(rows) else ""
+            work = (f"about {fmt_duration(secs)} of compute "
+                    f"{'for the new ones' if exist else 'in total'}" if new
+                    else "nothing new to train")
+            text = Text(f"{len(rows)} run{'s' * (len(rows) != 1)}{exist} · largest needs "
+                        f"{fmt_bytes(mem)} · {work}{changed} · Enter: pick the GPU")
         self.query_one("#plan-summary", Static).update(text)
 
     def action_toggle_run(self) -> None:
