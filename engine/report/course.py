@@ -5,8 +5,9 @@
              (a shared run, engine.runs.link_shared) are one model, trained once
 
 Seeds: runs of a sweep that differ only in `seed` (`seeds = N` in experiments.toml, named
-`n_layer=2`, `n_layer=2,seed=1338`, ...) are one member; its numbers are the mean over the seeds with their
-spread, the sample standard deviation (n - 1), shown when there are at least two.
+`n_layer=2`, `n_layer=2,seed=1338`, ...) are one member; its numbers are the mean over the
+seeds with their spread, the sample standard deviation (n - 1), shown when there are at
+least two. A sweep's own report (engine.report.markdown) pools seeds the same way.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""report.md of one sweep: settings, results, ranking, diversity, excerpts, the fit,
-observations and how every number was computed (engine.report.summary.METHODS)."""
+"""report.md of one sweep: settings, results per run, with seeds the configurations over
+their seeds (the course report's tables, engine.report.course_md), ranking, diversity,
+excerpts, the fit, the temperature study, observations and how every number was computed
+(engine.report.summary.METHODS)."""
 
 from __future__ import annotations
 

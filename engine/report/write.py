@@ -14,9 +14,10 @@ A sweep's own report depends on that sweep's runs only (its fit is over the swee
 one-sweep and a many-sweep call write the same bytes there apart from the date; the fit
 across the sweeps lives in the course report, in a folder of its own (one level below `_course/`, so
 even a sweep named `_course` never shares a file with it).
-Numbers come from engine.report.summary, the fit from engine.report.fit, the Markdown from
-engine.report.markdown, the figures from engine.report.plots; this module checks the
-request and writes the files.
+Numbers come from engine.report.summary (seeds pooled by engine.report.course), the fit
+from engine.report.fit (its Markdown from engine.report.fit_md), the Markdown from
+engine.report.markdown, the figures from engine.report.plots and .figures; this module
+checks the request and writes the files.
 """
 
 from __future__ import annotations
