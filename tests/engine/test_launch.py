@@ -17,25 +17,14 @@ from engine.launch.queue import (dispatcher_pid, queue_runs, queue_runs_detailed
                                  resume_run, stop_run)
 from engine.runs import RunDir, RunError, list_runs, process_start_time
 from tui.cli import main
-from tests.conftest import write_char_data
+from tests.conftest import tiny_experiments, write_char_data
 
-EXP = """
-[defaults]
-data_dir = "{data}"
-n_layer = 1
-n_head = 2
-n_embd = 32
-block_size = 16
-batch_size = 4
-max_iters = 5
-[launch]
-max_runs_per_gpu = {per_gpu}
-[sweep.a]
-vary = {{ n_layer = [1, 2, 3] }}
-[sweep.b]
-fixed = {{ max_iters = 4 }}  # not the same model as a/n_layer=1 (that would be shared)
-vary = {{ n_embd = [32, 64] }}
-"""
+def experiments_text(data_dir, per_gpu=1) -> str:
+    return tiny_experiments(
+        data_dir, {"a": {"vary": {"n_layer": [1, 2, 3]}},
+                   # not the same model as a/n_layer=1 (that would be shared)
+                   "b": {"fixed": {"max_iters": 4}, "vary": {"n_embd": [32, 64]}}},
+        defaults={"n_embd": 32, "max_iters": 5}, launch={"max_runs_per_gpu": per_gpu})
 
 
 @pytest.fixture
@@ -47,7 +36,7 @@ def data_dir(tmp_path):
 def exp(tmp_path, data_dir):
     def make(per_gpu=1):
         p = tmp_path / "experiments.toml"
-        p.write_text(EXP.format(data=data_dir, per_gpu=per_gpu))
+        p.write_text(experiments_text(data_dir, per_gpu))
         return p
     return make
 

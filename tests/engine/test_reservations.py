@@ -18,22 +18,12 @@ from engine.launch.gpu import GIB, FakeGpuSource, GpuSnapshot
 from engine.launch.queue import queue_runs
 from engine.launch.reservations import Board, ensure_dir
 from engine.runs import list_runs, process_start_time
-from tests.conftest import write_char_data
+from tests.conftest import tiny_experiments, write_char_data
 
-EXP = """
-[defaults]
-data_dir = "{data}"
-n_layer = 1
-n_head = 2
-n_embd = 32
-block_size = 16
-batch_size = 4
-max_iters = 5
-[launch]
-max_runs_per_gpu = 9
-[sweep.{name}]
-vary = {{ seed = [1, 2, 3, 4] }}
-"""
+def experiments_text(data_dir, name: str) -> str:
+    return tiny_experiments(data_dir, {name: {"vary": {"seed": [1, 2, 3, 4]}}},
+                            defaults={"n_embd": 32, "max_iters": 5},
+                            launch={"max_runs_per_gpu": 9})
 
 
 @pytest.fixture
@@ -74,7 +64,7 @@ def test_two_dispatchers_of_different_runs_dirs_never_promise_the_same_memory(tm
     source = FakeGpuSource()
     for name in ("alice", "bob"):
         exp = tmp_path / f"{name}.toml"
-        exp.write_text(EXP.format(data=data_dir, name=name))
+        exp.write_text(experiments_text(data_dir, name))
         root = tmp_path / name / "runs"
         runs = queue_runs(exp, root)
         ex = RecordingExecutor()
