@@ -14,7 +14,8 @@ from engine.launch.placement import (
     choose,
     describe_policy,
 )
-from tests.engine.test_reservations import EXP, RecordingExecutor, data_dir  # noqa: F401
+from tests.engine.test_reservations import (RecordingExecutor, data_dir,  # noqa: F401
+                                            experiments_text)
 from tui.cli import main
 
 AUTO = Policy(max_runs_per_gpu="auto")
@@ -91,8 +92,7 @@ def test_the_dispatcher_packs_by_the_load_it_polled(tmp_path, data_dir):  # noqa
     from engine.launch.gpu import FakeGpuSource
     from engine.launch.queue import queue_runs
     exp = tmp_path / "experiments.toml"
-    exp.write_text(EXP.format(data=data_dir, name="p").replace("max_runs_per_gpu = 9",
-                                                               'max_runs_per_gpu = "auto"'))
+    exp.write_text(experiments_text(data_dir, "p", per_gpu="auto"))
     root = tmp_path / "runs"
     queue_runs(exp, root)
     source, ex = FakeGpuSource([card(0)]), RecordingExecutor()

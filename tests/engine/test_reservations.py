@@ -20,10 +20,10 @@ from engine.launch.reservations import Board, ensure_dir
 from engine.runs import list_runs, process_start_time
 from tests.conftest import tiny_experiments, write_char_data
 
-def experiments_text(data_dir, name: str) -> str:
+def experiments_text(data_dir, name: str, per_gpu: int | str = 9) -> str:
     return tiny_experiments(data_dir, {name: {"vary": {"seed": [1, 2, 3, 4]}}},
                             defaults={"n_embd": 32, "max_iters": 5},
-                            launch={"max_runs_per_gpu": 9})
+                            launch={"max_runs_per_gpu": per_gpu})
 
 
 @pytest.fixture
