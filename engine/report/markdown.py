@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.report.course import build_study
+from engine.report.course import Study
 from engine.report.course_md import (compare_neighbours, diversity_over_seeds, results_table,
                                      temperature_section)
 from engine.report.provenance import provenance_lines
@@ -155,8 +155,9 @@ def _excerpts(summaries: list[RunSummary], decoding: tuple | None) -> str:
             "each run's sample from its latest eval.\n\n" + md_table(["run", "iter", "excerpt"], rows))
 
 
-def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots: list[Path],
-                   group_by: str | None, runs_root: Path) -> str:
+def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_text: str,
+                   plots: list[Path], group_by: str | None, runs_root: Path) -> str:
+    """`study` is build_study({sweep: summaries}): the seeds pooled into configurations."""
     varied, fixed = _settings(summaries)
     decoding = common_decoding(summaries)
     div_text, degenerate = _diversity_section(summaries, decoding)
@@ -175,8 +176,9 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots
     missing += [f"parameters of {s.run.name}: {s.params_note}" for s in summaries if s.params is None]
     if missing:
         out += ["Missing numbers (—): " + "; ".join(missing) + ".", ""]
-    study = build_study({sweep: summaries})
-    out += _over_seeds(study, sweep, decoding)
+    seeded = any(len(m.runs) > 1 for m in study.sweeps[sweep])
+    if seeded:
+        out += _over_seeds(study, sweep, decoding)
     if len(summaries) >= 4:
         out += ["## Ranked by best validation loss", "", _ranking(summaries, varied)]
     if group_by:
@@ -196,7 +198,7 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots
         obs.append("Not finished (shown, not fitted): " + "; ".join(unfinished) + ".")
     out += [f"- {o}" for o in obs]
     out += ["", "## Loss vs size: power-law fit", ""]
-    if any(len(m.runs) > 1 for m in study.sweeps[sweep]):
+    if seeded:
         out += ["With several seeds, a configuration's point is its mean best val loss over "
                 "its finished seeds (the best seed would bias the fit low).", ""]
     out += [fit_text.rstrip() + "\n"]
@@ -219,13 +221,11 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], fit_text: str, plots
     return "\n".join(out) + "\n"
 
 
-def _over_seeds(study, sweep: str, decoding: tuple | None) -> list[str]:
+def _over_seeds(study: Study, sweep: str, decoding: tuple | None) -> list[str]:
     """With `seeds = N`, each configuration's runs pooled (engine.report.course): the
     same numbers as the course report's, so a one-sweep report can judge a difference
-    against the seeds' spread too. Nothing when every configuration has one seed."""
+    against the seeds' spread too."""
     members = study.sweeps[sweep]
-    if not any(len(m.runs) > 1 for m in members):
-        return []
     key = (study.varied.get(sweep) or [None])[0]
     out = ["## Over seeds", "",
            "Runs that differ only in `seed` are one configuration: mean ± sample standard "

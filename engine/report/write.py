@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.config import TRAIN_KEYS, did_you_mean
-from engine.report.course import build_study, label_of
+from engine.report.course import Study, build_study, label_of
 from engine.report.fit import PowerLawFit
 from engine.report.fit_md import fit_section
 from engine.report.markdown import sweep_markdown
@@ -140,9 +140,10 @@ def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: st
     for name, summaries in per_sweep.items():
         # seeds pooled: a configuration's point is its mean over seeds, as in the course
         # report (the best seed would bias the fit low); one seed: the runs themselves
-        fits = study_fits(build_study({name: summaries}).representatives())
+        study = build_study({name: summaries})   # the tables, figures and fit all use it
+        fits = study_fits(study.representatives())
         fitted = {s.id for g in fits if g.fit is not None for s in g.points}
-        reports.append(_write_sweep(name, summaries, summaries, fits, fit_section(fits, [name]),
+        reports.append(_write_sweep(name, summaries, study, fits, fit_section(fits, [name]),
                                     fitted, out_dir / name, runs_root, group_by, plots, say))
         all_fits += fits
     if len(per_sweep) == 1:
@@ -175,7 +176,7 @@ def _read_sweeps(runs_root: Path, selected: dict[str, list], say) -> dict[str, l
     return per_sweep
 
 
-def _write_sweep(name: str, summaries: list[RunSummary], study: list[RunSummary],
+def _write_sweep(name: str, summaries: list[RunSummary], study: Study,
                  fits: list[FitGroup], fit_text: str, fitted: set[str], d: Path,
                  runs_root: Path, group_by: str | None, plots: bool, say) -> SweepReport:
     """One sweep's folder: the PNGs, report.md and runs.csv."""
@@ -186,7 +187,7 @@ def _write_sweep(name: str, summaries: list[RunSummary], study: list[RunSummary]
     say(f"plotting {name}")
     decoding = common_decoding(summaries)
     figures = _sweep_figures(name, summaries, study, fits, d, group_by, decoding) if plots else []
-    md = sweep_markdown(name, summaries, fit_text, figures, group_by, runs_root)
+    md = sweep_markdown(name, summaries, study, fit_text, figures, group_by, runs_root)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -202,7 +203,7 @@ def _write_sweep(name: str, summaries: list[RunSummary], study: list[RunSummary]
                        len(summaries), sum(s.finished for s in summaries))
 
 
-def _sweep_figures(name: str, summaries: list[RunSummary], study: list[RunSummary],
+def _sweep_figures(name: str, summaries: list[RunSummary], study: Study,
                    fits: list[FitGroup], d: Path, group_by: str | None,
                    decoding: tuple | None) -> list[Path]:
     """The sweep's PNGs. A sweep whose runs share one size (heads) plots loss and
@@ -210,8 +211,7 @@ def _sweep_figures(name: str, summaries: list[RunSummary], study: list[RunSummar
     point on one x, so they are left out."""
     from engine.report import figures as fg
     from engine.report import plots as rp  # matplotlib only when a report is written
-    built = build_study({name: summaries})
-    members, key = built.sweeps[name], (built.varied.get(name) or [None])[0]
+    members, key = study.sweeps[name], (study.varied.get(name) or [None])[0]
     x = fg.x_name(members, key)
     out = [fg.training_curves(members, key, f"Training curves · sweep {name}",
                               d / "training_curves.png"),
@@ -220,7 +220,7 @@ def _sweep_figures(name: str, summaries: list[RunSummary], study: list[RunSummar
            rp.loss_curves(summaries, "tokens", f"Loss per run · sweep {name}",
                           d / "loss_vs_tokens.png", group_by)]
     if x == "params":
-        out += [rp.loss_vs_params(study, fits, name, d / "val_loss_vs_params.png",
+        out += [rp.loss_vs_params(summaries, fits, name, d / "val_loss_vs_params.png",
                                   group_by=group_by),
                 rp.diversity_vs_params(summaries, decoding,
                                        describe_decoding(decoding) if decoding else "",

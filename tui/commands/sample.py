@@ -72,10 +72,11 @@ def run(args: argparse.Namespace) -> int:
 
     ref = Path(args.run)
     try:
-        study = args.temperature is not None and not ref.is_file()
-        if study and (len(args.temperature) > 1 or _is_sweep(Path(args.runs), args.run)):
+        sweep = not ref.is_file() and _is_sweep(Path(args.runs), args.run)
+        if args.temperature is not None and not ref.is_file() and (
+                len(args.temperature) > 1 or sweep):
             return _study(args)   # a sweep is always a study, even at one temperature
-        if not ref.is_file() and _is_sweep(Path(args.runs), args.run):
+        if sweep:
             raise CommandError(f"{args.run!r} is a sweep: name one of its runs "
                                f"({args.run}/NAME) or give --temperature to sample every "
                                f"finished run of it")

@@ -141,7 +141,6 @@ class LaunchScreen(Screen):
         self.plan = list(rows)
         table = self.query_one("#plan", DataTable)
         table.clear()
-        existing = {v.id: v.state for v in self.feed.views}
         for r in self.plan:
             rid = r.id
             varied = ", ".join(f"{k}={v}" for k, v in r.varied.items())
@@ -151,12 +150,14 @@ class LaunchScreen(Screen):
                           rid, varied or DASH, Text(fmt_params(r.params), justify="right"),
                           Text(fmt_bytes(r.est_mem_bytes), justify="right"),
                           Text(fmt_duration(r.est_seconds), justify="right"),
-                          self._note(r, existing.get(rid)), key=rid)
+                          self._note(r), key=rid)
         self._summary()
 
-    def _note(self, r: PlanRow, state: str | None) -> Text:
+    def _note(self, r: PlanRow) -> Text:
         """The plan row's note: its error, skipped, or what happens to an existing run
-        (kept as it is; a drifted saved config is named, Enter then asks)."""
+        (kept as it is; a drifted saved config is named, Enter then asks). The state is
+        the plan's (PlanRow.state), the one the launch will find."""
+        state = r.state
         if r.error:
             return Text(str(r.error), style="red")
         if r.id in self.skipped:
