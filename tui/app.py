@@ -10,6 +10,7 @@ disk is the truth, so starting again shows every run as it is.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -62,6 +63,16 @@ class NanotuiApp(App):
             self.set_interval(self.poll_interval, self.request_poll, name="runs-poll")
         if self.gpu_interval:
             self.set_interval(self.gpu_interval, self._poll_gpus, name="gpu-poll")
+        if not self.is_headless and _is_tty(0):
+            self.set_interval(1.0, self._exit_if_terminal_lost, name="hangup-watch")
+
+    def _exit_if_terminal_lost(self) -> None:
+        """Quit when the terminal hung up (tmux pane killed, ssh dropped). The kernel sends
+        SIGHUP to the session leader only: under a wrapper (`make demo`, a shell script)
+        nanotui never gets it, and Textual's input thread, reading end-of-file from the
+        hung-up tty, then spins a core for ever. The runs are separate processes: they go on."""
+        if not _is_tty(0):
+            self.exit()
 
     # -- the runs poll --
     def request_poll(self) -> None:
@@ -234,3 +245,11 @@ def run(args) -> int:
     app = create_app(runs_root, experiments)
     app.run()
     return 0
+
+
+def _is_tty(fd: int) -> bool:
+    """Whether `fd` is still a terminal: False once its terminal has hung up."""
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False

@@ -1,0 +1,62 @@
+"""A closed terminal ends the TUI even when nanotui is not the session leader (started by
+`make demo` or a script): the kernel's SIGHUP goes to the leader only, and before the fix
+the orphaned app spun a core for ever on the hung-up tty. Real tmux, real processes; skips
+without tmux (CI's .ci/run installs it)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_the_app_exits_when_its_terminal_hangs_up_under_a_wrapper(tmp_path):
+    pidfile, runs = tmp_path / "pid", tmp_path / "runs"
+    app = " ".join(shlex.quote(a) for a in
+                   [sys.executable, "-P", "-m", "tui", "--runs", str(runs)])
+    # the outer shell stays as the session leader, like make: it holds its HUP trap until
+    # its child is done, so only the hang-up itself can end the app; the inner shell
+    # writes its pid and becomes nanotui
+    inner = f"echo $$ > {shlex.quote(str(pidfile))}; cd {shlex.quote(str(REPO))}; exec {app}"
+    sock = f"nanotui-hangup-{os.getpid()}"
+    tmux = ["tmux", "-L", sock, "-f", "/dev/null"]
+    subprocess.run([*tmux, "new-session", "-d", "-x", "100", "-y", "30",
+                    f"trap 'exit 0' HUP; sh -c {shlex.quote(inner)}; :"], check=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pane = subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True,
+                                  text=True).stdout
+            if "nanotui" in pane and pidfile.is_file():
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"the app did not start:\n{pane}")
+        pid = int(pidfile.read_text())
+        assert alive(pid)
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+    deadline = time.monotonic() + 15
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if alive(pid):
+        os.kill(pid, 9)
+        pytest.fail("nanotui kept running after its terminal hung up")
