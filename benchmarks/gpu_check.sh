@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU acceptance check (see benchmarks/gpu_check.py for what it prints):
-#   benchmarks/gpu_check.sh [--nanogpt PATH] [--text input.txt] [--minutes 2] [--sweep-iters 300]
+#   benchmarks/gpu_check.sh [--nanogpt PATH] [--text input.txt] [--skip PHASE,...] [--rehearse]
 # Uses the project's .venv when there is one, else the python on PATH.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
