@@ -57,9 +57,9 @@ from engine.model import cpu_kernels, native
 from engine.model import device as dev
 from engine.model.gpt import GPT, GPTConfig
 
-TUNER_VERSION = 1     # part of the key: a change in how candidates are measured re-measures
+TUNER_VERSION = 2     # part of the key: a change in how candidates are measured re-measures
 MEASURE_LAYERS = 2
-DEFAULT_STEPS = 2     # timed rounds after one warm-up round; NANOTUI_CPU_TUNE_STEPS changes it
+DEFAULT_STEPS = 5     # timed rounds after one warm-up round; NANOTUI_CPU_TUNE_STEPS changes it
 BUDGET_S = 8.0        # fewer timed rounds (never none) where the warm-up round says they'd exceed it
 OVERRIDE_ENV = "NANOTUI_CPU_KERNEL"
 RETUNE_ENV = "NANOTUI_CPU_RETUNE"
