@@ -28,7 +28,9 @@ need a key measures under a file lock; others starting at the same time wait for
 reuse its answer. Measurements of different keys (two runs of different shapes starting
 together) take turns under one more lock, MEASURE_LOCK: measured side by side, each would
 time the other's work too (seen: two shapes tuned at once on 2 cores picked torch ops over
-a kernel 1.4x faster). The load average before measuring is kept; a busy machine is named
+a kernel 1.4x faster). How many cores other work kept busy just before measuring is kept
+(the CPU use of the whole machine over BUSY_SAMPLE_S, while this process waits; not the
+load average, which still counts a run that ended a minute ago); a busy machine is named
 in the log line. NANOTUI_CPU_RETUNE=1 measures again and replaces the entry.
 
 Overrides. NANOTUI_CPU_KERNEL=fused|torch|sdpa (the environment wins) or the config's
@@ -48,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import psutil
 import torch
 from filelock import FileLock
 
@@ -65,7 +68,8 @@ OVERRIDE_ENV = "NANOTUI_CPU_KERNEL"
 RETUNE_ENV = "NANOTUI_CPU_RETUNE"
 LOCK_TIMEOUT_S = 900  # a waiting run gives up after this (another run measuring that long is stuck)
 MEASURE_LOCK = "measuring.lock"   # in cpu-tuning/: one measurement at a time, whatever the key
-BUSY_LOAD = 1.0       # a 1-minute load average from here: another process had a core
+BUSY_CORES = 0.5      # cores other processes kept busy just before measuring: "busy" from here
+BUSY_SAMPLE_S = 0.3   # how long that is sampled
 
 
 @dataclass
@@ -81,7 +85,7 @@ class Choice:
     measured_layers: int = 0
     measured_at: str = ""
     cache_file: str = ""
-    load: float | None = None   # the 1-minute load average when the measurement began
+    busy_cores: float | None = None  # cores other work used just before measuring
 
     def describe(self, n_head: int, n_embd: int) -> str:
         """One line for stdout.log and `nanotui bench`: path, precision and why."""
@@ -96,8 +100,8 @@ class Choice:
         elif self.how == "single candidate":
             parts.append("the only candidate here")
         parts += [f"{k} failed: {v}" for k, v in sorted(self.failed.items())]
-        if self.how in ("measured", "cached") and (self.load or 0.0) >= BUSY_LOAD:
-            parts.append(f"measured while the machine was busy (load {self.load:.1f}): "
+        if self.how in ("measured", "cached") and (self.busy_cores or 0.0) >= BUSY_CORES:
+            parts.append(f"measured while other work kept {self.busy_cores:.1f} cores busy: "
                          f"{RETUNE_ENV}=1 on a quiet machine measures again")
         return f"{head} ({'; '.join(parts)})"
 
@@ -189,7 +193,7 @@ def choose(cfg: GPTConfig, batch_size: int, dtype_setting: str = "auto",
             log(f"timing {len(cands)} CPU attention paths/precisions for this shape "
                 f"(once per machine; cached in {file.parent})")
         with FileLock(str(file.parent / MEASURE_LOCK), timeout=LOCK_TIMEOUT_S):
-            load, began = _load_average(), time.time()
+            busy, began = busy_cores(), time.time()
             times, failed = measure(cfg, batch_size, cands, steps or tune_steps())
             ended = time.time()
         ok = [c for c in cands if label(*c) in times]
@@ -199,10 +203,10 @@ def choose(cfg: GPTConfig, batch_size: int, dtype_setting: str = "auto",
         best = min(ok, key=lambda c: times[label(*c)])  # min keeps the first on a tie
         choice = Choice(best[0], best[1], "measured", why, times, failed,
                         min(cfg.n_layer, MEASURE_LAYERS),
-                        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), str(file), load)
+                        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), str(file), busy)
         entry = {"key": key, "path": choice.path, "dtype": dev.dtype_name(choice.dtype),
                  "times_ms": times, "failed": failed, "measured_layers": choice.measured_layers,
-                 "measured_at": choice.measured_at, "pid": os.getpid(), "load": load,
+                 "measured_at": choice.measured_at, "pid": os.getpid(), "busy_cores": busy,
                  "measured_s": [round(began, 3), round(ended, 3)]}
         atomic_write_json(file, entry)
         return choice
@@ -217,18 +221,20 @@ def read_entry(file: Path, key: dict) -> Choice | None:
             return None
         times = {str(k): float(v) for k, v in d["times_ms"].items()}
         failed = {str(k): str(v) for k, v in d["failed"].items()}
-        load = d.get("load")
+        busy = d.get("busy_cores")
         return Choice(d["path"], dev.DTYPES[d["dtype"]], "cached", "", times, failed,
                       int(d["measured_layers"]), str(d["measured_at"]), str(file),
-                      float(load) if load is not None else None)
+                      float(busy) if busy is not None else None)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def _load_average() -> float | None:
+def busy_cores() -> float | None:
+    """Cores the machine's other processes keep busy now: its CPU use over BUSY_SAMPLE_S,
+    during which this process sleeps. None where psutil cannot tell."""
     try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:   # not on every platform
+        return round(psutil.cpu_percent(interval=BUSY_SAMPLE_S) / 100 * (psutil.cpu_count() or 1), 2)
+    except (OSError, RuntimeError):
         return None
 
 
