@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # -P (gpu_check.sh) adds neither
 
 from engine.launch.child import child_env, module_command  # noqa: E402
+from engine.runs import list_runs  # noqa: E402
 from nanogpt_ref import run_train_py  # noqa: E402
 
 PHASES = ("doctor", "baby", "eager", "nanogpt", "placement", "serial", "packed")
@@ -109,13 +110,8 @@ def write_experiments(path: Path, data_dir: str, defaults: dict, sweeps: dict[st
 
 
 def status(runs: Path) -> dict[str, dict]:
-    out = {}
-    for f in runs.glob("*/*/status.json"):
-        try:
-            out[f"{f.parent.parent.name}/{f.parent.name}"] = json.loads(f.read_text())
-        except ValueError:
-            pass
-    return out
+    """Each run's status as nanotui reads it (a dead "running" process reads as failed)."""
+    return {r.id: r.read_status() for r in list_runs(runs)}
 
 
 # ---- phases ---------------------------------------------------------------------------

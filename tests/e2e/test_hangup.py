@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 
 import pytest
 
 from tests.conftest import REPO
+from tests.e2e.tmux_driver import Tmux
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -36,24 +36,14 @@ def test_the_app_exits_when_its_terminal_hangs_up_under_a_wrapper(tmp_path):
     # its child is done, so only the hang-up itself can end the app; the inner shell
     # writes its pid and becomes nanotui
     inner = f"echo $$ > {shlex.quote(str(pidfile))}; cd {shlex.quote(str(REPO))}; exec {app}"
-    sock = f"nanotui-hangup-{os.getpid()}"
-    tmux = ["tmux", "-L", sock, "-f", "/dev/null"]
-    subprocess.run([*tmux, "new-session", "-d", "-x", "100", "-y", "30",
-                    f"trap 'exit 0' HUP; sh -c {shlex.quote(inner)}; :"], check=True)
+    tmux = Tmux(f"nanotui-hangup-{os.getpid()}")
+    tmux.start(f"trap 'exit 0' HUP; sh -c {shlex.quote(inner)}; :", 100, 30)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            pane = subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True,
-                                  text=True).stdout
-            if "nanotui" in pane and pidfile.is_file():
-                break
-            time.sleep(0.3)
-        else:
-            pytest.fail(f"the app did not start:\n{pane}")
+        tmux.wait_for(lambda pane: "nanotui" in pane and pidfile.is_file(), 30, "the app")
         pid = int(pidfile.read_text())
         assert alive(pid)
     finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
+        tmux.kill()  # the whole server: the terminal hangs up
     deadline = time.monotonic() + 15
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)

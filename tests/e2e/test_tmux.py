@@ -6,12 +6,10 @@ a tiny prepared text. Skips when tmux is not installed (CI's .ci/run installs it
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from engine.runs import RunDir
+from tests.e2e.tmux_driver import Tmux
 
 NAMES = ("n_layer=1", "n_layer=2")
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -60,49 +59,6 @@ def tiny_text() -> str:
              "played with her red ball").split()
     return "\n".join(" ".join(rng.choice(words) for _ in range(12)).capitalize() + "."
                      for _ in range(1500)) + "\n"
-
-
-class Tmux:
-    """One tmux server of its own per session (`-L NAME`, no user config): with the
-    default server, killing the first session let the server exit while the second
-    `new-session` connected, and that failed with status 1 (seen once in CI)."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __call__(self, *args: str) -> str:
-        # pytest-textual-snapshot sets COLUMNS=80 LINES=24 in the test process; the app
-        # must size itself from the tmux pane, as it does for a user.
-        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-        p = subprocess.run(["tmux", "-L", self.name, "-f", "/dev/null", *args],
-                           capture_output=True, text=True, env=env)
-        if p.returncode != 0:
-            raise AssertionError(f"tmux {args[0]} failed ({p.returncode}): {p.stderr.strip()}")
-        return p.stdout
-
-    def start(self, command: str) -> None:
-        self("new-session", "-d", "-s", self.name, "-x", "140", "-y", "45", command)
-
-    def screen(self) -> str:
-        return self("capture-pane", "-p", "-t", self.name)
-
-    def keys(self, *keys: str) -> None:
-        for k in keys:  # one at a time: Escape followed by a key would read as Alt+key
-            self("send-keys", "-t", self.name, k)
-            time.sleep(0.4)
-
-    def wait_for(self, predicate, timeout: float, what: str) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.screen()
-            if predicate(screen):
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; the screen:\n{screen}")
-            time.sleep(0.5)
-
-    def kill(self) -> None:
-        subprocess.run(["tmux", "-L", self.name, "kill-server"], capture_output=True)
 
 
 def run_row(screen: str, name: str) -> str | None:
