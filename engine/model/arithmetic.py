@@ -52,3 +52,37 @@ def flops_per_token(n_layer: int, n_embd: int, seq_len: int, params: int) -> flo
     """Training FLOPs per token (forward + backward), PaLM appendix B as in nanoGPT's
     estimate_mfu: 6N + 12 L H Q T, where H * Q = n_embd."""
     return 6 * params + 12 * n_layer * n_embd * seq_len
+
+
+# The parameter-count conventions a scaling law can use. They differ a lot for small models
+# with a GPT-2 vocabulary (a 3.3 M-parameter depth model is ~3.2 M embedding), and the
+# convention moves the fitted exponents and the optimal tokens per parameter, so every
+# count that is compared names its convention.
+PARAM_CONVENTIONS = {
+    "nanogpt": "nanoGPT's get_num_params(): every weight except the position embedding "
+               "(token embedding counted once, tied to the output head)",
+    "non_embedding": "every weight except the token and position embeddings "
+                     "(Kaplan et al. 2020's N)",
+    "total": "every weight, both embeddings included",
+}
+DEFAULT_PARAM_CONVENTION = "nanogpt"
+
+
+def param_count(cfg: TrainConfig, vocab: int, convention: str = DEFAULT_PARAM_CONVENTION) -> int:
+    """The parameter count under one of PARAM_CONVENTIONS (the one home of N for
+    horizons, plans, reports and fits)."""
+    nanogpt, total = param_counts(cfg, vocab)
+    if convention == "nanogpt":
+        return nanogpt
+    if convention == "total":
+        return total
+    if convention == "non_embedding":
+        return nanogpt - vocab * cfg.n_embd
+    raise ConfigError(f"param convention {convention!r} is not one of "
+                      f"{', '.join(PARAM_CONVENTIONS)}")
+
+
+def train_flops_per_token(cfg: TrainConfig, vocab: int) -> float:
+    """Training FLOPs per token of `cfg` at its block size: flops_per_token with nanoGPT's
+    parameter count, as MFU uses it (attention included)."""
+    return flops_per_token(cfg.n_layer, cfg.n_embd, cfg.block_size, param_counts(cfg, vocab)[0])

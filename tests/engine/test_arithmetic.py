@@ -9,6 +9,7 @@ import pytest
 
 from engine.data.tokenizers import GPT2_TOKENS
 from engine.launch.estimate import estimate
+from engine.config import ConfigError, TrainConfig
 from engine.model.arithmetic import padded_vocab, param_counts
 from engine.model.gpt import GPT, GPTConfig
 from engine.runs import create_run
@@ -55,3 +56,14 @@ def test_plan_counts_what_the_trained_run_records(tmp_path, tokenizer):
     assert (planned.params, planned.params_total) == (st["params"], st["params_total"])
     if tokenizer == "gpt2":
         assert planned.vocab_size == 50304 and planned.vocab_source == "prepared"
+
+
+def test_param_conventions_differ_by_the_embeddings():
+    from engine.model.arithmetic import param_count, param_counts
+    cfg = TrainConfig(n_layer=2, n_head=2, n_embd=32, block_size=16)
+    nanogpt, total = param_counts(cfg, 50304)
+    assert param_count(cfg, 50304) == nanogpt
+    assert param_count(cfg, 50304, "total") == total
+    assert param_count(cfg, 50304, "non_embedding") == nanogpt - 50304 * 32
+    with pytest.raises(ConfigError, match="not one of"):
+        param_count(cfg, 50304, "bogus")
