@@ -67,7 +67,7 @@ def _one_fit(g: FitGroup, scope: str) -> str:
     law = "L(N)" if fit.law == "N" else "L(N, D)"
     lines = [f"{law} fitted across {scope} on {fit.n_points} points from {fit.n_sizes} "
              f"sizes ({fit.convention} parameter count, {fit.fit_points} points): "
-             + ", ".join(s.id for s in g.points) + ".", "",
+             + _used(fit, g) + ".", "",
              f"**{fit.formula()}**", "",
              md_table(["parameter", "value", f"{fit.level:.0%} interval (bootstrap)"],
                       [[_NAMES[k], *_pm(p)] for k, p in fit.params.items()]
@@ -83,6 +83,15 @@ def _one_fit(g: FitGroup, scope: str) -> str:
         lines += ["", "Left out of the fit: " + "; ".join(shown)
                   + (f"; and {more} more (runs.csv)" if more > 0 else "") + "."]
     return "\n".join(lines) + "\n\n"
+
+
+def _used(fit: LawFit, g: FitGroup) -> str:
+    """The points as id (N, loss[, D]); with every eval as a point, the configurations."""
+    if fit.fit_points != "final":
+        return ", ".join(s.id for s in g.points)
+    return ", ".join(f"{p.id} ({fmt(p.N, 'int')}, {fmt(p.loss, 'loss')}"
+                     + (f", D {fmt(p.D, 'int')}" if fit.law == "N,D" else "") + ")"
+                     for p in fit.points)
 
 
 def holdout_table(fit: LawFit) -> str:
