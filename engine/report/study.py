@@ -49,7 +49,8 @@ def study_fits(study, opt: LawOptions = LawOptions()) -> list[FitGroup]:
             note = ""
             ids = dict.fromkeys(p.group for p in fit.points)
         except FitRefused as e:
-            fit, note = None, f"No fit: {e}."
+            out_ = "; ".join(f"{x.id}: {x.why}" for x in sel.left_out)
+            fit, note = None, f"No fit: {e}." + (f" Left out: {out_}." if out_ else "")
             ids = dict.fromkeys(p.group for p in sel.points)
         pts = sorted((reps[i] for i in ids if i in reps), key=lambda s: (s.params or 0, s.id))
         out.append(FitGroup(label, fit, note, pts))

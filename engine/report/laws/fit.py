@@ -63,7 +63,7 @@ def usable(points: list[Point], law: str) -> tuple[list[Point], list[LeftOut]]:
 def _check(points: list[Point], law: str) -> None:
     sizes = len({p.N for p in points})
     if sizes < MIN_SIZES:
-        what = ("all usable runs have the same parameter count" if sizes == 1 and len(points) > 1
+        what = ("all usable runs have the same parameter count" if sizes == 1
                 else f"there are {sizes}")
         raise FitRefused(f"a law needs finished runs of at least {MIN_SIZES} different sizes; {what}")
     if law == "N,D" and len(points) < MIN_POINTS_ND:

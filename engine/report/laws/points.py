@@ -108,7 +108,7 @@ def _best_per(points: list[Point], key) -> tuple[list[Point], list[LeftOut]]:
     kept = sorted(best.values(), key=lambda p: (p.N, p.D or 0, p.id))
     ids = {p.id for p in kept}
     return kept, [LeftOut(p.id, "another configuration of the same size"
-                          + (" and tokens" if key(p) != p.N else "") + " reached a lower loss")
+                          + (" and tokens" if key(p) != p.N else "") + " did at least as well")
                   for p in points if p.id not in ids]
 
 
@@ -119,7 +119,9 @@ def study_points(members: list, convention: str, fit_points: str) -> Selection:
     configs: list[Point] = []
     for m in members:
         if not m.finished:
-            left.append(LeftOut(f"{m.sweep}/{m.label}", "not finished"))
+            done = any(s.state == "done" for s in m.runs)
+            left.append(LeftOut(f"{m.sweep}/{m.label}",
+                                "no finite val loss recorded" if done else "not finished"))
             continue
         p = _config_point(m, convention)
         if p.N is None:
