@@ -25,7 +25,8 @@ def curve_d(fit: LawFit) -> float | None:
     """The D at which an L(N, D) law is drawn against N: the most common among its points."""
     if fit.law != "N,D":
         return None
-    return Counter(p.D for p in fit.points if p.final).most_common(1)[0][0]
+    counts = Counter(p.D for p in fit.points if p.final)
+    return max(counts, key=lambda d: (counts[d], d))
 
 
 def label(fit: LawFit, name: str) -> str:
@@ -53,6 +54,11 @@ def draw_fits(ax, groups: list, several: bool) -> list[float]:
         name = f"fit ({g.label})" if several else "fit"
         ax.plot(grid, fit.predict(grid, Dg), color="black", lw=1.8, ls=ls, zorder=2,
                 label=label(fit, name))
+        if D is not None:  # the law at the other horizons its points trained for
+            others = sorted({p.D for p in fit.points if p.final} - {D})[-4:]
+            for i, d in enumerate(others):
+                ax.plot(grid, fit.predict(grid, np.full_like(grid, d)), color="grey", lw=1.0,
+                        ls=ls, zorder=1, label="the law at the other D of its points" if i == 0 else None)
         lo, hi = fit.band(grid, Dg)
         ax.fill_between(grid, lo, hi, color="grey", alpha=0.25, lw=0, zorder=1,
                         label=f"{fit.level:.0%} band of the fit (bootstrap, {fit.n_boot} resamples)")

@@ -170,7 +170,9 @@ def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | N
     if unf:
         ax.scatter([x_of[s.id] for s in unf], [s.best_val for s in unf], marker="x", s=70,
                    color="grey", zorder=3, label="not finished (not fitted)")
-    off = [s for s in pts if s.finished and s.id not in fit_points]
+    from engine.report.course import label_of  # a seed's run belongs to its configuration
+    off = [s for s in pts if s.finished and s.id not in fit_points
+           and f"{s.run.sweep}/{label_of(s)}" not in fit_points]
     if fitted and off:
         ax.scatter([x_of[s.id] for s in off], [s.best_val for s in off], marker="o", s=140,
                    facecolor="none", edgecolor="grey", zorder=2,
@@ -182,7 +184,10 @@ def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | N
     ax.set_ylabel("best val loss (nats/token, log scale)")
     ax.set_title("Validation loss vs model size" + ("" if fitted else
                  "\n(no fit: see the report for why)"))
-    _log_y_ticks(ax, [s.best_val for s in pts])
+    ys = [s.best_val for s in pts]
+    if fitted:  # a band from resamples at an exponent's bound can reach far: keep the data in view
+        ax.set_ylim(min(ys) / 1.15, max(ys) * 1.15)
+    _log_y_ticks(ax, ys)
     _legend(ax, n=len(groups) + 6, title=group_by or "sweep")
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
