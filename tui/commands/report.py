@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
               f"{a.ci_low:.4g} – {a.ci_high:.4g}; {f.n_points} points, {f.n_sizes} sizes, "
               f"N = {f.convention} count)")
         for h in f.holdout:
-            print(f"held out {h.id}: predicted {h.predicted:.4f} [{h.pi_low:.4f}, {h.pi_high:.4f}], "
+            print(f"held out {h.id} (fit on {h.fitted_sizes} sizes): predicted {h.predicted:.4f} [{h.pi_low:.4f}, {h.pi_high:.4f}], "
                   f"actual {h.actual:.4f} ({h.error_pct:+.1f}%), "
                   + ("inside" if h.inside else "OUTSIDE") + " its interval")
         for w in f.warnings:
