@@ -113,10 +113,11 @@ def _ordinal(k: int) -> str:
 def quotable(fit: LawFit) -> list[str]:
     """One sentence per held-out run a student can quote."""
     out = []
+    sizes = sorted({p.N for p in fit.points})
     for h in fit.holdout:
         verdict = ("inside" if h.inside else "**outside**")
-        s = (f"Fitted on {h.fitted_sizes} sizes, the law predicted the {_ordinal(h.fitted_sizes + 1)}"
-             + (" and larger" if any(x.fitted_sizes == h.fitted_sizes and x.N < h.N for x in fit.holdout) else "")
+        nth = sizes.index(h.N) + 1 if h.N in sizes else h.fitted_sizes + 1
+        s = (f"Fitted on {h.fitted_sizes} sizes, the law predicted the {_ordinal(nth)}"
              + f" ({h.id}) at {h.predicted:.4f} nats/token; it reached {h.actual:.4f}, "
              f"{abs(h.error):.3f} nats ({abs(h.error_pct):.1f} %) "
              f"{'above' if h.error > 0 else 'below'} the prediction, {verdict} its "

@@ -79,6 +79,18 @@ def _bootstrap_weights(points: list[Point], n_boot: int, seed: int) -> np.ndarra
     return counts[:, idx].astype(float)
 
 
+def _identified(W: np.ndarray, N: np.ndarray, D: np.ndarray | None) -> np.ndarray:
+    """Resamples that draw at least MIN_SIZES sizes (and, for L(N, D), 2 token counts and
+    MIN_POINTS_ND - 1 distinct points): with fewer, many laws fit equally well."""
+    drawn = W > 0
+    sizes = (drawn @ (np.unique(N)[:, None] == N[None, :]).T.astype(float) > 0).sum(1)
+    ok = sizes >= MIN_SIZES
+    if D is not None:
+        tokens = (drawn @ (np.unique(D)[:, None] == D[None, :]).T.astype(float) > 0).sum(1)
+        ok &= (tokens >= 2) & (drawn.sum(1) >= MIN_POINTS_ND - 1)
+    return ok
+
+
 def _arrays(points: list[Point], law: str):
     N = np.array([p.N for p in points], dtype=float)
     D = np.array([p.D for p in points], dtype=float) if law == "N,D" else None
@@ -117,8 +129,15 @@ def fit_law(points: list[Point], law: str, opt: LawOptions = LawOptions(),
     if est[1] <= 0.0 and (law == "N" or est[2] <= 0.0):
         raise FitRefused("the loss does not fall with size here (the best fit is flat, "
                          "A = 0): there is no power law to fit")
-    draws = (solve.solve(N, D, L, _bootstrap_weights(pts, opt.n_boot, opt.seed), opt.delta)
-             if opt.n_boot > 0 else est[None, :])
+    W = _bootstrap_weights(pts, opt.n_boot, opt.seed)
+    ok = _identified(W, N, D)
+    draws = solve.solve(N, D, L, W[ok], opt.delta) if ok.any() else est[None, :]
+    boot_notes = []
+    if opt.n_boot and ok.sum() < opt.n_boot:
+        boot_notes.append(f"{opt.n_boot - int(ok.sum())} of {opt.n_boot} bootstrap resamples "
+                          f"drew fewer than {MIN_SIZES} sizes"
+                          + (" or 2 token counts" if law == "N,D" else "")
+                          + " and were set aside (the law is not determined by them)")
     keys = ("E", "A", "alpha") if law == "N" else ("E", "A", "B", "alpha", "beta")
     q = 50 * (1 - opt.level)
     lo, hi = np.nanpercentile(draws, [q, 100 - q], axis=0)
@@ -129,7 +148,7 @@ def fit_law(points: list[Point], law: str, opt: LawOptions = LawOptions(),
                  level=opt.level, n_boot=opt.n_boot, seed=opt.seed, delta=opt.delta,
                  rmse=float(np.sqrt(np.mean((L - pred) ** 2))), points=tuple(pts),
                  left_out=tuple(left_out) + tuple(bad),
-                 warnings=tuple(warnings) + tuple(_warnings(est, law, len(set(N)))),
+                 warnings=tuple(warnings) + tuple(_warnings(est, law, len(set(N)))) + tuple(boot_notes),
                  draws=draws, residuals=resid)
     return _with_holdout(fit, opt) if opt.holdout > 0 or opt.rollout else fit
 

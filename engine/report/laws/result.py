@@ -67,7 +67,8 @@ class HoldoutRow:
 
     @property
     def inside(self) -> bool:
-        return self.pi_low <= self.actual <= self.pi_high
+        tol = 1e-9 * abs(self.predicted)  # an exact law gives a zero-width interval
+        return self.pi_low - tol <= self.actual <= self.pi_high + tol
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "N": self.N, "D": self.D, "predicted": self.predicted,
