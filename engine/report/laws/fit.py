@@ -139,6 +139,12 @@ def fit_law(points: list[Point], law: str, opt: LawOptions = LawOptions(),
                           + (" or 2 token counts" if law == "N,D" else "")
                           + " and were set aside (the law is not determined by them)")
     keys = ("E", "A", "alpha") if law == "N" else ("E", "A", "B", "alpha", "beta")
+    for k, col in zip(keys, draws.T):
+        at = float(np.mean((col <= solve.EXP_LO * 1.01) | (col >= solve.EXP_HI * 0.99)))
+        if k in ("alpha", "beta") and at > 0.05 and len(draws) > 1:
+            boot_notes.append(f"{'α' if k == 'alpha' else 'β'} sat at a bound of its range in "
+                              f"{at:.0%} of the resamples, so its interval reaches that bound: "
+                              "the points do not pin it down")
     q = 50 * (1 - opt.level)
     lo, hi = np.nanpercentile(draws, [q, 100 - q], axis=0)
     params = {k: Param(float(v), float(a), float(b)) for k, v, a, b in zip(keys, est, lo, hi)}
