@@ -49,7 +49,7 @@ def method_text(opt: LawOptions) -> str:
             "refitted the same way. A held-out check fits on all but the largest "
             f"{opt.holdout} size(s) when there are at least {HOLDOUT_MIN_SIZES} and predicts "
             "them, with a prediction interval (the bootstrap curves times a resampled log "
-            "residual). At least "
+            "residual, scaled by √(n/(n−k)) for the k fitted parameters). At least "
             f"{MIN_SIZES} sizes are needed (L(N, D): also {MIN_POINTS_ND} points).")
 
 

@@ -149,7 +149,10 @@ def fit_law(points: list[Point], law: str, opt: LawOptions = LawOptions(),
     lo, hi = np.nanpercentile(draws, [q, 100 - q], axis=0)
     params = {k: Param(float(v), float(a), float(b)) for k, v, a, b in zip(keys, est, lo, hi)}
     pred = solve.predict(est, N, D)[0]
-    resid = np.log(L) - np.log(pred)
+    # residuals of a fit are smaller than the noise by about sqrt((n - k) / n) (k fitted
+    # parameters); scaled back so a prediction interval is not too narrow with few points
+    k = len(keys)
+    resid = (np.log(L) - np.log(pred)) * (math.sqrt(len(L) / (len(L) - k)) if len(L) > k else 1.0)
     fit = LawFit(law=law, convention=opt.convention, fit_points=opt.fit_points, params=params,
                  level=opt.level, n_boot=opt.n_boot, seed=opt.seed, delta=opt.delta,
                  rmse=float(np.sqrt(np.mean((L - pred) ** 2))), points=tuple(pts),

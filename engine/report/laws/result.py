@@ -130,7 +130,8 @@ class LawFit:
         preds = solve.predict(self.draws, N, D)
         if prediction and self.residuals is not None and len(self.residuals):
             rng = np.random.default_rng(self.seed + 1)
-            preds = preds * np.exp(rng.choice(self.residuals, size=preds.shape))
+            # one residual per draw (not per x), so the band is a smooth curve
+            preds = preds * np.exp(rng.choice(self.residuals, size=(preds.shape[0], 1)))
         q = 50 * (1 - self.level)
         lo, hi = np.nanpercentile(preds, [q, 100 - q], axis=0)
         return lo, hi
