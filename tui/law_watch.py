@@ -49,6 +49,22 @@ class LawWatch:
         self._done[sweep] = done
         self._shape.update(shapes)
 
+    def verdicts(self, views) -> dict[str, str]:
+        """Run id -> "on track" / "above the law's band" for running runs the law speaks
+        of, from each run's latest eval as status.json records it (every run, watched or
+        not); what the run table shows beside the run's name."""
+        out = {}
+        for v in views:
+            live = self.laws.get(v.sweep)
+            if live is None or v.state != "running" or v.id not in self._shape:
+                continue
+            max_iters, tpi = self._shape[v.id]
+            e = expect(live, v.params, max_iters, tpi,
+                       None if v.iter is None else v.iter * tpi, v.val_loss)
+            if e is not None and e.verdict in ("on track", "above the law's band"):
+                out[v.id] = e.verdict
+        return out
+
     def expectation(self, view, series) -> Expectation | None:
         live = self.laws.get(view.sweep) if view is not None else None
         if live is None or view.state != "running" or view.id not in self._shape:

@@ -42,6 +42,11 @@ def ladder(root, running_val_factor: float, upto: int) -> None:
                               host=socket.gethostname(), device="cpu", **best)
 
 
+def row(app, run_id: str) -> str:
+    table = app.screen.query_one(RunTable)
+    return " ".join(str(c) for c in table.get_row_at(table.get_row_index(run_id)))
+
+
 async def select(pilot, run_id: str) -> None:
     table = pilot.app.screen.query_one(RunTable)
     table.move_cursor(row=table.get_row_index(run_id))
@@ -62,6 +67,7 @@ async def test_a_running_run_beyond_the_fitted_sizes_gets_the_laws_band(world):
         assert "law: " in sub and "at iter 1000" in sub and "on track" in sub
         predicted = float(sub.split("law: ", 1)[1].split()[0])
         assert abs(predicted - law(N)) < 0.03
+        assert "n_layer=6 · on track" in row(app, "ladder/n_layer=6")
         # a finished run inside the fitted sizes gets no band
         await select(pilot, "ladder/n_layer=2")
         assert "law: " not in str(chart.border_subtitle)
@@ -75,6 +81,7 @@ async def test_a_run_well_above_the_law_is_called_so(world):
         await settle(pilot)
         await select(pilot, "ladder/n_layer=6")
         assert "above the law's band" in str(app.screen.query_one(LossChart).border_subtitle)
+        assert "n_layer=6 · above the law's band" in row(app, "ladder/n_layer=6")
 
 
 @asynctest
@@ -85,3 +92,4 @@ async def test_mid_run_L_N_waits_for_the_horizon(world):
         await settle(pilot)
         await select(pilot, "ladder/n_layer=6")
         assert "judged at the horizon" in str(app.screen.query_one(LossChart).border_subtitle)
+        assert "·" not in row(app, "ladder/n_layer=6").split("running")[0]  # no verdict yet

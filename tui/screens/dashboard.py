@@ -85,7 +85,7 @@ class DashboardScreen(Screen):
     def on_runs(self, result: PollResult) -> None:
         self.views = list(result.views)
         self.dispatcher = result.dispatcher
-        self.query_one(RunTable).show(self.views)
+        self.query_one(RunTable).show(self.views, self.law.verdicts(self.views))
         self._header()
         self._title_detail()
         self.on_gpus(None)
@@ -168,6 +168,7 @@ class DashboardScreen(Screen):
 
     def _law_ready(self, sweep, live, done, shapes) -> None:
         self.law.ready(sweep, live, done, shapes)
+        self.query_one(RunTable).show(self.views, self.law.verdicts(self.views))
         if sweep == self.sweep:
             self._redraw_chart()
 
