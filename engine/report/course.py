@@ -46,11 +46,13 @@ class Stat:
             return f"{self.mean:.{digits}f}"
         return f"{self.mean:.{digits}f} ± {self.sd:.{digits}f}"
 
-    def differs_from(self, other: "Stat") -> bool:
-        """A difference counts only when it is larger than the two spreads together; with
-        one seed there is no spread to compare with, so any difference counts (and the
-        report says it is from one seed)."""
-        return abs(self.mean - other.mean) > (self.sd or 0.0) + (other.sd or 0.0)
+
+def is_finding(a: Stat, b: Stat) -> bool:
+    """The finding rule every report sentence obeys: a difference between two
+    configurations counts only when it is larger than their two spreads together; with
+    one seed there is no spread to compare with, so any difference counts (and the report
+    says it is from one seed)."""
+    return abs(a.mean - b.mean) > (a.sd or 0.0) + (b.sd or 0.0)
 
 
 def model_key(s: RunSummary) -> str:

@@ -4,14 +4,13 @@ only call a difference a finding when it is larger than the seeds' spread."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 from engine.report.provenance import provenance_lines
-from engine.report.course import Member, Stat, Study, same_params
+from engine.report.course import Member, Stat, Study, is_finding, same_params
 from engine.report.summary import MIN_WORDS
 from engine.report.fit_md import fit_section
 from engine.report.study import FitGroup
@@ -25,8 +24,8 @@ from engine.report.summary import (
     latest_samples,
     temperature_diversity,
 )
-from engine.report.tables import DIMINISHING_PCT, diminishing_returns, fmt, md_table
-from engine.runs import RunDir
+from engine.report.returns import RETURNS_METHOD, returns_to_size
+from engine.report.tables import fmt, md_table
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
 
@@ -113,7 +112,7 @@ def compare_neighbours(members: list[Member], key: str | None) -> list[str]:
     for a, b in zip(done, done[1:]):
         sa, sb = a.best_val, b.best_val
         step = f"{a.label} → {b.label}: {sb.mean - sa.mean:+.4f}"
-        (out if sa.differs_from(sb) else noise).append(step)
+        (out if is_finding(sa, sb) else noise).append(step)
     seeded = any(len(m.finished) > 1 for m in done)
     text = []
     if out:
@@ -171,18 +170,11 @@ def experiment_section(name: str, members: list[Member], key: str | None,
                       "train-val gap", "seeds done"], rows)]
     out += [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in figures]
     obs = compare_neighbours(members, key)
-    done = [m for m in members if m.best_val is not None]
     if same_params(members) and key:
         obs.append(f"`{key}` does not change the parameter count, so the figures plot "
                    f"against `{key}`, not parameters.")
-    elif any(a.best_val.differs_from(b.best_val) for a, b in zip(done, done[1:])):
-        reps = [dataclasses.replace(m.finished[0], best_val=m.best_val.mean,
-                                    run=RunDir(m.finished[0].run.path.parent / m.label))
-                for m in done]
-        obs.append(diminishing_returns(reps, DIMINISHING_PCT))
-    elif len(done) > 1:
-        obs.append("No change between neighbouring sizes exceeds the seeds' spread, so this "
-                   "sweep shows no measurable return to size at this budget.")
+    elif len([m for m in members if m.best_val is not None]) > 1:
+        obs.append(returns_to_size(members))
     over = [f"{m.label} (from iter {s.overfit_iter}, seed {s.config.seed})"
             for m in members for s in m.finished if s.overfit_iter is not None and s.config]
     obs.append("Overfitting (val rising more than 1% above its best while train falls): "
@@ -307,6 +299,7 @@ def course_markdown(study: Study, fits: list[FitGroup], figures: dict[str, list[
             "mean ± sample standard deviation (n − 1) over its finished seeds. A change "
             "between neighbouring configurations counts as a finding only when it exceeds "
             "the sum of their standard deviations.",
+            f"- {RETURNS_METHOD}",
             f"- Diversity words: words scored per run (samples × words per sample); below "
             f"{MIN_WORDS} the report warns that TTR is not comparable.",
             "- Tokens trained: the last eval's iteration × batch_size × block_size × "

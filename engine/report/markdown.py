@@ -25,7 +25,8 @@ from engine.report.summary import (
     excerpt,
     latest_samples,
 )
-from engine.report.tables import DIMINISHING_PCT, diminishing_returns, fmt, group_value, md_table
+from engine.report.returns import RETURNS_METHOD, returns_to_size
+from engine.report.tables import fmt, group_value, md_table
 
 def _settings(summaries: list[RunSummary]) -> tuple[list[str], dict[str, Any]]:
     cfgs = [s.config.to_dict() for s in summaries if s.config]
@@ -185,7 +186,7 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
         out += [f"## Grouped by `{group_by}`", "", _grouped(summaries, group_by)]
     out += ["## Diversity", "", div_text, "## Samples side by side", "",
             _excerpts(summaries, decoding), "## Observations", ""]
-    obs = [diminishing_returns(summaries, DIMINISHING_PCT)]
+    obs = [returns_to_size(study.sweeps[sweep])]
     over = [f"**{s.run.name}** overfits from iter {s.overfit_iter}: {s.overfit_note}."
             for s in summaries if s.overfit_iter is not None]
     obs += over or ["No run overfits (no run's val loss ends more than 1% above its best while "
@@ -207,9 +208,7 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
         out += ["## Figures", ""] + [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in plots]
     out += ["## How these numbers were computed", ""]
     out += [f"- {v}" for v in METHODS.values()]
-    out += [f"- Diminishing returns: for successive parameter counts N1 < N2 (the best finished "
-            f"run at each), gain per doubling = (L1 − L2) / L1 / log2(N2 / N1) × 100%, with L "
-            f"the best val loss; below {DIMINISHING_PCT:g}% per doubling counts as diminishing.",
+    out += [f"- {RETURNS_METHOD}",
             "- Power-law fit: least squares of L(N) = E + A·N^(-α) over the best finished run "
             "at each parameter count (N = nanoGPT count, L = best val loss), with E ≥ 0, "
             "separately for each tokenizer + data (losses per token of different tokenizers "

@@ -1,0 +1,93 @@
+"""What a student reads in the reports: every sentence from seed means under the one
+finding rule, the parameter-count convention, precision and throughput caveats, the
+perplexity columns of BPE runs, and figures drawn from means ± sd."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from engine.config import SamplingConfig, TrainConfig
+from engine.report.write import write_report
+from engine.runs import RunDir, create_run
+
+BASE = dict(block_size=32, batch_size=4, max_iters=300, eval_interval=100, vocab_size=65,
+            dataset="shakespeare", tokenizer="char", device="cpu", n_head=2, n_embd=32)
+T0 = 1_700_000_000.0
+STORY = (" there was a little cat named Tom. Tom liked warm milk and long naps! He lived "
+         "in a red house by the sea. One day he met a kind dog.")
+# n_layer -> best val loss per seed: 2 -> 4 is within the seeds' spread (the best seed of
+# n_layer=2 is lower than the best of n_layer=4, a "worse" step if seeds were compared);
+# 4 -> 8 is a finding
+DEPTH = {2: (2.00, 2.10), 4: (2.08, 2.02), 8: (1.70, 1.72)}
+SEEDS = (1337, 1338)
+
+
+def make_run(root: Path, sweep: str, name: str, val: float, status: dict | None = None,
+             **cfg) -> RunDir:
+    c = TrainConfig(**{**BASE, **cfg}, sampling=SamplingConfig(temperature=0.8, top_k=200))
+    key = next(k for k in ("n_layer", "n_head", "n_embd") if k in cfg)
+    run = create_run(root, sweep, name, c, {key: cfg[key]})
+    for it in range(0, c.max_iters + 1, 10):
+        run.log_metric(kind="train", iter=it, loss=val + 2.0 * math.exp(-it / 60) + 0.05,
+                       lr=1e-3, dt_ms=10.0, tok_s=1000.0, mfu=0.0, t=T0 + it)
+    for it, v in ((100, val + 0.5), (200, val), (300, val + 0.001)):
+        run.log_metric(kind="eval", iter=it, train_loss=v - 0.05, val_loss=v, t=T0 + it)
+    run.log_sample(iter=c.max_iters, prompt="Once upon a time", temperature=0.8, top_k=200,
+                   top_p=None, seed=1, text="Once upon a time" + STORY * 3,
+                   completion=STORY * 3, metrics={})
+    run.update_status(**{"state": "done", "started_at": T0, "ended_at": T0 + 100,
+                         "best_val_loss": val, "best_iter": 200, "iter": c.max_iters,
+                         "tok_s": 1000.0, **(status or {})})
+    return run
+
+
+def depth_runs(root: Path, **cfg) -> None:
+    for n_layer, vals in DEPTH.items():
+        for seed, val in zip(SEEDS, vals):
+            name = f"n_layer={n_layer}" + (f",seed={seed}" if seed != SEEDS[0] else "")
+            make_run(root, "depth", name, val, n_layer=n_layer, seed=seed, **cfg)
+
+
+def heads_runs(root: Path) -> None:
+    for n_head, vals in {2: (1.90, 1.92), 4: (1.91, 1.90)}.items():
+        for seed, val in zip(SEEDS, vals):
+            name = f"n_head={n_head}" + (f",seed={seed}" if seed != SEEDS[0] else "")
+            make_run(root, "heads", name, val, n_head=n_head, n_layer=2, seed=seed)
+
+
+def section(md: str, heading: str) -> str:
+    return md.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+
+
+def rows(part: str) -> list[list[str]]:
+    lines = [ln for ln in part.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split(" | ")] for ln in lines[2:]]
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("findings")
+    depth_runs(tmp / "runs")
+    heads_runs(tmp / "runs")
+    res = write_report(tmp / "runs", ["depth", "heads"], tmp / "out", plots=False)
+    own = {s.sweep: s.report_md.read_text() for s in res.sweeps}
+    return tmp, res, own, res.course.report_md.read_text()
+
+
+def test_gain_per_doubling_uses_seed_means_and_never_calls_noise_a_trend(reports):
+    _, _, own, course = reports
+    obs = section(own["depth"], "Observations")
+    gain_line = next(ln for ln in obs.splitlines() if "gain per doubling" in ln)
+    assert "seed=" not in gain_line  # configurations, not their best seeds
+    assert "(mean over seeds)" in gain_line
+    assert "n_layer=2 → n_layer=4: +0.0% (within the spread over seeds: not a finding)" in gain_line
+    assert "Returns diminish" not in gain_line and "worse" not in gain_line
+    assert "no measurable return to size there" in gain_line
+    # the course report's sentence is the same one, beside its "not a finding" line
+    depth = section(course, "Experiment: `depth`")
+    assert gain_line.lstrip("- ") in depth
+    assert "Within the spread over seeds (not a finding): n_layer=2 → n_layer=4" in depth
+    assert "Returns diminish" not in course
