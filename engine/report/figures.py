@@ -24,14 +24,28 @@ member_colors = ordered_colors
 
 
 def smooth(y: np.ndarray, frac: float = 0.08) -> np.ndarray:
-    """A centred moving average over `frac` of the points (at least 5), edges shrunk."""
-    w = min(max(5, int(len(y) * frac)) | 1, (len(y) - 1) | 1)  # never wider than the data
-    if w <= 1 or len(y) < 3:
+    """A centred moving average over `frac` of the points (at least 5), computed as a local
+    straight-line fit over the window (the same as the mean where the window is whole).
+    Near the ends the window is cut short on one side; a plain mean there averages only
+    earlier, higher losses and ends above the raw curve (0.2 nats on a short run), while
+    the line's value at the point follows the trend."""
+    n = len(y)
+    w = min(max(5, int(n * frac)) | 1, (n - 1) | 1)  # never wider than the data
+    if w <= 1 or n < 3:
         return y
-    k = np.ones(w)
-    num = np.convolve(y, k, mode="same")
-    den = np.convolve(np.ones_like(y), k, mode="same")
-    return num / den
+    h = w // 2
+    i = np.arange(n)
+    lo, hi = np.maximum(i - h, 0), np.minimum(i + h, n - 1) + 1
+
+    def window_sum(v: np.ndarray) -> np.ndarray:
+        c = np.concatenate(([0.0], np.cumsum(v, dtype=float)))
+        return c[hi] - c[lo]
+    x = i.astype(float)
+    k, sx, sy = window_sum(np.ones(n)), window_sum(x), window_sum(y)
+    sxx, sxy = window_sum(x * x), window_sum(x * y)
+    var = k * sxx - sx * sx
+    slope = np.divide(k * sxy - sx * sy, var, out=np.zeros(n), where=var > 0)
+    return sy / k + slope * (x - sx / k)
 
 
 def _train_curve(s) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.config import SamplingConfig, TrainConfig
@@ -91,3 +92,17 @@ def test_gain_per_doubling_uses_seed_means_and_never_calls_noise_a_trend(reports
     assert gain_line.lstrip("- ") in depth
     assert "Within the spread over seeds (not a finding): n_layer=2 → n_layer=4" in depth
     assert "Returns diminish" not in course
+
+
+def test_the_smoothed_curve_of_a_short_run_ends_on_its_raw_loss():
+    from engine.report.figures import smooth
+    x = np.arange(200, dtype=float)
+    falling = 4.0 - 0.01 * x  # still falling at the end, as a short run's loss is
+    sm = smooth(falling)
+    assert sm[-1] == pytest.approx(falling[-1], abs=1e-6)   # a mean of the last points: +0.04
+    assert sm[0] == pytest.approx(falling[0], abs=1e-6)
+    rng = np.random.default_rng(0)
+    curve = 2.0 + 2.0 * np.exp(-x / 60)
+    noisy = smooth(curve + rng.normal(0, 0.02, len(x)))
+    assert abs(noisy[-1] - curve[-1]) < 0.02 and np.abs(noisy - curve).max() < 0.05
+    assert np.allclose(smooth(np.full(40, 3.0)), 3.0)
