@@ -257,14 +257,20 @@ def study_observations(study: Study) -> list[str]:
     return out
 
 
-def _provenance_section(study: Study) -> list[str]:
+def _seed_label(m: Member, s) -> str:
+    """A run as the configuration and the seed it was trained with (its config's seed)."""
+    if len(m.runs) == 1:
+        return m.label
+    return f"{m.label} (seed {s.config.seed if s.config else '?'})"
+
+
+def _provenance_section(study: Study, runs_root: Path) -> list[str]:
     """What produced the numbers, per sweep (engine.report.provenance), so a reader sees
     a torch upgrade or a change of card between sweeps."""
     out = []
     for name, members in study.sweeps.items():
-        lines = provenance_lines({f"{m.label}" + (f" (seed {i})" if len(m.runs) > 1 else ""):
-                                  s.run.read_status()
-                                  for m in members for i, s in enumerate(m.runs, 1)})
+        lines = provenance_lines({_seed_label(m, s): s.run.read_status()
+                                  for m in members for s in m.runs}, runs_root)
         if lines:
             out += [f"### {name}", "", "\n\n".join(lines), ""]
     return ["## Provenance", "", *out] if out else []
@@ -275,7 +281,7 @@ def course_markdown(study: Study, fits: list[FitGroup], figures: dict[str, list[
     sweeps = list(study.sweeps)
     n_runs = len({s.run.path.resolve() for m in study.members() for s in m.runs})
     out = [f"# Course report: sweeps {', '.join(f'`{s}`' for s in sweeps)}", "",
-           f"{len(study.models)} distinct models, {n_runs} training runs, from `{runs_root}`, "
+           f"{len(study.models)} distinct models, {n_runs} training runs, from `{Path(runs_root).name}/`, "
            f"written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Losses are "
            "cross-entropy in nats per token; with several seeds a number is the mean ± the "
            "sample standard deviation over the seeds.", ""]
@@ -304,5 +310,5 @@ def course_markdown(study: Study, fits: list[FitGroup], figures: dict[str, list[
             f"{MIN_WORDS} the report warns that TTR is not comparable.",
             "- Tokens trained: the last eval's iteration × batch_size × block_size × "
             "gradient_accumulation_steps.", ""]
-    out += _provenance_section(study)
+    out += _provenance_section(study, runs_root)
     return "\n".join(out) + "\n"

@@ -164,13 +164,13 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
     div_text, degenerate = _diversity_section(summaries, decoding)
     n_fin = sum(s.finished for s in summaries)
     out = [f"# Report: sweep `{sweep}`", "",
-           f"{len(summaries)} runs ({n_fin} finished) from `{runs_root}`, written "
+           f"{len(summaries)} runs ({n_fin} finished) from `{Path(runs_root).name}/`, written "
            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Losses are cross-entropy "
            "in nats per token; runs not marked `done` are shown with their state and left out "
            "of the fit.", "", "## Settings", "",
            "Varied: " + (", ".join(f"`{k}`" for k in varied) or "nothing (a single setting)") + ".", "",
            "Fixed (the same in every run):", "", _fixed_table(fixed),
-           *_provenance_section(summaries),
+           *_provenance_section(summaries, runs_root),
            "## Results", "", _results_table(summaries, varied)]
     missing = [f"bits/char of {s.run.name}: {s.bpc_note}" for s in summaries
                if s.best_val is not None and s.bpc is None]
@@ -238,8 +238,8 @@ def _over_seeds(study: Study, sweep: str, decoding: tuple | None) -> list[str]:
     return out
 
 
-def _provenance_section(summaries: list[RunSummary]) -> list[str]:
-    lines = provenance_lines({s.run.name: s.run.read_status() for s in summaries})
+def _provenance_section(summaries: list[RunSummary], runs_root: Path) -> list[str]:
+    lines = provenance_lines({s.run.name: s.run.read_status() for s in summaries}, runs_root)
     return ["## Provenance", "", "\n\n".join(lines), ""] if lines else []
 
 

@@ -106,3 +106,10 @@ def test_the_smoothed_curve_of_a_short_run_ends_on_its_raw_loss():
     noisy = smooth(curve + rng.normal(0, 0.02, len(x)))
     assert abs(noisy[-1] - curve[-1]) < 0.02 and np.abs(noisy - curve).max() < 0.05
     assert np.allclose(smooth(np.full(40, 3.0)), 3.0)
+
+
+def test_reports_name_seeds_by_their_seed_and_show_no_local_paths(reports):
+    tmp, _, own, course = reports
+    for md in (*own.values(), course):
+        assert str(tmp) not in md
+    assert "from `runs/`" in course
