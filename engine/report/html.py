@@ -19,6 +19,7 @@ table { border-collapse: collapse; font: 8.5pt/1.3 'DejaVu Sans', Arial, sans-se
 th, td { border: 1px solid #bbb; padding: 2px 5px; vertical-align: top; }
 th { background: #eee; }
 td { font-variant-numeric: tabular-nums; }
+td[style*="right"] { white-space: nowrap; }
 img { max-width: 100%; display: block; margin: 0.5em auto 1em; }
 code { font-size: 0.92em; background: #f3f3f3; padding: 0 2px; }
 @page { size: A4; margin: 14mm 12mm; }
@@ -30,6 +31,14 @@ code { font-size: 0.92em; background: #f3f3f3; padding: 0 2px; }
 """
 
 _IMG = re.compile(r'<img src="([^"]+)" alt="([^"]*)"\s*/?>')
+_CELL = re.compile(r"<td([^>]*)>(.*?)</td>", re.S)
+
+
+def _keep_numbers_whole(body: str) -> str:
+    """A cell's "mean ± sd" never breaks at its spaces ("6.2683 ± 0.0295" on two lines
+    reads as two numbers)."""
+    return _CELL.sub(lambda m: f"<td{m.group(1)}>{m.group(2).replace(' ± ', '&nbsp;±&nbsp;')}</td>",
+                     body)
 
 
 def _embed(body: str, folder: Path) -> str:
@@ -49,4 +58,4 @@ def markdown_to_html(md: str, title: str, folder: Path) -> str:
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(md)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
-            + _embed(body, folder) + "</body></html>\n")
+            + _embed(_keep_numbers_whole(body), folder) + "</body></html>\n")

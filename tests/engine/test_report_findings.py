@@ -113,3 +113,10 @@ def test_reports_name_seeds_by_their_seed_and_show_no_local_paths(reports):
     for md in (*own.values(), course):
         assert str(tmp) not in md
     assert "from `runs/`" in course
+
+
+def test_html_table_cells_keep_mean_and_sd_on_one_line(tmp_path):
+    from engine.report.html import markdown_to_html
+    page = markdown_to_html("| run | best val |\n|---|---:|\n| a | 6.2683 ± 0.0295 |\n",
+                            "t", tmp_path)
+    assert "6.2683&nbsp;±&nbsp;0.0295" in page and "6.2683 ± 0.0295" not in page
