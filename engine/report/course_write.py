@@ -59,7 +59,10 @@ def write_course(per_sweep: dict[str, list[RunSummary]], runs_root: Path, d: Pat
                                    d / f"{name}_training.png"),
                 fg.versus(members, key, decoding, f"{name}: best val loss and diversity",
                           d / f"{name}_vs_{fg.x_name(members, key)}.png")) if p is not None]
-        p = rp.loss_vs_params(reps, fits, None, d / "val_loss_vs_params_all.png")
+        # every run of each distinct model once (a shared model under its first sweep),
+        # so the figure shows the seeds' spread around the means the fit uses
+        runs = [s for model in study.models for s in model.members[0].runs]
+        p = rp.loss_vs_params(runs, fits, None, d / "val_loss_vs_params_all.png")
         cross = [p] if p is not None else []
     md = course_markdown(study, fits, figures, cross, runs_root)
     title = "Course report: " + ", ".join(study.sweeps)

@@ -6,10 +6,12 @@ never cover a curve; layouts are constrained so labels never overlap.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from engine.report.course import Stat, label_of
 from engine.report.summary import RunSummary, diversity
 from engine.report.tables import group_value, natural_key
 
@@ -146,62 +148,107 @@ def loss_curves(summaries: list[RunSummary], x: str, title: str, path: Path,
     return path
 
 
+@dataclass
+class _Config:
+    """One configuration's points: its runs (seeds) and best val loss over the finished."""
+    id: str
+    group: str
+    params: int
+    runs: list[RunSummary]
+    loss: Stat | None            # over the finished seeds; None when none finished
+
+    @property
+    def finished(self) -> list[RunSummary]:
+        return [s for s in self.runs if s.finished]
+
+
+def _configurations(runs: list[RunSummary], key) -> list[_Config]:
+    """Runs that differ only in their seed, pooled (engine.report.course.label_of)."""
+    groups: dict[str, list[RunSummary]] = {}
+    for s in runs:
+        if s.params and s.best_val is not None:
+            groups.setdefault(f"{s.run.sweep}/{label_of(s)}", []).append(s)
+    out = []
+    for cid, ss in groups.items():
+        loss = Stat.of([s.best_val for s in ss if s.finished])
+        out.append(_Config(cid, key(ss[0]), ss[0].params, ss, loss))
+    return sorted(out, key=lambda c: (c.params, c.id))
+
+
 def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | None,
                    path: Path, group_by: str | None = None) -> Path | None:
-    """Best val loss against nanoGPT parameter count, log-log, with the fitted power law
-    of each tokenizer + data group (engine.report.study.FitGroup)."""
+    """Best val loss against nanoGPT parameter count, log-log: each configuration's mean
+    over its finished seeds ± their sd (the point a fit uses), its seeds as small rings,
+    and the fitted power law of each tokenizer + data group (engine.report.study.FitGroup)
+    drawn over the range of the data only, the y axis fitted to the data."""
     plt = _plt()
     fitted = [g for g in fits if g.fit is not None]
     fit_points = {s.id for g in fitted for s in g.points}
-    pts = [s for s in study if s.params and s.best_val is not None]
-    if not pts:
-        return None
-    fig, ax = _fig(plt, 6, width=10.0, height=6.5)
 
     def key(s: RunSummary):
-        if group_by:
-            return f"{group_by}={group_value(s, group_by)}"
-        return s.run.sweep
-    groups = sorted({key(s) for s in pts})
+        return f"{group_by}={group_value(s, group_by)}" if group_by else s.run.sweep
+    configs = _configurations(study, key)
+    if not configs:
+        return None
+    fig, ax = _fig(plt, 6, width=10.0, height=6.0)
+    groups = sorted({c.group for c in configs})
     colors = dict(zip(groups, _colors(len(groups))))
+    seeded = any(len(c.finished) > 1 for c in configs)
+    ys: list[float] = []
     for g in groups:
-        fin = [s for s in pts if key(s) == g and s.finished]
-        if fin:
-            big = highlight_sweep is None or any(s.run.sweep == highlight_sweep for s in fin)
-            ax.scatter([s.params for s in fin], [s.best_val for s in fin], s=70 if big else 40,
-                       color=colors[g], edgecolor="black", linewidth=0.8, zorder=3, label=g)
-    unf = [s for s in pts if not s.finished]
+        done = [c for c in configs if c.group == g and c.loss is not None]
+        if not done:
+            continue
+        big = highlight_sweep is None or any(c.id.startswith(highlight_sweep + "/") for c in done)
+        for c in done:
+            seeds = [s.best_val for s in c.finished]
+            ys += seeds + [c.loss.mean - (c.loss.sd or 0.0), c.loss.mean + (c.loss.sd or 0.0)]
+            if len(seeds) > 1:
+                ax.scatter([c.params] * len(seeds), seeds, s=22, facecolor="none",
+                           edgecolor=colors[g], linewidth=0.9, zorder=2)
+        off = [c for c in done if fitted and c.id not in fit_points]
+        on = [c for c in done if c not in off]
+        for cs, face, label in ((on, colors[g], g), (off, "white", None)):
+            if cs:
+                ax.errorbar([c.params for c in cs], [c.loss.mean for c in cs],
+                            yerr=[c.loss.sd or 0.0 for c in cs], fmt="o", ms=9 if big else 7,
+                            color=colors[g], mfc=face, mec="black", mew=0.8, capsize=4,
+                            elinewidth=1.2, zorder=3, label=label if label else None)
+    unf = [c for c in configs if c.loss is None]
     if unf:
-        ax.scatter([s.params for s in unf], [s.best_val for s in unf], marker="x", s=70,
-                   color="grey", zorder=3, label="not finished (not fitted)")
-    off = [s for s in pts if s.finished and s.id not in fit_points]
-    if fitted and off:
-        ax.scatter([s.params for s in off], [s.best_val for s in off], marker="o", s=140,
-                   facecolor="none", edgecolor="grey", zorder=2,
-                   label="not the best at its size (not fitted)")
-    _draw_fits(ax, fitted, several=len(fits) > 1)
-    xs = [s.params for s in pts]
-    if fitted:  # the fit lines reach 1.5x beyond their points: keep the axis log-log
-        xs += [min(xs) / 1.5, max(xs) * 1.5]
+        best = [min(s.best_val for s in c.runs) for c in unf]
+        ys += best
+        ax.scatter([c.params for c in unf], best, marker="x", s=70, color="grey", zorder=3,
+                   label="not finished (best so far; not fitted)")
+    if fitted and any(c.loss is not None and c.id not in fit_points for c in configs):
+        ax.scatter([], [], marker="o", s=60, facecolor="white", edgecolor="black",
+                   label="not the lowest mean at its size (not fitted)")
+    if seeded:
+        ax.scatter([], [], s=22, facecolor="none", edgecolor="grey", label="each seed")
+    xs = [c.params for c in configs]
+    _draw_fits(ax, fitted, several=len(fits) > 1, x_range=(min(xs), max(xs)))
     scale = _log_x(ax, xs)
     ax.set_yscale("log")
+    lo, hi = min(ys), max(ys)
+    pad = (hi / lo) ** 0.08 if hi > lo else 1.02
+    ax.set_ylim(lo / pad, hi * pad)  # the fit's far ends never squash the points
     ax.set_xlabel(f"parameters N (nanoGPT count, {scale})")
     ax.set_ylabel("best val loss (nats/token, log scale)")
-    ax.set_title("Validation loss vs model size" + ("" if fitted else
-                 "\n(no power-law fit: fewer than 3 finished sizes)"))
-    _log_y_ticks(ax, [s.best_val for s in pts])
-    _legend(ax, n=len(groups) + 3, title=group_by or "sweep")
+    title = "Validation loss vs model size" + (" (mean ± sd over seeds)" if seeded else "")
+    ax.set_title(title + ("" if fitted else "\n(no power-law fit: fewer than 3 finished sizes)"))
+    _log_y_ticks(ax, [lo, hi])
+    _legend(ax, n=len(groups) + 4, title=group_by or "sweep")
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
-def _draw_fits(ax, fitted: list, several: bool) -> None:
-    """Each group's fitted power law as a black line, labelled with its formula."""
+def _draw_fits(ax, fitted: list, several: bool, x_range: tuple[float, float]) -> None:
+    """Each group's fitted power law as a black line over the data's range (beyond it, a
+    steep law shoots up and squashes the points), labelled with its formula."""
     for g, ls in zip(fitted, ("-", "--", "-.", ":")):
         fit = g.fit
-        n = np.array([s.params for s in g.points], dtype=float)
-        grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 200)
+        grid = np.geomspace(x_range[0], x_range[1], 200)
         err = "exact: 3 points" if fit.exact else f"RMSE {fit.rmse:.2g}"
         if fit.warning:
             err += "\n(not a power law: see report)"
@@ -228,43 +275,51 @@ def _log_y_ticks(ax, ys: list[float]) -> None:
 
 def diversity_vs_params(summaries: list[RunSummary], decoding: tuple | None, label: str,
                         path: Path) -> Path | None:
-    """Diversity scores of each run's latest samples against its parameter count."""
+    """Diversity of each configuration's latest samples (mean ± sd over its finished
+    seeds: one point per size, never a zigzag through the seeds) against parameters."""
     plt = _plt()
     if decoding is None:
         return None
-    rows = []
-    for s in summaries:
-        if s.params and s.finished:  # a running run's early samples would not compare
-            d, n, _ = diversity(s, decoding)
-            if n:
-                rows.append((s.params, d))
+    rows: list[tuple[int, dict[str, Stat]]] = []
+    for c in _configurations([s for s in summaries if s.finished], lambda s: ""):
+        scores = [d for d, n, _ in (diversity(s, decoding) for s in c.finished) if n]
+        if scores:  # a running run's early samples would not compare: finished only
+            rows.append((c.params, {k: st for k in DIVERSITY_NAMES
+                                    if (st := Stat.of([d.get(k) for d in scores])) is not None}))
     if not rows:
         return None
-    rows.sort(key=lambda r: r[0])
     fig, ax = _fig(plt, 5, width=10.0, height=6.0)
-    names = {"ttr": "TTR", "mattr": "MATTR", "distinct_1": "distinct-1",
-             "distinct_2": "distinct-2", "repetition_4": "repetition-4"}
-    # Metrics that coincide on every run (word TTR is distinct-1; MATTR is TTR for samples
-    # shorter than its window) are drawn once, with one joint label, not on top of each other.
-    lines: list[tuple[list[str], list[float]]] = []
-    for k, name in names.items():
+    # Metrics that coincide on every configuration (word TTR is distinct-1; MATTR is TTR
+    # for samples shorter than its window) are drawn once with one joint label; the others
+    # are set a little apart on x, so no metric hides under another.
+    lines: list[tuple[list[str], list[Stat]]] = []
+    for k, name in DIVERSITY_NAMES.items():
         if not all(k in d for _, d in rows):
             continue
-        ys = [d[k] for _, d in rows]
+        stats = [d[k] for _, d in rows]
         for labels, other in lines:
-            if all(abs(a - b) < 1e-9 for a, b in zip(ys, other)):
+            if all(abs(a.mean - b.mean) < 1e-9 for a, b in zip(stats, other)):
                 labels.append(name)
                 break
         else:
-            lines.append(([name], ys))
-    for (labels, ys), m in zip(lines, "osD^v"):
-        ax.plot([p for p, _ in rows], ys, marker=m, ms=7, label=" = ".join(labels))
-    scale = _log_x(ax, [p for p, _ in rows])
+            lines.append(([name], stats))
+    params = np.array([p for p, _ in rows], dtype=float)
+    for j, ((labels, stats), m) in enumerate(zip(lines, "osD^v")):
+        dodge = 1.0 + 0.015 * (j - (len(lines) - 1) / 2)
+        ax.errorbar(params * dodge, [st.mean for st in stats], yerr=[st.sd or 0.0 for st in stats],
+                    marker=m, ms=7, capsize=3, label=" = ".join(labels))
+    scale = _log_x(ax, list(params))
     ax.set_xlabel(f"parameters N (nanoGPT count, {scale})")
     ax.set_ylabel("score (fraction, 0-1)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"Sample diversity vs model size\n({label})")
+    seeded = any(st.n > 1 for _, d in rows for st in d.values())
+    ax.set_title("Sample diversity vs model size" + (" (mean ± sd over seeds)" if seeded else "")
+                 + f"\n({label})")
     _legend(ax, title="metric")
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+DIVERSITY_NAMES = {"ttr": "TTR", "mattr": "MATTR", "distinct_1": "distinct-1",
+                   "distinct_2": "distinct-2", "repetition_4": "repetition-4"}

@@ -120,3 +120,53 @@ def test_html_table_cells_keep_mean_and_sd_on_one_line(tmp_path):
     page = markdown_to_html("| run | best val |\n|---|---:|\n| a | 6.2683 ± 0.0295 |\n",
                             "t", tmp_path)
     assert "6.2683&nbsp;±&nbsp;0.0295" in page and "6.2683 ± 0.0295" not in page
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory):
+    """The figures of the depth sweep's report, as drawn (captured when saved)."""
+    from matplotlib.figure import Figure
+    tmp = tmp_path_factory.mktemp("drawn")
+    depth_runs(tmp / "runs")
+    figs: dict[str, Figure] = {}
+    save = Figure.savefig
+
+    def keep(self, fname, *a, **kw):
+        figs[Path(fname).name] = self
+        return save(self, fname, *a, **kw)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(Figure, "savefig", keep)
+    try:
+        write_report(tmp / "runs", ["depth"], tmp / "out")
+    finally:
+        mp.undo()
+    return figs
+
+
+def _errorbars(ax):
+    from matplotlib.container import ErrorbarContainer
+    return [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+
+
+def test_loss_vs_params_draws_each_configuration_as_mean_and_sd(drawn):
+    ax = drawn["val_loss_vs_params.png"].axes[0]
+    means = sorted(y for c in _errorbars(ax) for y in c.lines[0].get_ydata())
+    assert means == pytest.approx(sorted([2.05, 2.05, 1.71]))  # one point per configuration
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "each seed" in labels and not any("not the best" in t for t in labels)
+    # the fit line stays over the data's sizes and the y axis fits the data
+    xs = [c.lines[0].get_xdata() for c in _errorbars(ax)]
+    lo_n, hi_n = min(min(x) for x in xs), max(max(x) for x in xs)
+    for line in ax.get_lines():
+        if line.get_color() == "black" and len(line.get_xdata()) > 2:
+            assert min(line.get_xdata()) >= lo_n * 0.999 and max(line.get_xdata()) <= hi_n * 1.001
+    y0, y1 = ax.get_ylim()
+    assert y0 > 1.6 and y1 < 2.3
+
+
+def test_diversity_vs_params_is_one_point_per_size_and_no_metric_hides(drawn):
+    ax = drawn["diversity_vs_params.png"].axes[0]
+    bars = _errorbars(ax)
+    assert bars and all(len(c.lines[0].get_xdata()) == 3 for c in bars)  # not 6 seeds
+    xs = [tuple(c.lines[0].get_xdata()) for c in bars]
+    assert len(set(xs)) == len(xs)  # each metric set a little apart on x
