@@ -64,9 +64,13 @@ def model_key(s: RunSummary) -> str:
     return json.dumps(d, sort_keys=True, default=str)
 
 
+def configuration_name(run_name: str) -> str:
+    """A run's name in its sweep without the seed suffix: the configuration's name."""
+    return _SEED.sub("", run_name)
+
+
 def label_of(s: RunSummary) -> str:
-    """The run's name in its sweep without the seed suffix: the configuration's name."""
-    return _SEED.sub("", s.run.name)
+    return configuration_name(s.run.name)
 
 
 @dataclass

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from engine.config import SamplingConfig, TrainConfig
+from engine.model.arithmetic import param_counts
 from engine.report.write import write_report
 from engine.runs import RunDir, create_run
 
@@ -39,9 +40,11 @@ def make_run(root: Path, sweep: str, name: str, val: float, status: dict | None 
     run.log_sample(iter=c.max_iters, prompt="Once upon a time", temperature=0.8, top_k=200,
                    top_p=None, seed=1, text="Once upon a time" + STORY * 3,
                    completion=STORY * 3, metrics={})
+    params, total = param_counts(c, c.vocab_size)  # recorded as the trainer records them
     run.update_status(**{"state": "done", "started_at": T0, "ended_at": T0 + 100,
                          "best_val_loss": val, "best_iter": 200, "iter": c.max_iters,
-                         "tok_s": 1000.0, **(status or {})})
+                         "tok_s": 1000.0, "params": params, "params_total": total,
+                         **(status or {})})
     return run
 
 
