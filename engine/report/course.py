@@ -93,6 +93,10 @@ class Member:
     def params(self) -> int | None:
         return self.first.params
 
+    @property
+    def params_non_embedding(self) -> int | None:
+        return self.first.params_non_embedding
+
     def stat(self, get: Callable[[RunSummary], float | None]) -> Stat | None:
         return Stat.of([get(s) for s in self.finished])
 

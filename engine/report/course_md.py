@@ -24,7 +24,7 @@ from engine.report.summary import (
     latest_samples,
     temperature_diversity,
 )
-from engine.report.returns import RETURNS_METHOD, returns_to_size
+from engine.report.returns import RETURNS_METHOD, embedding_note, returns_to_size
 from engine.report.tables import fmt, md_table
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
@@ -33,7 +33,7 @@ SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
 def _stat(s: Stat | None, kind: str = "loss") -> str:
     if s is None:
         return "—"
-    digits = 4 if kind == "loss" else 3
+    digits = {"loss": 4, "ppl": 2}.get(kind, 3)
     return s.text(digits)
 
 
@@ -73,23 +73,50 @@ def methods_table(study: Study) -> str:
         if len(model.members) > 1:
             where += " (shared: trained once)"
         rows.append([str(i), where, *[_cell(m.value(k), k in bold) for k in SHAPE_KEYS],
-                     fmt(m.params, "int"), fmt(m.tokens, "int"), str(len(m.runs))])
+                     fmt(m.params, "int"), fmt(m.params_non_embedding, "int"),
+                     fmt(m.tokens, "int"), str(len(m.runs))])
     return md_table(["#", "sweep · configuration", *SHAPE_KEYS, "params (nanoGPT)",
-                     "tokens trained", "seeds"], rows)
+                     "params (non-emb.)", "tokens trained", "seeds"], rows)
 
 
 def results_table(study: Study, sweep_column: bool = True) -> str:
     """One row per configuration of every sweep: its numbers as mean ± sd over seeds."""
     budget = common_budget(study)
+    bpe = is_bpe(study.members())
     rows = []
     for m in study.members():
         rows.append([m.sweep] * sweep_column + [
-            m.label, fmt(m.params, "int"), _stat(m.best_val),
+            m.label, fmt(m.params, "int"), fmt(m.params_non_embedding, "int"), _stat(m.best_val),
             _stat(m.stat(lambda s: s.final_val)), _stat(m.stat(lambda s: s.gap)),
-            _stat(m.stat(lambda s: s.bpc), "bpc"), str(len(m.finished)), _flags(m, budget)])
+            _stat(m.stat(lambda s: s.bpc), "bpc")]
+            + [_stat(m.stat(lambda s: s.perplexity), "ppl"),
+               _stat(m.stat(lambda s: s.bpb), "bpc")] * bpe
+            + [str(len(m.finished)), _flags(m, budget)])
     return md_table(["sweep"] * sweep_column + [
-        "configuration", "params (nanoGPT)", "best val", "final val", "train-val gap",
-        "bits/char", "seeds done", "flags"], rows)
+        "configuration", "params (nanoGPT)", "params (non-emb.)", "best val", "final val",
+        "train-val gap", "bits/char"] + ["perplexity", "bits/byte"] * bpe
+        + ["seeds done", "flags"], rows)
+
+
+def is_bpe(members: list[Member]) -> bool:
+    return any(s.tokenizer == "gpt2" for m in members for s in m.runs)
+
+
+def compact_table(study: Study) -> str:
+    """The course's short results table (as Mini-GPT reports give it): one row per
+    distinct model, its size, mean best val loss, perplexity and TTR over its seeds."""
+    rows = []
+    for model in study.models:
+        m = model.members[0]
+        decoding = common_decoding(m.finished)
+        ttr = (m.stat(lambda s: diversity(s, decoding)[0].get("ttr"))
+               if decoding is not None else None)
+        rows.append([" = ".join(f"{o.sweep}/{o.label}" for o in model.members),
+                     fmt(m.params, "int"), fmt(m.params_non_embedding, "int"),
+                     _stat(m.best_val), _stat(m.stat(lambda s: s.perplexity), "ppl"),
+                     _stat(ttr, "div")])
+    return md_table(["model", "params (nanoGPT)", "params (non-emb.)", "val loss",
+                     "perplexity", "TTR"], rows)
 
 
 def _settings_text(study: Study) -> str:
@@ -163,11 +190,11 @@ def experiment_section(name: str, members: list[Member], key: str | None,
     summaries = [s for m in members for s in m.finished]
     decoding = common_decoding(summaries)
     out = [f"## Experiment: `{name}`" + (f" (varies `{key}`)" if key else ""), ""]
-    rows = [[m.label, fmt(m.params, "int"), _stat(m.best_val),
+    rows = [[m.label, fmt(m.params, "int"), fmt(m.params_non_embedding, "int"), _stat(m.best_val),
              _stat(m.stat(lambda s: s.final_train)), _stat(m.stat(lambda s: s.gap)),
              str(len(m.finished))] for m in members]
-    out += [md_table(["configuration", "params (nanoGPT)", "best val", "final train",
-                      "train-val gap", "seeds done"], rows)]
+    out += [md_table(["configuration", "params (nanoGPT)", "params (non-emb.)", "best val",
+                      "final train", "train-val gap", "seeds done"], rows)]
     out += [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in figures]
     obs = compare_neighbours(members, key)
     if same_params(members) and key:
@@ -250,6 +277,9 @@ def study_observations(study: Study) -> list[str]:
     for m in shared:
         out.append("Shared: " + " and ".join(f"{o.sweep}/{o.label}" for o in m.members)
                    + " are the same model, trained once and shown in each sweep.")
+    note = embedding_note([s for m in study.members() for s in m.runs])
+    if note:
+        out.append(note)
     one_seed = all(len(m.runs) == 1 for m in study.members())
     if one_seed:
         out.append("Every configuration has one seed: differences between runs have no "
@@ -289,6 +319,10 @@ def course_markdown(study: Study, fits: list[FitGroup], figures: dict[str, list[
             "value its sweep varies in **bold**):", "", methods_table(study),
             "Settings shared by every run: " + _settings_text(study) + ".", "",
             "## Results", "", results_table(study)]
+    if is_bpe(study.members()):
+        out += ["Compact table (GPT-2 BPE runs; val loss = mean best val loss, perplexity = "
+                "exp of it per seed, TTR at each model's common decoding setting; mean ± sd "
+                "over seeds):", "", compact_table(study)]
     for name, members in study.sweeps.items():
         keys = study.varied.get(name) or [None]
         out += experiment_section(name, members, keys[0], figures.get(name, []))

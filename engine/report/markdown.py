@@ -25,7 +25,7 @@ from engine.report.summary import (
     excerpt,
     latest_samples,
 )
-from engine.report.returns import RETURNS_METHOD, returns_to_size
+from engine.report.returns import RETURNS_METHOD, embedding_note, returns_to_size
 from engine.report.tables import fmt, group_value, md_table
 
 def _settings(summaries: list[RunSummary]) -> tuple[list[str], dict[str, Any]]:
@@ -58,19 +58,20 @@ def _cfg(s: RunSummary, key: str) -> Any:
 
 def _results_table(summaries: list[RunSummary], varied: list[str]) -> str:
     bpe = any(s.tokenizer == "gpt2" for s in summaries)
-    head = ["run", "state", *varied, "params (nanoGPT)", "params (total)", "best val",
-            "best @ iter", "final val", "final train", "train-val gap", "bits/char"]
+    head = ["run", "state", *varied, "params (nanoGPT)", "params (non-emb.)", "params (total)",
+            "best val", "best @ iter", "final val", "final train", "train-val gap", "bits/char"]
     if bpe:
-        head.append("perplexity")
+        head += ["perplexity", "bits/byte"]
     head += ["tok/s", "wall time"]
     rows = []
     for s in summaries:
         row = [s.run.name, s.state_label, *[fmt(_cfg(s, k)) for k in varied],
-               fmt(s.params, "int"), fmt(s.params_total, "int"), fmt(s.best_val, "loss"),
+               fmt(s.params, "int"), fmt(s.params_non_embedding, "int"),
+               fmt(s.params_total, "int"), fmt(s.best_val, "loss"),
                fmt(s.best_iter, "int"), fmt(s.final_val, "loss"), fmt(s.final_train, "loss"),
                fmt(s.gap, "gap"), fmt(s.bpc, "bpc")]
         if bpe:
-            row.append(fmt(s.perplexity, "ppl"))
+            row += [fmt(s.perplexity, "ppl"), fmt(s.bpb, "bpc")]
         row += [fmt(s.tok_s, "int"), fmt(s.wall_s, "time")]
         rows.append(row)
     return md_table(head, rows)
@@ -187,6 +188,7 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
     out += ["## Diversity", "", div_text, "## Samples side by side", "",
             _excerpts(summaries, decoding), "## Observations", ""]
     obs = [returns_to_size(study.sweeps[sweep])]
+    obs += [n for n in [embedding_note(summaries)] if n]
     over = [f"**{s.run.name}** overfits from iter {s.overfit_iter}: {s.overfit_note}."
             for s in summaries if s.overfit_iter is not None]
     obs += over or ["No run overfits (no run's val loss ends more than 1% above its best while "

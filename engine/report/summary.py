@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ConfigError, TrainConfig
-from engine.model.arithmetic import model_vocab, param_counts
+from engine.model.arithmetic import PARAM_CONVENTIONS, model_vocab, param_count, param_counts
 from engine.report.meta import find_meta
 from engine.report.reading import RunReading, read_run
 from engine.runs import RunDir
@@ -28,11 +28,16 @@ DEGENERATE_REPETITION = 0.30
 MIN_WORDS = 200  # TTR of fewer words per run swings with the sample: flagged, not compared
 
 METHODS = {
-    "params": "Parameters (nanoGPT): all weights except the position embedding, the "
-              "convention of nanoGPT's `get_num_params()` (the token embedding is the tied "
-              "output head, so it stays in). Total: every weight. Taken from status.json "
-              "when the training process recorded them, else counted from the run's config "
-              "by `engine.model.arithmetic.param_counts` (exact for this architecture).",
+    "params": "Parameters, and the convention of each count (engine.model.arithmetic."
+              "PARAM_CONVENTIONS): \"params (nanoGPT)\", the N of every fit and of gain per "
+              f"doubling, is {PARAM_CONVENTIONS['nanogpt']}; \"non-emb.\" is "
+              f"{PARAM_CONVENTIONS['non_embedding']}; total is "
+              f"{PARAM_CONVENTIONS['total']}. With a GPT-2 vocabulary (50,304 × n_embd "
+              "token weights) most of a small model is embedding, so its nanoGPT count "
+              "barely moves with depth: read returns to size against the non-embedding "
+              "count too. Taken from status.json when the training process recorded them, "
+              "else counted from the run's config by `engine.model.arithmetic.param_count` "
+              "(exact for this architecture).",
     "best_val": "Best val loss: the lowest `val_loss` over the eval records of metrics.jsonl "
                 "(nats per token), with the iteration it was reached at.",
     "final_val": "Final val loss / final train loss: the last eval record's `val_loss` and "
@@ -44,6 +49,9 @@ METHODS = {
            "`bytes_per_token`, which equals characters per token for ASCII text). This is "
            "the number that compares char and BPE runs.",
     "ppl": "Perplexity (BPE runs): exp(best val loss), per token.",
+    "bpb": "Bits per byte (BPE runs): best val loss / ln 2 / bytes per token, with bytes "
+           "per token from the prepared data's meta.json (`bytes_per_token`): the number "
+           "that compares models across tokenizers.",
     "tok_s": "Tokens/s: status.json `tok_s`, the figure every view shows: tokens per step "
              "/ the median seconds per step over the run's recent steps (up to 200), with "
              "start-up, compilation and evals left out.",
@@ -77,6 +85,7 @@ class RunSummary:
     varied: dict[str, Any]
     params: int | None = None
     params_total: int | None = None
+    params_non_embedding: int | None = None
     params_note: str = ""
     best_val: float | None = None
     best_iter: int | None = None
@@ -87,6 +96,8 @@ class RunSummary:
     chars_per_token: float | None = None
     bpc: float | None = None
     bpc_note: str = ""
+    bytes_per_token: float | None = None
+    bpb: float | None = None
     perplexity: float | None = None
     tok_s: float | None = None
     wall_s: float | None = None
@@ -164,8 +175,6 @@ def _params(s: RunSummary, reading: RunReading, status: dict[str, Any], meta: di
     model's vocabulary (padded as training pads it)."""
     if reading.params is not None:
         s.params, s.params_total, s.params_note = reading.params, reading.params_total, "status.json"
-    if s.params is not None and s.params_total is not None:
-        return
     cfg = s.config
     vocab = None
     if cfg is not None:
@@ -174,6 +183,7 @@ def _params(s: RunSummary, reading: RunReading, status: dict[str, Any], meta: di
         except ConfigError:
             vocab = None
     if cfg is not None and isinstance(vocab, int):
+        s.params_non_embedding = param_count(cfg, vocab, "non_embedding")
         p, pt = param_counts(cfg, vocab)
         s.params = s.params if s.params is not None else p
         s.params_total = s.params_total if s.params_total is not None else pt
@@ -222,6 +232,10 @@ def _bits_per_char(s: RunSummary, status: dict[str, Any], meta: dict | None, met
         s.bpc_note = meta_src
     if s.chars_per_token:
         s.bpc = s.best_val / LN2 / s.chars_per_token
+    s.bytes_per_token = (_num((meta or {}).get("bytes_per_token"))
+                         or _num(status.get("bytes_per_token")))
+    if s.bytes_per_token:
+        s.bpb = s.best_val / LN2 / s.bytes_per_token
     if cfg is not None and cfg.tokenizer == "gpt2":
         s.perplexity = math.exp(s.best_val)
 

@@ -173,3 +173,51 @@ def test_diversity_vs_params_is_one_point_per_size_and_no_metric_hides(drawn):
     assert bars and all(len(c.lines[0].get_xdata()) == 3 for c in bars)  # not 6 seeds
     xs = [tuple(c.lines[0].get_xdata()) for c in bars]
     assert len(set(xs)) == len(xs)  # each metric set a little apart on x
+
+
+@pytest.fixture(scope="module")
+def bpe(tmp_path_factory):
+    """Two GPT-2 BPE sweeps of tiny models (mostly embedding), two seeds each."""
+    tmp = tmp_path_factory.mktemp("bpe")
+    cfg = dict(tokenizer="gpt2", vocab_size=50257, dataset=str(tmp / "stories.txt"))
+    for sweep, key, values in (("depth", "n_layer", (1, 2)), ("width", "n_embd", (32, 64))):
+        for value in values:
+            for seed, val in zip(SEEDS, (5.0, 5.2) if value in (1, 32) else (4.6, 4.7)):
+                name = f"{key}={value}" + (f",seed={seed}" if seed != SEEDS[0] else "")
+                make_run(tmp / "runs", sweep, name, val, status={"bytes_per_token": 4.0},
+                         seed=seed, **{**cfg, key: value})
+    res = write_report(tmp / "runs", ["depth", "width"], tmp / "out", plots=False)
+    own = {s.sweep: s.report_md.read_text() for s in res.sweeps}
+    return res, own, res.course.report_md.read_text()
+
+
+def test_course_report_has_perplexity_bits_per_byte_and_a_compact_table(bpe):
+    _, own, md = bpe
+    head, *_ = [ln for ln in section(md, "Results").splitlines() if ln.startswith("| sweep")]
+    assert "| perplexity | bits/byte |" in head
+    by = {(r[0], r[1]): r for r in rows(section(md, "Results").split("Compact table")[0])}
+    cols = [c.strip() for c in head.strip("|").split("|")]
+    r = by[("depth", "n_layer=1")]
+    ppl = [math.exp(5.0), math.exp(5.2)]
+    sd = abs(ppl[0] - ppl[1]) / math.sqrt(2)
+    assert r[cols.index("perplexity")] == f"{sum(ppl) / 2:.2f} ± {sd:.2f}"
+    assert r[cols.index("bits/byte")].startswith(f"{5.1 / math.log(2) / 4:.3f} ± ")
+    compact = md.split("Compact table", 1)[1].split("\n## ", 1)[0]
+    assert "| model | params (nanoGPT) | params (non-emb.) | val loss | perplexity | TTR |" in compact
+    assert len(rows(compact)) == 4 and "depth/n_layer=1" in compact
+    assert "| perplexity | bits/byte |" in section(own["depth"], "Results")
+
+
+def test_reports_state_the_parameter_convention_and_show_non_embedding_counts(bpe):
+    _, own, md = bpe
+    from engine.model.arithmetic import PARAM_CONVENTIONS
+    for text in (md, own["depth"]):
+        assert PARAM_CONVENTIONS["non_embedding"] in text and PARAM_CONVENTIONS["nanogpt"] in text
+        assert "params (non-emb.)" in text
+        assert "**Note:** the token embedding is" in text
+    methods = rows(section(md, "Methods"))
+    head = [c.strip() for c in section(md, "Methods").split("\n|", 1)[1].split("|")]
+    row = next(r for r in methods if r[1] == "depth n_layer=1")
+    nanogpt, non_emb = (int(row[head.index(k)].replace(",", "")) for k in
+                        ("params (nanoGPT)", "params (non-emb.)"))
+    assert nanogpt - non_emb == 50257 * 32  # the token embedding: vocabulary × n_embd
