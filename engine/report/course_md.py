@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.report.provenance import provenance_lines
 from engine.report.course import Member, Stat, Study, is_finding, same_params
-from engine.report.summary import MIN_WORDS
+from engine.report.summary import MIN_WORDS, RunSummary
 from engine.report.fit_md import fit_section
 from engine.report.study import FitGroup
 from engine.report.summary import (
@@ -58,6 +58,31 @@ def _flags(m: Member, common_budget: int | None) -> str:
     return "; ".join(out) or "—"
 
 
+def precision_of(summaries: list[RunSummary]) -> str:
+    """Precision and attention path of a model's runs as one cell ("bfloat16 · fused")."""
+    seen = sorted({f"{s.precision or '?'}" + (f" · {s.attention}" if s.attention else "")
+                   for s in summaries})
+    return " / ".join(seen) if seen else "—"
+
+
+def precision_text(study: Study) -> str:
+    """One sentence: the precision every run trained in, or a warning naming the sweeps
+    whose runs differ (their numbers then compare precisions as much as shapes)."""
+    runs = [s for m in study.members() for s in m.runs if s.precision]
+    if not runs:
+        return "Precision: not recorded (runs trained before nanotui recorded it)."
+    values = sorted({s.precision for s in runs})
+    if len(values) == 1:
+        return (f"Precision: {values[0]} in every run that recorded it; the attention path "
+                "is in the methods table.")
+    mixed = [name for name, ms in study.sweeps.items()
+             if len({s.precision for m in ms for s in m.runs if s.precision}) > 1]
+    return (f"**Warning:** runs trained in different precisions ({', '.join(values)})"
+            + (f", within the sweep(s) {', '.join(mixed)}" if mixed else "")
+            + ": their losses and speeds compare the precisions as much as the shapes "
+            "(the methods table names each model's).")
+
+
 def common_budget(study: Study) -> int | None:
     budgets = study.budgets()
     return max(budgets, key=lambda b: len(budgets[b])) if budgets else None
@@ -74,9 +99,10 @@ def methods_table(study: Study) -> str:
             where += " (shared: trained once)"
         rows.append([str(i), where, *[_cell(m.value(k), k in bold) for k in SHAPE_KEYS],
                      fmt(m.params, "int"), fmt(m.params_non_embedding, "int"),
-                     fmt(m.tokens, "int"), str(len(m.runs))])
+                     fmt(m.tokens, "int"), precision_of(m.runs), str(len(m.runs))])
     return md_table(["#", "sweep · configuration", *SHAPE_KEYS, "params (nanoGPT)",
-                     "params (non-emb.)", "tokens trained", "seeds"], rows)
+                     "params (non-emb.)", "tokens trained", "precision · attention", "seeds"],
+                    rows)
 
 
 def results_table(study: Study, sweep_column: bool = True) -> str:
@@ -318,6 +344,7 @@ def course_markdown(study: Study, fits: list[FitGroup], figures: dict[str, list[
     out += ["## Methods", "", "Every model configuration (one row per distinct model; the "
             "value its sweep varies in **bold**):", "", methods_table(study),
             "Settings shared by every run: " + _settings_text(study) + ".", "",
+            precision_text(study), "",
             "## Results", "", results_table(study)]
     if is_bpe(study.members()):
         out += ["Compact table (GPT-2 BPE runs; val loss = mean best val loss, perplexity = "

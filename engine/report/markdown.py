@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.report.course import Study
-from engine.report.course_md import (compare_neighbours, diversity_over_seeds, results_table,
-                                     temperature_section)
+from engine.report.course_md import (compare_neighbours, diversity_over_seeds, precision_of,
+                                     precision_text, results_table, temperature_section)
 from engine.report.provenance import provenance_lines
 from engine.report.summary import (
     DEGENERATE_REPETITION,
@@ -72,7 +72,8 @@ def _results_table(summaries: list[RunSummary], varied: list[str]) -> str:
                fmt(s.gap, "gap"), fmt(s.bpc, "bpc")]
         if bpe:
             row += [fmt(s.perplexity, "ppl"), fmt(s.bpb, "bpc")]
-        row += [fmt(s.tok_s, "int"), fmt(s.wall_s, "time")]
+        row += [fmt(s.tok_s, "int") + (" (loaded)" if s.busy_cores is not None and s.tok_s else ""),
+                fmt(s.wall_s, "time")]
         rows.append(row)
     return md_table(head, rows)
 
@@ -171,6 +172,8 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
            "of the fit.", "", "## Settings", "",
            "Varied: " + (", ".join(f"`{k}`" for k in varied) or "nothing (a single setting)") + ".", "",
            "Fixed (the same in every run):", "", _fixed_table(fixed),
+           precision_text(study) + " Precision · attention per run: " + "; ".join(
+               f"{s.run.name} {precision_of([s])}" for s in summaries) + ".", "",
            *_provenance_section(summaries, runs_root),
            "## Results", "", _results_table(summaries, varied)]
     missing = [f"bits/char of {s.run.name}: {s.bpc_note}" for s in summaries
@@ -196,6 +199,7 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
     obs += degenerate or ([f"No run degenerates (repetition-4 ≤ {DEGENERATE_REPETITION:.2f} "
                            "for every run)."] if decoding else [])
     obs += _budget_warnings(summaries)
+    obs += _throughput_caveat(summaries)
     unfinished = [f"{s.run.name}: {s.state_label}" for s in summaries if not s.finished]
     if unfinished:
         obs.append("Not finished (shown, not fitted): " + "; ".join(unfinished) + ".")
@@ -243,6 +247,18 @@ def _over_seeds(study: Study, sweep: str, decoding: tuple | None) -> list[str]:
 def _provenance_section(summaries: list[RunSummary], runs_root: Path) -> list[str]:
     lines = provenance_lines({s.run.name: s.run.read_status() for s in summaries}, runs_root)
     return ["## Provenance", "", "\n\n".join(lines), ""] if lines else []
+
+
+def _throughput_caveat(summaries: list[RunSummary]) -> list[str]:
+    """tok/s measured while other work kept the cores busy says more about the machine
+    than about the model: named, and left out of any comparison."""
+    loaded = [f"{s.run.name} ({s.busy_cores:.1f} cores busy)" for s in summaries
+              if s.busy_cores is not None and s.tok_s]
+    if not loaded:
+        return []
+    return [f"**Caveat:** tok/s was measured while other work kept the CPU busy for "
+            f"{', '.join(loaded)}: those figures (marked “(loaded)”) reflect the machine's "
+            "load, not the model's shape; do not compare them with the others."]
 
 
 def _budget_warnings(summaries: list[RunSummary]) -> list[str]:

@@ -48,6 +48,17 @@ def shown_command(command: str, runs_root: Path | None) -> str:
     return shlex.join(out)
 
 
+def _precision_differs(statuses: dict[str, dict[str, Any]]) -> list[str]:
+    """The precision each run trained in (status.json dtype): one per sweep, or flagged."""
+    dtypes = {name: st["dtype"] for name, st in statuses.items() if isinstance(st.get("dtype"), str)}
+    counts = Counter(dtypes.values())
+    if len(counts) < 2:
+        return []
+    usual = counts.most_common(1)[0][0]
+    return ["**Warning:** runs differ in precision: `" + usual + "` for most, but "
+            + "; ".join(f"{n}: `{d}`" for n, d in sorted(dtypes.items()) if d != usual) + "."]
+
+
 def provenance_lines(statuses: dict[str, dict[str, Any]], runs_root: Path | None = None) -> list[str]:
     """Markdown lines for a sweep whose runs (name -> status.json dict) are given: the
     provenance they share, then one warning per field where runs differ (naming the runs
@@ -80,6 +91,7 @@ def provenance_lines(statuses: dict[str, dict[str, Any]], runs_root: Path | None
             name, cmd = min(commands.items())
             lines.append(f"Command (of {name}; every run's is in its status.json): "
                          f"`{shown_command(cmd, runs_root)}`.")
+    lines += _precision_differs(statuses)
     if imported:
         lines.append("Imported from nanoGPT (versions not recorded): "
                      + "; ".join(f"{n} from `{Path(str(statuses[n]['imported'].get('source', '?'))).name}`"

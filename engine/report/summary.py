@@ -55,6 +55,15 @@ METHODS = {
     "tok_s": "Tokens/s: status.json `tok_s`, the figure every view shows: tokens per step "
              "/ the median seconds per step over the run's recent steps (up to 200), with "
              "start-up, compilation and evals left out.",
+    "tok_s_load": "Throughput under load: a CPU run records how many cores other work kept "
+                  "busy as it started (status.json `cpu_load`); where they were busy, its "
+                  "tok/s is marked “(loaded)” and is not a property of the model: compare "
+                  "tok/s only between runs on an otherwise idle machine.",
+    "precision": "Precision: status.json `dtype`, the autocast precision the run trained "
+                 "in; `dtype = \"auto\"` resolves once by the device's kind (bf16 where the "
+                 "CPU or GPU has it natively), the same for every run of a sweep on one "
+                 "machine; the CPU attention path (status.json `cpu_attention`) is measured "
+                 "per shape.",
     "wall": "Wall time: status.json `ended_at − started_at`; for a run still going, the "
             "time of its last metrics record − `started_at`.",
     "tokens": "Tokens (x axis of the token plot): the records' `tokens` field when the "
@@ -100,6 +109,9 @@ class RunSummary:
     bpb: float | None = None
     perplexity: float | None = None
     tok_s: float | None = None
+    busy_cores: float | None = None  # other work's cores at run start, where it kept them busy
+    precision: str | None = None     # status.json dtype: the precision trained in
+    attention: str | None = None     # the CPU attention path (None off the CPU)
     wall_s: float | None = None
     overfit_iter: int | None = None
     overfit_note: str = ""
@@ -166,6 +178,11 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
     _losses(s, reading)
     _bits_per_char(s, status, meta, meta_src)
     s.tok_s = reading.tok_s
+    load = status.get("cpu_load") if isinstance(status.get("cpu_load"), dict) else {}
+    if load.get("busy") is True:
+        s.busy_cores = _num(load.get("busy_cores"))
+    s.precision = status.get("dtype") if isinstance(status.get("dtype"), str) else None
+    s.attention = status.get("cpu_attention") if isinstance(status.get("cpu_attention"), str) else None
     s.wall_s = _wall_seconds(status, metrics)
     return s
 

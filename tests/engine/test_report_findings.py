@@ -221,3 +221,36 @@ def test_reports_state_the_parameter_convention_and_show_non_embedding_counts(bp
     nanogpt, non_emb = (int(row[head.index(k)].replace(",", "")) for k in
                         ("params (nanoGPT)", "params (non-emb.)"))
     assert nanogpt - non_emb == 50257 * 32  # the token embedding: vocabulary × n_embd
+
+
+def test_a_sweep_of_mixed_precision_is_flagged_and_the_methods_name_each(tmp_path):
+    root = tmp_path / "runs"
+    for n_layer, dtype, path in ((2, "bfloat16", "fused"), (4, "float32", "torch")):
+        make_run(root, "depth", f"n_layer={n_layer}", 2.0, n_layer=n_layer,
+                 status={"dtype": dtype, "cpu_attention": path})
+        make_run(root, "width", f"n_embd={n_layer * 16}", 2.0, n_embd=n_layer * 16,
+                 status={"dtype": "bfloat16", "cpu_attention": path})
+    res = write_report(root, ["depth", "width"], tmp_path / "out", plots=False)
+    md = res.course.report_md.read_text()
+    methods = section(md, "Methods")
+    assert "precision · attention" in methods and "bfloat16 · fused" in methods
+    assert "float32 · torch" in methods
+    assert "**Warning:** runs trained in different precisions (bfloat16, float32), within " \
+           "the sweep(s) depth" in methods
+    depth_prov = section(md, "Provenance").split("### depth", 1)[1].split("###", 1)[0]
+    assert "**Warning:** runs differ in precision: `bfloat16` for most, but n_layer=4: " \
+           "`float32`." in depth_prov
+    depth = res.sweeps[0].report_md.read_text()
+    assert "n_layer=2 bfloat16 · fused; n_layer=4 float32 · torch" in section(depth, "Settings")
+
+
+def test_throughput_measured_under_load_is_marked_and_caveated(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "heads", "n_head=2", 2.0, n_head=2, status={"tok_s": 3188.0})
+    make_run(root, "heads", "n_head=4", 2.0, n_head=4,
+             status={"tok_s": 320.0, "cpu_load": {"busy_cores": 1.6, "busy": True}})
+    md = write_report(root, ["heads"], tmp_path / "out", plots=False).sweeps[0].report_md.read_text()
+    results = {r[0]: r for r in rows(section(md, "Results"))}
+    assert "320 (loaded)" in results["n_head=4"] and "3,188" in results["n_head=2"]
+    assert "**Caveat:** tok/s was measured while other work kept the CPU busy for " \
+           "n_head=4 (1.6 cores busy)" in section(md, "Observations")
