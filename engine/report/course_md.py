@@ -179,6 +179,24 @@ def compare_neighbours(members: list[Member], key: str | None) -> list[str]:
     return text
 
 
+def same_start_note(members: list[Member], key: str | None) -> str | None:
+    """Why the samples of a sweep like heads read alike: every configuration has the same
+    weight shapes (one parameter count) and the same seeds, so each seed's runs start from
+    identical weights and see identical batches; only how attention splits n_embd differs."""
+    done = [m for m in members if m.finished]
+    if key is None or len(done) < 2 or not same_params(done):
+        return None
+    seeds = {tuple(sorted(s.config.seed for s in m.runs if s.config)) for m in done}
+    if len(seeds) != 1:
+        return None
+    return (f"Why the samples look alike: every `{key}` here has the same weight shapes "
+            f"({fmt(done[0].params, 'int')} parameters) and the same seed(s) "
+            f"({', '.join(str(x) for x in next(iter(seeds)))}), so the runs start from "
+            "identical initial weights and train on identical batches; they differ only in "
+            f"what `{key}` changes inside the model. Near-identical samples are expected and "
+            f"are not a finding about `{key}`; only differences beyond the seeds' spread are.")
+
+
 def diversity_over_seeds(members: list[Member], decoding: tuple) -> tuple[str, list[str]]:
     rows, short = [], []
     for m in members:
@@ -226,6 +244,7 @@ def experiment_section(name: str, members: list[Member], key: str | None,
     if same_params(members) and key:
         obs.append(f"`{key}` does not change the parameter count, so the figures plot "
                    f"against `{key}`, not parameters.")
+        obs += [n for n in [same_start_note(members, key)] if n]
     elif len([m for m in members if m.best_val is not None]) > 1:
         obs.append(returns_to_size(members))
     over = [f"{m.label} (from iter {s.overfit_iter}, seed {s.config.seed})"

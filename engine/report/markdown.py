@@ -12,7 +12,8 @@ from typing import Any
 
 from engine.report.course import Study
 from engine.report.course_md import (compare_neighbours, diversity_over_seeds, precision_of,
-                                     precision_text, results_table, temperature_section)
+                                     precision_text, results_table, same_start_note,
+                                     temperature_section)
 from engine.report.provenance import provenance_lines
 from engine.report.summary import (
     DEGENERATE_REPETITION,
@@ -188,8 +189,9 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
         out += ["## Ranked by best validation loss", "", _ranking(summaries, varied)]
     if group_by:
         out += [f"## Grouped by `{group_by}`", "", _grouped(summaries, group_by)]
+    same = same_start_note(study.sweeps[sweep], (study.varied.get(sweep) or [None])[0])
     out += ["## Diversity", "", div_text, "## Samples side by side", "",
-            _excerpts(summaries, decoding), "## Observations", ""]
+            _excerpts(summaries, decoding)] + ([same, ""] if same else []) + ["## Observations", ""]
     obs = [returns_to_size(study.sweeps[sweep])]
     obs += [n for n in [embedding_note(summaries)] if n]
     over = [f"**{s.run.name}** overfits from iter {s.overfit_iter}: {s.overfit_note}."

@@ -254,3 +254,12 @@ def test_throughput_measured_under_load_is_marked_and_caveated(tmp_path):
     assert "320 (loaded)" in results["n_head=4"] and "3,188" in results["n_head=2"]
     assert "**Caveat:** tok/s was measured while other work kept the CPU busy for " \
            "n_head=4 (1.6 cores busy)" in section(md, "Observations")
+
+
+def test_heads_reports_say_why_samples_are_near_identical(reports):
+    _, _, own, course = reports
+    why = "so the runs start from identical initial weights and train on identical batches"
+    assert why in section(own["heads"], "Samples side by side")
+    assert "same seed(s) (1337, 1338)" in section(own["heads"], "Samples side by side")
+    assert why in section(course, "Experiment: `heads`")
+    assert why not in own["depth"]  # sizes differ: different weights
