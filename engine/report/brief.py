@@ -40,8 +40,9 @@ def brief_markdown(study: Study, figures: list[Path], runs_root: Path) -> str:
            "per token; a number over seeds is mean ± sample standard deviation.", "",
            "## Methods", "", methods_table(study),
            "Shared by every run: " + _settings_text(study) + ".", "",
-           f"Parameter counts: nanoGPT's, {PARAM_CONVENTIONS['nanogpt']}, used for every fit; "
-           f"non-emb.: {PARAM_CONVENTIONS['non_embedding']}. " + precision_text(study), "",
+           f"Parameter counts: “params (nanoGPT)”, the N of every fit, is "
+           f"{PARAM_CONVENTIONS['nanogpt']}; “params (non-emb.)” is "
+           f"{PARAM_CONVENTIONS['non_embedding']}. " + precision_text(study), "",
            "## Results", "", results_table(study),
            "A change between neighbouring configurations is a finding only when it exceeds "
            "the sum of their standard deviations.", ""]
