@@ -23,10 +23,13 @@ N_FIGURES = 3
 
 def brief_figures(study: Study, figures: dict[str, list[Path]], cross: list[Path]) -> list[Path]:
     """Three figures: each experiment's loss and diversity against its varied key or size,
-    then the fit over the study, then training curves, in that order of preference."""
-    versus = [p for ps in figures.values() for p in ps if "_vs_" in p.stem or p.stem.startswith("vs_")]
-    curves = [p for ps in figures.values() for p in ps if p not in versus]
-    return [*versus, *cross, *curves][:N_FIGURES]
+    then the fit (over the study, else the sweep's), then training curves, in that order."""
+    every = [p for ps in figures.values() for p in ps]
+    # a sweep's own folder names it vs_<x>.png, the course folder <sweep>_vs_<x>.png
+    versus = [p for p in every if p.stem.startswith(("vs_", *(f"{n}_vs_" for n in figures)))]
+    fits = cross + [p for p in every if p.stem == "val_loss_vs_params"]
+    curves = [p for p in every if "training" in p.stem]
+    return list(dict.fromkeys([*versus, *fits, *curves]))[:N_FIGURES]
 
 
 def brief_markdown(study: Study, figures: list[Path], runs_root: Path) -> str:

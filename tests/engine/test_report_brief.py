@@ -65,3 +65,12 @@ def test_brief_prints_to_at_most_four_a4_pages_in_a_real_browser(course, tmp_pat
     full = _pages(browser, c.report_html, tmp_path / "full.pdf")
     print(f"printed A4 pages: brief {brief}, full {full}")
     assert 2 <= brief <= 4 < full
+
+
+def test_a_sweeps_own_folder_has_its_brief_too(course):
+    tmp, _ = course
+    depth = tmp / "out" / "depth"
+    md = (depth / "brief.md").read_text()
+    assert re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", md) == [
+        "vs_params.png", "val_loss_vs_params.png", "training_curves.png"]
+    assert "## Results" in md and str(tmp) not in (depth / "brief.html").read_text()

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for s in result.sweeps:
         print(f"{s.sweep}: {s.n_runs} runs ({s.n_finished} finished) -> {s.report_md}")
-        print("  " + ", ".join(p.name for p in [s.runs_csv, *s.plots]))
+        print("  " + ", ".join(p.name for p in [s.runs_csv, *s.plots]
+                               + ([s.brief_html] if s.brief_html else [])))
     c = result.course
     if c is not None:
         print(f"course report: {c.n_models} distinct models -> {c.report_md}")
