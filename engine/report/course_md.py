@@ -25,7 +25,7 @@ from engine.report.summary import (
     temperature_diversity,
 )
 from engine.report.returns import RETURNS_METHOD, embedding_note, returns_to_size
-from engine.report.tables import fmt, md_table
+from engine.report.tables import fmt, md_table, shown_setting
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
 
@@ -151,6 +151,7 @@ def _settings_text(study: Study) -> str:
     keys = sorted({k for c in flat for k in c})
     same = {k: flat[0].get(k) for k in keys
             if len({json.dumps(c.get(k), default=str) for c in flat}) == 1} if flat else {}
+    same = {k: shown_setting(k, v) for k, v in same.items()}
     return ", ".join(f"`{k}={json.dumps(v) if not isinstance(v, str) else v}`"
                      for k, v in same.items())
 

@@ -27,7 +27,7 @@ from engine.report.summary import (
     latest_samples,
 )
 from engine.report.returns import RETURNS_METHOD, embedding_note, returns_to_size
-from engine.report.tables import fmt, group_value, md_table
+from engine.report.tables import fmt, group_value, md_table, shown_setting
 
 def _settings(summaries: list[RunSummary]) -> tuple[list[str], dict[str, Any]]:
     cfgs = [s.config.to_dict() for s in summaries if s.config]
@@ -36,7 +36,7 @@ def _settings(summaries: list[RunSummary]) -> tuple[list[str], dict[str, Any]]:
     varied = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in flat}) > 1]
     for s in summaries:  # keys named by the sweep, even if (oddly) equal everywhere
         varied += [k for k in s.varied if k not in varied]
-    fixed = {k: flat[0].get(k) for k in keys if k not in varied} if flat else {}
+    fixed = {k: shown_setting(k, flat[0].get(k)) for k in keys if k not in varied} if flat else {}
     if cfgs and all(c.get("sampling") == cfgs[0].get("sampling") for c in cfgs):
         for k, v in (cfgs[0].get("sampling") or {}).items():
             fixed[f"sampling.{k}"] = v
@@ -54,7 +54,7 @@ def _fixed_table(fixed: dict[str, Any], pairs: int = 3) -> str:
 
 
 def _cfg(s: RunSummary, key: str) -> Any:
-    return s.config.to_dict().get(key, "—") if s.config else "—"
+    return shown_setting(key, s.config.to_dict().get(key, "—")) if s.config else "—"
 
 
 def _results_table(summaries: list[RunSummary], varied: list[str]) -> str:
@@ -258,6 +258,10 @@ def _throughput_caveat(summaries: list[RunSummary]) -> list[str]:
               if s.busy_cores is not None and s.tok_s]
     if not loaded:
         return []
+    if len(loaded) == sum(1 for s in summaries if s.tok_s):
+        return ["**Caveat:** tok/s of every run was measured while other work kept the CPU "
+                f"busy ({', '.join(loaded)}): the figures (marked “(loaded)”) reflect the "
+                "machine's load, not the models; do not compare them."]
     return [f"**Caveat:** tok/s was measured while other work kept the CPU busy for "
             f"{', '.join(loaded)}: those figures (marked “(loaded)”) reflect the machine's "
             "load, not the model's shape; do not compare them with the others."]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 from engine.report.summary import RunSummary, describe_decoding, diversity
@@ -45,6 +46,17 @@ def fmt(x: Any, kind: str = "") -> str:
     if isinstance(x, float):
         return f"{x:g}"
     return str(x)
+
+
+PATH_KEYS = ("dataset", "data_dir")
+
+
+def shown_setting(key: str, value: Any) -> Any:
+    """A setting as a hand-in shows it: a dataset or data directory given as a path by
+    its last part (no local paths in a report)."""
+    if key in PATH_KEYS and isinstance(value, str) and "/" in value:
+        return Path(value).name or value
+    return value
 
 
 def md_cell(text: str) -> str:

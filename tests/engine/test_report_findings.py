@@ -206,6 +206,8 @@ def test_course_report_has_perplexity_bits_per_byte_and_a_compact_table(bpe):
     assert "| model | params (nanoGPT) | params (non-emb.) | val loss | perplexity | TTR |" in compact
     assert len(rows(compact)) == 4 and "depth/n_layer=1" in compact
     assert "| perplexity | bits/byte |" in section(own["depth"], "Results")
+    for text in (md, *own.values()):  # the dataset by its name: no local path in a hand-in
+        assert "stories.txt" in text and "/stories.txt" not in text
 
 
 def test_reports_state_the_parameter_convention_and_show_non_embedding_counts(bpe):
@@ -252,6 +254,7 @@ def test_throughput_measured_under_load_is_marked_and_caveated(tmp_path):
     md = write_report(root, ["heads"], tmp_path / "out", plots=False).sweeps[0].report_md.read_text()
     results = {r[0]: r for r in rows(section(md, "Results"))}
     assert "320 (loaded)" in results["n_head=4"] and "3,188" in results["n_head=2"]
+    assert "(loaded)" not in " ".join(results["n_head=2"])
     assert "**Caveat:** tok/s was measured while other work kept the CPU busy for " \
            "n_head=4 (1.6 cores busy)" in section(md, "Observations")
 
