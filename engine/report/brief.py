@@ -14,8 +14,9 @@ from pathlib import Path
 
 from engine.model.arithmetic import PARAM_CONVENTIONS
 from engine.report.course import Study, same_params
-from engine.report.course_md import (_settings_text, compare_neighbours, methods_table,
-                                     precision_text, results_table, temperature_section)
+from engine.report.caveats import precision_text
+from engine.report.course_md import (compare_neighbours, methods_table, results_table,
+                                     settings_text, temperature_section)
 from engine.report.returns import returns_to_size
 
 N_FIGURES = 3
@@ -42,7 +43,7 @@ def brief_markdown(study: Study, figures: list[Path], runs_root: Path) -> str:
            f"{time.strftime('%Y-%m-%d', time.gmtime())}. Losses are cross-entropy in nats "
            "per token; a number over seeds is mean ± sample standard deviation.", "",
            "## Methods", "", methods_table(study),
-           "Shared by every run: " + _settings_text(study) + ".", "",
+           "Shared by every run: " + settings_text(study) + ".", "",
            f"Parameter counts: “params (nanoGPT)”, the N of every fit, is "
            f"{PARAM_CONVENTIONS['nanogpt']}; “params (non-emb.)” is "
            f"{PARAM_CONVENTIONS['non_embedding']}. " + precision_text(study), "",

@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.report.provenance import provenance_lines
 from engine.report.course import Member, Stat, Study, is_finding, same_params
-from engine.report.summary import MIN_WORDS, RunSummary
+from engine.report.summary import MIN_WORDS
 from engine.report.fit_md import fit_section
 from engine.report.study import FitGroup
 from engine.report.summary import (
@@ -24,7 +24,8 @@ from engine.report.summary import (
     latest_samples,
     temperature_diversity,
 )
-from engine.report.returns import RETURNS_METHOD, embedding_note, returns_to_size
+from engine.report.caveats import embedding_note, precision_of, precision_text, same_start_note
+from engine.report.returns import RETURNS_METHOD, returns_to_size
 from engine.report.tables import fmt, md_table, shown_setting
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
@@ -56,31 +57,6 @@ def _flags(m: Member, common_budget: int | None) -> str:
         others = [f"{o.sweep}/{o.label}" for o in m.model.members if o is not m]
         out.append("shared with " + ", ".join(others))
     return "; ".join(out) or "—"
-
-
-def precision_of(summaries: list[RunSummary]) -> str:
-    """Precision and attention path of a model's runs as one cell ("bfloat16 · fused")."""
-    seen = sorted({f"{s.precision or '?'}" + (f" · {s.attention}" if s.attention else "")
-                   for s in summaries})
-    return " / ".join(seen) if seen else "—"
-
-
-def precision_text(study: Study) -> str:
-    """One sentence: the precision every run trained in, or a warning naming the sweeps
-    whose runs differ (their numbers then compare precisions as much as shapes)."""
-    runs = [s for m in study.members() for s in m.runs if s.precision]
-    if not runs:
-        return "Precision: not recorded (runs trained before nanotui recorded it)."
-    values = sorted({s.precision for s in runs})
-    if len(values) == 1:
-        return (f"Precision: {values[0]} in every run that recorded it; the attention path "
-                "is in the methods table.")
-    mixed = [name for name, ms in study.sweeps.items()
-             if len({s.precision for m in ms for s in m.runs if s.precision}) > 1]
-    return (f"**Warning:** runs trained in different precisions ({', '.join(values)})"
-            + (f", within the sweep(s) {', '.join(mixed)}" if mixed else "")
-            + ": their losses and speeds compare the precisions as much as the shapes "
-            "(the methods table names each model's).")
 
 
 def common_budget(study: Study) -> int | None:
@@ -145,7 +121,7 @@ def compact_table(study: Study) -> str:
                      "perplexity", "TTR"], rows)
 
 
-def _settings_text(study: Study) -> str:
+def settings_text(study: Study) -> str:
     cfgs = [s.config.to_dict() for m in study.members() for s in m.runs if s.config]
     flat = [{k: v for k, v in c.items() if k not in ("sampling", "seed")} for c in cfgs]
     keys = sorted({k for c in flat for k in c})
@@ -178,24 +154,6 @@ def compare_neighbours(members: list[Member], key: str | None) -> list[str]:
     best = min(done, key=lambda m: m.best_val.mean)
     text.append(f"Lowest mean best val loss: **{best.label}** ({best.best_val.text()}).")
     return text
-
-
-def same_start_note(members: list[Member], key: str | None) -> str | None:
-    """Why the samples of a sweep like heads read alike: every configuration has the same
-    weight shapes (one parameter count) and the same seeds, so each seed's runs start from
-    identical weights and see identical batches; only how attention splits n_embd differs."""
-    done = [m for m in members if m.finished]
-    if key is None or len(done) < 2 or not same_params(done):
-        return None
-    seeds = {tuple(sorted(s.config.seed for s in m.runs if s.config)) for m in done}
-    if len(seeds) != 1:
-        return None
-    return (f"Why the samples look alike: every `{key}` here has the same weight shapes "
-            f"({fmt(done[0].params, 'int')} parameters) and the same seed(s) "
-            f"({', '.join(str(x) for x in next(iter(seeds)))}), so the runs start from "
-            "identical initial weights and train on identical batches; they differ only in "
-            f"what `{key}` changes inside the model. Near-identical samples are expected and "
-            f"are not a finding about `{key}`; only differences beyond the seeds' spread are.")
 
 
 def diversity_over_seeds(members: list[Member], decoding: tuple) -> tuple[str, list[str]]:
@@ -363,7 +321,7 @@ def course_markdown(study: Study, fits: list[FitGroup], figures: dict[str, list[
            "sample standard deviation over the seeds.", ""]
     out += ["## Methods", "", "Every model configuration (one row per distinct model; the "
             "value its sweep varies in **bold**):", "", methods_table(study),
-            "Settings shared by every run: " + _settings_text(study) + ".", "",
+            "Settings shared by every run: " + settings_text(study) + ".", "",
             precision_text(study), "",
             "## Results", "", results_table(study)]
     if is_bpe(study.members()):

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.report.course import Study
-from engine.report.course_md import (compare_neighbours, diversity_over_seeds, precision_of,
-                                     precision_text, results_table, same_start_note,
+from engine.report.caveats import (embedding_note, precision_of, precision_text,
+                                   same_start_note, throughput_caveat)
+from engine.report.course_md import (compare_neighbours, diversity_over_seeds, results_table,
                                      temperature_section)
 from engine.report.provenance import provenance_lines
 from engine.report.summary import (
@@ -26,7 +27,7 @@ from engine.report.summary import (
     excerpt,
     latest_samples,
 )
-from engine.report.returns import RETURNS_METHOD, embedding_note, returns_to_size
+from engine.report.returns import RETURNS_METHOD, returns_to_size
 from engine.report.tables import fmt, group_value, md_table, shown_setting
 
 def _settings(summaries: list[RunSummary]) -> tuple[list[str], dict[str, Any]]:
@@ -201,7 +202,7 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
     obs += degenerate or ([f"No run degenerates (repetition-4 ≤ {DEGENERATE_REPETITION:.2f} "
                            "for every run)."] if decoding else [])
     obs += _budget_warnings(summaries)
-    obs += _throughput_caveat(summaries)
+    obs += throughput_caveat(summaries)
     unfinished = [f"{s.run.name}: {s.state_label}" for s in summaries if not s.finished]
     if unfinished:
         obs.append("Not finished (shown, not fitted): " + "; ".join(unfinished) + ".")
@@ -249,22 +250,6 @@ def _over_seeds(study: Study, sweep: str, decoding: tuple | None) -> list[str]:
 def _provenance_section(summaries: list[RunSummary], runs_root: Path) -> list[str]:
     lines = provenance_lines({s.run.name: s.run.read_status() for s in summaries}, runs_root)
     return ["## Provenance", "", "\n\n".join(lines), ""] if lines else []
-
-
-def _throughput_caveat(summaries: list[RunSummary]) -> list[str]:
-    """tok/s measured while other work kept the cores busy says more about the machine
-    than about the model: named, and left out of any comparison."""
-    loaded = [f"{s.run.name} ({s.busy_cores:.1f} cores busy)" for s in summaries
-              if s.busy_cores is not None and s.tok_s]
-    if not loaded:
-        return []
-    if len(loaded) == sum(1 for s in summaries if s.tok_s):
-        return ["**Caveat:** tok/s of every run was measured while other work kept the CPU "
-                f"busy ({', '.join(loaded)}): the figures (marked “(loaded)”) reflect the "
-                "machine's load, not the models; do not compare them."]
-    return [f"**Caveat:** tok/s was measured while other work kept the CPU busy for "
-            f"{', '.join(loaded)}: those figures (marked “(loaded)”) reflect the machine's "
-            "load, not the model's shape; do not compare them with the others."]
 
 
 def _budget_warnings(summaries: list[RunSummary]) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 from engine.report.course import Member, is_finding
-from engine.report.summary import RunSummary
 from engine.report.tables import fmt
 
 DIMINISHING_PCT = 2.0  # below this % val-loss gain per doubling of parameters: diminishing
@@ -61,21 +60,3 @@ def returns_to_size(members: list[Member], threshold_pct: float = DIMINISHING_PC
     return text + (f"Returns diminish beyond {best[a].label} ({fmt(a, 'int')} params): going "
                    f"to {best[b].label} ({fmt(b, 'int')} params) {change}.")
 
-
-EMBEDDING_SHARE = 0.5  # above this share of the nanoGPT count, say that N is mostly embedding
-
-
-def embedding_note(summaries: list[RunSummary]) -> str | None:
-    """Where the token embedding is most of the nanoGPT count (a GPT-2 vocabulary on a
-    small model), returns to size and a fit against N say little: said, with the share."""
-    shares = [(1 - s.params_non_embedding / s.params, s) for s in summaries
-              if s.params and s.params_non_embedding is not None]
-    high = [(f, s) for f, s in shares if f > EMBEDDING_SHARE]
-    if not high:
-        return None
-    lo, hi = min(f for f, _ in high), max(f for f, _ in high)
-    share = f"{lo:.0%}" if round(lo, 2) == round(hi, 2) else f"{lo:.0%}-{hi:.0%}"
-    return (f"**Note:** the token embedding is {share} of the nanoGPT parameter count of "
-            f"{len(high)} of {len(shares)} runs, so N barely moves with the shape: gain per "
-            "doubling and the fit against N measure mostly the embedding; compare the "
-            "non-embedding counts (column “params (non-emb.)”).")
