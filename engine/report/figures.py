@@ -197,11 +197,16 @@ def versus(members: list[Member], key: str | None, decoding: tuple | None, title
     left.set_title("best val loss" + (" (mean ± sd over seeds)"
                                       if any(len(m.finished) > 1 for m in done) else ""))
     if decoding is not None:
-        for metric, name, marker in (("ttr", "TTR", "o"), ("distinct_2", "distinct-2", "s"),
-                                     ("repetition_4", "repetition-4", "^")):
+        metrics = (("ttr", "TTR", "o"), ("distinct_2", "distinct-2", "s"),
+                   ("repetition_4", "repetition-4", "^"))
+        for j, (metric, name, marker) in enumerate(metrics):
             stats = [Stat.of([diversity(s, decoding)[0].get(metric) for s in m.finished])
                      for m in done]
-            _errorbar(right, xs, stats, marker=marker, ms=7, label=name)
+            # each metric a little apart on x, so one never hides another of equal score
+            shift = j - (len(metrics) - 1) / 2
+            dodged = ([x + 0.06 * shift for x in xs] if by_key else
+                      [x * (1 + 0.015 * shift) for x in xs])
+            _errorbar(right, dodged, stats, marker=marker, ms=7, label=name)
         words = [d.get("words", 0.0) * n for m in done for s in m.finished
                  for d, n, _ in [diversity(s, decoding)]]
         few = min(words, default=0.0)

@@ -167,8 +167,9 @@ def test_loss_vs_params_draws_each_configuration_as_mean_and_sd(drawn):
     assert y0 > 1.6 and y1 < 2.3
 
 
-def test_diversity_vs_params_is_one_point_per_size_and_no_metric_hides(drawn):
-    ax = drawn["diversity_vs_params.png"].axes[0]
+@pytest.mark.parametrize("name,axis", [("diversity_vs_params.png", 0), ("vs_params.png", 1)])
+def test_diversity_is_one_point_per_size_and_no_metric_hides(drawn, name, axis):
+    ax = drawn[name].axes[axis]
     bars = _errorbars(ax)
     assert bars and all(len(c.lines[0].get_xdata()) == 3 for c in bars)  # not 6 seeds
     xs = [tuple(c.lines[0].get_xdata()) for c in bars]
