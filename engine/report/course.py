@@ -20,6 +20,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from engine.report.laws.welch import Comparison, compare_stats
 from engine.report.summary import RunSummary
 from engine.report.tables import natural_key
 from engine.runs import RunDir
@@ -47,6 +48,18 @@ class Stat:
         return f"{self.mean:.{digits}f} ± {self.sd:.{digits}f}"
 
 
+def is_finding(a: Stat, b: Stat) -> bool:
+    """The finding rule every report sentence obeys: Welch's t-test over the two
+    configurations' seeds gives p < FINDING_P (engine.report.laws.welch); with one seed on
+    a side no difference can be called a finding."""
+    return compare(a, b).finding
+
+
+def compare(a: Stat, b: Stat) -> Comparison:
+    """Welch's test of b − a from the two configurations' seed statistics."""
+    return compare_stats(a.mean, a.sd, a.n, b.mean, b.sd, b.n)
+
+
 def model_key(s: RunSummary) -> str:
     """Two runs are the same model when their configs agree on everything but the seed."""
     if s.config is None:
@@ -56,9 +69,13 @@ def model_key(s: RunSummary) -> str:
     return json.dumps(d, sort_keys=True, default=str)
 
 
+def configuration_name(run_name: str) -> str:
+    """A run's name in its sweep without the seed suffix: the configuration's name."""
+    return _SEED.sub("", run_name)
+
+
 def label_of(s: RunSummary) -> str:
-    """The run's name in its sweep without the seed suffix: the configuration's name."""
-    return _SEED.sub("", s.run.name)
+    return configuration_name(s.run.name)
 
 
 @dataclass
@@ -80,6 +97,10 @@ class Member:
     @property
     def params(self) -> int | None:
         return self.first.params
+
+    @property
+    def params_non_embedding(self) -> int | None:
+        return self.first.params_non_embedding
 
     def stat(self, get: Callable[[RunSummary], float | None]) -> Stat | None:
         return Stat.of([get(s) for s in self.finished])

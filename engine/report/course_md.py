@@ -4,7 +4,6 @@ only call a difference a finding when it is larger than the seeds' spread."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -27,8 +26,9 @@ from engine.report.summary import (
     latest_samples,
     temperature_diversity,
 )
-from engine.report.tables import DIMINISHING_PCT, diminishing_returns, fmt, md_table
-from engine.runs import RunDir
+from engine.report.caveats import embedding_note, precision_of, precision_text, same_start_note
+from engine.report.returns import RETURNS_METHOD, returns_to_size
+from engine.report.tables import fmt, md_table, shown_setting
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
 
@@ -36,7 +36,7 @@ SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
 def _stat(s: Stat | None, kind: str = "loss") -> str:
     if s is None:
         return "—"
-    digits = 4 if kind == "loss" else 3
+    digits = {"loss": 4, "ppl": 2}.get(kind, 3)
     return s.text(digits)
 
 
@@ -76,31 +76,60 @@ def methods_table(study: Study) -> str:
         if len(model.members) > 1:
             where += " (shared: trained once)"
         rows.append([str(i), where, *[_cell(m.value(k), k in bold) for k in SHAPE_KEYS],
-                     fmt(m.params, "int"), fmt(m.tokens, "int"), str(len(m.runs))])
+                     fmt(m.params, "int"), fmt(m.params_non_embedding, "int"),
+                     fmt(m.tokens, "int"), precision_of(m.runs), str(len(m.runs))])
     return md_table(["#", "sweep · configuration", *SHAPE_KEYS, "params (nanoGPT)",
-                     "tokens trained", "seeds"], rows)
+                     "params (non-emb.)", "tokens trained", "precision · attention", "seeds"],
+                    rows)
 
 
 def results_table(study: Study, sweep_column: bool = True) -> str:
     """One row per configuration of every sweep: its numbers as mean ± sd over seeds."""
     budget = common_budget(study)
+    bpe = is_bpe(study.members())
     rows = []
     for m in study.members():
         rows.append([m.sweep] * sweep_column + [
-            m.label, fmt(m.params, "int"), _stat(m.best_val),
+            m.label, fmt(m.params, "int"), fmt(m.params_non_embedding, "int"), _stat(m.best_val),
             _stat(m.stat(lambda s: s.final_val)), _stat(m.stat(lambda s: s.gap)),
-            _stat(m.stat(lambda s: s.bpc), "bpc"), str(len(m.finished)), _flags(m, budget)])
+            _stat(m.stat(lambda s: s.bpc), "bpc")]
+            + [_stat(m.stat(lambda s: s.perplexity), "ppl"),
+               _stat(m.stat(lambda s: s.bpb), "bpc")] * bpe
+            + [str(len(m.finished)), _flags(m, budget)])
     return md_table(["sweep"] * sweep_column + [
-        "configuration", "params (nanoGPT)", "best val", "final val", "train-val gap",
-        "bits/char", "seeds done", "flags"], rows)
+        "configuration", "params (nanoGPT)", "params (non-emb.)", "best val", "final val",
+        "train-val gap", "bits/char"] + ["perplexity", "bits/byte"] * bpe
+        + ["seeds done", "flags"], rows)
 
 
-def _settings_text(study: Study) -> str:
+def is_bpe(members: list[Member]) -> bool:
+    return any(s.tokenizer == "gpt2" for m in members for s in m.runs)
+
+
+def compact_table(study: Study) -> str:
+    """The course's short results table (as Mini-GPT reports give it): one row per
+    distinct model, its size, mean best val loss, perplexity and TTR over its seeds."""
+    rows = []
+    for model in study.models:
+        m = model.members[0]
+        decoding = common_decoding(m.finished)
+        ttr = (m.stat(lambda s: diversity(s, decoding)[0].get("ttr"))
+               if decoding is not None else None)
+        rows.append([" = ".join(f"{o.sweep}/{o.label}" for o in model.members),
+                     fmt(m.params, "int"), fmt(m.params_non_embedding, "int"),
+                     _stat(m.best_val), _stat(m.stat(lambda s: s.perplexity), "ppl"),
+                     _stat(ttr, "div")])
+    return md_table(["model", "params (nanoGPT)", "params (non-emb.)", "val loss",
+                     "perplexity", "TTR"], rows)
+
+
+def settings_text(study: Study) -> str:
     cfgs = [s.config.to_dict() for m in study.members() for s in m.runs if s.config]
     flat = [{k: v for k, v in c.items() if k not in ("sampling", "seed")} for c in cfgs]
     keys = sorted({k for c in flat for k in c})
     same = {k: flat[0].get(k) for k in keys
             if len({json.dumps(c.get(k), default=str) for c in flat}) == 1} if flat else {}
+    same = {k: shown_setting(k, v) for k, v in same.items()}
     return ", ".join(f"`{k}={json.dumps(v) if not isinstance(v, str) else v}`"
                      for k, v in same.items())
 
@@ -174,25 +203,19 @@ def experiment_section(name: str, members: list[Member], key: str | None,
     summaries = [s for m in members for s in m.finished]
     decoding = common_decoding(summaries)
     out = [f"## Experiment: `{name}`" + (f" (varies `{key}`)" if key else ""), ""]
-    rows = [[m.label, fmt(m.params, "int"), _stat(m.best_val),
+    rows = [[m.label, fmt(m.params, "int"), fmt(m.params_non_embedding, "int"), _stat(m.best_val),
              _stat(m.stat(lambda s: s.final_train)), _stat(m.stat(lambda s: s.gap)),
              str(len(m.finished))] for m in members]
-    out += [md_table(["configuration", "params (nanoGPT)", "best val", "final train",
-                      "train-val gap", "seeds done"], rows)]
+    out += [md_table(["configuration", "params (nanoGPT)", "params (non-emb.)", "best val",
+                      "final train", "train-val gap", "seeds done"], rows)]
     out += [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in figures]
     obs = compare_neighbours(members, key)
-    done = [m for m in members if m.best_val is not None]
     if same_params(members) and key:
         obs.append(f"`{key}` does not change the parameter count, so the figures plot "
                    f"against `{key}`, not parameters.")
-    elif any(_changes(a, b) for a, b in zip(done, done[1:])):
-        reps = [dataclasses.replace(m.finished[0], best_val=m.best_val.mean,
-                                    run=RunDir(m.finished[0].run.path.parent / m.label))
-                for m in done]
-        obs.append(diminishing_returns(reps, DIMINISHING_PCT))
-    elif len(done) > 1:
-        obs.append("No change between neighbouring sizes is a finding (Welch's t-test over "
-                   "the seeds), so this sweep shows no measurable return to size at this budget.")
+        obs += [n for n in [same_start_note(members, key)] if n]
+    elif len([m for m in members if m.best_val is not None]) > 1:
+        obs.append(returns_to_size(members))
     over = [f"{m.label} (from iter {s.overfit_iter}, seed {s.config.seed})"
             for m in members for s in m.finished if s.overfit_iter is not None and s.config]
     obs.append("Overfitting (val rising more than 1% above its best while train falls): "
@@ -268,6 +291,9 @@ def study_observations(study: Study) -> list[str]:
     for m in shared:
         out.append("Shared: " + " and ".join(f"{o.sweep}/{o.label}" for o in m.members)
                    + " are the same model, trained once and shown in each sweep.")
+    note = embedding_note([s for m in study.members() for s in m.runs])
+    if note:
+        out.append(note)
     one_seed = all(len(m.runs) == 1 for m in study.members())
     if one_seed:
         out.append("Every configuration has one seed: differences between runs have no "
@@ -275,14 +301,20 @@ def study_observations(study: Study) -> list[str]:
     return out
 
 
-def _provenance_section(study: Study) -> list[str]:
+def _seed_label(m: Member, s) -> str:
+    """A run as the configuration and the seed it was trained with (its config's seed)."""
+    if len(m.runs) == 1:
+        return m.label
+    return f"{m.label} (seed {s.config.seed if s.config else '?'})"
+
+
+def _provenance_section(study: Study, runs_root: Path) -> list[str]:
     """What produced the numbers, per sweep (engine.report.provenance), so a reader sees
     a torch upgrade or a change of card between sweeps."""
     out = []
     for name, members in study.sweeps.items():
-        lines = provenance_lines({f"{m.label}" + (f" (seed {i})" if len(m.runs) > 1 else ""):
-                                  s.run.read_status()
-                                  for m in members for i, s in enumerate(m.runs, 1)})
+        lines = provenance_lines({_seed_label(m, s): s.run.read_status()
+                                  for m in members for s in m.runs}, runs_root)
         if lines:
             out += [f"### {name}", "", "\n\n".join(lines), ""]
     return ["## Provenance", "", *out] if out else []
@@ -294,14 +326,19 @@ def course_markdown(study: Study, fits: list[FitGroup], figures: dict[str, list[
     sweeps = list(study.sweeps)
     n_runs = len({s.run.path.resolve() for m in study.members() for s in m.runs})
     out = [f"# Course report: sweeps {', '.join(f'`{s}`' for s in sweeps)}", "",
-           f"{len(study.models)} distinct models, {n_runs} training runs, from `{runs_root}`, "
+           f"{len(study.models)} distinct models, {n_runs} training runs, from `{Path(runs_root).name}/`, "
            f"written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Losses are "
            "cross-entropy in nats per token; with several seeds a number is the mean ± the "
            "sample standard deviation over the seeds.", ""]
     out += ["## Methods", "", "Every model configuration (one row per distinct model; the "
             "value its sweep varies in **bold**):", "", methods_table(study),
-            "Settings shared by every run: " + _settings_text(study) + ".", "",
+            "Settings shared by every run: " + settings_text(study) + ".", "",
+            precision_text(study), "",
             "## Results", "", results_table(study)]
+    if is_bpe(study.members()):
+        out += ["Compact table (GPT-2 BPE runs; val loss = mean best val loss, perplexity = "
+                "exp of it per seed, TTR at each model's common decoding setting; mean ± sd "
+                "over seeds):", "", compact_table(study)]
     for name, members in study.sweeps.items():
         keys = study.varied.get(name) or [None]
         out += experiment_section(name, members, keys[0], figures.get(name, []))
@@ -320,9 +357,10 @@ def course_markdown(study: Study, fits: list[FitGroup], figures: dict[str, list[
             "between neighbouring configurations is a finding only when Welch's t-test over "
             f"their seeds gives p < {FINDING_P:g} (two-sided; the interval is the 95% "
             "interval of the difference of the means); with one seed nothing is a finding.",
+            f"- {RETURNS_METHOD}",
             f"- Diversity words: words scored per run (samples × words per sample); below "
             f"{MIN_WORDS} the report warns that TTR is not comparable.",
             "- Tokens trained: the last eval's iteration × batch_size × block_size × "
             "gradient_accumulation_steps.", ""]
-    out += _provenance_section(study)
+    out += _provenance_section(study, runs_root)
     return "\n".join(out) + "\n"

@@ -1,5 +1,5 @@
 """Writing the course report over several sweeps: report.md, report.html (figures
-embedded), runs.csv (one row per run of every sweep, shared runs once per sweep) and the
+embedded), brief.md + brief.html (the 2-4 page hand-in, engine.report.brief), runs.csv (one row per run of every sweep, shared runs once per sweep) and the
 PNGs, into one folder of its own (engine.report.write.course_dir)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.files import atomic_write_bytes
+from engine.report.brief import brief_figures, brief_markdown
 from engine.report.course import build_study
 from engine.report.course_md import course_markdown
 from engine.report.html import markdown_to_html
@@ -26,6 +27,7 @@ class CourseReport:
     dir: Path
     report_md: Path
     report_html: Path
+    brief_html: Path
     runs_csv: Path
     plots: list[Path]
     n_models: int
@@ -33,7 +35,8 @@ class CourseReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"dir": str(self.dir), "report_md": str(self.report_md),
-                "report_html": str(self.report_html), "runs_csv": str(self.runs_csv),
+                "report_html": str(self.report_html), "brief_html": str(self.brief_html),
+                "runs_csv": str(self.runs_csv),
                 "plots": [str(p) for p in self.plots], "n_models": self.n_models}
 
 
@@ -61,10 +64,14 @@ def write_course(per_sweep: dict[str, list[RunSummary]], runs_root: Path, d: Pat
                                    d / f"{name}_training.png"),
                 fg.versus(members, key, decoding, f"{name}: best val loss and diversity",
                           d / f"{name}_vs_{fg.x_name(members, key)}.png")) if p is not None]
-        p = rp.loss_vs_params(reps, fits, None, d / "val_loss_vs_params_all.png")
+        # every run of each distinct model once (a shared model under its first sweep),
+        # so the figure shows the seeds' spread around the means the fit uses
+        runs = [s for model in study.models for s in model.members[0].runs]
+        p = rp.loss_vs_params(runs, fits, None, d / "val_loss_vs_params_all.png")
         cross = [p] if p is not None else []
     md = course_markdown(study, fits, figures, cross, runs_root, laws)
     title = "Course report: " + ", ".join(study.sweeps)
+    brief = brief_markdown(study, brief_figures(study, figures, cross), runs_root)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -78,9 +85,11 @@ def write_course(per_sweep: dict[str, list[RunSummary]], runs_root: Path, d: Pat
     try:
         atomic_write_bytes(d / "report.md", md.encode())
         atomic_write_bytes(d / "report.html", markdown_to_html(md, title, d).encode())
+        atomic_write_bytes(d / "brief.md", brief.encode())
+        atomic_write_bytes(d / "brief.html", markdown_to_html(brief, title, d, brief=True).encode())
         atomic_write_bytes(d / "runs.csv", buf.getvalue().encode())
     except OSError as e:
         raise RunError(f"cannot write the report to {d}: {e.strerror or e}") from None
-    return CourseReport(d, d / "report.md", d / "report.html", d / "runs.csv",
+    return CourseReport(d, d / "report.md", d / "report.html", d / "brief.html", d / "runs.csv",
                         [p for ps in figures.values() for p in ps] + cross,
                         len(study.models), fits)

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.report.course import Study
+from engine.report.caveats import (embedding_note, precision_of, precision_text,
+                                   same_start_note, throughput_caveat)
 from engine.report.course_md import (compare_neighbours, diversity_over_seeds, results_table,
                                      temperature_section)
 from engine.report.provenance import provenance_lines
@@ -25,7 +27,8 @@ from engine.report.summary import (
     excerpt,
     latest_samples,
 )
-from engine.report.tables import DIMINISHING_PCT, diminishing_returns, fmt, group_value, md_table
+from engine.report.returns import RETURNS_METHOD, returns_to_size
+from engine.report.tables import fmt, group_value, md_table, shown_setting
 
 def _settings(summaries: list[RunSummary]) -> tuple[list[str], dict[str, Any]]:
     cfgs = [s.config.to_dict() for s in summaries if s.config]
@@ -34,7 +37,7 @@ def _settings(summaries: list[RunSummary]) -> tuple[list[str], dict[str, Any]]:
     varied = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in flat}) > 1]
     for s in summaries:  # keys named by the sweep, even if (oddly) equal everywhere
         varied += [k for k in s.varied if k not in varied]
-    fixed = {k: flat[0].get(k) for k in keys if k not in varied} if flat else {}
+    fixed = {k: shown_setting(k, flat[0].get(k)) for k in keys if k not in varied} if flat else {}
     if cfgs and all(c.get("sampling") == cfgs[0].get("sampling") for c in cfgs):
         for k, v in (cfgs[0].get("sampling") or {}).items():
             fixed[f"sampling.{k}"] = v
@@ -52,25 +55,27 @@ def _fixed_table(fixed: dict[str, Any], pairs: int = 3) -> str:
 
 
 def _cfg(s: RunSummary, key: str) -> Any:
-    return s.config.to_dict().get(key, "—") if s.config else "—"
+    return shown_setting(key, s.config.to_dict().get(key, "—")) if s.config else "—"
 
 
 def _results_table(summaries: list[RunSummary], varied: list[str]) -> str:
     bpe = any(s.tokenizer == "gpt2" for s in summaries)
-    head = ["run", "state", *varied, "params (nanoGPT)", "params (total)", "best val",
-            "best @ iter", "final val", "final train", "train-val gap", "bits/char"]
+    head = ["run", "state", *varied, "params (nanoGPT)", "params (non-emb.)", "params (total)",
+            "best val", "best @ iter", "final val", "final train", "train-val gap", "bits/char"]
     if bpe:
-        head.append("perplexity")
+        head += ["perplexity", "bits/byte"]
     head += ["tok/s", "wall time"]
     rows = []
     for s in summaries:
         row = [s.run.name, s.state_label, *[fmt(_cfg(s, k)) for k in varied],
-               fmt(s.params, "int"), fmt(s.params_total, "int"), fmt(s.best_val, "loss"),
+               fmt(s.params, "int"), fmt(s.params_non_embedding, "int"),
+               fmt(s.params_total, "int"), fmt(s.best_val, "loss"),
                fmt(s.best_iter, "int"), fmt(s.final_val, "loss"), fmt(s.final_train, "loss"),
                fmt(s.gap, "gap"), fmt(s.bpc, "bpc")]
         if bpe:
-            row.append(fmt(s.perplexity, "ppl"))
-        row += [fmt(s.tok_s, "int"), fmt(s.wall_s, "time")]
+            row += [fmt(s.perplexity, "ppl"), fmt(s.bpb, "bpc")]
+        row += [fmt(s.tok_s, "int") + (" (loaded)" if s.busy_cores is not None and s.tok_s else ""),
+                fmt(s.wall_s, "time")]
         rows.append(row)
     return md_table(head, rows)
 
@@ -163,13 +168,15 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
     div_text, degenerate = _diversity_section(summaries, decoding)
     n_fin = sum(s.finished for s in summaries)
     out = [f"# Report: sweep `{sweep}`", "",
-           f"{len(summaries)} runs ({n_fin} finished) from `{runs_root}`, written "
+           f"{len(summaries)} runs ({n_fin} finished) from `{Path(runs_root).name}/`, written "
            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Losses are cross-entropy "
            "in nats per token; runs not marked `done` are shown with their state and left out "
            "of the fit.", "", "## Settings", "",
            "Varied: " + (", ".join(f"`{k}`" for k in varied) or "nothing (a single setting)") + ".", "",
            "Fixed (the same in every run):", "", _fixed_table(fixed),
-           *_provenance_section(summaries),
+           precision_text(study) + " Precision · attention per run: " + "; ".join(
+               f"{s.run.name} {precision_of([s])}" for s in summaries) + ".", "",
+           *_provenance_section(summaries, runs_root),
            "## Results", "", _results_table(summaries, varied)]
     missing = [f"bits/char of {s.run.name}: {s.bpc_note}" for s in summaries
                if s.best_val is not None and s.bpc is None]
@@ -183,9 +190,11 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
         out += ["## Ranked by best validation loss", "", _ranking(summaries, varied)]
     if group_by:
         out += [f"## Grouped by `{group_by}`", "", _grouped(summaries, group_by)]
+    same = same_start_note(study.sweeps[sweep], (study.varied.get(sweep) or [None])[0])
     out += ["## Diversity", "", div_text, "## Samples side by side", "",
-            _excerpts(summaries, decoding), "## Observations", ""]
-    obs = [diminishing_returns(summaries, DIMINISHING_PCT)]
+            _excerpts(summaries, decoding)] + ([same, ""] if same else []) + ["## Observations", ""]
+    obs = [returns_to_size(study.sweeps[sweep])]
+    obs += [n for n in [embedding_note(summaries)] if n]
     over = [f"**{s.run.name}** overfits from iter {s.overfit_iter}: {s.overfit_note}."
             for s in summaries if s.overfit_iter is not None]
     obs += over or ["No run overfits (no run's val loss ends more than 1% above its best while "
@@ -193,6 +202,7 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
     obs += degenerate or ([f"No run degenerates (repetition-4 ≤ {DEGENERATE_REPETITION:.2f} "
                            "for every run)."] if decoding else [])
     obs += _budget_warnings(summaries)
+    obs += throughput_caveat(summaries)
     unfinished = [f"{s.run.name}: {s.state_label}" for s in summaries if not s.finished]
     if unfinished:
         obs.append("Not finished (shown, not fitted): " + "; ".join(unfinished) + ".")
@@ -207,9 +217,7 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
         out += ["## Figures", ""] + [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in plots]
     out += ["## How these numbers were computed", ""]
     out += [f"- {v}" for v in METHODS.values()]
-    out += [f"- Diminishing returns: for successive parameter counts N1 < N2 (the best finished "
-            f"run at each), gain per doubling = (L1 − L2) / L1 / log2(N2 / N1) × 100%, with L "
-            f"the best val loss; below {DIMINISHING_PCT:g}% per doubling counts as diminishing.",
+    out += [f"- {RETURNS_METHOD}",
             "- Scaling law: see **Method** in the section above (law, parameter-count "
             "convention, Huber loss, bootstrap intervals, held-out check).",
             "- runs.csv holds every number above, one row per run, at full precision."]
@@ -235,8 +243,8 @@ def _over_seeds(study: Study, sweep: str, decoding: tuple | None) -> list[str]:
     return out
 
 
-def _provenance_section(summaries: list[RunSummary]) -> list[str]:
-    lines = provenance_lines({s.run.name: s.run.read_status() for s in summaries})
+def _provenance_section(summaries: list[RunSummary], runs_root: Path) -> list[str]:
+    lines = provenance_lines({s.run.name: s.run.read_status() for s in summaries}, runs_root)
     return ["## Provenance", "", "\n\n".join(lines), ""] if lines else []
 
 

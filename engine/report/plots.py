@@ -6,10 +6,12 @@ never cover a curve; layouts are constrained so labels never overlap.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from engine.report.course import Stat, label_of
 from engine.report.summary import RunSummary, diversity
 from engine.report.tables import group_value, natural_key
 
@@ -138,56 +140,103 @@ def loss_curves(summaries: list[RunSummary], x: str, title: str, path: Path,
     return path
 
 
+@dataclass
+class _Config:
+    """One configuration's points: its runs (seeds) and best val loss over the finished."""
+    id: str
+    group: str
+    params: float               # under the fits' convention
+    runs: list[RunSummary]
+    loss: Stat | None            # over the finished seeds; None when none finished
+
+    @property
+    def finished(self) -> list[RunSummary]:
+        return [s for s in self.runs if s.finished]
+
+
+def _configurations(runs: list[RunSummary], key) -> list[_Config]:
+    """Runs that differ only in their seed, pooled (engine.report.course.label_of)."""
+    groups: dict[str, list[RunSummary]] = {}
+    for s in runs:
+        if s.params and s.best_val is not None:
+            groups.setdefault(f"{s.run.sweep}/{label_of(s)}", []).append(s)
+    out = []
+    for cid, ss in groups.items():
+        loss = Stat.of([s.best_val for s in ss if s.finished])
+        out.append(_Config(cid, key(ss[0]), ss[0].params, ss, loss))
+    return sorted(out, key=lambda c: (c.params, c.id))
+
+
 def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | None,
                    path: Path, group_by: str | None = None) -> Path | None:
-    """Best val loss against parameter count (the fits' convention), log-log, with each
-    tokenizer + data group's law, its band and held-out check (engine.report.law_figure)."""
+    """Best val loss against parameter count (the fits' convention), log-log: each
+    configuration's mean over its finished seeds ± their sd (the point a fit uses), its
+    seeds as small rings, and each tokenizer + data group's law with its band and held-out
+    check (engine.report.law_figure); the y axis fitted to the data, so a law's far ends
+    never squash the points."""
     from engine.report.law_figure import draw_fits
     from engine.report.laws.points import n_of
     plt = _plt()
     fitted = [g for g in fits if g.fit is not None]
     convention = fitted[0].fit.convention if fitted else "nanogpt"
     fit_points = {s.id for g in fitted for s in g.points}
-    x_of = {s.id: n_of(s, convention) for s in study}
-    pts = [s for s in study if x_of[s.id] and s.best_val is not None]
-    if not pts:
-        return None
-    fig, ax = _fig(plt, 6, width=10.0, height=6.5)
 
     def key(s: RunSummary):
-        if group_by:
-            return f"{group_by}={group_value(s, group_by)}"
-        return s.run.sweep
-    groups = sorted({key(s) for s in pts})
+        return f"{group_by}={group_value(s, group_by)}" if group_by else s.run.sweep
+    x_of = {s.id: n_of(s, convention) for s in study}
+    configs = [c for c in _configurations(study, key) if x_of.get(c.runs[0].id)]
+    if not configs:
+        return None
+    for c in configs:
+        c.params = x_of[c.runs[0].id]
+    fig, ax = _fig(plt, 6, width=10.0, height=6.5)
+    groups = sorted({c.group for c in configs})
     colors = dict(zip(groups, _colors(len(groups))))
+    seeded = any(len(c.finished) > 1 for c in configs)
+    ys: list[float] = []
     for g in groups:
-        fin = [s for s in pts if key(s) == g and s.finished]
-        if fin:
-            big = highlight_sweep is None or any(s.run.sweep == highlight_sweep for s in fin)
-            ax.scatter([x_of[s.id] for s in fin], [s.best_val for s in fin], s=70 if big else 40,
-                       color=colors[g], edgecolor="black", linewidth=0.8, zorder=3, label=g)
-    unf = [s for s in pts if not s.finished]
+        done = [c for c in configs if c.group == g and c.loss is not None]
+        if not done:
+            continue
+        big = highlight_sweep is None or any(c.id.startswith(highlight_sweep + "/") for c in done)
+        for c in done:
+            seeds = [s.best_val for s in c.finished]
+            ys += seeds + [c.loss.mean - (c.loss.sd or 0.0), c.loss.mean + (c.loss.sd or 0.0)]
+            if len(seeds) > 1:
+                ax.scatter([c.params] * len(seeds), seeds, s=22, facecolor="none",
+                           edgecolor=colors[g], linewidth=0.9, zorder=2)
+        off = [c for c in done if fitted and c.id not in fit_points
+               and not any(s.id in fit_points for s in c.runs)]
+        on = [c for c in done if c not in off]
+        for cs, face, label in ((on, colors[g], g), (off, "white", None)):
+            if cs:
+                ax.errorbar([c.params for c in cs], [c.loss.mean for c in cs],
+                            yerr=[c.loss.sd or 0.0 for c in cs], fmt="o", ms=9 if big else 7,
+                            color=colors[g], mfc=face, mec="black", mew=0.8, capsize=4,
+                            elinewidth=1.2, zorder=3, label=label if label else None)
+    unf = [c for c in configs if c.loss is None]
     if unf:
-        ax.scatter([x_of[s.id] for s in unf], [s.best_val for s in unf], marker="x", s=70,
-                   color="grey", zorder=3, label="not finished (not fitted)")
-    from engine.report.course import label_of  # a seed's run belongs to its configuration
-    off = [s for s in pts if s.finished and s.id not in fit_points
-           and f"{s.run.sweep}/{label_of(s)}" not in fit_points]
-    if fitted and off:
-        ax.scatter([x_of[s.id] for s in off], [s.best_val for s in off], marker="o", s=140,
-                   facecolor="none", edgecolor="grey", zorder=2,
+        best = [min(s.best_val for s in c.runs) for c in unf]
+        ys += best
+        ax.scatter([c.params for c in unf], best, marker="x", s=70, color="grey", zorder=3,
+                   label="not finished (best so far; not fitted)")
+    if fitted and any(c.loss is not None and c.id not in fit_points
+                      and not any(s.id in fit_points for s in c.runs) for c in configs):
+        ax.scatter([], [], marker="o", s=60, facecolor="white", edgecolor="black",
                    label="not fitted (see the report)")
-    xs = [x_of[s.id] for s in pts] + draw_fits(ax, fitted, several=len(fits) > 1)
+    if seeded:
+        ax.scatter([], [], s=22, facecolor="none", edgecolor="grey", label="each seed")
+    xs = [c.params for c in configs] + draw_fits(ax, fitted, several=len(fits) > 1)
     scale = _log_x(ax, xs)
     ax.set_yscale("log")
+    lo, hi = min(ys), max(ys)
+    pad = (hi / lo) ** 0.08 if hi > lo else 1.02
+    ax.set_ylim(lo / pad, hi * pad)  # a band from resamples can reach far: keep the data in view
     ax.set_xlabel(f"parameters N ({convention} count, {scale})")
     ax.set_ylabel("best val loss (nats/token, log scale)")
-    ax.set_title("Validation loss vs model size" + ("" if fitted else
-                 "\n(no fit: see the report for why)"))
-    ys = [s.best_val for s in pts]
-    if fitted:  # a band from resamples at an exponent's bound can reach far: keep the data in view
-        ax.set_ylim(min(ys) / 1.15, max(ys) * 1.15)
-    _log_y_ticks(ax, ys)
+    title = "Validation loss vs model size" + (" (mean ± sd over seeds)" if seeded else "")
+    ax.set_title(title + ("" if fitted else "\n(no fit: see the report for why)"))
+    _log_y_ticks(ax, [lo, hi])
     _legend(ax, n=len(groups) + 6, title=group_by or "sweep")
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -209,43 +258,51 @@ def _log_y_ticks(ax, ys: list[float]) -> None:
 
 def diversity_vs_params(summaries: list[RunSummary], decoding: tuple | None, label: str,
                         path: Path) -> Path | None:
-    """Diversity scores of each run's latest samples against its parameter count."""
+    """Diversity of each configuration's latest samples (mean ± sd over its finished
+    seeds: one point per size, never a zigzag through the seeds) against parameters."""
     plt = _plt()
     if decoding is None:
         return None
-    rows = []
-    for s in summaries:
-        if s.params and s.finished:  # a running run's early samples would not compare
-            d, n, _ = diversity(s, decoding)
-            if n:
-                rows.append((s.params, d))
+    rows: list[tuple[int, dict[str, Stat]]] = []
+    for c in _configurations([s for s in summaries if s.finished], lambda s: ""):
+        scores = [d for d, n, _ in (diversity(s, decoding) for s in c.finished) if n]
+        if scores:  # a running run's early samples would not compare: finished only
+            rows.append((c.params, {k: st for k in DIVERSITY_NAMES
+                                    if (st := Stat.of([d.get(k) for d in scores])) is not None}))
     if not rows:
         return None
-    rows.sort(key=lambda r: r[0])
     fig, ax = _fig(plt, 5, width=10.0, height=6.0)
-    names = {"ttr": "TTR", "mattr": "MATTR", "distinct_1": "distinct-1",
-             "distinct_2": "distinct-2", "repetition_4": "repetition-4"}
-    # Metrics that coincide on every run (word TTR is distinct-1; MATTR is TTR for samples
-    # shorter than its window) are drawn once, with one joint label, not on top of each other.
-    lines: list[tuple[list[str], list[float]]] = []
-    for k, name in names.items():
+    # Metrics that coincide on every configuration (word TTR is distinct-1; MATTR is TTR
+    # for samples shorter than its window) are drawn once with one joint label; the others
+    # are set a little apart on x, so no metric hides under another.
+    lines: list[tuple[list[str], list[Stat]]] = []
+    for k, name in DIVERSITY_NAMES.items():
         if not all(k in d for _, d in rows):
             continue
-        ys = [d[k] for _, d in rows]
+        stats = [d[k] for _, d in rows]
         for labels, other in lines:
-            if all(abs(a - b) < 1e-9 for a, b in zip(ys, other)):
+            if all(abs(a.mean - b.mean) < 1e-9 for a, b in zip(stats, other)):
                 labels.append(name)
                 break
         else:
-            lines.append(([name], ys))
-    for (labels, ys), m in zip(lines, "osD^v"):
-        ax.plot([p for p, _ in rows], ys, marker=m, ms=7, label=" = ".join(labels))
-    scale = _log_x(ax, [p for p, _ in rows])
+            lines.append(([name], stats))
+    params = np.array([p for p, _ in rows], dtype=float)
+    for j, ((labels, stats), m) in enumerate(zip(lines, "osD^v")):
+        dodge = 1.0 + 0.015 * (j - (len(lines) - 1) / 2)
+        ax.errorbar(params * dodge, [st.mean for st in stats], yerr=[st.sd or 0.0 for st in stats],
+                    marker=m, ms=7, capsize=3, label=" = ".join(labels))
+    scale = _log_x(ax, list(params))
     ax.set_xlabel(f"parameters N (nanoGPT count, {scale})")
     ax.set_ylabel("score (fraction, 0-1)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"Sample diversity vs model size\n({label})")
+    seeded = any(st.n > 1 for _, d in rows for st in d.values())
+    ax.set_title("Sample diversity vs model size" + (" (mean ± sd over seeds)" if seeded else "")
+                 + f"\n({label})")
     _legend(ax, title="metric")
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+DIVERSITY_NAMES = {"ttr": "TTR", "mattr": "MATTR", "distinct_1": "distinct-1",
+                   "distinct_2": "distinct-2", "repetition_4": "repetition-4"}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ConfigError, TrainConfig
-from engine.model.arithmetic import model_vocab, param_counts
+from engine.model.arithmetic import PARAM_CONVENTIONS, model_vocab, param_count, param_counts
 from engine.report.meta import find_meta
 from engine.report.reading import RunReading, read_run
 from engine.runs import RunDir
@@ -28,11 +28,16 @@ DEGENERATE_REPETITION = 0.30
 MIN_WORDS = 200  # TTR of fewer words per run swings with the sample: flagged, not compared
 
 METHODS = {
-    "params": "Parameters (nanoGPT): all weights except the position embedding, the "
-              "convention of nanoGPT's `get_num_params()` (the token embedding is the tied "
-              "output head, so it stays in). Total: every weight. Taken from status.json "
-              "when the training process recorded them, else counted from the run's config "
-              "by `engine.model.arithmetic.param_counts` (exact for this architecture).",
+    "params": "Parameters, and the convention of each count (engine.model.arithmetic."
+              "PARAM_CONVENTIONS): \"params (nanoGPT)\", the N of every fit and of gain per "
+              f"doubling, is {PARAM_CONVENTIONS['nanogpt']}; \"non-emb.\" is "
+              f"{PARAM_CONVENTIONS['non_embedding']}; total is "
+              f"{PARAM_CONVENTIONS['total']}. With a GPT-2 vocabulary (50,304 × n_embd "
+              "token weights) most of a small model is embedding, so its nanoGPT count "
+              "barely moves with depth: read returns to size against the non-embedding "
+              "count too. Taken from status.json when the training process recorded them, "
+              "else counted from the run's config by `engine.model.arithmetic.param_count` "
+              "(exact for this architecture).",
     "best_val": "Best val loss: the lowest `val_loss` over the eval records of metrics.jsonl "
                 "(nats per token), with the iteration it was reached at.",
     "final_val": "Final val loss / final train loss: the last eval record's `val_loss` and "
@@ -44,9 +49,21 @@ METHODS = {
            "`bytes_per_token`, which equals characters per token for ASCII text). This is "
            "the number that compares char and BPE runs.",
     "ppl": "Perplexity (BPE runs): exp(best val loss), per token.",
+    "bpb": "Bits per byte (BPE runs): best val loss / ln 2 / bytes per token, with bytes "
+           "per token from the prepared data's meta.json (`bytes_per_token`): the number "
+           "that compares models across tokenizers.",
     "tok_s": "Tokens/s: status.json `tok_s`, the figure every view shows: tokens per step "
              "/ the median seconds per step over the run's recent steps (up to 200), with "
              "start-up, compilation and evals left out.",
+    "tok_s_load": "Throughput under load: a CPU run records how many cores other work kept "
+                  "busy as it started (status.json `cpu_load`); where they were busy, its "
+                  "tok/s is marked “(loaded)” and is not a property of the model: compare "
+                  "tok/s only between runs on an otherwise idle machine.",
+    "precision": "Precision: status.json `dtype`, the autocast precision the run trained "
+                 "in; `dtype = \"auto\"` resolves once by the device's kind (bf16 where the "
+                 "CPU or GPU has it natively), the same for every run of a sweep on one "
+                 "machine; the CPU attention path (status.json `cpu_attention`) is measured "
+                 "per shape.",
     "wall": "Wall time: status.json `ended_at − started_at`; for a run still going, the "
             "time of its last metrics record − `started_at`.",
     "tokens": "Tokens (x axis of the token plot): the records' `tokens` field when the "
@@ -77,6 +94,7 @@ class RunSummary:
     varied: dict[str, Any]
     params: int | None = None
     params_total: int | None = None
+    params_non_embedding: int | None = None
     params_note: str = ""
     vocab: int | None = None           # the model's vocabulary, for other parameter conventions
     best_val: float | None = None
@@ -88,8 +106,13 @@ class RunSummary:
     chars_per_token: float | None = None
     bpc: float | None = None
     bpc_note: str = ""
+    bytes_per_token: float | None = None
+    bpb: float | None = None
     perplexity: float | None = None
     tok_s: float | None = None
+    busy_cores: float | None = None  # other work's cores at run start, where it kept them busy
+    precision: str | None = None     # status.json dtype: the precision trained in
+    attention: str | None = None     # the CPU attention path (None off the CPU)
     wall_s: float | None = None
     overfit_iter: int | None = None
     overfit_note: str = ""
@@ -156,6 +179,11 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
     _losses(s, reading)
     _bits_per_char(s, status, meta, meta_src)
     s.tok_s = reading.tok_s
+    load = status.get("cpu_load") if isinstance(status.get("cpu_load"), dict) else {}
+    if load.get("busy") is True:
+        s.busy_cores = _num(load.get("busy_cores"))
+    s.precision = status.get("dtype") if isinstance(status.get("dtype"), str) else None
+    s.attention = status.get("cpu_attention") if isinstance(status.get("cpu_attention"), str) else None
     s.wall_s = _wall_seconds(status, metrics)
     return s
 
@@ -176,6 +204,7 @@ def _params(s: RunSummary, reading: RunReading, status: dict[str, Any], meta: di
     if s.params is not None and s.params_total is not None:
         return
     if cfg is not None and isinstance(vocab, int):
+        s.params_non_embedding = param_count(cfg, vocab, "non_embedding")
         p, pt = param_counts(cfg, vocab)
         s.params = s.params if s.params is not None else p
         s.params_total = s.params_total if s.params_total is not None else pt
@@ -224,6 +253,10 @@ def _bits_per_char(s: RunSummary, status: dict[str, Any], meta: dict | None, met
         s.bpc_note = meta_src
     if s.chars_per_token:
         s.bpc = s.best_val / LN2 / s.chars_per_token
+    s.bytes_per_token = (_num((meta or {}).get("bytes_per_token"))
+                         or _num(status.get("bytes_per_token")))
+    if s.bytes_per_token:
+        s.bpb = s.best_val / LN2 / s.bytes_per_token
     if cfg is not None and cfg.tokenizer == "gpt2":
         s.perplexity = math.exp(s.best_val)
 

@@ -1,15 +1,14 @@
-"""Formatting for report tables and runs.csv, and the diminishing-returns observation."""
+"""Formatting for report tables and runs.csv."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 from engine.report.summary import RunSummary, describe_decoding, diversity
-
-DIMINISHING_PCT = 2.0  # below this % val-loss gain per doubling of parameters: diminishing
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "max_iters")
 
@@ -47,6 +46,17 @@ def fmt(x: Any, kind: str = "") -> str:
     if isinstance(x, float):
         return f"{x:g}"
     return str(x)
+
+
+PATH_KEYS = ("dataset", "data_dir")
+
+
+def shown_setting(key: str, value: Any) -> Any:
+    """A setting as a hand-in shows it: a dataset or data directory given as a path by
+    its last part (no local paths in a report)."""
+    if key in PATH_KEYS and isinstance(value, str) and "/" in value:
+        return Path(value).name or value
+    return value
 
 
 def md_cell(text: str) -> str:
@@ -97,32 +107,3 @@ def natural_key(text: str) -> tuple:
     """Sort key that orders the numbers inside names as numbers: n_head=4 < 8 < 16 < 32."""
     return tuple((0, float(part), "") if i % 2 else (1, 0.0, part)
                  for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", text)))
-
-
-def diminishing_returns(summaries: list[RunSummary], threshold_pct: float) -> str:
-    """Where the best val loss stops improving with size, as one sentence."""
-    best: dict[int, RunSummary] = {}
-    for s in summaries:
-        if s.finished and s.params:
-            if s.params not in best or s.best_val < best[s.params].best_val:
-                best[s.params] = s
-    sizes = sorted(best)
-    if len(sizes) < 2:
-        return ("Size does not vary among the finished runs, so there are no returns to "
-                "size to measure.")
-    steps, first_low = [], None
-    for a, b in zip(sizes, sizes[1:]):
-        la, lb = best[a].best_val, best[b].best_val
-        gain = (la - lb) / la / math.log2(b / a) * 100
-        steps.append(f"{best[a].run.name} → {best[b].run.name}: {gain:+.1f}%")
-        if first_low is None and gain < threshold_pct:
-            first_low = (a, b, gain)
-    text = "Val-loss gain per doubling of parameters: " + "; ".join(steps) + ". "
-    if first_low is None:
-        return text + (f"Every step gains at least {threshold_pct:g}% per doubling: no sign "
-                       "of saturation within this sweep.")
-    a, b, gain = first_low
-    change = (f"gains only {gain:.1f}% per doubling, below {threshold_pct:g}%" if gain >= 0 else
-              f"makes the best val loss worse ({gain:.1f}% per doubling)")
-    return text + (f"Returns diminish beyond {best[a].run.name} ({fmt(a, 'int')} params): going "
-                   f"to {best[b].run.name} ({fmt(b, 'int')} params) {change}.")

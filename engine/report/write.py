@@ -2,7 +2,8 @@
 and for several sweeps one course report over all of them.
 
     write_report(runs_root, ["depth"], out_dir) -> ReportResult
-    out_dir/<sweep>/report.md, runs.csv, training_curves.png (per-step, late zoom),
+    out_dir/<sweep>/report.md, brief.md + brief.html (the hand-in, engine.report.brief),
+                    runs.csv, training_curves.png (per-step, late zoom),
                     vs_params.png or vs_<key>.png (loss and diversity; the varied key
                     when the size does not change), loss_vs_tokens.png (eval points
                     against tokens), val_loss_vs_params.png and diversity_vs_params.png
@@ -30,9 +31,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.config import TRAIN_KEYS, did_you_mean
+from engine.report.brief import brief_figures, brief_markdown
 from engine.report.course import Study, build_study, label_of
 from engine.report.fit_md import fit_section
 from engine.report.laws import LawFit, LawOptions
+from engine.report.html import markdown_to_html
 from engine.report.markdown import sweep_markdown
 from engine.report.study import FitGroup, study_fits
 from engine.report.summary import (
@@ -62,9 +65,11 @@ class SweepReport:
     plots: list[Path]
     n_runs: int
     n_finished: int
+    brief_html: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"sweep": self.sweep, "dir": str(self.dir), "report_md": str(self.report_md),
+                "brief_html": str(self.brief_html) if self.brief_html else None,
                 "runs_csv": str(self.runs_csv), "plots": [str(p) for p in self.plots],
                 "n_runs": self.n_runs, "n_finished": self.n_finished}
 
@@ -198,13 +203,17 @@ def _write_sweep(name: str, summaries: list[RunSummary], study: Study,
     for s in summaries:
         w.writerow(csv_row(s, decoding, group_by,
                            s.finished and f"{s.run.sweep}/{label_of(s)}" in fitted))
+    brief = brief_markdown(study, brief_figures(study, {name: figures}, []), runs_root)
     try:
         atomic_write_bytes(d / "report.md", md.encode())
         atomic_write_bytes(d / "runs.csv", buf.getvalue().encode())
+        atomic_write_bytes(d / "brief.md", brief.encode())
+        atomic_write_bytes(d / "brief.html", markdown_to_html(
+            brief, f"Report: {name}", d, brief=True).encode())
     except OSError as e:
         raise ReportError(f"cannot write the report to {d}: {e.strerror or e}") from None
     return SweepReport(name, d, d / "report.md", d / "runs.csv", figures,
-                       len(summaries), sum(s.finished for s in summaries))
+                       len(summaries), sum(s.finished for s in summaries), d / "brief.html")
 
 
 def _sweep_figures(name: str, summaries: list[RunSummary], study: Study,

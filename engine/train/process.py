@@ -33,6 +33,7 @@ from typing import Any, Callable
 import torch
 
 from engine.errors import UserError, one_line
+from engine.model import cpu_tuner
 from engine.model import device as dev
 from engine.model.arithmetic import model_vocab
 from engine.model.checkpoint import load_checkpoint, save_checkpoint
@@ -72,7 +73,13 @@ class TrainingRun:
             raise TrainError(f"dtype = 'bfloat16': {dev.device_name(self.device)} has no bf16 support")
         train_data, val_data, self.meta = load_data(self.cfg)
         vocab = model_vocab(self.cfg, self.meta)
-        self.trainer = Trainer(self.cfg, train_data, val_data, vocab, self.device, log=log)
+        # One precision per sweep: "auto" resolves by the device's kind (bf16 where the CPU
+        # or GPU has it natively), the same for every run of a sweep on one machine; on
+        # the CPU only the attention path is then measured per shape (cpu_tuner), so a
+        # sweep never mixes precisions by a per-shape timing taken under load.
+        fixed = self.dtype if self.cfg.dtype == "auto" and self.device.type == "cpu" else None
+        self.trainer = Trainer(self.cfg, train_data, val_data, vocab, self.device, dtype=fixed,
+                               log=log)
         self.dtype = self.trainer.dtype  # on CPU measured with the attention path (cpu_tuner)
         self.ckpt: dict[str, Any] | None = None
         if resume and run.ckpt_path.exists():
@@ -212,6 +219,11 @@ class TrainingRun:
             params=t.model.get_num_params(), params_total=t.model.get_num_params(False),
             iter=t.iter_num, max_iters=cfg.max_iters, best_val_loss=_none_if_inf(t.best_val_loss),
             best_iter=t.best_iter, compile="off", tok_s=None, mfu=None, eta_s=None,
+            dtype_setting=cfg.dtype,
+            cpu_attention=t.cpu_choice.path if t.cpu_choice is not None else None,
+            # tok/s compares runs only when the cores were not shared: what other work
+            # used just before this run's steps began (None off the CPU)
+            cpu_load=self._cpu_load(),
             provenance=provenance(self.device_name))
         self.log(f"{run.id}: {t.model.get_num_params():,} params, device {self.device} "
                  f"({self.device_name}), dtype {dev.dtype_name(self.dtype)}, "
@@ -221,6 +233,12 @@ class TrainingRun:
         if cfg.compile:
             self.log("compiling the model...")
             run.update_status(compile=t.compile())
+
+    def _cpu_load(self) -> dict[str, Any] | None:
+        if self.device.type != "cpu":
+            return None
+        busy = cpu_tuner.busy_cores()
+        return {"busy_cores": busy, "busy": busy is not None and busy >= cpu_tuner.BUSY_CORES}
 
     def _log_step(self, it: int, train_loss: float, lr: float) -> None:
         """A log point: the train record, the stdout line and status.json's progress."""

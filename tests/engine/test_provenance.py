@@ -51,10 +51,19 @@ def test_runs_that_differ_in_versions_or_device_are_named():
     assert "runs differ in torch: `2.13.0` for most, but c: `2.12.1`." in text
     assert "runs differ in device: `NVIDIA H200` for most, but d: `cpu`." in text
     assert "host varies (`a`, `b`)" in text  # shown, not a warning
-    assert "Imported from nanoGPT (versions not recorded): imp from `/x/out`" in text
+    assert "Imported from nanoGPT (versions not recorded): imp from `out`" in text
     assert "No provenance recorded (trained before nanotui recorded it): old." in text
 
 
 def test_a_sweep_of_one_setup_has_no_warning():
     text = "\n".join(provenance_lines({"a": _status("2.13.0"), "b": _status("2.13.0")}))
     assert "Warning" not in text and "torch `2.13.0`" in text and "device `NVIDIA H200`" in text
+
+
+def test_a_hand_in_shows_the_command_without_local_paths(tmp_path):
+    runs = tmp_path / "home" / "me" / "runs"
+    st = _status("2.13.0")
+    st["provenance"]["command"] = f"/home/me/.venv/bin/python -P -m engine.train {runs}/depth/n_layer=2"
+    text = "\n".join(provenance_lines({"n_layer=2": st}, runs))
+    assert "`python -P -m engine.train runs/depth/n_layer=2`" in text
+    assert str(tmp_path) not in text and "/home/me" not in text

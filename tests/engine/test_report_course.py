@@ -116,10 +116,10 @@ def test_shared_model_appears_in_both_sweeps_and_results_show_mean_and_spread(co
     by = {(r[0], r[1]): r for r in results}
     assert "shared with heads/n_head=8" in by[("width", "n_embd=256")][-1]
     assert "shared with width/n_embd=256" in by[("heads", "n_head=8")][-1]
-    assert by[("width", "n_embd=256")][3] == by[("heads", "n_head=8")][3]
+    assert by[("width", "n_embd=256")][4] == by[("heads", "n_head=8")][4]
     # two seeds, ±0.002 around the value: sd = 0.002·√2
     mean = final_val("n_embd", 256, SEEDS[0]) - 0.002
-    assert by[("width", "n_embd=256")][3] == f"{mean:.4f} ± {0.004 / math.sqrt(2):.4f}"
+    assert by[("width", "n_embd=256")][4] == f"{mean:.4f} ± {0.004 / math.sqrt(2):.4f}"
     assert [r[1] for r in results if r[0] == "heads"] == [
         "n_head=4", "n_head=8", "n_head=16", "n_head=32"]
 
@@ -203,7 +203,7 @@ def test_course_report_states_each_sweeps_provenance_and_flags_a_changed_torch(t
     part = section(md, "Provenance")
     depth = part.split("### depth", 1)[1].split("###", 1)[0]
     assert "torch `2.13.0`" not in depth and "device `Intel Xeon`" in depth
-    assert "runs differ in torch" in depth and "n_layer=12 (seed 2): `2.14.1`" in depth
+    assert "runs differ in torch" in depth and "n_layer=12 (seed 1338): `2.14.1`" in depth
     assert "No provenance recorded" in part.split("### width", 1)[1]
 
 
@@ -220,7 +220,7 @@ def test_a_sweeps_own_report_pools_seeds_like_the_course_report(course):
     reports = {r.sweep: r for r in res.sweeps}
     depth = reports["depth"].report_md.read_text()
     over = section(depth, "Over seeds")
-    assert "| n_layer=2 | 1,590,784 | 2.4000 ± 0.0028 |" in over  # 2.402 and 2.398
+    assert "| n_layer=2 | 1,590,784 | 1,574,144 | 2.4000 ± 0.0028 |" in over  # 2.402 and 2.398
     assert "| n_layer=2,seed=1338 |" not in over                 # per run: in Results
     assert "| n_layer=2,seed=1338 | done |" in section(depth, "Results")
     # the fit's points are the means over seeds, not the best seed (biased low)

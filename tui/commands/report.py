@@ -7,7 +7,9 @@ import json
 import sys
 
 HELP = ("write report.md, runs.csv and PNG plots for sweeps; with several sweeps also one "
-        "course report (report.md + self-contained report.html) over all of them")
+        "course report (report.md + self-contained report.html) over all of them, and "
+        "brief.html beside it: the hand-in (methods, one results table, three figures, the "
+        "temperature table; at most 4 A4 pages printed)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,11 +83,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for s in result.sweeps:
         print(f"{s.sweep}: {s.n_runs} runs ({s.n_finished} finished) -> {s.report_md}")
-        print("  " + ", ".join(p.name for p in [s.runs_csv, *s.plots]))
+        print("  " + ", ".join(p.name for p in [s.runs_csv, *s.plots]
+                               + ([s.brief_html] if s.brief_html else [])))
     c = result.course
     if c is not None:
         print(f"course report: {c.n_models} distinct models -> {c.report_md}")
         print("  " + ", ".join(p.name for p in [c.report_html, c.runs_csv, *c.plots]))
+        print(f"  hand-in (2-4 pages printed): {c.brief_html}")
     for g in result.fits:
         label = f" [{g.label}]" if len(result.fits) > 1 else ""
         f = g.fit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 from rich.text import Text
@@ -14,6 +15,7 @@ from textual.widgets import DataTable, Footer, Static
 from textual_plotext import PlotextPlot
 
 from tui.feed import RunFeed
+from engine.report.course import configuration_name
 from engine.report.reading import RunReading
 from tui.store import PollResult, latest_samples
 from tui.widgets.format import (DASH, STATE_GLYPH, STATE_STYLE, fmt_loss, fmt_params, fmt_rate,
@@ -41,6 +43,29 @@ def summarize(reading: RunReading, series: Any, samples: list[dict[str, Any]]) -
         return sum(xs) / len(xs) if xs else None
     return {"params": reading.params, "best": reading.best_val_loss, "final": final, "gap": gap,
             "tok_s": reading.tok_s, "ttr": mean("ttr"), "d2": mean("distinct_2")}
+
+
+def chart_points(rows: list) -> list[tuple[int, float, float | None, bool]]:
+    """(params, best val loss, sd or None, finished) per configuration: the runs that
+    differ only in their seed pooled, so the chart joins one point per configuration, not
+    a zigzag through its seeds. The line joins finished configurations only (a running
+    run's best so far is not its result; the report's fits leave them out the same way):
+    a configuration with a finished seed shows the mean over its finished seeds, one with
+    none its best so far, marked apart."""
+    groups: dict[str, list[tuple[int, float, bool]]] = {}
+    for v, f in rows:
+        if f["params"] and f["best"] is not None and f["best"] > 0:
+            groups.setdefault(configuration_name(v.name), []).append(
+                (f["params"], f["best"], v.finished))
+    out = []
+    for runs in groups.values():
+        fin = [b for _, b, done in runs if done]
+        if fin:
+            sd = statistics.stdev(fin) if len(fin) > 1 else None
+            out.append((runs[0][0], statistics.fmean(fin), sd, True))
+        else:
+            out.append((runs[0][0], min(b for _, b, _ in runs), None, False))
+    return sorted(out)
 
 
 class CompareScreen(Screen):
@@ -118,12 +143,13 @@ class CompareScreen(Screen):
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
-        # The line joins finished runs only: a running run's best so far is not its
-        # result (the report's fits leave them out the same way); it is marked apart.
-        pts = [(f["params"], f["best"], v.finished) for v, f in rows
-               if f["params"] and f["best"] is not None and f["best"] > 0]
-        done = [(math.log10(p), math.log10(b)) for p, b, fin in pts if fin]
-        open_ = [(math.log10(p), math.log10(b)) for p, b, fin in pts if not fin]
+        pts = chart_points(rows)
+        done = [(math.log10(p), math.log10(m)) for p, m, _, fin in pts if fin]
+        open_ = [(math.log10(p), math.log10(m)) for p, m, _, fin in pts if not fin]
+        for p, m, sd, fin in pts:  # the seeds' spread: a bar of ± sd around the mean
+            if fin and sd:
+                plt.plot([math.log10(p)] * 2, [math.log10(max(m - sd, 1e-9)), math.log10(m + sd)],
+                         color="orange", marker="│")
         if len(done) > 1:
             plt.plot(*zip(*done), color="orange", marker="braille")
         if done:
@@ -131,10 +157,12 @@ class CompareScreen(Screen):
         if open_:
             plt.scatter(*zip(*open_), marker="×", color="gray")
         if pts:
-            plt.xlabel("params → best val loss (log-log) · × not finished")
+            seeded = any(sd is not None for _, _, sd, _ in pts)
+            plt.xlabel("params → best val loss (log-log)"
+                       + (" · ● mean over seeds │ ± sd" if seeded else "") + " · × not finished")
             # Tick labels in real units so nobody has to undo the logs in their head.
-            plt.xticks([math.log10(p) for p, _, _ in pts], [fmt_params(p) for p, _, _ in pts])
-            plt.yticks([math.log10(b) for _, b, _ in pts], [f"{b:.3f}" for _, b, _ in pts])
+            plt.xticks([math.log10(p) for p, _, _, _ in pts], [fmt_params(p) for p, _, _, _ in pts])
+            plt.yticks([math.log10(m) for _, m, _, _ in pts], [f"{m:.3f}" for _, m, _, _ in pts])
         else:
             plt.title("no run with a val loss yet")
         plot.refresh()

@@ -116,16 +116,24 @@ def compare_configs(a: list[float], b: list[float], level: float = 0.95) -> Comp
     b = [float(x) for x in b if x is not None and math.isfinite(x)]
     if not a or not b:
         raise ValueError("compare_configs needs at least one value on each side")
-    diff = statistics.fmean(b) - statistics.fmean(a)
-    if len(a) < 2 or len(b) < 2:
-        return Comparison(diff, None, None, None, None, len(a), len(b), level)
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    return compare_stats(statistics.fmean(a), statistics.stdev(a) if len(a) > 1 else None, len(a),
+                         statistics.fmean(b), statistics.stdev(b) if len(b) > 1 else None, len(b),
+                         level)
+
+
+def compare_stats(mean_a: float, sd_a: float | None, n_a: int, mean_b: float,
+                  sd_b: float | None, n_b: int, level: float = 0.95) -> Comparison:
+    """compare_configs from each side's mean, sample sd (n − 1) and count, for callers
+    that keep only those (engine.report.course.Stat)."""
+    diff = mean_b - mean_a
+    if n_a < 2 or n_b < 2 or sd_a is None or sd_b is None:
+        return Comparison(diff, None, None, None, None, n_a, n_b, level)
+    va, vb = sd_a * sd_a / n_a, sd_b * sd_b / n_b
     se2 = va + vb
     if se2 == 0.0:  # identical seeds on both sides: any difference is exact
         p = 1.0 if diff == 0.0 else 0.0
-        return Comparison(diff, diff, diff, p, math.inf, len(a), len(b), level)
-    df = se2 * se2 / (va * va / (len(a) - 1) + vb * vb / (len(b) - 1))
+        return Comparison(diff, diff, diff, p, math.inf, n_a, n_b, level)
+    df = se2 * se2 / (va * va / (n_a - 1) + vb * vb / (n_b - 1))
     se = math.sqrt(se2)
     half = t_ppf(0.5 + level / 2.0, df) * se
-    return Comparison(diff, diff - half, diff + half, t_sf2(diff / se, df), df,
-                      len(a), len(b), level)
+    return Comparison(diff, diff - half, diff + half, t_sf2(diff / se, df), df, n_a, n_b, level)
