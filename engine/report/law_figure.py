@@ -49,7 +49,7 @@ def draw_fits(ax, groups: list, several: bool) -> list[float]:
         fit: LawFit = g.fit
         D = curve_d(fit)
         n = np.array([p.N for p in fit.points], dtype=float)
-        grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 120)
+        grid = np.geomspace(n.min(), n.max(), 120)  # beyond the data a steep law shoots off
         Dg = None if D is None else np.full_like(grid, D)
         name = f"fit ({g.label})" if several else "fit"
         ax.plot(grid, fit.predict(grid, Dg), color="black", lw=1.8, ls=ls, zorder=2,

@@ -42,23 +42,25 @@ def returns_to_size(members: list[Member], threshold_pct: float = DIMINISHING_PC
         gain = (sa.mean - sb.mean) / sa.mean / math.log2(b / a) * 100
         c = compare(sa, sb)
         found = c.finding
-        why = ("" if found else " (one seed: not a finding)" if c.p is None
-               else f" (p = {c.p:.2g}: not a finding)")
+        why = ("" if found or c.p is None else f" (p = {c.p:.2g}: not a finding)")
         steps.append(f"{best[a].label} → {best[b].label}: {gain:+.1f}%" + why)
         if stop is None and (not found or gain < threshold_pct):
             stop = (a, b, gain, found)
     of = ("mean over seeds" if seeded else "one seed each, so no step can be called a finding")
     text = f"Val-loss gain per doubling of parameters ({of}): " + "; ".join(steps) + ". "
+    if not seeded:
+        return text + ("With one seed per size no change can be called a finding, so these "
+                       "are single measurements, not returns to size (`seeds = 3` measures "
+                       "the spread).")
     if stop is None:
         return text + (f"Every step gains at least {threshold_pct:g}% per doubling: no sign "
                        "of saturation within this sweep.")
     a, b, gain, found = stop
-    loss = "mean best val loss" if seeded else "best val loss"
+    loss = "mean best val loss"
     if not found:
         return text + (f"From {best[a].label} ({fmt(a, 'int')} params) to {best[b].label} "
                        f"({fmt(b, 'int')} params) the change is not a finding: no measurable "
-                       "return to size there at this budget" + ("" if seeded else
-                       " (with one seed per size none can be measured: add seeds)") + ".")
+                       "return to size there at this budget.")
     change = (f"gains only {gain:.1f}% per doubling, below {threshold_pct:g}%" if gain >= 0 else
               f"makes the {loss} worse ({gain:.1f}% per doubling)")
     return text + (f"Returns diminish beyond {best[a].label} ({fmt(a, 'int')} params): going "

@@ -201,8 +201,6 @@ def _params(s: RunSummary, reading: RunReading, status: dict[str, Any], meta: di
         except ConfigError:
             vocab = None
     s.vocab = vocab if isinstance(vocab, int) else None
-    if s.params is not None and s.params_total is not None:
-        return
     if cfg is not None and isinstance(vocab, int):
         s.params_non_embedding = param_count(cfg, vocab, "non_embedding")
         p, pt = param_counts(cfg, vocab)

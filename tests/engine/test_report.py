@@ -200,8 +200,9 @@ def test_diversity_excerpts_and_observations(depth_report):
     g12 = (1.9125 - 1.725) / 1.9125 / math.log2(26816 / 14464) * 100
     g23 = (1.725 - 1.80) / 1.725 / math.log2(39168 / 26816) * 100
     assert f"n_layer=1 → n_layer=2: {g12:+.1f}%; n_layer=2 → n_layer=3: {g23:+.1f}%" in obs
-    assert (f"Returns diminish beyond n_layer=2 (26,816 params): going to n_layer=3 (39,168 "
-            f"params) makes the best val loss worse ({g23:.1f}% per doubling)") in obs
+    # one seed per size: no step is a finding, so no trend ("returns diminish") is claimed
+    assert "With one seed per size no change can be called a finding" in obs
+    assert "Returns diminish" not in obs
 
 
 def test_plots_are_written_as_png(depth_report):
