@@ -15,6 +15,7 @@ from engine.report.course import Member, Stat, Study, same_params
 from engine.report.summary import MIN_WORDS
 from engine.report.fit_md import fit_section
 from engine.report.study import FitGroup
+from engine.report.compute_plots import frontier_note
 from engine.report.summary import (
     DEGENERATE_REPETITION,
     METHODS,
@@ -298,6 +299,9 @@ def course_markdown(study: Study, fits: list[FitGroup], figures: dict[str, list[
             "The fit uses one point per distinct model (its mean best val loss over seeds), "
             "the best at each parameter count.", "", fit_section(fits, sweeps).rstrip(), ""]
     out += [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in cross]
+    if any(p.name == "loss_vs_compute.png" for p in cross):
+        every = {s.run.path.resolve(): s for m in study.members() for s in m.runs}
+        out += [frontier_note(list(every.values())), ""]
     out += temperature_section(study)
     obs = study_observations(study)
     if obs:

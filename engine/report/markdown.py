@@ -14,6 +14,7 @@ from engine.report.course import Study
 from engine.report.course_md import (compare_neighbours, diversity_over_seeds, results_table,
                                      temperature_section)
 from engine.report.provenance import provenance_lines
+from engine.report.compute_plots import frontier_note
 from engine.report.summary import (
     DEGENERATE_REPETITION,
     MIN_WORDS,
@@ -205,6 +206,8 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
     out += temperature_section(study)
     if plots:
         out += ["## Figures", ""] + [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in plots]
+        if any(p.name == "loss_vs_compute.png" for p in plots):
+            out += [frontier_note(summaries), ""]
     out += ["## How these numbers were computed", ""]
     out += [f"- {v}" for v in METHODS.values()]
     out += [f"- Diminishing returns: for successive parameter counts N1 < N2 (the best finished "

@@ -1,4 +1,6 @@
-"""The loss chart (plotext): train and val loss of one run, its sweep overlaid on demand."""
+"""The loss chart (plotext): train and val loss of one run, its sweep overlaid on demand,
+against iterations, tokens, training time or training FLOPs (engine.report.compute), in
+nats per token or bits per byte."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from dataclasses import dataclass
 
 from textual_plotext import PlotextPlot
 
+from engine.report.compute import LN2, X_AXES, X_LABELS
 from tui.store import Series
 
 MAX_POINTS = 400  # per line: a chart is at most ~200 cells wide, so more points add nothing
@@ -39,11 +42,40 @@ def thin(xs: list, ys: list, limit: int = MAX_POINTS) -> tuple[list, list]:
     return [xs[i] for i in idx], [ys[i] for i in idx]
 
 
-def _finite(xs: list, ys: list, logy: bool) -> tuple[list, list]:
-    """The drawable points; with log-y, the y values already as log10 (see log_ticks)."""
-    keep = [(x, y) for x, y in zip(xs, ys)
-            if y == y and not math.isinf(y) and (not logy or y > 0)]
+def _finite(xs: list, ys: list, logy: bool, scale: float = 1.0) -> tuple[list, list]:
+    """The drawable points (x known, y finite), y divided by `scale` (bits per byte);
+    with log-y, the y values already as log10 (see log_ticks)."""
+    keep = [(x, y / scale) for x, y in zip(xs, ys)
+            if x is not None and y == y and not math.isinf(y) and (not logy or y > 0)]
     return [x for x, _ in keep], [math.log10(y) if logy else y for _, y in keep]
+
+
+def si(x: float) -> str:
+    """A tick label: 3 significant digits with an SI prefix (12.5k, 3.2G, 1.1P)."""
+    for unit, div in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def clock(x: float) -> str:
+    """A tick label in training time: 45s, 12m30s, 2h05m."""
+    s = int(round(x))
+    if s < 60:
+        return f"{x:.3g}s" if x < 10 else f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def x_ticks(lo: float, hi: float, axis: str, n: int = 5) -> tuple[list[float], list[str]]:
+    """Tick positions and labels for the x axis: plotext writes big numbers as 1.3e+10
+    and seconds as plain floats; these read as tokens, FLOPs and minutes."""
+    label = clock if axis == "time" else si
+    if hi <= lo:
+        return [lo], [label(lo)]
+    pos = [lo + (hi - lo) * i / (n - 1) for i in range(n)]
+    return pos, [label(p) for p in pos]
 
 
 def log_ticks(lo: float, hi: float, n: int = 5) -> tuple[list[float], list[str]]:
@@ -59,83 +91,127 @@ def log_ticks(lo: float, hi: float, n: int = 5) -> tuple[list[float], list[str]]
 
 @dataclass
 class ChartOptions:
+    """How the chart draws; one instance is shared by the dashboard and compare (RunFeed),
+    so both show the same axis."""
     overlay: bool = False
     logy: bool = False
-    x_tokens: bool = False
+    x_axis: str = "iter"     # one of X_AXES
+    bpb: bool = False        # bits per byte instead of nats per token
+
+    def next_x(self) -> None:
+        self.x_axis = X_AXES[(X_AXES.index(self.x_axis) + 1) % len(X_AXES)]
+
+    @property
+    def y_name(self) -> str:
+        return "bits/byte" if self.bpb else "nats/token"
+
+    def heading(self) -> str:
+        """The chart's title: what is drawn against what."""
+        return f"Loss ({self.y_name}) vs {X_LABELS[self.x_axis]}"
+
+
+def y_scale(options: ChartOptions, series: Series) -> float | None:
+    """What a loss is divided by on the y axis: 1 for nats, ln 2 × bytes per token for
+    bits per byte; None where the run's data does not say its bytes per token."""
+    if not options.bpb:
+        return 1.0
+    bpt = series.axes.bytes_per_token
+    return LN2 * bpt if bpt else None
 
 
 class LossChart(PlotextPlot):
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, options: ChartOptions | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.options = ChartOptions()
-        self.run_id: str | None = None
+        self.options = options or ChartOptions()
+        self.bpb_note = ""  # why bits per byte are not drawn, when asked for        self.run_id: str | None = None
         self.message = "select a run"
         self.has_data = False
 
+    def heading(self) -> str:
+        """What the chart draws against what, as its title says it."""
+        o = self.options
+        if self.bpb_note and o.bpb:
+            return f"Loss (nats/token, bpb n/a) vs {X_LABELS[o.x_axis]}"
+        return o.heading()
+
     def describe(self) -> str:
         o = self.options
-        parts = ["log-y" if o.logy else "linear", "tokens" if o.x_tokens else "iters"]
-        if o.overlay:
-            parts.append("+ sweep")
-        return " · ".join(parts)
+        return " · ".join(["log-y" if o.logy else "linear"] + (["+ sweep"] if o.overlay else []))
 
     def plot_runs(self, run_id: str | None, series: Series | None,
-                  others: list[tuple[str, Series]]) -> None:
-        """Redraw: `series` is the selected run; `others` its sweep mates (overlay on)."""
+                  others: list[tuple[str, Series]], overlay: bool | None = None) -> None:
+        """Redraw: `series` is the selected run; `others` its sweep mates (drawn when the
+        overlay is on, or when `overlay` says so: compare draws a sweep without a run)."""
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
         self.run_id = run_id
         o = self.options
+        axis = o.x_axis
         drew = False
         xs_seen: list = []
         ys_seen: list = []
         key: list[str] = []  # the legend, as the title line: see overlay_title
+
+        def draw(xs: list, ys: list, color: str, scatter: bool = False) -> bool:
+            if not xs:
+                return False
+            if scatter:
+                plt.scatter(xs, ys, color=color, marker="●")
+            else:
+                plt.plot(xs, ys, color=color, marker="braille")
+            xs_seen.extend([min(xs), max(xs)])
+            ys_seen.extend([min(ys), max(ys)])
+            return True
+
+        bpb = o.bpb
+        self.bpb_note = ""
+        if bpb and series is not None and y_scale(o, series) is None:
+            # the selected run's data does not know its bytes per token: nats, and say so
+            self.bpb_note = series.axes.bpb_note or "bpb n/a"
+            bpb = False
+        opts = ChartOptions(o.overlay, o.logy, axis, bpb)
         if series is not None:
-            tx = series.train_tokens if o.x_tokens else series.train_iter
-            ex = series.eval_tokens if o.x_tokens else series.eval_iter
-            xs, ys = _finite(*thin(tx, series.train_loss), o.logy)
-            if xs:
-                plt.plot(xs, ys, color="blue+", marker="braille")
+            scale = y_scale(opts, series) or 1.0
+            if draw(*_finite(*thin(series.train_x(axis), series.train_loss), o.logy, scale),
+                    "blue+"):
                 key.append("train (blue)")
-                drew = True
-                xs_seen += [xs[0], xs[-1]]
-                ys_seen += [min(ys), max(ys)]
-            xs, ys = _finite(*thin(ex, series.eval_val), o.logy)
-            if xs:
-                if len(xs) < 40:  # few evals: points, so the train line stays visible
-                    plt.scatter(xs, ys, color="orange+", marker="●")
-                else:
-                    plt.plot(xs, ys, color="orange+", marker="braille")
+            xs, ys = _finite(*thin(series.eval_x(axis), series.eval_val), o.logy, scale)
+            # few evals: points, so the train line stays visible
+            if draw(xs, ys, "orange+", scatter=len(xs) < 40):
                 key.append("val ● (orange)")
-                drew = True
-                xs_seen += [xs[0], xs[-1]]
-                ys_seen += [min(ys), max(ys)]
         drawn: list[tuple[str, str]] = []
-        if o.overlay:
+        missing = 0
+        if o.overlay if overlay is None else overlay:
             for i, (rid, s) in enumerate(others):
-                x = s.eval_tokens if o.x_tokens else s.eval_iter
-                y = s.eval_val
+                scale = y_scale(opts, s)
+                if scale is None:
+                    missing += 1
+                    continue
+                x, y = s.eval_x(axis), s.eval_val
                 if not y:  # no eval yet: its train loss is better than nothing
-                    x, y = (s.train_tokens if o.x_tokens else s.train_iter), s.train_loss
-                xs, ys = _finite(*thin(x, y), o.logy)
-                if xs:
-                    color = OVERLAY_COLORS[i % len(OVERLAY_COLORS)]
-                    plt.plot(xs, ys, color=color, marker="braille")
+                    x, y = s.train_x(axis), s.train_loss
+                color = OVERLAY_COLORS[i % len(OVERLAY_COLORS)]
+                if draw(*_finite(*thin(x, y), o.logy, scale), color):
                     drawn.append((rid.split("/", 1)[-1], color))
-                    drew = True
-                    xs_seen += [xs[0], xs[-1]]
-                    ys_seen += [min(ys), max(ys)]
+        if missing:
+            self.bpb_note = self.bpb_note or f"bpb n/a for {missing} run{'s' * (missing > 1)}"
+        drew = bool(key or drawn)
         if drawn or key:
             plt.title(" · ".join(key + ([overlay_title(drawn, self.size.width - 30)]
                                         if drawn else [])))
         if xs_seen and min(xs_seen) == max(xs_seen):
             plt.xlim(0, max(xs_seen) * 2 or 1)  # one point (iter 0): no negative iterations
+        if xs_seen and axis != "iter":
+            lo, hi = min(xs_seen), max(xs_seen)
+            plt.xticks(*x_ticks(lo, hi if hi > lo else max(hi * 2, 1), axis))
         if o.logy and ys_seen:
             plt.yticks(*log_ticks(min(ys_seen), max(ys_seen)))
-        plt.xlabel("tokens" if o.x_tokens else "iter")
+        plt.xlabel(X_LABELS[axis])
         self.has_data = drew
         if not drew:
-            self.message = "no metrics yet" if run_id else "select a run"
+            self.message = "no metrics yet" if run_id or others else "select a run"
+            if axis in ("time", "flops") and series is not None and series.train_iter:
+                self.message = f"no {X_LABELS[axis]} in this run's records"
             plt.title(self.message)
         self.refresh()
