@@ -38,8 +38,9 @@ class DashboardScreen(Screen):
         Binding("d", "dispatch", "dispatch queued", show=False),
         Binding("v", "overlay", "sweep overlay", show=False),
         Binding("y", "logy", "log-y", show=False),
-        Binding("x", "x_axis", "x axis"),
-        Binding("b", "bpb", "nats/bpb"),
+        # shown in the chart's subtitle, not the footer, which has no room left at 80 columns
+        Binding("x", "x_axis", "x axis: iterations → tokens → time → FLOPs", show=False),
+        Binding("b", "bpb", "y: nats/token ↔ bits/byte", show=False),
         Binding("o", "toggle_log", "samples/log", show=False),
     ]
 
@@ -183,7 +184,7 @@ class DashboardScreen(Screen):
         if view and view.state == "running" and view.host and view.host != socket.gethostname():
             who += f" @ {view.host}"  # e.g. a Slurm node: where the run really is
         note = (view.reason if view.state == "stalled" else damage_note(view)) if view else ""
-        chart.border_title = f"{chart.heading()} · {who} · {note or chart.describe()}"
+        chart.border_title = f"{who} · {chart.heading()} · {note or chart.describe()}"
         best = ""
         if view and view.best_val_loss is not None:  # the run's one reading, as compare shows it
             best = f"best {fmt_loss(view.best_val_loss)}"

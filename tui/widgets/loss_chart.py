@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from textual_plotext import PlotextPlot
 
 from engine.report.compute import LN2, X_AXES, X_LABELS
+
+X_SHORT = {"iter": "iters", "tokens": "tokens", "time": "train time", "flops": "train FLOPs"}
 from tui.store import Series
 
 MAX_POINTS = 400  # per line: a chart is at most ~200 cells wide, so more points add nothing
@@ -62,7 +64,7 @@ def clock(x: float) -> str:
     """A tick label in training time: 45s, 12m30s, 2h05m."""
     s = int(round(x))
     if s < 60:
-        return f"{x:.3g}s" if x < 10 else f"{s}s"
+        return f"{x:.2g}s" if x < 10 else f"{s}s"
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
@@ -106,8 +108,8 @@ class ChartOptions:
         return "bits/byte" if self.bpb else "nats/token"
 
     def heading(self) -> str:
-        """The chart's title: what is drawn against what."""
-        return f"Loss ({self.y_name}) vs {X_LABELS[self.x_axis]}"
+        """The chart's title: what is drawn against what, short enough for a half screen."""
+        return f"{self.y_name} vs {X_SHORT[self.x_axis]}"
 
 
 def y_scale(options: ChartOptions, series: Series) -> float | None:
@@ -123,7 +125,14 @@ class LossChart(PlotextPlot):
     def __init__(self, options: ChartOptions | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.options = options or ChartOptions()
-        self.bpb_note = ""  # why bits per byte are not drawn, when asked for        self.run_id: str | None = None
+        self.bpb_note = ""  # why bits per byte are not drawn, when asked for
+        self._last: tuple | None = None  # plot_runs' arguments, to fit a new size
+
+    def on_resize(self) -> None:
+        """The title line (the sweep's key) is fitted to the width: fit it again."""
+        if self._last is not None:
+            self.plot_runs(*self._last)
+        self.run_id: str | None = None
         self.message = "select a run"
         self.has_data = False
 
@@ -131,7 +140,7 @@ class LossChart(PlotextPlot):
         """What the chart draws against what, as its title says it."""
         o = self.options
         if self.bpb_note and o.bpb:
-            return f"Loss (nats/token, bpb n/a) vs {X_LABELS[o.x_axis]}"
+            return f"nats/token (bpb n/a) vs {X_SHORT[o.x_axis]}"
         return o.heading()
 
     def describe(self) -> str:
@@ -142,6 +151,7 @@ class LossChart(PlotextPlot):
                   others: list[tuple[str, Series]], overlay: bool | None = None) -> None:
         """Redraw: `series` is the selected run; `others` its sweep mates (drawn when the
         overlay is on, or when `overlay` says so: compare draws a sweep without a run)."""
+        self._last = (run_id, series, others, overlay)
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
@@ -198,8 +208,8 @@ class LossChart(PlotextPlot):
             self.bpb_note = self.bpb_note or f"bpb n/a for {missing} run{'s' * (missing > 1)}"
         drew = bool(key or drawn)
         if drawn or key:
-            plt.title(" · ".join(key + ([overlay_title(drawn, self.size.width - 30)]
-                                        if drawn else [])))
+            room = self.size.width - len(" · ".join(key)) - 6  # what the train/val key leaves
+            plt.title(" · ".join(key + ([overlay_title(drawn, room)] if drawn else [])))
         if xs_seen and min(xs_seen) == max(xs_seen):
             plt.xlim(0, max(xs_seen) * 2 or 1)  # one point (iter 0): no negative iterations
         if xs_seen and axis != "iter":
