@@ -104,7 +104,7 @@ async def test_compare_follows_the_dashboards_axis_and_moves_it_back(world):
         await settle(pilot)
         curves = app.screen.query_one("#curves", LossChart)
         assert str(curves.border_title).startswith("Val loss · nats/token vs train FLOPs")
-        assert "n_layer=1" in chart_text(curves) and "n_layer=2" in chart_text(curves)
+        assert "+ n_layer = 1 (cyan), 2 (magenta)" in chart_text(curves)  # every run, named
         await pilot.press("x")  # back to iterations, here and on the dashboard
         await pilot.pause()
         assert str(curves.border_title).startswith("Val loss · nats/token vs iters")

@@ -59,6 +59,7 @@ class CompareScreen(Screen):
         self.feed = feed
         self.sweep = sweep
         self._signature: tuple | None = None
+        self._order: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
@@ -113,6 +114,7 @@ class CompareScreen(Screen):
         if rows:
             table.move_cursor(row=min(cursor, len(rows) - 1))
         self._plot(rows)
+        self._order = [v.id for v, _ in rows]  # the curves take the table's order and colours
         self._curves()
         sweeps = self.feed.sweeps()
         pos = f"{sweeps.index(self.sweep) + 1}/{len(sweeps)}" if self.sweep in sweeps else ""
@@ -151,7 +153,8 @@ class CompareScreen(Screen):
         dashboard alike)."""
         chart = self.query_one("#curves", LossChart)
         store = self.feed.store
-        runs = [(v.id, s) for v in self._views() for s in [store.series(v.id)] if s is not None]
+        chart.more_hint = ""  # this is compare: the table lists every run
+        runs = [(rid, s) for rid in self._order for s in [store.series(rid)] if s is not None]
         chart.plot_runs(None, None, runs, overlay=True)
         chart.border_title = f"Val loss · {chart.heading()} · every run"
         if chart.bpb_note:

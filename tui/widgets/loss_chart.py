@@ -18,17 +18,23 @@ MAX_POINTS = 400  # per line: a chart is at most ~200 cells wide, so more points
 OVERLAY_COLORS = ("cyan", "magenta", "yellow", "green", "blue", "red", "orange", "white")
 
 
-def overlay_title(names: list[tuple[str, str]], width: int) -> str:
+def overlay_title(names: list[tuple[str, str]], width: int, more: str = " (c compares)") -> str:
     """The sweep runs drawn with the selected one, as one title line ("name (colour)"):
     plotext's legend sits inside the plot and, one row per run, covered most of a small
     chart; a colour named in words also reads on a monochrome terminal. No series gets a
     plotext label at all: its legend code raises IndexError when every point of a labelled
-    series falls outside the canvas (seen with log-y and a sweep overlay)."""
+    series falls outside the canvas (seen with log-y and a sweep overlay). Runs that vary
+    one key are named by its value once: "n_embd = 32 (cyan), 64 (magenta)"."""
+    keys = {name.partition("=")[0] for name, _ in names}
+    prefix = ""
+    if len(names) > 1 and len(keys) == 1 and all("=" in n for n, _ in names):
+        prefix = f"{keys.pop()} = "
+        names = [(name.partition("=")[2], color) for name, color in names]
     parts = [f"{name} ({color})" for name, color in names]
-    text = "+ " + ", ".join(parts)
+    text = "+ " + prefix + ", ".join(parts)
     while len(text) > max(width - 4, 20) and parts:
         parts.pop()
-        text = "+ " + ", ".join(parts) + f", … {len(names) - len(parts)} more (c compares)"
+        text = "+ " + prefix + ", ".join(parts) + f", … {len(names) - len(parts)} more{more}"
     return text
 
 
@@ -127,6 +133,7 @@ class LossChart(PlotextPlot):
         self.options = options or ChartOptions()
         self.bpb_note = ""  # why bits per byte are not drawn, when asked for
         self._last: tuple | None = None  # plot_runs' arguments, to fit a new size
+        self.more_hint = " (c compares)"  # where a key too long for the title is shown whole
 
     def on_resize(self) -> None:
         """The title line (the sweep's key) is fitted to the width: fit it again."""
@@ -208,8 +215,13 @@ class LossChart(PlotextPlot):
             self.bpb_note = self.bpb_note or f"bpb n/a for {missing} run{'s' * (missing > 1)}"
         drew = bool(key or drawn)
         if drawn or key:
-            room = self.size.width - len(" · ".join(key)) - 6  # what the train/val key leaves
-            plt.title(" · ".join(key + ([overlay_title(drawn, room)] if drawn else [])))
+            room = self.size.width - (len(" · ".join(key)) + 6 if key else 2)  # beside the key
+            title = " · ".join(key + ([overlay_title(drawn, room, self.more_hint)] if drawn else []))
+            if drawn and len(title) > self.size.width - 6:
+                # plotext drops a title wider than the plot: the sweep's key alone, since
+                # the selected run's blue and orange are the chart's constant
+                title = overlay_title(drawn, self.size.width - 2, self.more_hint)
+            plt.title(title)
         if xs_seen and min(xs_seen) == max(xs_seen):
             plt.xlim(0, max(xs_seen) * 2 or 1)  # one point (iter 0): no negative iterations
         if xs_seen and axis != "iter":
