@@ -11,6 +11,7 @@ from textual_plotext import PlotextPlot
 
 from engine.report.compute import LN2, X_AXES, X_LABELS
 
+LOG_X = ("flops",)  # the x axes drawn in log10
 X_SHORT = {"iter": "iters", "tokens": "tokens", "time": "train time", "flops": "train FLOPs"}
 from tui.store import Series
 
@@ -50,12 +51,15 @@ def thin(xs: list, ys: list, limit: int = MAX_POINTS) -> tuple[list, list]:
     return [xs[i] for i in idx], [ys[i] for i in idx]
 
 
-def _finite(xs: list, ys: list, logy: bool, scale: float = 1.0) -> tuple[list, list]:
+def _finite(xs: list, ys: list, logy: bool, scale: float = 1.0,
+            logx: bool = False) -> tuple[list, list]:
     """The drawable points (x known, y finite), y divided by `scale` (bits per byte);
-    with log-y, the y values already as log10 (see log_ticks)."""
+    with log-y / log-x, the values already as log10 (see log_ticks)."""
     keep = [(x, y / scale) for x, y in zip(xs, ys)
-            if x is not None and y == y and not math.isinf(y) and (not logy or y > 0)]
-    return [x for x, _ in keep], [math.log10(y) if logy else y for _, y in keep]
+            if x is not None and (not logx or x > 0)
+            and y == y and not math.isinf(y) and (not logy or y > 0)]
+    return ([math.log10(x) if logx else x for x, _ in keep],
+            [math.log10(y) if logy else y for _, y in keep])
 
 
 def si(x: float) -> str:
@@ -78,8 +82,10 @@ def clock(x: float) -> str:
 
 def x_ticks(lo: float, hi: float, axis: str, n: int = 5) -> tuple[list[float], list[str]]:
     """Tick positions and labels for the x axis: plotext writes big numbers as 1.3e+10
-    and seconds as plain floats; these read as tokens, FLOPs and minutes."""
-    label = clock if axis == "time" else si
+    and seconds as plain floats; these read as tokens, FLOPs and minutes. FLOPs are on a
+    log axis (lo and hi are log10), as in the report's loss_vs_compute.png: runs of
+    different sizes span decades of compute."""
+    label = clock if axis == "time" else (lambda p: si(10 ** p)) if axis in LOG_X else si
     if hi <= lo:
         return [lo], [label(lo)]
     pos = [lo + (hi - lo) * i / (n - 1) for i in range(n)]
@@ -152,7 +158,7 @@ class LossChart(PlotextPlot):
 
     def describe(self) -> str:
         o = self.options
-        return " · ".join(["log-y" if o.logy else "linear"] + (["+ sweep"] if o.overlay else []))
+        return " · ".join(["log-y" if o.logy else "linear y"] + (["+ sweep"] if o.overlay else []))
 
     def plot_runs(self, run_id: str | None, series: Series | None,
                   others: list[tuple[str, Series]], overlay: bool | None = None) -> None:
@@ -165,6 +171,7 @@ class LossChart(PlotextPlot):
         self.run_id = run_id
         o = self.options
         axis = o.x_axis
+        logx = axis in LOG_X
         drew = False
         xs_seen: list = []
         ys_seen: list = []
@@ -190,10 +197,10 @@ class LossChart(PlotextPlot):
         opts = ChartOptions(o.overlay, o.logy, axis, bpb)
         if series is not None:
             scale = y_scale(opts, series) or 1.0
-            if draw(*_finite(*thin(series.train_x(axis), series.train_loss), o.logy, scale),
+            if draw(*_finite(*thin(series.train_x(axis), series.train_loss), o.logy, scale, logx),
                     "blue+"):
                 key.append("train (blue)")
-            xs, ys = _finite(*thin(series.eval_x(axis), series.eval_val), o.logy, scale)
+            xs, ys = _finite(*thin(series.eval_x(axis), series.eval_val), o.logy, scale, logx)
             # few evals: points, so the train line stays visible
             if draw(xs, ys, "orange+", scatter=len(xs) < 40):
                 key.append("val ● (orange)")
@@ -209,7 +216,7 @@ class LossChart(PlotextPlot):
                 if not y:  # no eval yet: its train loss is better than nothing
                     x, y = s.train_x(axis), s.train_loss
                 color = OVERLAY_COLORS[i % len(OVERLAY_COLORS)]
-                if draw(*_finite(*thin(x, y), o.logy, scale), color):
+                if draw(*_finite(*thin(x, y), o.logy, scale, logx), color):
                     drawn.append((rid.split("/", 1)[-1], color))
         if missing:
             self.bpb_note = self.bpb_note or f"bpb n/a for {missing} run{'s' * (missing > 1)}"
@@ -222,14 +229,15 @@ class LossChart(PlotextPlot):
                 # the selected run's blue and orange are the chart's constant
                 title = overlay_title(drawn, self.size.width - 2, self.more_hint)
             plt.title(title)
-        if xs_seen and min(xs_seen) == max(xs_seen):
-            plt.xlim(0, max(xs_seen) * 2 or 1)  # one point (iter 0): no negative iterations
+        lo, hi = (min(xs_seen), max(xs_seen)) if xs_seen else (0, 0)
+        if xs_seen and lo == hi:  # one point (iter 0): no negative iterations
+            lo, hi = (lo - 0.5, hi + 0.5) if logx else (0, hi * 2 or 1)
+            plt.xlim(lo, hi)
         if xs_seen and axis != "iter":
-            lo, hi = min(xs_seen), max(xs_seen)
-            plt.xticks(*x_ticks(lo, hi if hi > lo else max(hi * 2, 1), axis))
+            plt.xticks(*x_ticks(lo, hi, axis))
         if o.logy and ys_seen:
             plt.yticks(*log_ticks(min(ys_seen), max(ys_seen)))
-        plt.xlabel(X_LABELS[axis])
+        plt.xlabel(X_LABELS[axis] + (" (log)" if logx else ""))
         self.has_data = drew
         if not drew:
             self.message = "no metrics yet" if run_id or others else "select a run"
