@@ -35,7 +35,9 @@ METHODS = {
     "train_time": "Training time: the seconds spent in optimizer steps, summed from the "
                   "train records (each record's seconds per step × the steps since the "
                   "previous record), the rule the ETA uses: evals, sampling and start-up "
-                  "are left out, so runs with different eval settings compare fairly.",
+                  "are left out, so runs with different eval settings compare fairly. It "
+                  "is measured on the device each run had, under the load it had: runs "
+                  "that shared a CPU or GPU with other work are slower than alone.",
     "tokens_per_param": "Tokens per parameter: tokens trained / parameters in nanoGPT's "
                         "count (Chinchilla's compute-optimal ratio is about 20 in its own "
                         "count, which includes every embedding).",

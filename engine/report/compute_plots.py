@@ -17,15 +17,22 @@ def _curve(s: RunSummary, axis: str) -> list[tuple[float, float]]:
             if p.x(axis) is not None and p.x(axis) > 0]
 
 
-def _label(s: RunSummary) -> str:
+def _name(s: RunSummary, summaries: list[RunSummary]) -> str:
+    """The run's name, with its sweep where the runs come from several (a course)."""
+    return s.id if len({x.run.sweep for x in summaries}) > 1 else s.run.name
+
+
+def _label(s: RunSummary, summaries: list[RunSummary]) -> str:
     size = f" ({_human(s.params)})" if s.params else ""
-    return s.run.name + size + ("" if s.state == "done" else f" [{s.state}]")
+    return _name(s, summaries) + size + ("" if s.state == "done" else f" [{s.state}]")
 
 
 def loss_vs_axis(summaries: list[RunSummary], axis: str, title: str, path: Path) -> Path | None:
     """Each run's val loss at its evals against `axis` ("flops": log-log; "time": seconds
     on a linear axis), and the lower envelope of all of them, labelled."""
-    curves = [(s, _curve(s, axis)) for s in summaries]
+    # smallest model first, so the colour map reads as size across sweeps too
+    ordered = sorted(summaries, key=lambda s: (s.params is None, s.params or 0))
+    curves = [(s, _curve(s, axis)) for s in ordered]
     curves = [(s, c) for s, c in curves if c]
     if not curves:
         return None
@@ -34,7 +41,7 @@ def loss_vs_axis(summaries: list[RunSummary], axis: str, title: str, path: Path)
     for (s, c), color in zip(curves, ordered_colors(len(curves))):
         xs, ys = zip(*c)
         ax.plot(xs, ys, color=color, marker="o" if len(c) <= 30 else None, ms=4, lw=1.6,
-                label=_label(s))
+                label=_label(s, summaries))
     what = "compute" if axis == "flops" else "time"
     env = lower_envelope([c for _, c in curves], log=axis == "flops")
     if len(curves) > 1 and env:
@@ -54,7 +61,8 @@ def loss_vs_axis(summaries: list[RunSummary], axis: str, title: str, path: Path)
         ax.yaxis.set_minor_formatter(plt.FuncFormatter(lambda v, _: f"{v:.3g}"))
     else:
         ax.set_xlabel("training time (s; evals and sampling left out)")
-        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: fmt(v, "time")))
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(
+            lambda v, _: fmt(v, "time") if v >= 60 or v == 0 else f"{v:.3g} s"))
     ax.set_ylabel("val loss (nats/token)")
     ax.set_title(title)
     _legend(ax, n=len(curves) + 1, title="run (params)")
@@ -65,7 +73,7 @@ def loss_vs_axis(summaries: list[RunSummary], axis: str, title: str, path: Path)
 
 def frontier_note(summaries: list[RunSummary]) -> str:
     """One sentence: which runs the compute-efficient frontier passes through, in order."""
-    env = frontier([(s.run.name, _curve(s, "flops")) for s in summaries])
+    env = frontier([(_name(s, summaries), _curve(s, "flops")) for s in summaries])
     if not env:
         return ""
     spans: list[list] = []
@@ -76,8 +84,9 @@ def frontier_note(summaries: list[RunSummary]) -> str:
             spans.append([name, x, x, y])
     parts = [f"{n} ({_sci(a)}–{_sci(b)} FLOPs, down to {y:.4f})" if a != b else
              f"{n} ({_sci(a)} FLOPs, {y:.4f})" for n, a, b, y in spans]
-    return ("Compute-efficient frontier (the lowest val loss any run reached for a given "
-            "training compute), from least to most compute: " + "; ".join(parts) + ".")
+    return ("Compute-efficient frontier, from least to most compute: the evals that "
+            "reached a lower val loss than any run had with less training compute: "
+            + "; ".join(parts) + ".")
 
 
 def _sci(x: float) -> str:

@@ -77,7 +77,7 @@ def test_sweep_and_course_reports_draw_loss_vs_compute_and_time(tmp_path):
     # the course frontier ends with the largest model, which reaches the lowest loss
     course = res.course.report_md.read_text()
     line = next(ln for ln in course.splitlines() if ln.startswith("Compute-efficient frontier"))
-    assert line.rstrip(".").split("; ")[-1].startswith("n_layer=3")
+    assert line.rstrip(".").split("; ")[-1].startswith("b/n_layer=3")  # sweep named
 
 
 def test_frontier_is_the_lowest_loss_reached_with_at_most_that_compute():
