@@ -17,6 +17,7 @@ from textual.signal import Signal
 from engine.report.reading import RunReading
 from tui.store import PollResult, RunStore
 from tui.widgets.gpu_panel import GpuHistory
+from tui.widgets.loss_chart import ChartOptions
 
 
 class RunFeed:
@@ -28,6 +29,7 @@ class RunFeed:
         self.last_poll: PollResult | None = None
         self.gpus: list[Any] = []
         self.gpu_history = GpuHistory()
+        self.chart_options = ChartOptions()  # the dashboard's and compare's, one axis for both
         self._request_poll = request_poll
         self._watchers: dict[int, frozenset[str]] = {}
 

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from engine.launch.queue import dispatcher_pid
+from engine.report.compute import RunAxes, run_axes
 from engine.report.reading import RunReading, read_run
 from engine.runs import JsonlTail, RunDir, list_runs, list_shared
+from engine.train.control import TrainClock
 
 LIVENESS_CHECK_S = 5.0   # how often a running run's process is checked without a status change
 LOG_FIRST_BYTES = 64 * 1024  # a newly shown log starts at its last 64 KiB
@@ -29,15 +31,30 @@ LOG_FIRST_BYTES = 64 * 1024  # a newly shown log starts at its last 64 KiB
 
 @dataclass
 class Series:
-    """A run's loss curves; append-only lists (the UI reads while the poller appends)."""
+    """A run's loss curves; append-only lists (the UI reads while the poller appends).
+    Each point is on every x axis (engine.report.compute): iterations, tokens, training
+    seconds and training FLOPs (None where the run's records cannot say)."""
 
     train_iter: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     train_tokens: list[float] = field(default_factory=list)
+    train_time: list[float | None] = field(default_factory=list)
+    train_flops: list[float | None] = field(default_factory=list)
     eval_iter: list[int] = field(default_factory=list)
     eval_train: list[float] = field(default_factory=list)
     eval_val: list[float] = field(default_factory=list)
     eval_tokens: list[float] = field(default_factory=list)
+    eval_time: list[float | None] = field(default_factory=list)
+    eval_flops: list[float | None] = field(default_factory=list)
+    axes: RunAxes = field(default_factory=RunAxes)
+
+    def train_x(self, axis: str) -> list:
+        return {"iter": self.train_iter, "tokens": self.train_tokens,
+                "time": self.train_time, "flops": self.train_flops}[axis]
+
+    def eval_x(self, axis: str) -> list:
+        return {"iter": self.eval_iter, "tokens": self.eval_tokens,
+                "time": self.eval_time, "flops": self.eval_flops}[axis]
 
 
 @dataclass(frozen=True)
@@ -61,7 +78,8 @@ class _Tracked:
         self.series = Series()
         self.samples_tail: JsonlTail | None = None
         self.samples: list[dict[str, Any]] = []
-        self.tokens_per_iter: int | None = None
+        self.axes: RunAxes | None = None
+        self.clock = TrainClock()
         self.bad_lines: tuple[str, ...] = ()
 
 
@@ -149,27 +167,32 @@ class RunStore:
             t.metrics = t.run.metrics_tail()
         recs = t.metrics.read_new()
         if t.metrics.take_reset():
-            t.series = Series()  # a resume rewrote the file: swap in a fresh series
+            t.series = Series(axes=t.series.axes)  # a resume rewrote the file: start afresh
+            t.clock = TrainClock()
         if not recs:
             return False
-        if t.tokens_per_iter is None:
+        if t.axes is None:  # once per run: its config and prepared data do not change
             try:
-                t.tokens_per_iter = t.run.load_config().tokens_per_iter
-            except Exception:
-                t.tokens_per_iter = 0
-        s = t.series
+                t.axes = run_axes(t.run, self.runs_root)
+            except Exception as e:  # an unreadable config or meta.json: iterations still work
+                t.axes = RunAxes(bpb_note=f"bpb n/a: {e}")
+            t.series.axes = t.axes
+        s, axes = t.series, t.axes
         for r in recs:
+            secs = t.clock.add(r)
             it = r.get("iter")
             if not isinstance(it, (int, float)):
                 continue
-            tokens = r.get("tokens") or it * (t.tokens_per_iter or 0)
+            tokens = axes.tokens(r) or 0
             if r.get("kind") == "train" and _is_num(r.get("loss")):
                 s.train_iter.append(it), s.train_loss.append(float(r["loss"]))
                 s.train_tokens.append(tokens)
+                s.train_time.append(secs), s.train_flops.append(axes.flops(tokens))
             elif r.get("kind") == "eval" and _is_num(r.get("val_loss")):
                 s.eval_iter.append(it), s.eval_val.append(float(r["val_loss"]))
                 s.eval_train.append(float(r["train_loss"]) if _is_num(r.get("train_loss")) else float("nan"))
                 s.eval_tokens.append(tokens)
+                s.eval_time.append(secs), s.eval_flops.append(axes.flops(tokens))
         return True
 
     def _tail_samples(self, t: _Tracked) -> bool:

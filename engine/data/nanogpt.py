@@ -97,3 +97,29 @@ def nanogpt_data_meta(data_dir: Path) -> dict[str, Any] | None:
     meta.update(dtype="uint16", train_tokens=sizes["train.bin"] // 2,
                 val_tokens=sizes["val.bin"] // 2, format="nanogpt", data_dir=str(d))
     return meta
+
+
+BYTES_SAMPLE_TOKENS = 1_000_000  # of val.bin: the mean is stable long before that
+
+
+def measure_bytes_per_token(val_tokens, tokenizer) -> float | None:
+    """UTF-8 bytes per token of `val_tokens` (an array of ids; its first million) under
+    `tokenizer` (engine.data.tokenizers: char or GPT-2), for data whose meta does not
+    record `bytes_per_token` (a nanoGPT data directory): each id's byte length from the
+    vocabulary, `<|endoftext|>` counted as its 13 bytes of text, as nanotui's prepare
+    counts the source. None when the ids do not fit the vocabulary."""
+    import numpy as np
+
+    from engine.data.tokenizers import EOT_TEXT
+    if tokenizer.name == "char":
+        lengths = [len(c.encode("utf-8")) for c in tokenizer.chars]
+    else:
+        enc = tokenizer.encoding
+        lengths = [len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)]
+    if tokenizer.eot_token is not None:
+        lengths += [0] * (tokenizer.eot_token + 1 - len(lengths))
+        lengths[tokenizer.eot_token] = len(EOT_TEXT.encode())
+    ids = np.asarray(val_tokens[:BYTES_SAMPLE_TOKENS], dtype=np.int64)
+    if not len(ids) or int(ids.max()) >= len(lengths):
+        return None
+    return float(np.asarray(lengths, dtype=np.float64)[ids].mean())

@@ -16,6 +16,7 @@ from engine.report.fit_md import fit_section, scaling_section
 from engine.report.laws import LawOptions, compare_configs
 from engine.report.laws.welch import FINDING_P
 from engine.report.study import FitGroup
+from engine.report.compute_plots import frontier_note
 from engine.report.summary import (
     DEGENERATE_REPETITION,
     METHODS,
@@ -347,6 +348,9 @@ def course_markdown(study: Study, fits: list[FitGroup], figures: dict[str, list[
             "the best at each parameter count.", "", fit_section(fits, sweeps, laws).rstrip(), ""]
     out += ["## Scaling", "", *scaling_section(fits), ""]
     out += [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in cross]
+    if any(p.name == "loss_vs_compute.png" for p in cross):
+        every = {s.run.path.resolve(): s for m in study.members() for s in m.runs}
+        out += [frontier_note(list(every.values())), ""]
     out += temperature_section(study)
     obs = study_observations(study)
     if obs:

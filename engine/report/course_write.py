@@ -55,6 +55,7 @@ def write_course(per_sweep: dict[str, list[RunSummary]], runs_root: Path, d: Pat
     if plots:
         from engine.report import figures as fg
         from engine.report import plots as rp  # matplotlib only when a report is written
+        from engine.report.compute_plots import compute_figures
         for name, members in study.sweeps.items():
             say(f"plotting the course report: {name}")
             key = (study.varied.get(name) or [None])[0]
@@ -69,6 +70,8 @@ def write_course(per_sweep: dict[str, list[RunSummary]], runs_root: Path, d: Pat
         runs = [s for model in study.models for s in model.members[0].runs]
         p = rp.loss_vs_params(runs, fits, None, d / "val_loss_vs_params_all.png")
         cross = [p] if p is not None else []
+        every = list({s.run.path.resolve(): s for m in study.members() for s in m.runs}.values())
+        cross += compute_figures(every, "every run", d)
     md = course_markdown(study, fits, figures, cross, runs_root, laws)
     title = "Course report: " + ", ".join(study.sweeps)
     brief = brief_markdown(study, brief_figures(study, figures, cross), runs_root)

@@ -16,6 +16,7 @@ from engine.report.caveats import (embedding_note, precision_of, precision_text,
 from engine.report.course_md import (compare_neighbours, diversity_over_seeds, results_table,
                                      temperature_section)
 from engine.report.provenance import provenance_lines
+from engine.report.compute_plots import frontier_note
 from engine.report.summary import (
     DEGENERATE_REPETITION,
     MIN_WORDS,
@@ -215,6 +216,8 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
     out += temperature_section(study)
     if plots:
         out += ["## Figures", ""] + [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in plots]
+        if any(p.name == "loss_vs_compute.png" for p in plots):
+            out += [frontier_note(summaries), ""]
     out += ["## How these numbers were computed", ""]
     out += [f"- {v}" for v in METHODS.values()]
     out += [f"- {RETURNS_METHOD}",

@@ -16,6 +16,8 @@ from typing import Any
 
 from engine.config import ConfigError, TrainConfig
 from engine.model.arithmetic import PARAM_CONVENTIONS, model_vocab, param_count, param_counts
+from engine.report.compute import METHODS as COMPUTE_METHODS
+from engine.report.compute import Point, RunAxes, points, run_axes
 from engine.report.meta import find_meta
 from engine.report.reading import RunReading, read_run
 from engine.runs import RunDir
@@ -82,6 +84,7 @@ METHODS = {
                "rising).",
     "degeneration": f"Degeneration: repetition-4 above {DEGENERATE_REPETITION:.2f} at the "
                     "stated decoding setting (the text loops on itself).",
+    **COMPUTE_METHODS,
 }
 
 
@@ -116,8 +119,15 @@ class RunSummary:
     wall_s: float | None = None
     overfit_iter: int | None = None
     overfit_note: str = ""
+    axes: RunAxes = field(default_factory=RunAxes)
+    tokens_trained: float | None = None
+    train_flops: float | None = None
+    train_time_s: float | None = None
+    tokens_per_param: float | None = None
+    val_bpb: float | None = None
     evals: list[dict[str, Any]] = field(default_factory=list)
     trains: list[dict[str, Any]] = field(default_factory=list)
+    eval_points: list[Point] = field(default_factory=list)  # s.evals on every x axis
     samples: list[dict[str, Any]] = field(default_factory=list)
     temperature_samples: list[dict[str, Any]] = field(default_factory=list)  # a study's
 
@@ -185,7 +195,27 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
     s.precision = status.get("dtype") if isinstance(status.get("dtype"), str) else None
     s.attention = status.get("cpu_attention") if isinstance(status.get("cpu_attention"), str) else None
     s.wall_s = _wall_seconds(status, metrics)
+    _compute(s, run, runs_root, status, metrics, (meta, meta_src))
     return s
+
+
+def _compute(s: RunSummary, run: RunDir, runs_root: Path, status: dict[str, Any],
+             metrics: list[dict[str, Any]], meta: tuple[dict | None, str]) -> None:
+    """Training FLOPs, training time, tokens per parameter and bits per byte, from the
+    one home of the axes (engine.report.compute)."""
+    s.axes = run_axes(run, runs_root, s.config, status, meta) if s.config else RunAxes()
+    pts = points(metrics, s.axes)
+    evals = [(r, p) for r, p in zip(metrics, pts) if p is not None and r.get("kind") == "eval"
+             and _num(r.get("val_loss")) is not None]
+    s.eval_points = [p for _, p in sorted(evals, key=lambda e: e[0].get("iter", 0))]
+    trained = [p for r, p in zip(metrics, pts) if p is not None and r.get("kind") == "train"]
+    last = max(trained, key=lambda p: p.iter) if trained else None
+    s.tokens_trained = last.tokens if last else None
+    s.train_time_s = last.time if last else None
+    s.train_flops = s.axes.flops(s.tokens_trained)
+    if s.tokens_trained and s.params:
+        s.tokens_per_param = s.tokens_trained / s.params
+    s.val_bpb = s.axes.bpb(s.best_val)
 
 
 def _params(s: RunSummary, reading: RunReading, status: dict[str, Any], meta: dict | None) -> None:

@@ -12,13 +12,14 @@ from engine.report.summary import RunSummary, describe_decoding, diversity
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "max_iters")
 
+COMPUTE_COLUMNS = ["train_flops", "train_time_s", "tokens_per_param", "val_bpb"]
 CSV_COLUMNS = [
     "sweep", "run", "state", "reason", "varied", "group", "tokenizer", *MODEL_KEYS, "params",
     "params_total", "best_val_loss", "best_iter", "final_val_loss", "final_train_loss",
     "final_iter", "train_val_gap", "chars_per_token", "bits_per_char", "perplexity",
     "tok_s", "wall_s", "overfit_from_iter", "in_fit", "decoding", "diversity_iter",
     "diversity_samples", "words", "ttr", "mattr", "distinct_1", "distinct_2", "distinct_3",
-    "repetition_4",
+    "repetition_4", *COMPUTE_COLUMNS,
 ]
 
 
@@ -100,7 +101,14 @@ def csv_row(s: RunSummary, decoding: tuple | None, group_by: str | None, in_fit:
             _r(s.bpc), _r(s.perplexity), _r(s.tok_s, 1), _r(s.wall_s, 1),
             blank(s.overfit_iter), int(in_fit), describe_decoding(decoding) if decoding else "",
             blank(it), n, *[_r(d.get(k)) for k in ("words", "ttr", "mattr", "distinct_1",
-                                                   "distinct_2", "distinct_3", "repetition_4")]]
+                                                   "distinct_2", "distinct_3", "repetition_4")],
+            *compute_cells(s)]
+
+
+def compute_cells(s: RunSummary) -> list[Any]:
+    """runs.csv's COMPUTE_COLUMNS (engine.report.compute says what each means)."""
+    return [_r(s.train_flops, 0), _r(s.train_time_s, 2), _r(s.tokens_per_param, 3),
+            _r(s.val_bpb)]
 
 
 def natural_key(text: str) -> tuple:

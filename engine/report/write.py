@@ -224,6 +224,7 @@ def _sweep_figures(name: str, summaries: list[RunSummary], study: Study,
     point on one x, so they are left out."""
     from engine.report import figures as fg
     from engine.report import plots as rp  # matplotlib only when a report is written
+    from engine.report.compute_plots import compute_figures
     members, key = study.sweeps[name], (study.varied.get(name) or [None])[0]
     x = fg.x_name(members, key)
     out = [fg.training_curves(members, key, f"Training curves · sweep {name}",
@@ -232,6 +233,7 @@ def _sweep_figures(name: str, summaries: list[RunSummary], study: Study,
                      d / f"vs_{x}.png"),
            rp.loss_curves(summaries, "tokens", f"Loss per run · sweep {name}",
                           d / "loss_vs_tokens.png", group_by)]
+    out += compute_figures(summaries, f"sweep {name}", d)  # loss vs FLOPs and time
     if x == "params":
         out += [rp.loss_vs_params(summaries, fits, name, d / "val_loss_vs_params.png",
                                   group_by=group_by),

@@ -73,3 +73,45 @@ class SetupStopped(Exception):
 
 def stop_setup(signum, frame) -> None:
     raise SetupStopped()
+
+
+class TrainClock:
+    """Training seconds so far, read back from metrics.jsonl's train records by the rule
+    StepTimer measures them with: a record's `dt_ms` is its lap's seconds per step, and
+    the timer restarts after every eval (samples included), so `dt_ms × steps since the
+    previous record` sums the time spent in optimizer steps and nothing else. Start-up
+    and evals are gaps in the wall clock that this clock skips; a resume continues it
+    from the records the resumed file kept. Fed records in file order (train and eval
+    mixed), it gives each one the training time at that point."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.iter = 0
+        self.step_s: float | None = None  # the last lap's seconds per step
+
+    def add(self, rec: dict) -> float | None:
+        """The training seconds at `rec`; a train record advances the clock. None while
+        no record has carried a step time (a log without `dt_ms`)."""
+        it = rec.get("iter")
+        if isinstance(it, bool) or not isinstance(it, (int, float)):
+            return None
+        dt = rec.get("dt_ms")
+        if rec.get("kind") == "train":
+            if isinstance(dt, (int, float)) and not isinstance(dt, bool) and 0 <= dt < float("inf"):
+                self.step_s = dt / 1000
+            if self.step_s is None:
+                return None
+            self.seconds += max(it - self.iter, 0) * self.step_s
+            self.iter = max(self.iter, it)
+            return self.seconds
+        if self.step_s is None:
+            return 0.0 if it <= self.iter else None  # an eval before the first step
+        # an eval after steps no train record has logged yet (eval_interval not a
+        # multiple of log_interval): those steps at the last lap's pace
+        return self.seconds + max(it - self.iter, 0) * self.step_s
+
+
+def train_seconds(records: list[dict]) -> list[float | None]:
+    """TrainClock over `records` in file order: the training seconds at each."""
+    clock = TrainClock()
+    return [clock.add(r) for r in records]

@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import torch
 
+from engine.data.nanogpt import measure_bytes_per_token
 from engine.errors import UserError, one_line
 from engine.model import cpu_tuner
 from engine.model import device as dev
@@ -92,6 +93,8 @@ class TrainingRun:
         self.tokenizer, why = load_tokenizer(self.meta)
         if self.tokenizer is None:
             log(f"samples disabled: {why}")
+        elif not self.meta.get("bytes_per_token"):  # a nanoGPT data dir: measured once
+            self.meta["bytes_per_token"] = measure_bytes_per_token(val_data, self.tokenizer)
         self.device_name = dev.device_name(self.device)
         self.flops_per_token = self.trainer.model.flops_per_token()
 
@@ -224,6 +227,7 @@ class TrainingRun:
             # tok/s compares runs only when the cores were not shared: what other work
             # used just before this run's steps began (None off the CPU)
             cpu_load=self._cpu_load(),
+            bytes_per_token=self.meta.get("bytes_per_token"),  # for bits per byte in views
             provenance=provenance(self.device_name))
         self.log(f"{run.id}: {t.model.get_num_params():,} params, device {self.device} "
                  f"({self.device_name}), dtype {dev.dtype_name(self.dtype)}, "

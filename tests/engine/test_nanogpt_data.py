@@ -74,6 +74,10 @@ def test_a_char_data_dir_with_meta_pkl_trains(tmp_path, capsys):
     assert nanotui(["sample", str(out["run"].path), "--prompt", "the ", "--temperature", "0",
                     "--max-new-tokens", "5", "--device", "cpu"]) == 0
     assert "the " in capsys.readouterr().out
+    # meta.pkl says nothing of bytes: measured once from val.bin for bits per byte
+    val = np.fromfile(data / "val.bin", dtype=np.uint16)
+    text = "".join(chars[i] for i in val)
+    assert out["status"]["bytes_per_token"] == pytest.approx(len(text.encode()) / len(val))
 
 
 def test_a_gpt2_data_dir_without_meta_trains(tmp_path, shared_data, monkeypatch):
@@ -85,6 +89,10 @@ def test_a_gpt2_data_dir_without_meta_trains(tmp_path, shared_data, monkeypatch)
     cfg = out["run"].load_config()
     assert out["status"]["params_total"] == param_counts(cfg, 50304)[1]  # GPT-2's, padded
     assert out["samples"] and out["samples"][0]["text"].startswith("the ")
+    val = np.fromfile(data / "val.bin", dtype=np.uint16)
+    text = load_gpt2([shared_data / "gpt2" / "gpt2.tiktoken"]).decode(val.tolist())
+    assert out["status"]["bytes_per_token"] == pytest.approx(len(text.encode()) / len(val))
+    assert 2 < out["status"]["bytes_per_token"] < 5   # GPT-2 on verse: ~2.9 bytes a token
 
 
 def test_plan_reads_the_vocabulary_of_a_nanogpt_dir(tmp_path, capsys):

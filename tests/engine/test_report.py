@@ -208,8 +208,9 @@ def test_diversity_excerpts_and_observations(depth_report):
 def test_plots_are_written_as_png(depth_report):
     res, md, _ = depth_report
     names = sorted(p.name for p in res.sweeps[0].plots)
-    assert names == ["diversity_vs_params.png", "loss_vs_tokens.png",
-                     "training_curves.png", "val_loss_vs_params.png", "vs_params.png"]
+    assert names == ["diversity_vs_params.png", "loss_vs_compute.png", "loss_vs_time.png",
+                     "loss_vs_tokens.png", "training_curves.png", "val_loss_vs_params.png",
+                     "vs_params.png"]
     for p in res.sweeps[0].plots:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({p.name})" in md

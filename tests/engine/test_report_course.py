@@ -143,7 +143,8 @@ def test_heads_section_plots_against_n_head_and_calls_small_differences_noise(co
     # the heads sweep's own report too: against n_head, no one-x plots against parameters
     heads_own = next(s for s in res.sweeps if s.sweep == "heads")
     assert sorted(p.name for p in heads_own.plots) == [
-        "loss_vs_tokens.png", "training_curves.png", "vs_n_head.png"]
+        "loss_vs_compute.png", "loss_vs_time.png", "loss_vs_tokens.png",
+        "training_curves.png", "vs_n_head.png"]
     # n_head 4 -> 8 -> 16 move the mean by 0.002-0.004 with sd 0.0028 each: not findings
     assert "Not a finding (p ≥ 0.05): n_head=4 → n_head=8" in heads
     assert re.search(r"findings \(Welch's t-test, p < 0.05\): n_head=16 → n_head=32: \+0\.04\d+ "
@@ -157,7 +158,7 @@ def test_course_report_is_its_own_folder_and_html_embeds_every_figure(course):
     assert {s.dir for s in res.sweeps} == {tmp / "out" / n for n in SWEEPS}
     page = res.course.report_html.read_text()
     pngs = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", md)
-    assert len(pngs) == 7 and all((d / p).is_file() for p in pngs)
+    assert len(pngs) == 9 and all((d / p).is_file() for p in pngs)  # + loss vs compute, time
     assert page.count("data:image/png;base64,") == len(pngs) and ".png\"" not in page
     assert "@media print" in page and "<table>" in page
     runs = list(csv.DictReader(res.course.runs_csv.open()))

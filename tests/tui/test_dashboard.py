@@ -86,8 +86,9 @@ async def test_chart_toggles_overlay_logy_and_tokens(world):
         assert chart.options.overlay
         assert app.store.series("depth/n_layer=1").eval_val  # sweep mates are now tailed
         await pilot.press("y", "x")
-        assert chart.options.logy and chart.options.x_tokens
-        assert "log-y · tokens · + sweep" in str(chart.border_title)
+        assert chart.options.logy and chart.options.x_axis == "tokens"
+        assert "nats/token vs tokens" in str(chart.border_title)
+        assert "log-y · + sweep" in str(chart.border_title)
 
 
 @asynctest

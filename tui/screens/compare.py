@@ -1,4 +1,5 @@
-"""A sweep's runs side by side, and val loss against parameters on log-log axes."""
+"""A sweep's runs side by side, val loss against parameters on log-log axes, and every
+run's val loss against the dashboard chart's x axis (the two screens share it)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual_plotext import PlotextPlot
@@ -18,6 +19,7 @@ from tui.feed import RunFeed
 from engine.report.course import configuration_name
 from engine.report.reading import RunReading
 from tui.store import PollResult, latest_samples
+from tui.widgets.loss_chart import LossChart
 from tui.widgets.format import (DASH, STATE_GLYPH, STATE_STYLE, fmt_loss, fmt_params, fmt_rate,
                                 fmt_score)
 
@@ -72,6 +74,8 @@ class CompareScreen(Screen):
     BINDINGS = [
         Binding("left_square_bracket", "sweep(-1)", "prev sweep", key_display="["),
         Binding("right_square_bracket", "sweep(1)", "next sweep", key_display="]"),
+        Binding("x", "x_axis", "axis"),
+        Binding("b", "bpb", "nats/bpb"),
         Binding("escape", "app.pop_screen", "back"),
     ]
 
@@ -80,12 +84,15 @@ class CompareScreen(Screen):
         self.feed = feed
         self.sweep = sweep
         self._signature: tuple | None = None
+        self._order: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
         with Horizontal(id="compare-body"):
             yield DataTable(id="compare-table", cursor_type="row", classes="panel")
-            yield PlotextPlot(id="scaling", classes="panel")
+            with Vertical(id="compare-plots"):
+                yield PlotextPlot(id="scaling", classes="panel")
+                yield LossChart(self.feed.chart_options, id="curves", classes="panel")
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -132,6 +139,8 @@ class CompareScreen(Screen):
         if rows:
             table.move_cursor(row=min(cursor, len(rows) - 1))
         self._plot(rows)
+        self._order = [v.id for v, _ in rows]  # the curves take the table's order and colours
+        self._curves()
         sweeps = self.feed.sweeps()
         pos = f"{sweeps.index(self.sweep) + 1}/{len(sweeps)}" if self.sweep in sweeps else ""
         self.query_one("#title", Static).update(Text.assemble(
@@ -166,6 +175,26 @@ class CompareScreen(Screen):
         else:
             plt.title("no run with a val loss yet")
         plot.refresh()
+
+    def _curves(self) -> None:
+        """Every run's val loss on the shared x axis (x and b change it here and on the
+        dashboard alike)."""
+        chart = self.query_one("#curves", LossChart)
+        store = self.feed.store
+        chart.more_hint = ""  # this is compare: the table lists every run
+        runs = [(rid, s) for rid in self._order for s in [store.series(rid)] if s is not None]
+        chart.plot_runs(None, None, runs, overlay=True)
+        chart.border_title = f"Val loss · {chart.heading()} · every run"
+        if chart.bpb_note:
+            chart.border_title += f" · {chart.bpb_note}"
+
+    def action_x_axis(self) -> None:
+        self.feed.chart_options.next_x()
+        self._curves()
+
+    def action_bpb(self) -> None:
+        self.feed.chart_options.bpb = not self.feed.chart_options.bpb
+        self._curves()
 
     def action_sweep(self, step: int) -> None:
         sweeps = self.feed.sweeps()

@@ -39,7 +39,9 @@ class DashboardScreen(Screen):
         Binding("d", "dispatch", "dispatch queued", show=False),
         Binding("v", "overlay", "sweep overlay", show=False),
         Binding("y", "logy", "log-y", show=False),
-        Binding("x", "x_axis", "x: iters/tokens", show=False),
+        # shown in the chart's subtitle, not the footer, which has no room left at 80 columns
+        Binding("x", "x_axis", "x axis: iterations → tokens → time → FLOPs", show=False),
+        Binding("b", "bpb", "y: nats/token ↔ bits/byte", show=False),
         Binding("o", "toggle_log", "samples/log", show=False),
     ]
 
@@ -64,7 +66,7 @@ class DashboardScreen(Screen):
                 yield Input(placeholder="filter: words in run, state or device (Esc clears)",
                             id="filter")
                 yield RunTable(id="runs")
-            yield LossChart(id="chart", classes="panel")
+            yield LossChart(self.feed.chart_options, id="chart", classes="panel")
             with ContentSwitcher(initial="samples", id="detail", classes="panel"):
                 yield SamplesView(id="samples")
                 yield LogView(id="log")
@@ -108,6 +110,7 @@ class DashboardScreen(Screen):
         self._watch()
         if self.feed.last_poll is not None:
             self.on_runs(self.feed.last_poll)
+        self._redraw_chart()  # compare may have changed the shared axis
 
     # -- selection --
     def on_run_table_run_highlighted(self, event: RunTable.RunHighlighted) -> None:
@@ -204,14 +207,14 @@ class DashboardScreen(Screen):
         if view and view.state == "running" and view.host and view.host != socket.gethostname():
             who += f" @ {view.host}"  # e.g. a Slurm node: where the run really is
         note = (view.reason if view.state == "stalled" else damage_note(view)) if view else ""
-        chart.border_title = f"Loss · {who} · {note or chart.describe()}"
+        chart.border_title = f"{who} · {chart.heading()} · {note or chart.describe()}"
         best = ""
         if view and view.best_val_loss is not None:  # the run's one reading, as compare shows it
             best = f"best {fmt_loss(view.best_val_loss)}"
             best += f" @ {view.best_iter} · " if view.best_iter is not None else " · "
-        law = getattr(self, "_expect", None)
+        law = self._expect
         law_text = f"{law.text()} · " if law is not None and view and view.id == self.selected else ""
-        chart.border_subtitle = f"{law_text}{best}v sweep · y log · x tokens"
+        chart.border_subtitle = f"{law_text}{best}v sweep · y log · x axis · b bpb"
         detail = self.query_one(ContentSwitcher)
         kind = "Log" if detail.current == "log" else "Samples"
         detail.border_title = f"{kind} · {self.selected or '—'}  (o: samples/log)"
@@ -254,9 +257,16 @@ class DashboardScreen(Screen):
         self._redraw_chart()
 
     def action_x_axis(self) -> None:
-        chart = self.query_one(LossChart)
-        chart.options.x_tokens = not chart.options.x_tokens
+        """iterations -> tokens -> training time -> training FLOPs -> iterations"""
+        self.query_one(LossChart).options.next_x()
         self._redraw_chart()
+
+    def action_bpb(self) -> None:
+        chart = self.query_one(LossChart)
+        chart.options.bpb = not chart.options.bpb
+        self._redraw_chart()
+        if chart.options.bpb and chart.bpb_note:
+            self.notify(chart.bpb_note, severity="warning")
 
     def action_toggle_log(self) -> None:
         detail = self.query_one(ContentSwitcher)

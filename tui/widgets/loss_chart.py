@@ -1,4 +1,6 @@
-"""The loss chart (plotext): train and val loss of one run, its sweep overlaid on demand."""
+"""The loss chart (plotext): train and val loss of one run, its sweep overlaid on demand,
+against iterations, tokens, training time or training FLOPs (engine.report.compute), in
+nats per token or bits per byte."""
 
 from __future__ import annotations
 
@@ -7,23 +9,33 @@ from dataclasses import dataclass
 
 from textual_plotext import PlotextPlot
 
+from engine.report.compute import LN2, X_AXES, X_LABELS
+
+LOG_X = ("flops",)  # the x axes drawn in log10
+X_SHORT = {"iter": "iters", "tokens": "tokens", "time": "train time", "flops": "train FLOPs"}
 from tui.store import Series
 
 MAX_POINTS = 400  # per line: a chart is at most ~200 cells wide, so more points add nothing
 OVERLAY_COLORS = ("cyan", "magenta", "yellow", "green", "blue", "red", "orange", "white")
 
 
-def overlay_title(names: list[tuple[str, str]], width: int) -> str:
+def overlay_title(names: list[tuple[str, str]], width: int, more: str = " (c compares)") -> str:
     """The sweep runs drawn with the selected one, as one title line ("name (colour)"):
     plotext's legend sits inside the plot and, one row per run, covered most of a small
     chart; a colour named in words also reads on a monochrome terminal. No series gets a
     plotext label at all: its legend code raises IndexError when every point of a labelled
-    series falls outside the canvas (seen with log-y and a sweep overlay)."""
+    series falls outside the canvas (seen with log-y and a sweep overlay). Runs that vary
+    one key are named by its value once: "n_embd = 32 (cyan), 64 (magenta)"."""
+    keys = {name.partition("=")[0] for name, _ in names}
+    prefix = ""
+    if len(names) > 1 and len(keys) == 1 and all("=" in n for n, _ in names):
+        prefix = f"{keys.pop()} = "
+        names = [(name.partition("=")[2], color) for name, color in names]
     parts = [f"{name} ({color})" for name, color in names]
-    text = "+ " + ", ".join(parts)
+    text = "+ " + prefix + ", ".join(parts)
     while len(text) > max(width - 4, 20) and parts:
         parts.pop()
-        text = "+ " + ", ".join(parts) + f", … {len(names) - len(parts)} more (c compares)"
+        text = "+ " + prefix + ", ".join(parts) + f", … {len(names) - len(parts)} more{more}"
     return text
 
 
@@ -39,11 +51,63 @@ def thin(xs: list, ys: list, limit: int = MAX_POINTS) -> tuple[list, list]:
     return [xs[i] for i in idx], [ys[i] for i in idx]
 
 
-def _finite(xs: list, ys: list, logy: bool) -> tuple[list, list]:
-    """The drawable points; with log-y, the y values already as log10 (see log_ticks)."""
-    keep = [(x, y) for x, y in zip(xs, ys)
-            if y == y and not math.isinf(y) and (not logy or y > 0)]
-    return [x for x, _ in keep], [math.log10(y) if logy else y for _, y in keep]
+def _finite(xs: list, ys: list, logy: bool, scale: float = 1.0,
+            logx: bool = False) -> tuple[list, list]:
+    """The drawable points (x known, y finite), y divided by `scale` (bits per byte);
+    with log-y / log-x, the values already as log10 (see log_ticks)."""
+    keep = [(x, y / scale) for x, y in zip(xs, ys)
+            if x is not None and (not logx or x > 0)
+            and y == y and not math.isinf(y) and (not logy or y > 0)]
+    return ([math.log10(x) if logx else x for x, _ in keep],
+            [math.log10(y) if logy else y for _, y in keep])
+
+
+def _law_x(law, series: Series | None, axis: str) -> float | None:
+    """The run's horizon on the shown x axis: its iterations, tokens, FLOPs, or training
+    time extrapolated from the time per step so far (the ETA's rule); None when unknown."""
+    if axis == "iter":
+        return law.horizon_iter
+    if axis == "tokens":
+        return law.horizon_tokens
+    if series is None:
+        return None
+    if axis == "flops":
+        return series.axes.flops(law.horizon_tokens)
+    times = [(i, t) for i, t in zip(series.train_iter, series.train_time) if t is not None]
+    if not times or not times[-1][0]:
+        return None
+    it, t = times[-1]
+    return t * law.horizon_iter / it
+
+
+def si(x: float) -> str:
+    """A tick label: 3 significant digits with an SI prefix (12.5k, 3.2G, 1.1P)."""
+    for unit, div in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def clock(x: float) -> str:
+    """A tick label in training time: 45s, 12m30s, 2h05m."""
+    s = int(round(x))
+    if s < 60:
+        return f"{x:.2g}s" if x < 10 else f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def x_ticks(lo: float, hi: float, axis: str, n: int = 5) -> tuple[list[float], list[str]]:
+    """Tick positions and labels for the x axis: plotext writes big numbers as 1.3e+10
+    and seconds as plain floats; these read as tokens, FLOPs and minutes. FLOPs are on a
+    log axis (lo and hi are log10), as in the report's loss_vs_compute.png: runs of
+    different sizes span decades of compute."""
+    label = clock if axis == "time" else (lambda p: si(10 ** p)) if axis in LOG_X else si
+    if hi <= lo:
+        return [lo], [label(lo)]
+    pos = [lo + (hi - lo) * i / (n - 1) for i in range(n)]
+    return pos, [label(p) for p in pos]
 
 
 def log_ticks(lo: float, hi: float, n: int = 5) -> tuple[list[float], list[str]]:
@@ -59,93 +123,158 @@ def log_ticks(lo: float, hi: float, n: int = 5) -> tuple[list[float], list[str]]
 
 @dataclass
 class ChartOptions:
+    """How the chart draws; one instance is shared by the dashboard and compare (RunFeed),
+    so both show the same axis."""
     overlay: bool = False
     logy: bool = False
-    x_tokens: bool = False
+    x_axis: str = "iter"     # one of X_AXES
+    bpb: bool = False        # bits per byte instead of nats per token
+
+    def next_x(self) -> None:
+        self.x_axis = X_AXES[(X_AXES.index(self.x_axis) + 1) % len(X_AXES)]
+
+    @property
+    def y_name(self) -> str:
+        return "bits/byte" if self.bpb else "nats/token"
+
+    def heading(self) -> str:
+        """The chart's title: what is drawn against what, short enough for a half screen."""
+        return f"{self.y_name} vs {X_SHORT[self.x_axis]}"
+
+
+def y_scale(options: ChartOptions, series: Series) -> float | None:
+    """What a loss is divided by on the y axis: 1 for nats, ln 2 × bytes per token for
+    bits per byte; None where the run's data does not say its bytes per token."""
+    if not options.bpb:
+        return 1.0
+    bpt = series.axes.bytes_per_token
+    return LN2 * bpt if bpt else None
 
 
 class LossChart(PlotextPlot):
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, options: ChartOptions | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.options = ChartOptions()
+        self.options = options or ChartOptions()
+        self.bpb_note = ""  # why bits per byte are not drawn, when asked for
+        self._last: tuple | None = None  # plot_runs' arguments, to fit a new size
+        self.more_hint = " (c compares)"  # where a key too long for the title is shown whole
+
+    def on_resize(self) -> None:
+        """The title line (the sweep's key) is fitted to the width: fit it again."""
+        if self._last is not None:
+            self.plot_runs(*self._last)
         self.run_id: str | None = None
         self.message = "select a run"
         self.has_data = False
 
+    def heading(self) -> str:
+        """What the chart draws against what, as its title says it."""
+        o = self.options
+        if self.bpb_note and o.bpb:
+            return f"nats/token (bpb n/a) vs {X_SHORT[o.x_axis]}"
+        return o.heading()
+
     def describe(self) -> str:
         o = self.options
-        parts = ["log-y" if o.logy else "linear", "tokens" if o.x_tokens else "iters"]
-        if o.overlay:
-            parts.append("+ sweep")
-        return " · ".join(parts)
+        return " · ".join(["log-y" if o.logy else "linear y"] + (["+ sweep"] if o.overlay else []))
 
     def plot_runs(self, run_id: str | None, series: Series | None,
-                  others: list[tuple[str, Series]], law=None) -> None:
-        """Redraw: `series` is the selected run; `others` its sweep mates (overlay on);
+                  others: list[tuple[str, Series]], overlay: bool | None = None,
+                  law=None) -> None:
+        """Redraw: `series` is the selected run; `others` its sweep mates (drawn when the
+        overlay is on, or when `overlay` says so: compare draws a sweep without a run);
         `law` an engine.report.laws.live.Expectation: the law's final val loss and its
-        band, drawn at the run's horizon."""
+        band, drawn at the run's horizon on whichever x axis is shown."""
+        self._last = (run_id, series, others, overlay, law)
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
         self.run_id = run_id
         o = self.options
+        axis = o.x_axis
+        logx = axis in LOG_X
         drew = False
         xs_seen: list = []
         ys_seen: list = []
         key: list[str] = []  # the legend, as the title line: see overlay_title
+
+        def draw(xs: list, ys: list, color: str, scatter: bool = False) -> bool:
+            if not xs:
+                return False
+            if scatter:
+                plt.scatter(xs, ys, color=color, marker="●")
+            else:
+                plt.plot(xs, ys, color=color, marker="braille")
+            xs_seen.extend([min(xs), max(xs)])
+            ys_seen.extend([min(ys), max(ys)])
+            return True
+
+        bpb = o.bpb
+        self.bpb_note = ""
+        if bpb and series is not None and y_scale(o, series) is None:
+            # the selected run's data does not know its bytes per token: nats, and say so
+            self.bpb_note = series.axes.bpb_note or "bpb n/a"
+            bpb = False
+        opts = ChartOptions(o.overlay, o.logy, axis, bpb)
         if series is not None:
-            tx = series.train_tokens if o.x_tokens else series.train_iter
-            ex = series.eval_tokens if o.x_tokens else series.eval_iter
-            xs, ys = _finite(*thin(tx, series.train_loss), o.logy)
-            if xs:
-                plt.plot(xs, ys, color="blue+", marker="braille")
+            scale = y_scale(opts, series) or 1.0
+            if draw(*_finite(*thin(series.train_x(axis), series.train_loss), o.logy, scale, logx),
+                    "blue+"):
                 key.append("train (blue)")
-                drew = True
-                xs_seen += [xs[0], xs[-1]]
-                ys_seen += [min(ys), max(ys)]
-            xs, ys = _finite(*thin(ex, series.eval_val), o.logy)
-            if xs:
-                if len(xs) < 40:  # few evals: points, so the train line stays visible
-                    plt.scatter(xs, ys, color="orange+", marker="●")
-                else:
-                    plt.plot(xs, ys, color="orange+", marker="braille")
+            xs, ys = _finite(*thin(series.eval_x(axis), series.eval_val), o.logy, scale, logx)
+            # few evals: points, so the train line stays visible
+            if draw(xs, ys, "orange+", scatter=len(xs) < 40):
                 key.append("val ● (orange)")
-                drew = True
-                xs_seen += [xs[0], xs[-1]]
-                ys_seen += [min(ys), max(ys)]
         drawn: list[tuple[str, str]] = []
-        if o.overlay:
+        missing = 0
+        if o.overlay if overlay is None else overlay:
             for i, (rid, s) in enumerate(others):
-                x = s.eval_tokens if o.x_tokens else s.eval_iter
-                y = s.eval_val
+                scale = y_scale(opts, s)
+                if scale is None:
+                    missing += 1
+                    continue
+                x, y = s.eval_x(axis), s.eval_val
                 if not y:  # no eval yet: its train loss is better than nothing
-                    x, y = (s.train_tokens if o.x_tokens else s.train_iter), s.train_loss
-                xs, ys = _finite(*thin(x, y), o.logy)
-                if xs:
-                    color = OVERLAY_COLORS[i % len(OVERLAY_COLORS)]
-                    plt.plot(xs, ys, color=color, marker="braille")
+                    x, y = s.train_x(axis), s.train_loss
+                color = OVERLAY_COLORS[i % len(OVERLAY_COLORS)]
+                if draw(*_finite(*thin(x, y), o.logy, scale, logx), color):
                     drawn.append((rid.split("/", 1)[-1], color))
-                    drew = True
-                    xs_seen += [xs[0], xs[-1]]
-                    ys_seen += [min(ys), max(ys)]
-        if law is not None and drew:
-            x = law.horizon_tokens if o.x_tokens else law.horizon_iter
-            lo, mid, hi = (math.log10(v) if o.logy else v for v in (law.pi_low, law.predicted, law.pi_high))
-            plt.plot([x, x], [lo, hi], color="red+", marker="braille")
-            plt.scatter([x], [mid], color="red+", marker="◆")
+        if missing:
+            self.bpb_note = self.bpb_note or f"bpb n/a for {missing} run{'s' * (missing > 1)}"
+        drew = bool(key or drawn)
+        x = _law_x(law, series, axis) if law is not None and drew else None
+        if x is not None:
+            scale = (y_scale(opts, series) if series is not None else None) or 1.0
+            xs3, ys3 = _finite([x] * 3, [law.pi_low, law.predicted, law.pi_high],
+                               o.logy, scale, logx)
+        if x is not None and len(ys3) == 3:
+            (xl, lo, mid, hi) = (xs3[0], *ys3)
+            plt.plot([xl, xl], [lo, hi], color="red+", marker="braille")
+            plt.scatter([xl], [mid], color="red+", marker="◆")
             key.append("law ◆ (red)")
-            xs_seen += [x]
-            ys_seen += [lo, hi]
+            xs_seen.append(xl)
+            ys_seen.extend([lo, hi])
         if drawn or key:
-            plt.title(" · ".join(key + ([overlay_title(drawn, self.size.width - 30)]
-                                        if drawn else [])))
-        if xs_seen and min(xs_seen) == max(xs_seen):
-            plt.xlim(0, max(xs_seen) * 2 or 1)  # one point (iter 0): no negative iterations
+            room = self.size.width - (len(" · ".join(key)) + 6 if key else 2)  # beside the key
+            title = " · ".join(key + ([overlay_title(drawn, room, self.more_hint)] if drawn else []))
+            if drawn and len(title) > self.size.width - 6:
+                # plotext drops a title wider than the plot: the sweep's key alone, since
+                # the selected run's blue and orange are the chart's constant
+                title = overlay_title(drawn, self.size.width - 2, self.more_hint)
+            plt.title(title)
+        lo, hi = (min(xs_seen), max(xs_seen)) if xs_seen else (0, 0)
+        if xs_seen and lo == hi:  # one point (iter 0): no negative iterations
+            lo, hi = (lo - 0.5, hi + 0.5) if logx else (0, hi * 2 or 1)
+            plt.xlim(lo, hi)
+        if xs_seen and axis != "iter":
+            plt.xticks(*x_ticks(lo, hi, axis))
         if o.logy and ys_seen:
             plt.yticks(*log_ticks(min(ys_seen), max(ys_seen)))
-        plt.xlabel("tokens" if o.x_tokens else "iter")
+        plt.xlabel(X_LABELS[axis] + (" (log)" if logx else ""))
         self.has_data = drew
         if not drew:
-            self.message = "no metrics yet" if run_id else "select a run"
+            self.message = "no metrics yet" if run_id or others else "select a run"
+            if axis in ("time", "flops") and series is not None and series.train_iter:
+                self.message = f"no {X_LABELS[axis]} in this run's records"
             plt.title(self.message)
         self.refresh()
