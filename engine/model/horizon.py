@@ -48,7 +48,8 @@ def get_lr(it: int, cfg: TrainConfig) -> float:
     lr = cfg.learning_rate
     if not cfg.decay_lr:
         return lr
-    if cfg.warmup_iters is None or cfg.lr_decay_iters is None:
+    if cfg.warmup_iters is None or (cfg.lr_decay_iters is None
+                                    and cfg.lr_schedule != "constant"):
         raise ConfigError("get_lr needs a resolved schedule (engine.model.horizon.resolve)")
     if it < cfg.warmup_iters:
         return lr * (it + 1) / (cfg.warmup_iters + 1)
@@ -171,8 +172,9 @@ def resolve(cfg: TrainConfig, vocab: int, vocab_assumed: bool = False) -> Horizo
                                f"gradient_accumulation_steps)")
         iters = math.ceil(D / tpi - 1e-9)
     if iters > MAX_HORIZON_ITERS:
-        raise HorizonError(f"{key} = {_num(value)} is {iters:.3g} steps, more than "
-                           f"{MAX_HORIZON_ITERS:.0e}, which no run finishes")
+        what = f"{key} = {_num(value)}" + (f" is {iters:.3g} steps," if key != "max_iters" else ":")
+        raise HorizonError(f"{what} more than {MAX_HORIZON_ITERS:,} steps, which no run "
+                           f"finishes")
     warmup = (cfg.warmup_iters if cfg.warmup_iters is not None
               else min(WARMUP_CAP, int(cfg.warmup_frac * iters)))
     decay = cfg.lr_decay_iters if cfg.lr_decay_iters is not None else iters

@@ -158,13 +158,14 @@ def _budget(args) -> int:
         print(json.dumps(res.to_dict(), indent=1))
         return 0
     n = len(res.runs)
+    assumed = f"{ASSUMED_FLOPS[device] / 1e12:g} TFLOP/s"
     source = (f"measured throughput for {len(res.measured)} of {n} runs, the estimate's "
-              f"{ASSUMED_FLOPS[device] / 1e12:g} TFLOP/s for the rest" if res.measured else
-              f"the estimate's assumed {ASSUMED_FLOPS[device] / 1e12:g} TFLOP/s "
-              f"(no run of these shapes measured on this machine)")
+              f"assumed {assumed} for the rest" if res.measured else
+              f"the estimate's assumed {assumed}: no run of these shapes measured here")
     print(f"{n} runs on {units} {device.upper()} unit{'s' * (units != 1)}, budget "
           f"{format_seconds(budget_s)}: every horizon x {res.scale:.4g} fits in "
-          f"{format_seconds(res.seconds)} (from {source}; evals and samples included).")
+          f"{format_seconds(res.seconds)}, evals and samples included.")
+    print(f"Throughput: {source}.")
     for r in res.runs:
         print(f"  {r['id']:30} {r['key']} = {r['value']:<10.4g} {r['max_iters']:>9,} iters "
               f"{r['tokens_per_param']:>7.3g} tok/p {format_seconds(r['seconds']):>7}"
