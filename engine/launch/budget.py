@@ -159,7 +159,8 @@ def fit_budget(specs: list[RunSpec], budget_s: float, units: int, device: str,
 
 def _lines(runs: list, scale: float) -> list[str]:
     """The experiments.toml line(s): one key and value when every run shares them (put it
-    in [defaults] or each sweep's fixed), else one per sweep, else the factor."""
+    in [defaults] or each sweep's fixed), else one per sweep (a value for its fixed, or
+    the list of its vary), else the factor."""
     def value(key: str, v: float) -> str:
         x = v * scale
         if key in ("max_iters", "max_tokens"):
@@ -169,14 +170,20 @@ def _lines(runs: list, scale: float) -> list[str]:
     if len(pairs) == 1:
         key, v = pairs.pop()
         return [f"{key} = {value(key, v)}"]
-    by_sweep: dict[str, set] = {}
+    by_sweep: dict[str, list] = {}
     for s, h, _, _ in runs:
-        by_sweep.setdefault(s.sweep, set()).add((h.key, h.value))
-    if all(len(p) == 1 for p in by_sweep.values()):
-        return [f"[sweep.{name}] fixed: {k} = {value(k, v)}"
-                for name, p in by_sweep.items() for k, v in p]
-    return [f"every horizon x {_round_down(scale):g} (the runs' horizons differ within a "
-            f"sweep: scale each value written in the file)"]
+        by_sweep.setdefault(s.sweep, []).append((h.key, h.value))
+    if any(len({k for k, _ in p}) > 1 for p in by_sweep.values()):
+        return [f"every horizon x {_round_down(scale):g} (a sweep's runs set different "
+                f"horizon keys: scale each value written in the file)"]
+    out = []
+    for name, p in by_sweep.items():
+        key = p[0][0]
+        vals = list(dict.fromkeys(v for _, v in p))
+        out.append(f"[sweep.{name}] fixed: {key} = {value(key, vals[0])}" if len(vals) == 1
+                   else f"[sweep.{name}] vary: {key} = "
+                        f"[{', '.join(value(key, v) for v in vals)}]")
+    return out
 
 
 def _round_down(x: float, digits: int = 3) -> float:

@@ -198,6 +198,10 @@ def queue_runs_detailed(experiments_path: str | Path, runs_root: str | Path,
     if not specs:
         raise ExperimentsError(f"{exp.path}: no runs selected (the file defines no sweeps)")
     validate_runs(specs)
+    # horizons with the vocabulary plan assumes: a run below one step is refused before
+    # a download; resolved again below with the prepared data's
+    check_specs(specs, None)
+    validate_runs(specs)
     if prepare:
         prepare_data(specs, progress, log)
     local = exp.executor.get("kind", "local") == "local"
