@@ -135,10 +135,14 @@ def fit_budget(specs: list[RunSpec], budget_s: float, units: int, device: str,
     lo, hi = 1e-12, 1.0
     while timed(lo) is None and lo < 1e12:
         lo *= 2
-    if timed(lo) is None or not fits(lo):
-        raise BudgetError(f"--budget {budget_s:.0f}s: no horizon of at least one step per run "
-                          f"fits on {units} {device.upper()} unit(s); select fewer runs or "
-                          f"give more time")
+    shortest = timed(lo)
+    if shortest is None or not fits(lo):
+        least = "" if shortest is None else (
+            f" (at one step per run they take {_packed([t for t, _ in shortest], units):,.0f}s,"
+            f" most of it evals and samples)")
+        raise BudgetError(f"--budget {budget_s:,.0f}s: no horizon of at least one step per run "
+                          f"fits on {units} {device.upper()} unit(s){least}; select fewer runs, "
+                          f"lower eval_iters or give more time")
     while fits(hi) and hi < 1e12:
         lo, hi = hi, hi * 2
     for _ in range(60):

@@ -108,7 +108,8 @@ def seconds(cfg: TrainConfig, fpt: float, params: int, device: str,
     (`flops_per_s` measured, else the assumed); plus the samples drawn at every eval at an
     assumed latency per token. `cfg` is resolved (engine.model.horizon)."""
     train_tokens = cfg.tokens_per_iter * cfg.max_iters
-    evals = cfg.max_iters // cfg.eval_interval + 1
+    # every eval_interval from 0, and the last step's when it is not one of them
+    evals = cfg.max_iters // cfg.eval_interval + 1 + (cfg.max_iters % cfg.eval_interval != 0)
     eval_tokens = evals * 2 * cfg.eval_iters * cfg.batch_size * cfg.block_size
     total = fpt * train_tokens + fpt / 3 * eval_tokens
     sp = cfg.sampling

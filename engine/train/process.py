@@ -221,6 +221,8 @@ class TrainingRun:
                  f"({self.device_name}), dtype {dev.dtype_name(self.dtype)}, "
                  f"{t.tokens_per_iter:,} tokens/iter, {'resuming at iter ' + str(t.iter_num) if self.ckpt else 'from scratch'}")
         self.log(self.horizon.schedule_line())
+        for warning in self.horizon.warnings():
+            self.log(f"warning: {warning}")
         if t.cpu_choice is not None:
             self.log("CPU attention: " + t.cpu_attention_line())
         if cfg.compile:

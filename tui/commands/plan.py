@@ -65,7 +65,7 @@ def _si(x: float) -> str:
 def _table(rows) -> None:
     from engine.launch.drift import drift_summary
     from engine.units import format_bytes, format_seconds
-    head = (f"{'run':30} {'params':>11} {'vocab':>6} {'iters':>8} {'tokens':>7} "
+    head = (f"{'run':30} {'params':>11} {'vocab':>7} {'iters':>8} {'tokens':>7} "
             f"{'tok/p':>6} {'FLOPs':>6} {'memory':>9} {'time':>7}")
     print(head)
     print("-" * len(head))
@@ -78,7 +78,7 @@ def _table(rows) -> None:
             continue
         vocab = f"{r.vocab_size}{'*' if r.vocab_source == 'assumed' else ''}"
         exists = f"  exists ({r.state}): not queued again" if r.state else ""
-        print(f"{r.id:30} {r.params:>11,} {vocab:>6} {r.max_iters:>8,} {_si(r.tokens):>7} "
+        print(f"{r.id:30} {r.params:>11,} {vocab:>7} {r.max_iters:>8,} {_si(r.tokens):>7} "
               f"{r.tokens_per_param:>6.3g} {_si(r.train_flops):>6} "
               f"{format_bytes(r.est_mem_bytes):>9} {format_seconds(r.est_seconds):>7}{exists}")
         for w in r.warnings:
@@ -167,7 +167,8 @@ def _budget(args) -> int:
           f"{format_seconds(res.seconds)}, evals and samples included.")
     print(f"Throughput: {source}.")
     for r in res.runs:
-        print(f"  {r['id']:30} {r['key']} = {r['value']:<10.4g} {r['max_iters']:>9,} iters "
+        value = f"{r['value']:,}" if isinstance(r["value"], int) else f"{r['value']:.4g}"
+        print(f"  {r['id']:30} {r['key']} = {value:<10} {r['max_iters']:>9,} iters "
               f"{r['tokens_per_param']:>7.3g} tok/p {format_seconds(r['seconds']):>7}"
               f" ({r['throughput']})")
     print("Put in experiments.toml (nothing was written):")
