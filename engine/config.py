@@ -1,8 +1,17 @@
 """Training configuration: one dataclass with nanoGPT's key names, loaded from TOML.
 
 A run directory's `config.toml` is flat TrainConfig keys at the top level, plus
-`schema_version`, an optional `[sampling]` table (SamplingConfig) and an optional
-`[run]` table (identity: sweep, name, varied values; written by engine.experiments).
+`schema_version`, an optional `[sampling]` table (SamplingConfig), an optional
+`[run]` table (identity: sweep, name, varied values; written by engine.experiments) and
+an optional `[horizon]` table (how the run's length and schedule were resolved, written
+at launch by engine.model.horizon: the key and value that set the length, the keys that
+were derived rather than written, the vocabulary, N, tokens and training FLOPs).
+
+A run's length is set by one of HORIZON_KEYS (max_iters, max_tokens, tokens_per_param,
+train_flops); warmup_iters and lr_decay_iters left unset (None) are derived from the
+resolved length (engine.model.horizon), so a run of any length gets a schedule that fits
+it. In a run's saved config.toml the flat keys hold the resolved values and `[horizon]`
+says which of them were derived.
 
 Loading is strict: unknown keys (with a did-you-mean), wrong types and impossible
 shapes are errors that name the file, the key and the value. Config and metadata are
@@ -13,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +39,27 @@ from engine.errors import UserError
 
 
 SCHEMA_VERSION = 1
+
+# The keys that set a run's length; one per level of an experiments file (the innermost
+# level wins), resolved to max_iters by engine.model.horizon.
+HORIZON_KEYS = ("max_iters", "max_tokens", "tokens_per_param", "train_flops")
+DEFAULT_MAX_ITERS = 600000        # nanoGPT's, for a config that sets no horizon at all
+# A fraction of the horizon, not nanoGPT's fixed 2000 steps: 2000 is 0.3% of nanoGPT's
+# 600k-step GPT-2 run but all of a 300-step CPU run. 5% gives a 300-step run 15 steps
+# (AdamW's second moment at beta2 = 0.95 averages ~20 steps) and reaches nanoGPT's cap of
+# 2000 at 40k steps; the course file's hand-set 100 of 5000 was 2%.
+DEFAULT_WARMUP_FRAC = 0.05
+WARMUP_CAP = 2000
+# The parameter-count conventions (engine.model.arithmetic.param_count implements them);
+# here so that a config can be validated without the model room.
+PARAM_CONVENTIONS = {
+    "nanogpt": "nanoGPT's get_num_params(): every weight except the position embedding "
+               "(token embedding counted once, tied to the output head)",
+    "non_embedding": "every weight except the token and position embeddings "
+                     "(Kaplan et al. 2020's N)",
+    "total": "every weight, both embeddings included",
+}
+DEFAULT_PARAM_CONVENTION = "nanogpt"
 
 
 class ConfigError(UserError, ValueError):
@@ -70,7 +101,12 @@ class TrainConfig:
     batch_size: int = 12
     gradient_accumulation_steps: int = 1
     learning_rate: float = 6e-4
-    max_iters: int = 600000
+    # the horizon: one of max_iters | max_tokens | tokens_per_param | train_flops
+    max_iters: int | None = None  # None: resolved from the others (or DEFAULT_MAX_ITERS)
+    max_tokens: int | None = None         # training tokens; max_iters = ceil(D / tokens_per_iter)
+    tokens_per_param: float | None = None  # D = k * N (N by param_convention)
+    train_flops: float | None = None      # D = C / training FLOPs per token
+    param_convention: str = DEFAULT_PARAM_CONVENTION  # "nanogpt" | "non_embedding" | "total"
     weight_decay: float = 1e-1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -78,8 +114,9 @@ class TrainConfig:
     # learning-rate schedule
     decay_lr: bool = True         # False is the same as lr_schedule = "constant"
     lr_schedule: str = "cosine"   # "cosine" | "linear" | "constant"
-    warmup_iters: int = 2000
-    lr_decay_iters: int = 600000
+    warmup_iters: int | None = None   # None: warmup_frac x max_iters, at most WARMUP_CAP
+    warmup_frac: float = DEFAULT_WARMUP_FRAC
+    lr_decay_iters: int | None = None  # None: max_iters (the cosine ends with the run)
     min_lr: float = 6e-5
     # evaluation, logging, stopping
     eval_interval: int = 2000
@@ -104,9 +141,20 @@ class TrainConfig:
 
         for key in ("n_layer", "n_head", "n_embd", "block_size", "batch_size",
                     "gradient_accumulation_steps", "max_iters", "eval_interval",
-                    "eval_iters", "log_interval"):
-            if getattr(self, key) < 1:
+                    "eval_iters", "log_interval", "max_tokens", "lr_decay_iters"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
                 raise bad(key, "must be at least 1")
+        for key in ("tokens_per_param", "train_flops"):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise bad(key, "must be a positive finite number")
+        if self.warmup_iters is not None and self.warmup_iters < 0:
+            raise bad("warmup_iters", "must be 0 or more")
+        if not (math.isfinite(self.warmup_frac) and 0.0 <= self.warmup_frac < 1.0):
+            raise bad("warmup_frac", "must be in [0, 1)")
+        if self.param_convention not in PARAM_CONVENTIONS:
+            raise bad("param_convention", f"must be one of {', '.join(PARAM_CONVENTIONS)}")
         if self.n_embd % self.n_head != 0:
             raise ConfigError(
                 f"{source}: n_embd = {self.n_embd} is not divisible by n_head = {self.n_head}")
@@ -233,6 +281,7 @@ def config_from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
     d = dict(d)
     d.pop("schema_version", None)
     d.pop("run", None)
+    d.pop("horizon", None)
     sampling = sampling_from_dict(d.pop("sampling", {}), source)
     kwargs = check_train_keys(d, source)
     try:
@@ -261,10 +310,23 @@ def load_config(path: str | Path) -> TrainConfig:
     return config_from_dict(load_toml(path), source=str(path))
 
 
-def dump_config(cfg: TrainConfig, run: dict[str, Any] | None = None) -> str:
-    """The text of a config.toml: schema_version, the flat keys, [sampling], [run]."""
+def dump_config(cfg: TrainConfig, run: dict[str, Any] | None = None,
+                horizon: dict[str, Any] | None = None) -> str:
+    """The text of a config.toml: schema_version, the flat keys, [sampling], [run],
+    [horizon] (engine.model.horizon.Horizon.record)."""
     d: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
     d.update(cfg.to_dict())
     if run:
         d["run"] = _drop_none(run)
+    if horizon:
+        d["horizon"] = _drop_none(horizon)
     return tomli_w.dumps(d)
+
+
+def load_horizon_record(path: str | Path) -> dict[str, Any]:
+    """The `[horizon]` table of a run's config.toml ({} when absent or unreadable)."""
+    try:
+        rec = load_toml(path).get("horizon")
+    except ConfigError:
+        return {}
+    return rec if isinstance(rec, dict) else {}

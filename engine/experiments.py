@@ -26,6 +26,12 @@ later adds runs beside the ones already trained instead of renaming them; ids ar
 width sweep's n_embd=256 is the heads sweep's n_head=8) is shared: `same_as` names the
 earlier run, which is trained once and appears in both sweeps (engine.runs.link_shared).
 
+A run's length is set by one horizon key (max_iters, max_tokens, tokens_per_param or
+train_flops) at any level: [defaults], fixed, vary, grid. The innermost level that sets
+one wins (it replaces the outer levels' key); two at one level are an error. The key is
+resolved to steps, with a schedule fitted to them, by engine.model.horizon once the
+vocabulary is known (plan: assumed until the data is prepared; launch: after preparing).
+
 Every run is built into a
 TrainConfig (so unknown keys, wrong types and impossible shapes are caught) before
 anything starts. Errors are one line naming the file, the line and the key; the line is
@@ -48,6 +54,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from engine.config import (
+    HORIZON_KEYS,
     ConfigError,
     SamplingConfig,
     TrainConfig,
@@ -56,27 +63,15 @@ from engine.config import (
     did_you_mean,
     sampling_from_dict,
 )
-from engine.executor_config import SlurmConfig
+from engine.experiments_options import (  # noqa: F401 (LaunchOptions, LAUNCH_KEYS: re-exported)
+    LAUNCH_KEYS, ExperimentsError, LaunchOptions, parse_executor, parse_launch_options)
 from engine.runs import safe_part
 from engine.toml_lines import LineFinder
 
 TOP_TABLES = ["defaults", "sampling", "launch", "executor", "sweep"]
 SWEEP_KEYS = ["description", "fixed", "vary", "grid", "seeds"]
 MAX_SEEDS = 20
-LAUNCH_KEYS = ["max_runs_per_gpu", "max_cpu_runs", "gpus", "stop_grace_s"]
 MAX_RUNS = 1000  # a typo'd grid should not create a million directories
-
-
-class ExperimentsError(ConfigError):
-    """A problem in an experiments file; one line: `FILE:LINE: where: what`."""
-
-
-@dataclass(frozen=True)
-class LaunchOptions:
-    max_runs_per_gpu: int | str = 1      # or "auto" (engine.launch.placement)
-    max_cpu_runs: int = 1
-    gpus: tuple[int | str, ...] = ()     # empty: every card
-    stop_grace_s: float = 10.0
 
 
 @dataclass
@@ -181,12 +176,13 @@ def parse_experiments(text: str, path: str | Path = "experiments.toml") -> Exper
     defaults: dict[str, Any] = {}
     for key, value in doc.get("defaults", {}).items():
         defaults.update(check_train_keys({key: value}, f"{where(['defaults'], key)}: [defaults]"))
+    one_horizon(defaults, lambda k: f"{where(['defaults'], k)}: [defaults]")
     raw_sampling = doc.get("sampling", {})
     for key, value in raw_sampling.items():
         sampling_from_dict({key: value}, where(["sampling"], key))
     sampling = sampling_from_dict(raw_sampling, where(["sampling"]))
-    launch = _launch_options(doc.get("launch", {}), where)
-    executor = _executor(doc.get("executor", {}), where)
+    launch = parse_launch_options(doc.get("launch", {}), where)
+    executor = parse_executor(doc.get("executor", {}), where)
 
     sweeps: dict[str, Sweep] = {}
     sweep_tables = doc.get("sweep", {})
@@ -214,53 +210,6 @@ def mark_shared(sweeps: list[Sweep]) -> None:
             owner = owners.setdefault(key, r)
             if owner is not r and owner.sweep != r.sweep:
                 r.same_as = owner.id
-
-
-def _launch_options(d: dict[str, Any], where) -> LaunchOptions:
-    kw: dict[str, Any] = {}
-    for key, v in d.items():
-        w = f"{where(['launch'], key)}: launch.{key}"
-        if key not in LAUNCH_KEYS:
-            raise ExperimentsError(f"{where(['launch'], key)}: unknown key launch.{key}"
-                                   f"{did_you_mean(key, LAUNCH_KEYS)}")
-        if key == "max_runs_per_gpu" and v == "auto":
-            kw[key] = v  # packing by measured load: engine.launch.placement
-        elif key in ("max_runs_per_gpu", "max_cpu_runs"):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                auto = ' or "auto"' if key == "max_runs_per_gpu" else ""
-                raise ExperimentsError(f"{w} = {v!r}: expected an integer of at least 1{auto}")
-            kw[key] = v
-        elif key == "stop_grace_s":
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1e6:
-                raise ExperimentsError(f"{w} = {v!r}: expected seconds (a number >= 0)")
-            kw[key] = float(v)
-        elif key == "gpus":
-            if not isinstance(v, list) or not all(
-                    (isinstance(g, int) and not isinstance(g, bool) and g >= 0)
-                    or (isinstance(g, str) and g) for g in v):
-                raise ExperimentsError(f"{w} = {v!r}: expected a list of card indices or "
-                                       f"UUIDs, e.g. [0, 1]")
-            kw[key] = tuple(v)
-    return LaunchOptions(**kw)
-
-
-def _executor(d: dict[str, Any], where) -> dict[str, Any]:
-    d = dict(d)
-    kind = d.setdefault("kind", "local")
-    if kind not in ("local", "slurm"):
-        raise ExperimentsError(f"{where(['executor'], 'kind')}: executor.kind = {kind!r}: "
-                               f"expected \"local\" or \"slurm\"")
-    if kind == "local" and len(d) > 1:
-        extra = sorted(k for k in d if k != "kind")
-        raise ExperimentsError(f"{where(['executor'], extra[0])}: executor.{extra[0]}: only "
-                               f"kind is accepted with kind = \"local\" (Slurm options need "
-                               f"kind = \"slurm\")")
-    if kind == "slurm":
-        # Slurm options are checked here, before anything is queued, so a typo names the
-        # file and line (engine.executor_config imports no Slurm client: cheap and safe).
-        key = next((k for k in d if k != "kind"), "kind")
-        SlurmConfig.from_dict(d, f"{where(['executor'], key)}: [executor]")
-    return d
 
 
 @dataclass(frozen=True)
@@ -309,6 +258,8 @@ def _parse_sweep(sname: str, table: Any, defaults: dict[str, Any], sampling: Sam
         raise ExperimentsError(f"{w.loc('fixed')}: {label} fixed must be a table, "
                                f"e.g. fixed = {{ n_head = 8 }}")
     fixed = _checked(fixed, f"{label} fixed", w.line_of("fixed"), lines, path)
+    one_horizon(fixed, lambda k: f"{w.at(lines.find_in_line(w.line_of('fixed'), k))}: "
+                                 f"{label} fixed")
     mode = [k for k in ("vary", "grid") if k in table]
     if not mode:
         raise ExperimentsError(f"{at}: {label} has no runs: add vary = {{ key = [values] }} "
@@ -317,12 +268,16 @@ def _parse_sweep(sname: str, table: Any, defaults: dict[str, Any], sampling: Sam
         raise ExperimentsError(f"{w.loc('grid')}: {label} has both vary and grid; use one "
                                f"(or two sweeps)")
     kind = mode[0]
-    combos = _combinations(kind, _axes(kind, table[kind], w), w)
+    axes = _axes(kind, table[kind], w)
+    if kind == "grid":  # vary takes one key at a time: each run has one horizon key
+        one_horizon(axes, lambda k: f"{w.at(lines.find_in_line(w.line_of('grid'), k))}: "
+                                    f"{label} grid")
+    combos = _combinations(kind, axes, w)
     seeds = table.get("seeds", 1)
     if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
         raise ExperimentsError(f"{w.loc('seeds')}: {label} seeds = {seeds!r}: expected a "
                                f"whole number from 1 to {MAX_SEEDS} (runs per configuration)")
-    base = {**defaults, **fixed}
+    base = inner_horizon(defaults, fixed)
     if seeds == 1:
         runs = [_run_spec(varied, kind, base, sampling, w) for varied in combos]
     else:
@@ -377,11 +332,30 @@ def _run_spec(varied: dict[str, Any], kind: str, base: dict[str, Any], sampling:
                                f"name; vary a different value or use a data_dir "
                                f"without '/' in a sweep of its own")
     try:
-        cfg = config_from_dict({**base, **varied, "sampling": dataclasses.asdict(sampling)},
+        cfg = config_from_dict({**inner_horizon(base, varied),
+                                "sampling": dataclasses.asdict(sampling)},
                                f"{rat}: run {w.name}/{name}")
         return RunSpec(w.name, name, varied, cfg, None, line)
     except ConfigError as e:
         return RunSpec(w.name, name, varied, None, str(e), line)
+
+
+def one_horizon(level: dict[str, Any], where) -> None:
+    """At most one horizon key per level; the error names the line of the second one."""
+    keys = [k for k in level if k in HORIZON_KEYS]
+    if len(keys) > 1:
+        raise ExperimentsError(f"{where(keys[1])}: {keys[1]}: a second horizon key at this "
+                               f"level beside {keys[0]}; set one of "
+                               f"{', '.join(HORIZON_KEYS)} per level (the innermost wins)")
+
+
+def inner_horizon(outer: dict[str, Any], inner: dict[str, Any]) -> dict[str, Any]:
+    """`outer` updated by `inner`, where a horizon key in `inner` replaces the outer
+    level's: a course file's [defaults] max_iters does not block a sweep that sets
+    tokens_per_param."""
+    if any(k in HORIZON_KEYS for k in inner):
+        outer = {k: v for k, v in outer.items() if k not in HORIZON_KEYS}
+    return {**outer, **inner}
 
 
 def _checked(d: dict[str, Any], label: str, line: int | None, lines: LineFinder,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from engine.config import ConfigError, TrainConfig
+from engine.config import ConfigError, TrainConfig, load_horizon_record
 from engine.experiments import load_experiments
 from engine.runs import RunDir
 
@@ -22,12 +22,17 @@ def _flat(d: dict) -> dict:
 
 
 def config_drift(run: RunDir, cfg: TrainConfig) -> list[str]:
-    """How a run's saved config differs from `cfg`: "key: old → new" per key ([] when the
-    same, or when the saved config cannot be read)."""
+    """How a run's saved config differs from `cfg` (as written in the experiments file,
+    unresolved): "key: old → new" per key ([] when the same, or when the saved config
+    cannot be read). The saved keys its `[horizon]` table lists as derived (a length
+    resolved from tokens_per_param, a schedule fitted to it) were not written by the
+    user, so they are compared only through the keys that set them."""
     try:
         old = _flat(run.load_config().to_dict())
     except (ConfigError, OSError):
         return []
+    for key in load_horizon_record(run.config_path).get("derived") or []:
+        old.pop(key, None)
     new = _flat(cfg.to_dict())
     return [f"{k}: {old.get(k, '(unset)')} → {new.get(k, '(unset)')}"
             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]

@@ -21,6 +21,7 @@ from engine.config import TrainConfig
 from engine.data.nanogpt import nanogpt_data_meta
 from engine.data.tokenizers import GPT2_TOKENS
 from engine.model.arithmetic import flops_per_token, model_vocab, padded_vocab, param_counts
+from engine.model.horizon import Horizon, resolve, resolved_config
 
 DEFAULT_VOCAB = {("shakespeare", "char"): 65, ("tinystories", "char"): 83}
 UNKNOWN_CHAR_VOCAB = 256
@@ -93,21 +94,33 @@ def memory_bytes(cfg: TrainConfig, params_total: int, vocab: int) -> int:
     return int(16 * params_total + activations + logits + CUDA_CONTEXT_BYTES)
 
 
-def seconds(cfg: TrainConfig, fpt: float, params: int, device: str) -> float:
+def horizon_for(cfg: TrainConfig) -> Horizon:
+    """cfg's horizon resolved with its vocabulary (vocab_for: the prepared data's, or
+    assumed and marked so)."""
+    vocab, source = vocab_for(cfg)
+    return resolve(cfg, vocab, vocab_assumed=source == "assumed")
+
+
+def seconds(cfg: TrainConfig, fpt: float, params: int, device: str,
+            flops_per_s: float | None = None) -> float:
     """Training tokens x FLOPs/token, plus evaluation (forward only: a third of the
-    training FLOPs per token) over both splits at every eval, divided by the assumed
-    throughput; plus the samples drawn at every eval at an assumed latency per token."""
+    training FLOPs per token) over both splits at every eval, divided by the throughput
+    (`flops_per_s` measured, else the assumed); plus the samples drawn at every eval at an
+    assumed latency per token. `cfg` is resolved (engine.model.horizon)."""
     train_tokens = cfg.tokens_per_iter * cfg.max_iters
-    evals = cfg.max_iters // cfg.eval_interval + 1
+    # every eval_interval from 0, and the last step's when it is not one of them
+    evals = cfg.max_iters // cfg.eval_interval + 1 + (cfg.max_iters % cfg.eval_interval != 0)
     eval_tokens = evals * 2 * cfg.eval_iters * cfg.batch_size * cfg.block_size
     total = fpt * train_tokens + fpt / 3 * eval_tokens
     sp = cfg.sampling
     sampled = evals * len(sp.prompts) * sp.num_samples * sp.max_new_tokens
-    return total / ASSUMED_FLOPS[device] + sampled * SECONDS_PER_SAMPLED_TOKEN[device]
+    return (total / (flops_per_s or ASSUMED_FLOPS[device])
+            + sampled * SECONDS_PER_SAMPLED_TOKEN[device])
 
 
 def estimate(cfg: TrainConfig, device: str = "gpu") -> Estimate:
     vocab, source = vocab_for(cfg)
+    cfg = resolved_config(cfg, vocab)
     params, total = param_counts(cfg, vocab)
     fpt = flops_per_token(cfg.n_layer, cfg.n_embd, cfg.block_size, params)
     return Estimate(vocab, source, params, total, fpt, memory_bytes(cfg, total, vocab),

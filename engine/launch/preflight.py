@@ -1,7 +1,9 @@
 """Refusals before anything is queued: runs that cannot work whatever the machine does,
 found at plan and queue time instead of minutes into a run. One line each.
 
-    max_iters      more steps than any run takes (max_iters = 1e20)
+    horizon        below one optimizer step, above 1e9 steps, or an explicit warm-up of
+                   10x the run or more (engine.model.horizon), with the vocabulary the
+                   data has (assumed until it is prepared)
     block_size     at least as many tokens as the training split holds
     val split      fewer than block_size + 1 tokens: not one validation window
     memory         the estimate (engine.launch.estimate) above the largest card's memory,
@@ -18,11 +20,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from engine.config import TrainConfig
-from engine.launch.estimate import estimate
+from engine.launch.estimate import estimate, horizon_for
 from engine.launch.gpu import GpuSnapshot
+from engine.model.horizon import HorizonError
 from engine.units import format_bytes
-
-MAX_ITERS = 10 ** 9   # a billion steps: weeks at the fastest step any GPU takes
 ITEM_BYTES = {"uint16": 2, "uint32": 4, "int32": 4, "int64": 8}
 
 
@@ -77,9 +78,10 @@ def memory_problem(cfg: TrainConfig, gpus: Sequence[GpuSnapshot]) -> str | None:
 def problems(cfg: TrainConfig, gpus: Sequence[GpuSnapshot] | None) -> list[str]:
     """Why this run cannot work, one line each ([] when it can). gpus None: no memory check."""
     out = []
-    if cfg.max_iters > MAX_ITERS:
-        out.append(f"max_iters = {cfg.max_iters:.3g}: more than {MAX_ITERS:,} steps, which no "
-                   f"run finishes")
+    try:
+        cfg = horizon_for(cfg).config
+    except HorizonError as e:
+        return [str(e)]
     data = data_tokens(cfg)
     if data is not None:
         d, train, val = data

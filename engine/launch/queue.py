@@ -28,10 +28,11 @@ from engine.config import ConfigError
 from engine.experiments import (Experiments, ExperimentsError, LaunchOptions, RunSpec,
                                 load_experiments, validate_runs)
 from engine.launch.drift import config_drift, move_aside
-from engine.launch.estimate import estimate
+from engine.launch.estimate import horizon_for
 from engine.launch.executor import Executor, LocalExecutor
 from engine.launch.gpu import GpuSource, default_gpu_source
 from engine.launch.placement import parse_request
+from engine.launch.plan import PlanRow, plan_rows, plan_runs  # noqa: F401 (re-exported)
 from engine.launch.preflight import check_specs
 from engine.runs import (CONFIG, RESUMABLE_STATES, RunDir, RunError, create_run, link_shared)
 
@@ -41,72 +42,6 @@ JOURNAL = ".dispatch.jsonl"
 DISPATCHER_LOG = ".dispatcher.log"
 
 Log = Callable[[str], None]
-
-
-# ---- plan -------------------------------------------------------------------------------
-
-@dataclass
-class PlanRow:
-    id: str
-    sweep: str
-    name: str
-    varied: dict[str, Any]
-    params: int | None = None
-    params_total: int | None = None
-    vocab_size: int | None = None
-    vocab_source: str | None = None
-    est_mem_bytes: int | None = None
-    est_seconds: float | None = None
-    est_device: str | None = None
-    max_iters: int | None = None
-    tokens: int | None = None
-    error: str | None = None
-    same_as: str | None = None        # a shared run: trained once, as this run id
-    drift: list[str] = field(default_factory=list)  # saved config differs: "key: old → new"
-    state: str | None = None          # the existing run's state; None: new, launch creates it
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def plan_rows(specs: list[RunSpec], device: str) -> list[PlanRow]:
-    rows = []
-    for s in specs:
-        row = PlanRow(s.id, s.sweep, s.name, s.varied, error=s.error, same_as=s.same_as)
-        if s.cfg is not None:
-            e = estimate(s.cfg, device)
-            row.params, row.params_total = e.params, e.params_total
-            row.vocab_size, row.vocab_source = e.vocab_size, e.vocab_source
-            row.est_mem_bytes, row.est_seconds, row.est_device = e.mem_bytes, e.seconds, device
-            row.max_iters = s.cfg.max_iters
-            row.tokens = s.cfg.tokens_per_iter * s.cfg.max_iters
-        rows.append(row)
-    return rows
-
-
-def plan_runs(experiments_path: str | Path, selection: list[str] | None = None,
-              device: str | None = None, gpu_source: GpuSource | None = None,
-              runs_root: str | Path | None = None) -> list[PlanRow]:
-    """One row per selected run; nothing is created. `device` ("gpu"/"cpu") is what the
-    time estimate assumes; by default "gpu" when a card is visible, else "cpu". With
-    `runs_root`, a run whose directory exists has its `state` (launch does not queue it
-    again), and says in `drift` how its saved config differs from the file (launch keeps
-    that config unless told --fresh)."""
-    exp = load_experiments(experiments_path)
-    specs = exp.select(selection)
-    gpus = (gpu_source or default_gpu_source()).snapshot()
-    if device is None:
-        device = "gpu" if gpus else "cpu"
-    check_specs(specs, gpus if exp.executor.get("kind", "local") == "local" else None)
-    rows = plan_rows(specs, device)
-    if runs_root is not None:
-        for row, s in zip(rows, specs):
-            run = RunDir(Path(runs_root) / (s.same_as or s.id))
-            if run.exists():
-                row.state = run.read_status().get("state") or "unknown"
-                if s.cfg is not None:
-                    row.drift = config_drift(run, s.cfg)
-    return rows
 
 
 # ---- locks and the journal -------------------------------------------------------------
@@ -220,6 +155,8 @@ class QueueResult:
     shared: list[tuple[RunDir, RunDir]] = field(default_factory=list)  # (link, owner)
     drift: list[tuple[RunDir, list[str]]] = field(default_factory=list)  # kept old config
     fresh: list[tuple[RunDir, Path]] = field(default_factory=list)  # (restarted, moved to)
+    # (run id, line): an explicit schedule that does not fit the horizon (queued anyway)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def selected(self) -> list[RunDir]:
@@ -261,6 +198,10 @@ def queue_runs_detailed(experiments_path: str | Path, runs_root: str | Path,
     if not specs:
         raise ExperimentsError(f"{exp.path}: no runs selected (the file defines no sweeps)")
     validate_runs(specs)
+    # horizons with the vocabulary plan assumes: a run below one step is refused before
+    # a download; resolved again below with the prepared data's
+    check_specs(specs, None)
+    validate_runs(specs)
     if prepare:
         prepare_data(specs, progress, log)
     local = exp.executor.get("kind", "local") == "local"
@@ -285,6 +226,8 @@ def queue_runs_detailed(experiments_path: str | Path, runs_root: str | Path,
 def _queue_one(s: RunSpec, runs_root: Path, gpu: str | None, fresh: bool,
                res: QueueResult) -> None:
     run = RunDir(runs_root / s.sweep / s.name)
+    # resolved again now that the data is prepared: the real vocabulary, not plan's guess
+    h = horizon_for(s.cfg)
     if run.exists():
         state = run.read_status().get("state")
         changes = config_drift(run, s.cfg)
@@ -293,7 +236,8 @@ def _queue_one(s: RunSpec, runs_root: Path, gpu: str | None, fresh: bool,
                 raise RunError(f"cannot start {run.id} fresh: it is running (`nanotui stop "
                                f"{run.id}` first)")
             moved = move_aside(run, runs_root)
-            run = create_run(runs_root, s.sweep, s.name, s.cfg, s.varied)
+            run = create_run(runs_root, s.sweep, s.name, h.config, s.varied,
+                             horizon=h.record())
             res.fresh.append((run, moved))
         else:
             if changes:
@@ -302,7 +246,8 @@ def _queue_one(s: RunSpec, runs_root: Path, gpu: str | None, fresh: bool,
                 state, res.needs_resume).append(run)
             return
     else:
-        run = create_run(runs_root, s.sweep, s.name, s.cfg, s.varied)
+        run = create_run(runs_root, s.sweep, s.name, h.config, s.varied, horizon=h.record())
+    res.warnings.extend((run.id, w) for w in h.warnings())
     fields: dict[str, Any] = {"queued_at": time.time()}
     if gpu and parse_request(gpu) != "auto":
         fields["gpu_request"] = parse_request(gpu)

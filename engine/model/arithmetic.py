@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.config import ConfigError, TrainConfig
+from engine.config import (DEFAULT_PARAM_CONVENTION, PARAM_CONVENTIONS,  # noqa: F401 (re-exported)
+                           ConfigError, TrainConfig)
 
 PAD_MULTIPLE = 64        # padded up to a multiple of 64 for faster matmuls: 50257 -> 50304
 
@@ -54,18 +55,11 @@ def flops_per_token(n_layer: int, n_embd: int, seq_len: int, params: int) -> flo
     return 6 * params + 12 * n_layer * n_embd * seq_len
 
 
-# The parameter-count conventions a scaling law can use. They differ a lot for small models
-# with a GPT-2 vocabulary (a 3.3 M-parameter depth model is ~3.2 M embedding), and the
-# convention moves the fitted exponents and the optimal tokens per parameter, so every
-# count that is compared names its convention.
-PARAM_CONVENTIONS = {
-    "nanogpt": "nanoGPT's get_num_params(): every weight except the position embedding "
-               "(token embedding counted once, tied to the output head)",
-    "non_embedding": "every weight except the token and position embeddings "
-                     "(Kaplan et al. 2020's N)",
-    "total": "every weight, both embeddings included",
-}
-DEFAULT_PARAM_CONVENTION = "nanogpt"
+# The parameter-count conventions a scaling law can use (defined beside TrainConfig, whose
+# param_convention names one). They differ a lot for small models with a GPT-2 vocabulary
+# (a 3.3 M-parameter depth model is ~3.2 M embedding), and the convention moves the fitted
+# exponents and the optimal tokens per parameter, so every count that is compared names
+# its convention.
 
 
 def param_count(cfg: TrainConfig, vocab: int, convention: str = DEFAULT_PARAM_CONVENTION) -> int:

@@ -255,8 +255,10 @@ def _budget_warnings(summaries: list[RunSummary]) -> list[str]:
     """Comparisons a reader should distrust: runs trained for different budgets, and runs
     whose best val loss is their last eval (still improving: not converged)."""
     out = []
+    # max_iters is resolved in every config.toml launch writes; one written by hand or
+    # in code may leave it unset (the trainer resolves it), so its budget is unknown here
     budgets = {s.config.tokens_per_iter * s.config.max_iters: s for s in summaries
-               if s.finished and s.config is not None}
+               if s.finished and s.config is not None and s.config.max_iters is not None}
     if len(budgets) > 1:
         per = "; ".join(f"{s.run.name}: {s.config.max_iters} iters × "
                         f"{s.config.tokens_per_iter:,} tokens" for _, s in sorted(budgets.items()))

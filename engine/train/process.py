@@ -37,7 +37,9 @@ from engine.errors import UserError, one_line
 from engine.model import cpu_tuner
 from engine.model import device as dev
 from engine.model.arithmetic import model_vocab
+from engine.config import load_horizon_record
 from engine.model.checkpoint import load_checkpoint, save_checkpoint
+from engine.model.horizon import saved_horizon
 from engine.files import NoSpace, is_no_space, release_space, remove_stale_temp_files, reserve_space
 from engine.runs import RunDir, process_matches
 from engine.train.provenance import provenance
@@ -81,6 +83,8 @@ class TrainingRun:
         fixed = self.dtype if self.cfg.dtype == "auto" and self.device.type == "cpu" else None
         self.trainer = Trainer(self.cfg, train_data, val_data, vocab, self.device, dtype=fixed,
                                log=log)
+        self.horizon = saved_horizon(self.cfg, load_horizon_record(run.config_path), vocab)
+        self.cfg = self.trainer.cfg   # resolved: max_iters, warmup_iters, lr_decay_iters set
         self.dtype = self.trainer.dtype  # on CPU measured with the attention path (cpu_tuner)
         self.ckpt: dict[str, Any] | None = None
         if resume and run.ckpt_path.exists():
@@ -202,7 +206,7 @@ class TrainingRun:
             if self.stop.requested:
                 return self.stop_now()
 
-            lr = get_lr(t.iter_num, cfg)
+            lr = get_lr(t.iter_num + 1, cfg)   # the lr of the step that completes iter + 1
             loss = t.train_step(lr)
             timer.steps += 1
             it = t.iter_num
@@ -232,6 +236,9 @@ class TrainingRun:
         self.log(f"{run.id}: {t.model.get_num_params():,} params, device {self.device} "
                  f"({self.device_name}), dtype {dev.dtype_name(self.dtype)}, "
                  f"{t.tokens_per_iter:,} tokens/iter, {'resuming at iter ' + str(t.iter_num) if self.ckpt else 'from scratch'}")
+        self.log(self.horizon.schedule_line())
+        for warning in self.horizon.warnings():
+            self.log(f"warning: {warning}")
         if t.cpu_choice is not None:
             self.log("CPU attention: " + t.cpu_attention_line())
         if cfg.compile:

@@ -26,6 +26,7 @@ from engine.model import cpu_tuner
 from engine.model import device as dev
 from engine.model.checkpoint import CKPT_FORMAT, model_state
 from engine.model.gpt import GPT, GPTConfig
+from engine.model.horizon import get_lr, resolved_config  # noqa: F401 (get_lr: the schedule's home)
 
 EVAL_SEED_OFFSET = 1     # eval batches come from their own generator: same batches every eval
 
@@ -107,29 +108,6 @@ def build_model(cfg: TrainConfig, vocab_size: int, device: torch.device) -> GPT:
     return GPT(GPTConfig(**model_args(cfg, vocab_size))).to(device)
 
 
-def get_lr(it: int, cfg: TrainConfig) -> float:
-    """Learning rate at step `it`. cosine is nanoGPT's get_lr exactly: linear warmup, cosine
-    decay to min_lr at lr_decay_iters, min_lr after. linear decays linearly instead;
-    constant keeps the rate after the warmup; decay_lr = false is nanoGPT's constant rate
-    with no warmup."""
-    lr = cfg.learning_rate
-    if not cfg.decay_lr:
-        return lr
-    if it < cfg.warmup_iters:
-        return lr * (it + 1) / (cfg.warmup_iters + 1)
-    if cfg.lr_schedule == "constant":
-        return lr
-    if it > cfg.lr_decay_iters:
-        return cfg.min_lr
-    span = cfg.lr_decay_iters - cfg.warmup_iters
-    ratio = (it - cfg.warmup_iters) / span if span > 0 else 1.0
-    if cfg.lr_schedule == "cosine":
-        coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
-    else:  # linear
-        coeff = 1.0 - ratio
-    return cfg.min_lr + coeff * (lr - cfg.min_lr)
-
-
 # ---- the trainer -------------------------------------------------------------------------------
 
 class Trainer:
@@ -138,6 +116,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, train_data: np.ndarray, val_data: np.ndarray,
                  vocab_size: int, device: torch.device | None = None,
                  dtype: torch.dtype | None = None, log: Callable[[str], None] = print):
+        cfg = resolved_config(cfg, vocab_size)  # a config built in code may leave them unset
         self.cfg = cfg
         self.log = log
         self.train_data, self.val_data = train_data, val_data
@@ -227,7 +206,7 @@ class Trainer:
     def train_step(self, lr: float | None = None) -> torch.Tensor:
         """One optimizer step over gradient_accumulation_steps micro-batches; returns the
         mean loss as a 0-d tensor (not synchronised: call float() when you need it)."""
-        lr = get_lr(self.iter_num, self.cfg) if lr is None else lr
+        lr = get_lr(self.iter_num + 1, self.cfg) if lr is None else lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss = self._with_model(self._accumulate)

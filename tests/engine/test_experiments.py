@@ -53,9 +53,12 @@ def test_default_file_has_the_assignment_sweeps():
         assert (c.block_size, c.dropout, c.learning_rate, c.beta2, c.min_lr) == (
             (64, 0.0, 1e-3, 0.99, 1e-4) if r.sweep == "quick" else (256, 0.0, 1e-3, 0.99, 1e-4))
         if r.sweep != "quick":
-            assert (c.dataset, c.tokenizer, c.batch_size, c.max_iters, c.lr_decay_iters,
-                    c.warmup_iters, c.eval_interval, c.eval_iters) == (
-                "tinystories", "char", 64, 5000, 5000, 100, 250, 200)
+            # equal tokens per parameter; the schedule left to follow the horizon
+            assert (c.dataset, c.tokenizer, c.batch_size, c.tokens_per_param, c.max_iters,
+                    c.lr_decay_iters, c.warmup_iters, c.eval_interval, c.eval_iters) == (
+                "tinystories", "char", 64, 20, None, None, None, 250, 200)
+        else:
+            assert (c.max_iters, c.tokens_per_param) == (4000, None)  # innermost level wins
     d = {r.name: r.cfg for r in exp.sweeps["depth"].runs}
     assert (d["n_layer=8"].n_head, d["n_layer=8"].n_embd, d["n_layer=8"].n_layer) == (8, 256, 8)
     h = {r.name: r.cfg for r in exp.sweeps["heads"].runs}

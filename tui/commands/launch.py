@@ -63,6 +63,8 @@ def run(args) -> int:
         log(f"{link.id} is the same model as {owner.id}: trained once, shown in both sweeps")
     for run_, moved in res.fresh:
         log(f"{run_.id}: config changed; starting fresh (old run kept in {moved})")
+    for run_id, warning in res.warnings:
+        log(f"warning: {run_id}: {warning}")
     for run_, changes in res.drift:
         log(f"{run_.id}: saved config differs from {args.experiments}: {'; '.join(changes)}; "
             f"keeping the saved config (`nanotui launch --fresh {run_.id}` starts it over, "

@@ -168,6 +168,8 @@ class LaunchScreen(Screen):
                         style="yellow")
         if state is not None:
             return Text(f"exists ({state}): not queued again", style="dim")
+        if r.warnings:   # an explicit schedule that does not fit the horizon
+            return Text(f"warning: {r.warnings[0]}", style="yellow")
         return Text("")
 
     def chosen_rows(self) -> list[PlanRow]:
