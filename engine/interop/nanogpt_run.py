@@ -44,11 +44,13 @@ from engine.files import atomic_write_json
 from engine.interop.nanogpt_log import NanoGptLog, read_log
 from engine.model.checkpoint import (
     CKPT_FORMAT,
+    CheckpointError,
+    build_model,
     load_checkpoint,
     model_state,
     save_checkpoint,
 )
-from engine.model.gpt import GPT, GPTConfig
+from engine.model.gpt import GPT
 from engine.runs import IMPORTED, RunDir, RunError, create_run, safe_part
 
 # TrainConfig keys whose nanoGPT value means something else (dataset is a name under
@@ -116,11 +118,9 @@ def read_out_dir(path: Path, meta_path: Path | None = None, log_path: Path | Non
 def _check_weights(ckpt: Path, ck: dict[str, Any]) -> tuple[GPT, tuple[int, int]]:
     """The weights load into nanotui's GPT (the same architecture and parameter names)."""
     try:
-        model = GPT(GPTConfig(**ck["model_args"]))
-        model.load_state_dict(model_state(ck))
-    except (TypeError, RuntimeError, KeyError) as e:
-        raise NanoGptImportError(f"{ckpt}: the weights do not fit nanoGPT's GPT: "
-                           f"{one_line(e, 200)}") from None
+        model = build_model(ck, ckpt)
+    except CheckpointError as e:
+        raise NanoGptImportError(str(e)) from None
     return model, (model.get_num_params(), model.get_num_params(False))
 
 

@@ -29,11 +29,11 @@ from engine.errors import UserError, one_line
 from engine.model import device as dev
 from engine.model.checkpoint import (
     CheckpointError,
+    build_model,
     checkpoint_config,
     load_checkpoint,
-    model_state,
 )
-from engine.model.gpt import GPT, GPTConfig
+from engine.model.gpt import GPT
 from engine.sample.metrics import eval_metrics, text_metrics
 from engine.sample.options import add_sample_arguments
 
@@ -133,11 +133,7 @@ def load_model(run_dir_or_ckpt: str | Path, device: str = "auto",
     path = checkpoint_path(run_dir_or_ckpt, checkpoint)
     dv = dev.resolve_device(device)
     ck = load_checkpoint(path, map_location="cpu")  # then .to(dv) below
-    try:
-        model = GPT(GPTConfig(**ck["model_args"]))
-        model.load_state_dict(model_state(ck))
-    except (TypeError, RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{path}: checkpoint does not fit the model: {one_line(e, 200)}") from None
+    model = build_model(ck, path)
     model.to(dv).eval()
     cfg = None
     try:
