@@ -205,16 +205,20 @@ class RunDir:
         if st.get("state") == "running" and st.get("host") in (None, socket.gethostname()):
             if st.get("executor", {}).get("kind", "local") == "local" and not process_matches(
                     st.get("pid"), st.get("pid_create_time")):
-                with self._locked():
-                    st = self._read_status_file()  # re-check under the lock
-                    if st.get("state") == "running" and not process_matches(
-                            st.get("pid"), st.get("pid_create_time")):
-                        st.update(state="failed", reason="lost", ended_at=time.time(),
-                                  updated_at=time.time())
-                        try:
+                lost = dict(state="failed", reason="lost", ended_at=time.time(),
+                            updated_at=time.time())
+                try:
+                    with self._locked():
+                        st = self._read_status_file()  # re-check under the lock
+                        if st.get("state") == "running" and not process_matches(
+                                st.get("pid"), st.get("pid_create_time")):
+                            st.update(lost)
                             atomic_write_json(self.status_path, st)
-                        except OSError:
-                            pass  # a full or read-only disk: the reading still says lost
+                except OSError:
+                    # a read-only share, a colleague's runs, a full disk: the reading
+                    # still says lost, nothing is written
+                    if st.get("state") == "running":
+                        st = {**st, **lost}
         if st.get("state") != "running" and not self.config_path.is_file():
             st = {**st, "state": "failed", "reason": "damaged: config.toml: missing"}
         return st
