@@ -40,6 +40,7 @@ from typing import Any, Iterator
 
 from engine.config import TrainConfig, dump_config, load_config
 from engine.errors import UserError
+from engine.text import safe_text
 from engine.files import NoSpace, atomic_write_bytes, atomic_write_json, is_no_space, json_default
 from engine.jsonl import (JsonlTail, _json_type, metric_record, sample_record,
                           truncate_jsonl_after)
@@ -181,6 +182,8 @@ class RunDir:
         if not isinstance(st, dict):
             return {"state": "failed",
                     "reason": f"damaged: status.json: expected an object, not {_json_type(st)}"}
+        # reasons hold torch's and users' text, shown on terminals
+        st = {k: safe_text(v) if isinstance(v, str) else v for k, v in st.items()}
         if st.get("state", "queued") not in STATES:
             return {**st, "state": "failed",
                     "reason": f"damaged: status.json: unknown state {st.get('state')!r}"}
@@ -190,7 +193,8 @@ class RunDir:
         """Merge `fields` into status.json atomically; returns the new status."""
         with self._locked():
             st = self._read_status_file()
-            st.update({k: _finite(v) for k, v in fields.items()})
+            st.update({k: safe_text(v) if isinstance(v, str) else _finite(v)
+                       for k, v in fields.items()})
             st["updated_at"] = time.time()
             atomic_write_json(self.status_path, st)
             return st

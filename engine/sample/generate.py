@@ -36,6 +36,7 @@ from engine.model.checkpoint import (
 from engine.model.gpt import GPT
 from engine.sample.metrics import eval_metrics, text_metrics
 from engine.sample.options import add_sample_arguments
+from engine.text import safe_text
 
 
 class Tokenizer(Protocol):
@@ -194,10 +195,10 @@ def sample_command(target: Path, args: argparse.Namespace) -> int:
     print(f"# {loaded.path} (iter {loaded.iter_num})")
     for x in samples:
         m = x["metrics"]
-        print(f"--- prompt {x['prompt']!r} seed {x['seed']} · words {m['words']} ttr {m['ttr']:.3f} "
+        print(f"--- prompt {safe_text(x['prompt'])!r} seed {x['seed']} · words {m['words']} ttr {m['ttr']:.3f} "
               f"mattr {m['mattr']:.3f} distinct_2 {m['distinct_2']:.3f} "
               f"repetition_4 {m['repetition_4']:.3f}")
-        print(x["text"])
+        print(safe_text(x["text"]))  # a model can write escape sequences
     print(f"--- all samples: ttr {summary['ttr']:.3f} distinct_1 {summary['distinct_1']:.3f} "
           f"distinct_2 {summary['distinct_2']:.3f} distinct_3 {summary['distinct_3']:.3f} "
           f"repetition_4 {summary['repetition_4']:.3f}")
