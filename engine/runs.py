@@ -40,10 +40,12 @@ from typing import Any, Iterator
 
 from engine.config import TrainConfig, dump_config, load_config
 from engine.errors import UserError
-from engine.text import safe_text
 from engine.files import NoSpace, atomic_write_bytes, atomic_write_json, is_no_space, json_default
 from engine.jsonl import (JsonlTail, _json_type, metric_record, sample_record,
                           truncate_jsonl_after)
+from engine.text import safe_text
+
+DAMAGE_TAIL_BYTES = 4 << 20  # damage() checks this much of a metrics or samples file's end
 
 STATES = ("queued", "running", "done", "failed", "stopped")
 FINAL_STATES = ("done", "failed", "stopped")
@@ -240,10 +242,12 @@ class RunDir:
                 self.load_config()
             except (ConfigError, OSError, ValueError) as e:
                 out.append(f"{CONFIG}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-        if tails is None:
-            tails = (self.metrics_tail(), self.samples_tail())
+        if tails is None:  # the latest lines only: a view of a long run stays fast
+            tails = (JsonlTail(self.metrics_path, metric_record, DAMAGE_TAIL_BYTES),
+                     JsonlTail(self.samples_path, sample_record, DAMAGE_TAIL_BYTES))
             for t in tails:
-                t.read_new()
+                for _ in t.iter_new():
+                    pass
         return tuple(out) + tuple(t.damage for t in tails if t.damage)
 
     # -- metrics and samples --

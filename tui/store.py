@@ -13,6 +13,7 @@ watched runs (the lines a tail has read).
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -147,10 +148,12 @@ class RunStore:
     def _tail_metrics(self, t: _Tracked) -> bool:
         if t.metrics is None:
             t.metrics = t.run.metrics_tail()
-        recs = t.metrics.read_new()
+        # a chunk at a time (iter_new): a million-line file never sits in memory as dicts
+        recs = t.metrics.iter_new()
+        first = next(recs, None)
         if t.metrics.take_reset():
             t.series = Series()  # a resume rewrote the file: swap in a fresh series
-        if not recs:
+        if first is None:
             return False
         if t.tokens_per_iter is None:
             try:
@@ -158,7 +161,7 @@ class RunStore:
             except Exception:
                 t.tokens_per_iter = 0
         s = t.series
-        for r in recs:
+        for r in itertools.chain((first,), recs):
             it = r.get("iter")
             if not isinstance(it, (int, float)):
                 continue

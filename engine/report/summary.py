@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ConfigError, TrainConfig
+from engine.jsonl import Thinned
 from engine.model.arithmetic import model_vocab, param_counts
 from engine.report.meta import find_meta
 from engine.report.reading import RunReading, read_run
@@ -25,6 +26,7 @@ LN2 = math.log(2)
 DIVERSITY_KEYS = ("ttr", "mattr", "distinct_1", "distinct_2", "distinct_3", "repetition_4", "words")
 OVERFIT_RISE = 0.01        # val must end >1% above its best to count as overfitting
 DEGENERATE_REPETITION = 0.30
+MAX_TRAIN_POINTS = 4000  # train records kept per run (Thinned: at most twice this)
 MIN_WORDS = 200  # TTR of fewer words per run swings with the sample: flagged, not compared
 
 METHODS = {
@@ -144,10 +146,19 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
         varied = {}
     s = RunSummary(run=run, state=reading.state, reason=reading.reason or None, config=cfg,
                    varied=varied)
-    metrics = run.read_metrics()
-    s.evals = sorted((r for r in metrics if r.get("kind") == "eval" and _num(r.get("val_loss")) is not None),
-                     key=lambda r: r.get("iter", 0))
-    s.trains = sorted((r for r in metrics if r.get("kind") == "train"), key=lambda r: r.get("iter", 0))
+    # one pass over metrics.jsonl, a chunk at a time: every eval, the train records thinned
+    # to what a figure can show (a million-step run would otherwise take gigabytes)
+    evals, trains, last_t = [], Thinned(MAX_TRAIN_POINTS), None
+    for r in run.metrics_tail().iter_new():
+        if r.get("kind") == "eval" and _num(r.get("val_loss")) is not None:
+            evals.append(r)
+        elif r.get("kind") == "train":
+            trains.add(r)
+        t = _num(r.get("t"))
+        if t is not None and (last_t is None or t > last_t):
+            last_t = t
+    s.evals = sorted(evals, key=lambda r: r.get("iter", 0))
+    s.trains = sorted(trains.result(), key=lambda r: r.get("iter", 0))
     s.samples = run.read_samples()
     s.temperature_samples = run.read_temperature_samples()
     meta, meta_src = find_meta(cfg, status, runs_root)
@@ -155,7 +166,7 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
     _losses(s, reading)
     _bits_per_char(s, status, meta, meta_src)
     s.tok_s = reading.tok_s
-    s.wall_s = _wall_seconds(status, metrics)
+    s.wall_s = _wall_seconds(status, last_t)
     return s
 
 
@@ -226,14 +237,13 @@ def _bits_per_char(s: RunSummary, status: dict[str, Any], meta: dict | None, met
         s.perplexity = math.exp(s.best_val)
 
 
-def _wall_seconds(status: dict[str, Any], metrics: list[dict[str, Any]]) -> float | None:
+def _wall_seconds(status: dict[str, Any], last_t: float | None) -> float | None:
     started, ended = _num(status.get("started_at")), _num(status.get("ended_at"))
     if started is None:
         return None
     if ended is not None:
         return ended - started
-    ts = [t for t in (_num(r.get("t")) for r in metrics) if t is not None]
-    return (max(ts) - started) if ts else None
+    return (last_t - started) if last_t is not None else None
 
 
 # ---- diversity and excerpts ------------------------------------------------------------
