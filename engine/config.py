@@ -216,7 +216,24 @@ def sampling_from_dict(d: dict[str, Any], source: str = "config",
         if key not in _SAMPLING_TYPES:
             raise ConfigError(f"{source}: unknown key sampling.{key}{did_you_mean(key, SAMPLING_KEYS)}")
         kwargs[key] = coerce(value, _SAMPLING_TYPES[key], f"{source}: sampling.{key}")
+    if "prompts" in kwargs:
+        check_prompts(kwargs["prompts"], f"{source}: sampling.prompts")
     return SamplingConfig(**kwargs)
+
+
+MAX_PROMPT_CHARS = 20_000  # far beyond any block_size (the model sees the last block only)
+MAX_PROMPTS = 100          # every eval samples each one
+
+
+def check_prompts(prompts: list[str], where: str) -> None:
+    """Refuse prompts that would cost memory and time at every eval for nothing."""
+    if len(prompts) > MAX_PROMPTS:
+        raise ConfigError(f"{where}: {len(prompts)} prompts, at most {MAX_PROMPTS}")
+    for p in prompts:
+        if len(p) > MAX_PROMPT_CHARS:
+            raise ConfigError(f"{where}: a prompt of {len(p):,} characters, at most "
+                              f"{MAX_PROMPT_CHARS:,} (the model sees only its last block_size "
+                              f"tokens)")
 
 
 def check_train_keys(d: dict[str, Any], source: str) -> dict[str, Any]:

@@ -54,6 +54,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def save_png(fig: Any, path: Path, dpi: int = 150) -> None:
+    """A matplotlib figure written as a PNG by atomic_write: a report killed mid-write
+    leaves the old figure or the new one, never a truncated file."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, default=json_default) + "\n").encode())
 

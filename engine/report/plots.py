@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.files import save_png
 from engine.report.summary import RunSummary, diversity
 from engine.report.tables import group_value, natural_key
 
@@ -141,7 +142,7 @@ def loss_curves(summaries: list[RunSummary], x: str, title: str, path: Path,
         ax.set_xlabel("iteration (optimizer steps)")
     ax.set_ylabel("cross-entropy loss (nats/token)")
     ax.set_title(title)
-    fig.savefig(path, dpi=DPI)
+    save_png(fig, path, DPI)
     plt.close(fig)
     return path
 
@@ -191,7 +192,7 @@ def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | N
                  "\n(no power-law fit: fewer than 3 finished sizes)"))
     _log_y_ticks(ax, [s.best_val for s in pts])
     _legend(ax, n=len(groups) + 3, title=group_by or "sweep")
-    fig.savefig(path, dpi=DPI)
+    save_png(fig, path, DPI)
     plt.close(fig)
     return path
 
@@ -265,6 +266,6 @@ def diversity_vs_params(summaries: list[RunSummary], decoding: tuple | None, lab
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"Sample diversity vs model size\n({label})")
     _legend(ax, title="metric")
-    fig.savefig(path, dpi=DPI)
+    save_png(fig, path, DPI)
     plt.close(fig)
     return path

@@ -22,7 +22,7 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
-from engine.config import ConfigError, SamplingConfig, TrainConfig
+from engine.config import ConfigError, SamplingConfig, TrainConfig, check_prompts
 from engine.data.nanogpt import checkpoint_meta
 from engine.data.tokenizers import DataError, from_meta
 from engine.errors import UserError, one_line
@@ -63,6 +63,7 @@ def generate_samples(model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], n
     top_k, top_p, seed, max_new_tokens, text (prompt + continuation), completion (the
     continuation) and metrics (engine.sample.metrics.text_metrics of the completion). Prompt
     characters the vocabulary lacks are left out (text shows the prompt the model saw)."""
+    check_prompts(list(prompts), "prompt")
     device = next(model.parameters()).device
     out = []
     for prompt in prompts:
