@@ -36,6 +36,7 @@ else:  # pragma: no cover
 import tomli_w
 
 from engine.errors import UserError
+from engine.toml_lines import limit_problem, read_limited
 
 
 SCHEMA_VERSION = 1
@@ -263,7 +264,24 @@ def sampling_from_dict(d: dict[str, Any], source: str = "config",
         if key not in _SAMPLING_TYPES:
             raise ConfigError(f"{source}: unknown key sampling.{key}{did_you_mean(key, SAMPLING_KEYS)}")
         kwargs[key] = coerce(value, _SAMPLING_TYPES[key], f"{source}: sampling.{key}")
+    if "prompts" in kwargs:
+        check_prompts(kwargs["prompts"], f"{source}: sampling.prompts")
     return SamplingConfig(**kwargs)
+
+
+MAX_PROMPT_CHARS = 20_000  # far beyond any block_size (the model sees the last block only)
+MAX_PROMPTS = 100          # every eval samples each one
+
+
+def check_prompts(prompts: list[str], where: str) -> None:
+    """Refuse prompts that would cost memory and time at every eval for nothing."""
+    if len(prompts) > MAX_PROMPTS:
+        raise ConfigError(f"{where}: {len(prompts)} prompts, at most {MAX_PROMPTS}")
+    for p in prompts:
+        if len(p) > MAX_PROMPT_CHARS:
+            raise ConfigError(f"{where}: a prompt of {len(p):,} characters, at most "
+                              f"{MAX_PROMPT_CHARS:,} (the model sees only its last block_size "
+                              f"tokens)")
 
 
 def check_train_keys(d: dict[str, Any], source: str) -> dict[str, Any]:
@@ -292,17 +310,32 @@ def config_from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
     return cfg
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
+MAX_CONFIG_BYTES = 256 * 1024  # a run's config.toml is about 2 KB
+
+
+def load_toml(path: str | Path, max_bytes: int = MAX_CONFIG_BYTES) -> dict[str, Any]:
+    """A TOML file parsed, refused in one line when too big or too deeply nested to parse
+    in bounded memory (toml_lines.limit_problem)."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        text = read_limited(path, max_bytes)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read: {e}") from None
+    return parse_toml(text, path, max_bytes)
+
+
+def parse_toml(text: str, path: str | Path, max_bytes: int) -> dict[str, Any]:
+    problem = limit_problem(text, max_bytes)
+    if problem:
+        raise ConfigError(f"{path}: refused: {problem}")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: refused: nested too deeply to parse") from None
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -10,6 +10,8 @@ in the log, but is still shown as one line (`TypeName: first line`).
 
 from __future__ import annotations
 
+from engine.text import safe_text
+
 MAX_LINE = 300
 
 
@@ -19,7 +21,7 @@ class UserError(Exception):
 
 def one_line(e: BaseException, limit: int = MAX_LINE) -> str:
     """The first line of an error's message; unexpected errors keep their type's name."""
-    text = str(e).strip()
+    text = safe_text(str(e)).strip()  # torch's and users' text reaches terminals
     first = text.splitlines()[0].strip() if text else ""
     if not isinstance(e, UserError):
         first = f"{type(e).__name__}: {first}" if first else type(e).__name__

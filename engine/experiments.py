@@ -43,15 +43,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 from engine.config import (
     HORIZON_KEYS,
@@ -61,17 +55,19 @@ from engine.config import (
     check_train_keys,
     config_from_dict,
     did_you_mean,
+    parse_toml,
     sampling_from_dict,
 )
 from engine.experiments_options import (  # noqa: F401 (LaunchOptions, LAUNCH_KEYS: re-exported)
     LAUNCH_KEYS, ExperimentsError, LaunchOptions, parse_executor, parse_launch_options)
 from engine.runs import safe_part
-from engine.toml_lines import LineFinder
+from engine.toml_lines import LineFinder, read_limited
 
 TOP_TABLES = ["defaults", "sampling", "launch", "executor", "sweep"]
 SWEEP_KEYS = ["description", "fixed", "vary", "grid", "seeds"]
 MAX_SEEDS = 20
 MAX_RUNS = 1000  # a typo'd grid should not create a million directories
+MAX_FILE_BYTES = 1 << 20  # a course's file is 2 KB: parsing far more costs memory for nothing
 
 
 @dataclass
@@ -141,7 +137,7 @@ def format_value(v: Any) -> str:
 def load_experiments(path: str | Path) -> Experiments:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_limited(path, MAX_FILE_BYTES)
     except FileNotFoundError:
         raise ExperimentsError(f"{path}: no such experiments file (create one, or pass "
                                f"--experiments FILE; `nanotui demo` writes an example)") from None
@@ -156,9 +152,12 @@ def parse_experiments(text: str, path: str | Path = "experiments.toml") -> Exper
     can show them all; `Experiments.check()`-style callers use `validate_runs`."""
     path = Path(path)
     try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ExperimentsError(f"{path}: invalid TOML: {e}") from None
+        doc = parse_toml(text, path, MAX_FILE_BYTES)
+    except ConfigError as e:
+        raise ExperimentsError(str(e)) from None
+    if len(doc.get("sweep", {})) > MAX_RUNS:  # refused before the per-sweep work
+        raise ExperimentsError(f"{path}: more than {MAX_RUNS} sweeps; is this the "
+                               f"intended file?")
     lines = LineFinder(text)
 
     def where(table: list[str], key: str | None = None) -> str:

@@ -1,13 +1,19 @@
 """Files that readers never see half-written: temp file + fsync + rename, with the
 permissions a plain open() gives (so a group on a shared server can read results), and
-the sweep of temp files killed writers leave behind."""
+the sweep of temp files killed writers leave behind; and the one way nanotui opens a file
+in a shared or cache directory (regular files only, bounded reads, non-blocking locks)."""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
+import stat
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -46,6 +52,12 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
+
+
+def save_png(fig: Any, path: Path, dpi: int = 150) -> None:
+    """A matplotlib figure written as a PNG by atomic_write: a report killed mid-write
+    leaves the old figure or the new one, never a truncated file."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -143,3 +155,108 @@ def release_space(path: Path | None) -> None:
             os.unlink(path)
         except OSError:
             pass
+
+
+# ---- files in shared or cache directories ------------------------------------------------------
+#
+# Anyone who can write a shared directory (the reservations dir is world-writable by design)
+# or a cache can put a FIFO there (open() blocks until a writer comes: forever), a symlink to
+# /dev/zero (read() never ends) or to a file of theirs. Every open of such a file goes
+# through open_regular: O_NONBLOCK so a FIFO cannot block the open, O_NOFOLLOW so a link is
+# refused, fstat so only a regular file is read, and a bound on how much is read.
+
+_SAFE_FLAGS = os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class NotRegularFile(OSError):
+    """A path in a shared or cache directory that is not a plain file (a FIFO, a device, a
+    link, a folder): refused without being read."""
+
+
+class FileTooLarge(OSError):
+    """A file longer than its reader's bound: refused without reading the rest."""
+
+
+def open_regular(path: Path | str, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
+    """A descriptor of `path` if it is a regular file (created with `mode` where flags has
+    O_CREAT), opened without blocking and without following a final symlink; raises
+    NotRegularFile (an OSError) otherwise. The descriptor is left blocking again, which a
+    regular file never is anyway."""
+    try:
+        fd = os.open(path, flags | _SAFE_FLAGS, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # what O_NOFOLLOW says of a symlink
+            raise NotRegularFile(errno.ELOOP, "a symbolic link, not a file", str(path)) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: Path | str, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most max_bytes (open_regular's checks); raises
+    FileTooLarge for a longer one, without reading past the bound."""
+    data, _ = read_regular_stat(path, max_bytes)
+    return data
+
+
+def read_regular_stat(path: Path | str, max_bytes: int) -> tuple[bytes, os.stat_result]:
+    """read_regular and the file's fstat (its owner, its mode) from the same descriptor."""
+    fd = open_regular(path)
+    try:
+        st = os.fstat(fd)
+        if st.st_size > max_bytes:
+            raise FileTooLarge(errno.EFBIG, f"over {max_bytes} bytes", str(path))
+        chunks, n = [], 0
+        while n <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - n))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            n += len(chunk)
+        if n > max_bytes:  # grew while we read it
+            raise FileTooLarge(errno.EFBIG, f"over {max_bytes} bytes", str(path))
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
+
+
+def read_regular_json(path: Path | str, max_bytes: int) -> Any:
+    """json.loads of read_regular; ValueError for bad JSON, OSError for a bad file."""
+    return json.loads(read_regular(path, max_bytes))
+
+
+class LockTimeout(OSError):
+    """A lock file still held by another process after the wait allowed."""
+
+
+@contextmanager
+def regular_lock(path: Path | str, timeout_s: float, shared_dir: bool = False) -> Iterator[None]:
+    """An exclusive flock on the regular file `path` (created when missing), polled until
+    timeout_s (LockTimeout after). The file is opened with open_regular's checks, so a FIFO
+    or a symlink planted in its place is refused (NotRegularFile) rather than blocking or
+    following it. With shared_dir the file is opened read-only, created 0444: anyone may
+    take the lock whoever created the file. The file is never deleted (deleting lock files
+    lets two holders in)."""
+    flags = (os.O_RDONLY if shared_dir else os.O_RDWR) | os.O_CREAT
+    fd = open_regular(path, flags, 0o444 if shared_dir else 0o666 & ~_umask())
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LockTimeout(errno.EAGAIN, f"held for over {timeout_s:.0f} s by "
+                                                    f"another process", str(path)) from None
+                time.sleep(0.01 if timeout_s < 60 else 0.1)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from engine.files import atomic_write_bytes
+
+
+CHUNK_BYTES = 8 << 20
 
 
 def _json_type(x: Any) -> str:
@@ -70,7 +73,8 @@ class JsonlTail:
     object"). The cost of a call is the size of what is new, not of the file."""
 
     def __init__(self, path: Path,
-                 check: Callable[[dict[str, Any]], tuple[dict[str, Any] | None, str]] | None = None):
+                 check: Callable[[dict[str, Any]], tuple[dict[str, Any] | None, str]] | None = None,
+                 tail_bytes: int | None = None):
         self.path = Path(path)
         self.check = check  # validates (or mends) each record: (record or None, what is wrong)
         self.offset = 0
@@ -78,34 +82,51 @@ class JsonlTail:
         self.lines = 0
         self.damage = ""
         self._inode: int | None = None
+        # only the last tail_bytes (from a line start): a view of a long run's latest lines
+        self.tail_bytes = tail_bytes
 
     def read_new(self) -> list[dict[str, Any]]:
+        return list(self.iter_new())
+
+    def iter_new(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[dict[str, Any]]:
+        """read_new's records, read CHUNK_BYTES at a time: a reader that keeps only what it
+        shows (a downsampled curve) holds one chunk, not the whole file, in memory."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return []
+            return
         if self._inode is not None and (st.st_ino != self._inode or st.st_size < self.offset):
             self.offset = self.lines = 0  # replaced or truncated (a resume rewrote it): read again
             self.reset, self.damage = True, ""
+        first = self._inode is None
         self._inode = st.st_ino
-        if st.st_size == self.offset:
-            return []
+        size = st.st_size
         with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read(st.st_size - self.offset)
-        end = data.rfind(b"\n")
-        if end < 0:
-            return []
-        self.offset += end + 1
-        out = []
-        for raw in data[: end + 1].split(b"\n")[:-1]:
-            self.lines += 1
-            rec, why = self._record(raw)
-            if rec is not None:
-                out.append(rec)
-            if why and not self.damage:
-                self.damage = f"{self.path.name}: line {self.lines}: {why}"
-        return out
+            if first and self.tail_bytes is not None and size > self.tail_bytes:
+                f.seek(size - self.tail_bytes - 1)
+                f.readline()  # to the start of the next whole line
+                self.offset, self.lines = f.tell(), -1
+            while self.offset < size:
+                f.seek(self.offset)
+                data = f.read(min(chunk_bytes, size - self.offset))
+                end = data.rfind(b"\n")
+                if end < 0:
+                    if len(data) < chunk_bytes:
+                        return  # a partial last line: it waits for its newline
+                    data = data + f.readline()  # one line longer than a chunk
+                    end = len(data) - 1
+                    if not data.endswith(b"\n"):
+                        return
+                self.offset += end + 1
+                for raw in data[: end + 1].split(b"\n")[:-1]:
+                    rec, why = self._record(raw)
+                    if self.lines >= 0:
+                        self.lines += 1
+                    if why and not self.damage:
+                        where = f"line {self.lines}" if self.lines >= 0 else "near the end"
+                        self.damage = f"{self.path.name}: {where}: {why}"
+                    if rec is not None:
+                        yield rec
 
     def _record(self, raw: bytes) -> tuple[dict[str, Any] | None, str]:
         if not raw.strip():
@@ -122,3 +143,27 @@ class JsonlTail:
         """True once after the file was replaced or truncated (callers drop old data)."""
         r, self.reset = self.reset, False
         return r
+
+
+class Thinned:
+    """At most 2n items of a stream, evenly spaced: every k-th, k doubling whenever 2n are
+    held, and the last item always. Linear time, bounded memory: a curve of a million
+    logged steps keeps a few thousand points, which is all a figure can show."""
+
+    def __init__(self, n: int):
+        self.n, self.k, self.seen = n, 1, 0
+        self.items: list[Any] = []
+        self.last: Any = None
+
+    def add(self, x: Any) -> None:
+        if self.seen % self.k == 0:
+            self.items.append(x)
+            if len(self.items) >= 2 * self.n:
+                self.items, self.k = self.items[::2], self.k * 2
+        self.seen += 1
+        self.last = x
+
+    def result(self) -> list[Any]:
+        if self.items and self.items[-1] is not self.last:
+            return self.items + [self.last]
+        return list(self.items)

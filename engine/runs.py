@@ -43,6 +43,9 @@ from engine.errors import UserError
 from engine.files import NoSpace, atomic_write_bytes, atomic_write_json, is_no_space, json_default
 from engine.jsonl import (JsonlTail, _json_type, metric_record, sample_record,
                           truncate_jsonl_after)
+from engine.text import safe_text
+
+DAMAGE_TAIL_BYTES = 4 << 20  # damage() checks this much of a metrics or samples file's end
 
 STATES = ("queued", "running", "done", "failed", "stopped")
 FINAL_STATES = ("done", "failed", "stopped")
@@ -181,6 +184,8 @@ class RunDir:
         if not isinstance(st, dict):
             return {"state": "failed",
                     "reason": f"damaged: status.json: expected an object, not {_json_type(st)}"}
+        # reasons hold torch's and users' text, shown on terminals
+        st = {k: safe_text(v) if isinstance(v, str) else v for k, v in st.items()}
         if st.get("state", "queued") not in STATES:
             return {**st, "state": "failed",
                     "reason": f"damaged: status.json: unknown state {st.get('state')!r}"}
@@ -190,7 +195,8 @@ class RunDir:
         """Merge `fields` into status.json atomically; returns the new status."""
         with self._locked():
             st = self._read_status_file()
-            st.update({k: _finite(v) for k, v in fields.items()})
+            st.update({k: safe_text(v) if isinstance(v, str) else _finite(v)
+                       for k, v in fields.items()})
             st["updated_at"] = time.time()
             atomic_write_json(self.status_path, st)
             return st
@@ -205,16 +211,20 @@ class RunDir:
         if st.get("state") == "running" and st.get("host") in (None, socket.gethostname()):
             if st.get("executor", {}).get("kind", "local") == "local" and not process_matches(
                     st.get("pid"), st.get("pid_create_time")):
-                with self._locked():
-                    st = self._read_status_file()  # re-check under the lock
-                    if st.get("state") == "running" and not process_matches(
-                            st.get("pid"), st.get("pid_create_time")):
-                        st.update(state="failed", reason="lost", ended_at=time.time(),
-                                  updated_at=time.time())
-                        try:
+                lost = dict(state="failed", reason="lost", ended_at=time.time(),
+                            updated_at=time.time())
+                try:
+                    with self._locked():
+                        st = self._read_status_file()  # re-check under the lock
+                        if st.get("state") == "running" and not process_matches(
+                                st.get("pid"), st.get("pid_create_time")):
+                            st.update(lost)
                             atomic_write_json(self.status_path, st)
-                        except OSError:
-                            pass  # a full or read-only disk: the reading still says lost
+                except OSError:
+                    # a read-only share, a colleague's runs, a full disk: the reading
+                    # still says lost, nothing is written
+                    if st.get("state") == "running":
+                        st = {**st, **lost}
         if st.get("state") != "running" and not self.config_path.is_file():
             st = {**st, "state": "failed", "reason": "damaged: config.toml: missing"}
         return st
@@ -232,10 +242,12 @@ class RunDir:
                 self.load_config()
             except (ConfigError, OSError, ValueError) as e:
                 out.append(f"{CONFIG}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-        if tails is None:
-            tails = (self.metrics_tail(), self.samples_tail())
+        if tails is None:  # the latest lines only: a view of a long run stays fast
+            tails = (JsonlTail(self.metrics_path, metric_record, DAMAGE_TAIL_BYTES),
+                     JsonlTail(self.samples_path, sample_record, DAMAGE_TAIL_BYTES))
             for t in tails:
-                t.read_new()
+                for _ in t.iter_new():
+                    pass
         return tuple(out) + tuple(t.damage for t in tails if t.damage)
 
     # -- metrics and samples --

@@ -74,3 +74,43 @@ class LineFinder:
                          self.lines[no - 1]):
                 return no
         return line
+
+
+# ---- limits checked before parsing ------------------------------------------------------------
+#
+# tomllib builds one nested dict per part of a dotted key and recurses once per level of
+# nested arrays: a 130 KB key of 30,000 parts took 2.4 GB, 3,000 nested arrays a
+# RecursionError. Both are counted on the text first, strings and comments blanked out.
+
+MAX_KEY_PARTS = 16   # experiments use 4 (sweep.NAME.vary.KEY)
+MAX_NESTING = 16     # arrays and inline tables inside each other (a table header is 1)
+_STRINGS = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:\\.|[^"\\\n])*"|\'[^\'\n]*\'|#[^\n]*')
+_BRACKETS = re.compile(r"[\[\]{}]")
+_SEGMENTS = re.compile(r"[^=,{\[\n]+")
+
+
+def limit_problem(text: str, max_bytes: int) -> str | None:
+    """Why `text` is too big or too deep to parse safely, or None. Linear in its length."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        return f"{size:,} bytes, over the {max_bytes:,} this file may have"
+    bare = _STRINGS.sub('""', text)
+    depth = deepest = 0
+    for m in _BRACKETS.finditer(bare):
+        depth += 1 if m.group() in "[{" else -1
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            return f"arrays or tables nested over {MAX_NESTING} deep"
+    parts = max((s.count(".") + 1 for s in _SEGMENTS.findall(bare)), default=0)
+    if parts > MAX_KEY_PARTS:
+        return f"a dotted key of {parts:,} parts (at most {MAX_KEY_PARTS})"
+    return None
+
+
+def read_limited(path, max_bytes: int) -> str:
+    """A TOML file's text, reading at most max_bytes + 1 bytes (limit_problem says the
+    rest); OSError / UnicodeDecodeError as open() and decode would raise them."""
+    with open(path, "rb") as f:
+        raw = f.read(max_bytes + 1)
+    # cut mid-character when oversized: still over the limit once decoded
+    return raw.decode("utf-8", "replace" if len(raw) > max_bytes else "strict")

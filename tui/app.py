@@ -10,7 +10,9 @@ disk is the truth, so starting again shows every run as it is.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -65,6 +67,16 @@ class NanotuiApp(App):
             self.set_interval(self.gpu_interval, self._poll_gpus, name="gpu-poll")
         if not self.is_headless and _is_tty(0):
             self.set_interval(1.0, self._exit_if_terminal_lost, name="hangup-watch")
+        if not self.is_headless:
+            # Killed by default, the process would leave the terminal in the alternate
+            # screen with mouse tracking on and the cursor hidden: exit the app instead,
+            # which restores all three (`kill`, a closed ssh session, a scheduler's end).
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                try:
+                    loop.add_signal_handler(sig, self.exit)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    pass  # not the main thread, or no such signal here
 
     def _exit_if_terminal_lost(self) -> None:
         """Quit when the terminal hung up (tmux pane killed, ssh dropped). The kernel sends

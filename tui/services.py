@@ -17,6 +17,7 @@ from engine.errors import UserError
 from engine.launch import dispatcher, queue
 from engine.launch.gpu import GpuSource, default_gpu_source
 from engine.runs import RunDir
+from engine.text import safe_text
 
 
 class ServiceUnavailable(UserError):
@@ -77,7 +78,7 @@ class EngineLauncher:
     def sweeps(self) -> list[SweepInfo]:
         from engine.experiments import load_experiments
         exps = load_experiments(self.experiments_path)
-        return [SweepInfo(s.name, s.description or "", tuple(r.id for r in s.runs))
+        return [SweepInfo(s.name, safe_text(s.description or ""), tuple(r.id for r in s.runs))
                 for s in exps.sweeps.values()]
 
     def plan(self, selection: list[str]) -> list[queue.PlanRow]:

@@ -13,6 +13,7 @@ watched runs (the lines a tail has read).
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -165,11 +166,13 @@ class RunStore:
     def _tail_metrics(self, t: _Tracked) -> bool:
         if t.metrics is None:
             t.metrics = t.run.metrics_tail()
-        recs = t.metrics.read_new()
+        # a chunk at a time (iter_new): a million-line file never sits in memory as dicts
+        recs = t.metrics.iter_new()
+        first = next(recs, None)
         if t.metrics.take_reset():
             t.series = Series(axes=t.series.axes)  # a resume rewrote the file: start afresh
             t.clock = TrainClock()
-        if not recs:
+        if first is None:
             return False
         if t.axes is None:  # once per run: its config and prepared data do not change
             try:
@@ -178,7 +181,7 @@ class RunStore:
                 t.axes = RunAxes(bpb_note=f"bpb n/a: {e}")
             t.series.axes = t.axes
         s, axes = t.series, t.axes
-        for r in recs:
+        for r in itertools.chain((first,), recs):
             secs = t.clock.add(r)
             it = r.get("iter")
             if not isinstance(it, (int, float)):

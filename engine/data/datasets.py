@@ -19,16 +19,17 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from filelock import FileLock, Timeout
 
 from engine.data.passes import build
-from engine.files import NoSpace, is_no_space
+from engine.files import (LockTimeout, NoSpace, atomic_write_bytes, is_no_space, read_regular,
+                          regular_lock)
 from engine.data.download import SOURCES, download_dir, fetch_source
 from engine.data.nanogpt import nanogpt_data_meta
 from engine.data.tokenizers import (DataError, cache_root, check_name,  # noqa: F401
@@ -36,6 +37,8 @@ from engine.data.tokenizers import (DataError, cache_root, check_name,  # noqa: 
 
 Progress = Callable[[int, int], None]
 PREPARED_FILES = ("train.bin", "val.bin", "meta.json")
+MAX_META_BYTES = 16 << 20   # a meta.json holds a char vocabulary at most
+MAX_MEMO_BYTES = 16 << 20   # sha256.json: ~150 bytes per remembered file
 FORMAT_VERSION = 1
 
 
@@ -52,7 +55,7 @@ def load_meta(data_dir: str | os.PathLike) -> dict:
     if missing:
         raise DataError(f"{d} holds no prepared data (missing {', '.join(missing)})")
     try:
-        meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
+        meta = json.loads(read_regular(d / "meta.json", MAX_META_BYTES).decode("utf-8"))
     except (OSError, ValueError) as e:
         raise DataError(f"{d / 'meta.json'}: unreadable: {e}") from None
     for key in ("vocab_size", "tokenizer", "dtype", "train_tokens", "val_tokens"):
@@ -155,6 +158,7 @@ def prepare(source: str, tokenizer: str = "char", val_fraction: float = 0.1,
                         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         format_version=FORMAT_VERSION)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+            _limit_modes(tmp, _source_access(files.values()))
             _install(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -166,18 +170,18 @@ def _prepare_lock(out: Path, log: Callable[[str], None] | None) -> Iterator[None
     """One process prepares a given output dir at a time; the others say they wait."""
     lock_dir = cache_root() / "locks"
     _mkdir(lock_dir)
-    lock = FileLock(str(lock_dir / (hashlib.sha1(str(out.resolve()).encode()).hexdigest()
-                                    + ".lock")))
-    try:
-        lock.acquire(timeout=0.2)
-    except Timeout:
-        if log:
-            log(f"waiting for another process preparing {out}")
-        lock.acquire()
-    try:
+    path = lock_dir / (hashlib.sha1(str(out.resolve()).encode()).hexdigest() + ".lock")
+    with contextlib.ExitStack() as stack:
+        try:
+            try:
+                stack.enter_context(regular_lock(path, 0.2))
+            except LockTimeout:
+                if log:
+                    log(f"waiting for another process preparing {out}")
+                stack.enter_context(regular_lock(path, float("inf")))
+        except OSError as e:
+            raise DataError(f"cannot lock {path}: {e.strerror or e}") from None
         yield
-    finally:
-        lock.release()
 
 
 def find_prepared(cfg) -> Path | None:
@@ -265,7 +269,9 @@ def file_sha256(path: Path, progress: Progress | None = None, log=None,
     memo_path = cache_root() / "sha256.json"
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     try:
-        memo = json.loads(memo_path.read_text())
+        memo = json.loads(read_regular(memo_path, MAX_MEMO_BYTES))
+        if not isinstance(memo, dict):
+            memo = {}
     except (OSError, ValueError):
         memo = {}
     if key in memo:
@@ -288,10 +294,7 @@ def file_sha256(path: Path, progress: Progress | None = None, log=None,
         return digest
     try:
         _mkdir(memo_path.parent)
-        fd, tmp = tempfile.mkstemp(dir=memo_path.parent, prefix=".sha256.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(memo, f)
-        os.replace(tmp, memo_path)
+        atomic_write_bytes(memo_path, json.dumps(memo).encode())
     except (OSError, DataError):
         pass  # the memo is only a speed-up
     return digest
@@ -325,6 +328,29 @@ def _mkdtemp(out: Path, prefix: str) -> str:
         raise DataError(f"cannot write to {out}: {e.strerror or e}") from None
 
 
+def _source_access(files) -> int:
+    """The permission bits prepared data may have: the group's and others' only where they
+    can read every source file (its read bit, and search on its folder), since train.bin
+    decodes back to the source: a private file never becomes a world-readable cache."""
+    bits = 0o777
+    for f in files:
+        file_mode = f.stat().st_mode
+        dir_mode = f.resolve().parent.stat().st_mode
+        for shift in (3, 0):  # group, others
+            if not (file_mode & (0o4 << shift) and dir_mode & (0o1 << shift)):
+                bits &= ~(0o7 << shift)
+    return bits
+
+
+def _limit_modes(tmp: Path, bits: int) -> None:
+    """The build dir and its files as a plain mkdir/open would make them, cut to `bits`."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in tmp.iterdir():
+        os.chmod(p, 0o666 & ~umask & bits)
+    os.chmod(tmp, 0o777 & ~umask & bits)
+
+
 def _install(tmp: Path, out: Path) -> None:
     """Move the finished files into `out`; meta.json last, so its presence (with matching
     .bin sizes) means complete."""
@@ -333,6 +359,7 @@ def _install(tmp: Path, out: Path) -> None:
             os.rename(tmp, out)
             tmp.mkdir()  # so the caller's rmtree has something harmless to remove
             return
+        os.chmod(out, stat.S_IMODE(out.stat().st_mode) & stat.S_IMODE(tmp.stat().st_mode))
         old_meta = out / "meta.json"
         if old_meta.exists():
             old_meta.unlink()  # out is being replaced: stop it looking prepared first

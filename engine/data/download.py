@@ -13,13 +13,14 @@ import re
 import socket
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from http.client import HTTPException
 from pathlib import Path
 from typing import Callable
 
-from filelock import FileLock
 
 from engine.data.tokenizers import DataError, cache_root
+from engine.files import regular_lock
 
 Progress = Callable[[int, int], None]
 
@@ -86,7 +87,11 @@ def download(url: str, dest: Path, progress: Progress | None = None,
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create {dest.parent}: {e.strerror or e}") from None
-    with FileLock(str(dest) + ".lock"):
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(regular_lock(f"{dest}.lock", float("inf")))
+        except OSError as e:
+            raise DataError(f"cannot lock {dest}.lock: {e.strerror or e}") from None
         if dest.is_file():  # another process finished it while we waited
             return dest
         part = Path(str(dest) + ".part")

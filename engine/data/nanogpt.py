@@ -13,6 +13,7 @@ vocabulary can hold it (>= 50257).
 from __future__ import annotations
 
 import io
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,11 @@ def checkpoint_data_dirs(ckpt_path: Path, ck: dict[str, Any]) -> list[Path]:
     dataset = config.get("dataset")
     if not isinstance(dataset, str) or not dataset or "/" in dataset or dataset.startswith("."):
         return []
-    out_dir = Path(ckpt_path).resolve().parent
-    found = [base / "data" / dataset for base in (out_dir.parent, out_dir, Path.cwd())]
+    # a ckpt.pt that is a symlink: its own folder first, then its target's
+    out_dirs = dict.fromkeys([Path(os.path.abspath(ckpt_path)).parent,
+                              Path(ckpt_path).resolve().parent])
+    found = [base / "data" / dataset for out_dir in out_dirs
+             for base in (out_dir.parent, out_dir)] + [Path.cwd() / "data" / dataset]
     return [d for d in dict.fromkeys(found) if d.is_dir()]
 
 

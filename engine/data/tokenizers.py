@@ -18,12 +18,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from engine.config import ConfigError
+from engine.files import atomic_write
 
 EOT_TEXT = "<|endoftext|>"
 GPT2_EOT = 50256
@@ -228,12 +228,16 @@ def _remember(chosen: dict[str, Path]) -> None:
             target = dest / kind
             if target.exists() or src.resolve().parent == dest.resolve():
                 continue
-            fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{kind}.")
-            os.close(fd)
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, target)
+            atomic_write(target, _copier(src))  # the umask's mode, not mkstemp's 0600
     except OSError:
         pass  # a read-only cache only costs the convenience
+
+
+def _copier(src: Path):
+    def write(f) -> None:
+        with open(src, "rb") as s:
+            shutil.copyfileobj(s, f)
+    return write
 
 
 def offline_help() -> str:

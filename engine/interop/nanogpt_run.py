@@ -44,12 +44,14 @@ from engine.files import atomic_write_json
 from engine.interop.nanogpt_log import NanoGptLog, read_log
 from engine.model.checkpoint import (
     CKPT_FORMAT,
+    CheckpointError,
+    build_model,
     load_checkpoint,
     model_state,
     save_checkpoint,
 )
-from engine.model.gpt import GPT, GPTConfig
-from engine.runs import IMPORTED, RunDir, RunError, create_run, safe_part
+from engine.model.gpt import GPT
+from engine.runs import IMPORTED, RunDir, RunError, create_run, process_start_time, safe_part
 
 # TrainConfig keys whose nanoGPT value means something else (dataset is a name under
 # data/), or that nanoGPT does not have: set from what the import finds, never copied
@@ -85,7 +87,7 @@ def read_out_dir(path: Path, meta_path: Path | None = None, log_path: Path | Non
     ckpt = path / "ckpt.pt" if path.is_dir() else path
     if not ckpt.is_file():
         raise NanoGptImportError(f"{path}: no ckpt.pt (expected a nanoGPT out_dir or a .pt file)")
-    source = ckpt.resolve().parent
+    source = Path(os.path.abspath(ckpt)).parent  # a symlinked ckpt.pt: the folder it is in
     ck = load_checkpoint(ckpt)
     if not isinstance(ck.get("model_args"), dict):
         raise NanoGptImportError(f"{ckpt}: no model_args: not a nanoGPT checkpoint")
@@ -116,11 +118,9 @@ def read_out_dir(path: Path, meta_path: Path | None = None, log_path: Path | Non
 def _check_weights(ckpt: Path, ck: dict[str, Any]) -> tuple[GPT, tuple[int, int]]:
     """The weights load into nanotui's GPT (the same architecture and parameter names)."""
     try:
-        model = GPT(GPTConfig(**ck["model_args"]))
-        model.load_state_dict(model_state(ck))
-    except (TypeError, RuntimeError, KeyError) as e:
-        raise NanoGptImportError(f"{ckpt}: the weights do not fit nanoGPT's GPT: "
-                           f"{one_line(e, 200)}") from None
+        model = build_model(ck, ckpt)
+    except CheckpointError as e:
+        raise NanoGptImportError(str(e)) from None
     return model, (model.get_num_params(), model.get_num_params(False))
 
 
@@ -220,6 +220,21 @@ def checkpoint_state(run: NanoGptRun) -> dict[str, Any]:
             "config": run.config.to_dict(), "meta": run.meta}
 
 
+IMPORT_PREFIX = ".import-"   # RUNS/.import-<pid>-<random>/: an import being written
+
+
+def remove_stale_imports(runs_root: Path) -> list[Path]:
+    """Delete the work folders of imports whose process is gone (a `kill -9` mid-import
+    leaves a checkpoint's worth there); those of live imports are left alone."""
+    removed = []
+    for d in runs_root.glob(f"{IMPORT_PREFIX}*"):
+        pid = d.name[len(IMPORT_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or process_start_time(int(pid)) is None:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 def write_run(run: NanoGptRun, runs_root: Path, sweep: str) -> RunDir:
     """Write the run directory runs_root/sweep/name (RunError if it exists)."""
     if not safe_part(sweep):
@@ -228,7 +243,8 @@ def write_run(run: NanoGptRun, runs_root: Path, sweep: str) -> RunDir:
     if final.path.exists():
         raise RunError(f"run {final.id} already exists: pick another --sweep or --name")
     final.path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(dir=runs_root, prefix=".import-"))
+    remove_stale_imports(Path(runs_root))
+    tmp_root = Path(tempfile.mkdtemp(dir=runs_root, prefix=f"{IMPORT_PREFIX}{os.getpid()}-"))
     try:
         tmp = create_run(tmp_root, sweep, run.name, run.config, varied={}, exist_ok=False)
         if run.log is not None:

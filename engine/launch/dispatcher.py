@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ConfigError
+from engine.errors import UserError
 from engine.launch.child import child_env, module_command
 from engine.launch.estimate import estimate
 from engine.launch.executor import Executor, Placement
@@ -67,7 +68,11 @@ class Dispatcher:
 
     # -- the lock --
     def try_lock(self) -> bool:
-        f = open(self.runs_root / DISPATCH_LOCK, "a+")
+        try:
+            f = open(self.runs_root / DISPATCH_LOCK, "a+")
+        except OSError as e:  # a read-only share: nothing can be dispatched from here
+            raise UserError(f"cannot dispatch runs of {self.runs_root}: {e.strerror} "
+                            f"(status, plan and report still read it)") from None
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from engine.config import ConfigError
+from engine.errors import UserError
 from engine.experiments import (Experiments, ExperimentsError, LaunchOptions, RunSpec,
                                 load_experiments, validate_runs)
 from engine.launch.drift import config_drift, move_aside
@@ -55,9 +56,14 @@ def queue_lock(runs_root: Path, notice: Callable[[str], None] | None = None) -> 
     file, so that a wait longer than LOCK_NOTICE_S says who holds it (through `notice`,
     default stderr); the wait polls, so Ctrl-C ends it."""
     runs_root = Path(runs_root)
-    runs_root.mkdir(parents=True, exist_ok=True)
     path = runs_root / QUEUE_LOCK
-    with open(path, "a+") as f:
+    try:
+        runs_root.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+")
+    except OSError as e:  # a read-only share or a colleague's runs: views still work
+        raise UserError(f"cannot change {runs_root}: {e.strerror} (status, plan and "
+                        f"report still read it)") from None
+    with f:
         _wait_for_lock(f, path, notice)
         try:
             f.truncate(0)
@@ -110,9 +116,11 @@ def _wait_for_lock(f, path: Path, notice: Callable[[str], None] | None) -> None:
 def dispatcher_pid(runs_root: Path) -> int | None:
     """The pid of the dispatcher holding this runs directory, or None if none does."""
     path = Path(runs_root) / DISPATCH_LOCK
-    if not path.exists():
+    try:  # read-only: flock needs no write access, and a view may not create files
+        f = open(path)
+    except OSError:
         return None
-    with open(path, "a+") as f:
+    with f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

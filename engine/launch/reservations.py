@@ -30,7 +30,6 @@ worst a hostile user can do is hold memory for ttl_s).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -39,11 +38,12 @@ import tempfile
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import UserError, one_line
+from engine.files import LockTimeout, read_regular, read_regular_stat, regular_lock
 from engine.launch.executor import Placement
 from engine.launch.gpu import GpuSnapshot
 from engine.launch.placement import (
@@ -153,25 +153,17 @@ class Board:
         """flock on DIR/.lock opened read-only: any user can take it whoever created the
         file, and the file is never deleted (deleting lock files lets two holders in)."""
         ensure_dir(self.path)
-        try:
-            fd = os.open(self.path / ".lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o444)
-        except OSError as e:
-            raise UserError(f"cannot open {self.path}/.lock: {e.strerror}; set {ENV} "
-                            f"elsewhere") from None
-        try:
-            deadline = time.monotonic() + LOCK_TIMEOUT_S
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise UserError(f"{self.path}/.lock held for over "
-                                        f"{LOCK_TIMEOUT_S:.0f} s by another process") from None
-                    time.sleep(0.01)
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(regular_lock(self.path / ".lock", LOCK_TIMEOUT_S,
+                                                 shared_dir=True))
+            except LockTimeout:
+                raise UserError(f"{self.path}/.lock held for over {LOCK_TIMEOUT_S:.0f} s by "
+                                f"another process") from None
+            except OSError as e:
+                raise UserError(f"cannot open {self.path}/.lock: {e.strerror}; set {ENV} "
+                                f"elsewhere") from None
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     def read(self, now: float | None = None) -> list[Reservation]:
         """Live reservations (call under `locked`); our own dead ones are deleted."""
@@ -179,12 +171,11 @@ class Board:
         out = []
         for f in self.path.glob("*.json"):
             try:
-                with open(f, "rb", opener=_nofollow) as fh:
-                    raw = fh.read(MAX_FILE_BYTES + 1)
-                    owner = os.fstat(fh.fileno()).st_uid
+                raw, st = read_regular_stat(f, MAX_FILE_BYTES)
             except OSError:
-                continue
-            r = _parse(raw) if len(raw) <= MAX_FILE_BYTES else None
+                continue  # a FIFO, a link, a device, an oversized file: never waited on
+            owner = st.st_uid
+            r = _parse(raw)
             if r is not None and r.uid == owner and r.alive(now):
                 out.append(r)
             elif owner == os.getuid():
@@ -206,7 +197,7 @@ class Board:
     def started(self, path: Path, pid: int | None, create_time: float | None) -> None:
         """The trainer exists: from now on the reservation lives as long as it does."""
         try:
-            doc = json.loads(path.read_bytes())
+            doc = json.loads(read_regular(path, MAX_FILE_BYTES))
         except (OSError, ValueError):
             return
         doc.update(pid=pid, pid_create_time=create_time)
@@ -228,10 +219,6 @@ class Board:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-
-
-def _nofollow(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW)
 
 
 class SharedPlacer:

@@ -16,6 +16,7 @@ import torch
 from engine.config import TrainConfig, config_from_dict
 from engine.errors import UserError, one_line
 from engine.files import atomic_write
+from engine.model.gpt import GPT, GPTConfig
 
 CKPT_FORMAT = 1
 
@@ -41,6 +42,9 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
         raise CheckpointError(f"{path}: cannot load checkpoint ({one_line(e, 200)})") from None
     if not isinstance(ck, dict) or "model" not in ck or "model_args" not in ck:
         raise CheckpointError(f"{path}: not a nanotui checkpoint")
+    if not isinstance(ck["model"], dict) or not isinstance(ck["model_args"], dict):
+        raise CheckpointError(f"{path}: not a nanotui checkpoint (its model or model_args "
+                              f"is not a table of tensors)")
     return ck
 
 
@@ -62,3 +66,38 @@ def model_state(ck: dict[str, Any]) -> dict[str, Any]:
 
 def checkpoint_config(ck: dict[str, Any], source: str) -> TrainConfig:
     return config_from_dict(ck.get("config", {}), source=source)
+
+
+def build_model(ck: dict[str, Any], path: Path) -> GPT:
+    """The checkpoint's model with its weights loaded, on the CPU. model_args are checked
+    against the tensors' shapes on the meta device first (no memory), so a small file
+    claiming a huge model is refused before anything is allocated; weights that are not
+    finite (a diverged run) are refused too, since every output of them is NaN."""
+    try:
+        cfg = GPTConfig(**ck["model_args"])
+        with torch.device("meta"):
+            want = {k: tuple(v.shape) for k, v in GPT(cfg).state_dict().items()
+                    if not k.endswith(".attn.bias")}
+    except (TypeError, ValueError, RuntimeError, AssertionError) as e:
+        raise CheckpointError(f"{path}: its model_args do not make a model: "
+                              f"{one_line(e, 200)}") from None
+    state = model_state(ck)
+    have = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in state.items()}
+    if have != want:
+        bad = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        k = bad[0]
+        raise CheckpointError(f"{path}: checkpoint does not fit its model_args: {k} is "
+                              f"{have.get(k, 'missing')}, model_args make it "
+                              f"{want.get(k, 'absent')} ({len(bad)} tensors differ)")
+    nonfinite = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if nonfinite:
+        raise CheckpointError(f"{path}: weights are NaN or infinite ({nonfinite[0]} and "
+                              f"{len(nonfinite) - 1} more): the run diverged; use an earlier "
+                              f"checkpoint (best.pt) or a lower learning rate")
+    model = GPT(cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: checkpoint does not fit the model: "
+                              f"{one_line(e, 200)}") from None
+    return model

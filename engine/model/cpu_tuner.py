@@ -46,16 +46,16 @@ import hashlib
 import json
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import psutil
 import torch
-from filelock import FileLock
 
 from engine.errors import one_line
-from engine.files import atomic_write_json
+from engine.files import atomic_write_json, read_regular_json, regular_lock
 from engine.model import cpu_kernels, native
 from engine.model import device as dev
 from engine.model.gpt import GPT, GPTConfig
@@ -67,6 +67,7 @@ BUDGET_S = 8.0        # fewer timed rounds (never none) where the warm-up round 
 OVERRIDE_ENV = "NANOTUI_CPU_KERNEL"
 RETUNE_ENV = "NANOTUI_CPU_RETUNE"
 LOCK_TIMEOUT_S = 900  # a waiting run gives up after this (another run measuring that long is stuck)
+MAX_ENTRY_BYTES = 64 * 1024  # a cache entry is under 1 KB: anything longer is not one
 MEASURE_LOCK = "measuring.lock"   # in cpu-tuning/: one measurement at a time, whatever the key
 BUSY_CORES = 0.5      # cores other processes kept busy just before measuring: "busy" from here
 BUSY_SAMPLE_S = 0.3   # how long that is sampled
@@ -78,7 +79,7 @@ class Choice:
 
     path: str                   # cpu_kernels.PATHS
     dtype: torch.dtype
-    how: str                    # "measured" | "cached" | "override" | "single candidate"
+    how: str                    # "measured" | "cached" | "override" | "single candidate" | "untuned"
     why: str = ""               # the override's source, or what fixed the precision
     times_ms: dict[str, float] = field(default_factory=dict)  # "path/dtype": fastest step
     failed: dict[str, str] = field(default_factory=dict)      # "path/dtype": its error
@@ -183,8 +184,12 @@ def choose(cfg: GPTConfig, batch_size: int, dtype_setting: str = "auto",
         return Choice(cands[0][0], cands[0][1], how, why)
     key = cache_key(cfg, batch_size, dtype_setting, cands)
     file = cache_path(key)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(file) + ".lock", timeout=LOCK_TIMEOUT_S):
+    with ExitStack() as locks:
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            locks.enter_context(regular_lock(f"{file}.lock", LOCK_TIMEOUT_S))
+        except OSError as e:  # a cache folder that is a file, a planted link or FIFO
+            return untuned(cands, why, f"tuning cache unusable ({one_line(e)})", log)
         cached = None if os.environ.get(RETUNE_ENV) == "1" else read_entry(file, key)
         if cached is not None:
             cached.why = why
@@ -192,10 +197,13 @@ def choose(cfg: GPTConfig, batch_size: int, dtype_setting: str = "auto",
         if log is not None:
             log(f"timing {len(cands)} CPU attention paths/precisions for this shape "
                 f"(once per machine; cached in {file.parent})")
-        with FileLock(str(file.parent / MEASURE_LOCK), timeout=LOCK_TIMEOUT_S):
-            busy, began = busy_cores(), time.time()
-            times, failed = measure(cfg, batch_size, cands, steps or tune_steps())
-            ended = time.time()
+        try:
+            locks.enter_context(regular_lock(file.parent / MEASURE_LOCK, LOCK_TIMEOUT_S))
+        except OSError as e:
+            return untuned(cands, why, f"tuning lock unusable ({one_line(e)})", log)
+        busy, began = busy_cores(), time.time()
+        times, failed = measure(cfg, batch_size, cands, steps or tune_steps())
+        ended = time.time()
         ok = [c for c in cands if label(*c) in times]
         if not ok:
             raise ValueError("every CPU attention path failed: " + "; ".join(
@@ -208,15 +216,30 @@ def choose(cfg: GPTConfig, batch_size: int, dtype_setting: str = "auto",
                  "times_ms": times, "failed": failed, "measured_layers": choice.measured_layers,
                  "measured_at": choice.measured_at, "pid": os.getpid(), "busy_cores": busy,
                  "measured_s": [round(began, 3), round(ended, 3)]}
-        atomic_write_json(file, entry)
+        try:
+            atomic_write_json(file, entry)
+        except OSError as e:  # measured, just not kept: the next run measures again
+            if log is not None:
+                log(f"CPU tuning not cached: {one_line(e)}")
         return choice
+
+
+def untuned(cands: list[tuple[str, torch.dtype]], why: str, reason: str,
+            log: Callable[[str], None] | None) -> Choice:
+    """The choice where the cache cannot be used safely: not measured (measuring beside
+    another run's measurement would time its work too), fp32 where it is a candidate and
+    the first path in order of preference."""
+    path, dtype = next((c for c in cands if c[1] == torch.float32), cands[0])
+    if log is not None:
+        log(f"CPU attention not tuned: {reason}")
+    return Choice(path, dtype, "untuned", "; ".join(x for x in (why, reason) if x))
 
 
 def read_entry(file: Path, key: dict) -> Choice | None:
     """The cached choice for `key`, or None when there is none or it does not fit (another
     key's file, a damaged or older-format file: measured again and replaced)."""
     try:
-        d = json.loads(file.read_text())
+        d = read_regular_json(file, MAX_ENTRY_BYTES)
         if d["key"] != key or d["path"] not in cpu_kernels.PATHS or d["dtype"] not in dev.DTYPES:
             return None
         times = {str(k): float(v) for k, v in d["times_ms"].items()}

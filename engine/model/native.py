@@ -26,13 +26,14 @@ import ctypes
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 
+from engine.files import regular_lock
 from engine.model.device import cpu_signature, emulated_cpu_class
 
 CSRC = Path(__file__).parent / "csrc"  # every .cpp there goes into one library
@@ -103,12 +104,12 @@ def build(cxx: str | None = None) -> Path:
         " ".join(compile_flags()), _compiler_version(cxx), cpu_signature(),
         omp or "serial"])).hexdigest()[:16]
     out = cache_dir() / f"kernels-{key}.so"
-    if out.exists():
+    if _is_built(out):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     # one build at a time per key: a sweep's runs starting together wait for the first
-    with FileLock(str(out) + ".lock", timeout=600):
-        if out.exists():
+    with regular_lock(f"{out}.lock", 600):
+        if _is_built(out):
             return out
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             lib = Path(tmp) / out.name
@@ -124,6 +125,15 @@ def build(cxx: str | None = None) -> Path:
                     raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr.strip()[-2000:]}")
             os.replace(lib, out)
     return out
+
+
+def _is_built(lib: Path) -> bool:
+    """A library already built there: a regular file (a FIFO or a link planted in the
+    cache is rebuilt over, never loaded)."""
+    try:
+        return stat.S_ISREG(os.lstat(lib).st_mode)
+    except OSError:
+        return False
 
 
 def load() -> ctypes.CDLL | None:

@@ -109,16 +109,18 @@ def points(records: list[dict[str, Any]], axes: RunAxes) -> list[Point | None]:
     """Each record (train and eval mixed, in file order) on every x axis; None for a
     record without an iteration."""
     clock = TrainClock()
-    out: list[Point | None] = []
-    for r in records:
-        it = _num(r.get("iter"))
-        t = clock.add(r)
-        if it is None:
-            out.append(None)
-            continue
-        tok = axes.tokens(r)
-        out.append(Point(it, tok, t, axes.flops(tok)))
-    return out
+    return [point(r, clock, axes) for r in records]
+
+
+def point(rec: dict[str, Any], clock: TrainClock, axes: RunAxes) -> Point | None:
+    """One record on every x axis, `clock` fed every record in file order (a streaming
+    reader keeps one clock and thins what it keeps afterwards)."""
+    it = _num(rec.get("iter"))
+    t = clock.add(rec)
+    if it is None:
+        return None
+    tok = axes.tokens(rec)
+    return Point(it, tok, t, axes.flops(tok))
 
 
 def _num(x: Any) -> float | None:

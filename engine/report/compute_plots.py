@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.files import save_png
 from engine.report.compute import frontier, lower_envelope
 from engine.report.plots import DPI, _fig, _human, _legend, _plt, ordered_colors
 from engine.report.summary import RunSummary
@@ -66,7 +67,7 @@ def loss_vs_axis(summaries: list[RunSummary], axis: str, title: str, path: Path)
     ax.set_ylabel("val loss (nats/token)")
     ax.set_title(title)
     _legend(ax, n=len(curves) + 1, title="run (params)")
-    fig.savefig(path, dpi=DPI)
+    save_png(fig, path, DPI)
     plt.close(fig)
     return path
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.files import save_png
 from engine.report.course import Member, Stat, same_params
 from engine.report.summary import MIN_WORDS
 from engine.report.plots import DPI, _human, _log_x, _plt, ordered_colors
@@ -136,7 +137,7 @@ def training_curves(members: list[Member], key: str | None, title: str, path: Pa
     late.yaxis.set_minor_formatter(NullFormatter())
     _curves_legend(late, members, colors, key)
     fig.suptitle(title)
-    fig.savefig(path, dpi=DPI)
+    save_png(fig, path, DPI)
     plt.close(fig)
     return path
 
@@ -227,6 +228,6 @@ def versus(members: list[Member], key: str | None, decoding: tuple | None, title
                           textcoords="offset points", xytext=(-8, 6) if last else (8, 6),
                           ha="right" if last else "left", fontsize=10)
     fig.suptitle(title)
-    fig.savefig(path, dpi=DPI)
+    save_png(fig, path, DPI)
     plt.close(fig)
     return path

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.report.course import Stat, label_of
+from engine.files import save_png
 from engine.report.summary import RunSummary, diversity
 from engine.report.tables import group_value, natural_key
 
@@ -135,7 +136,7 @@ def loss_curves(summaries: list[RunSummary], x: str, title: str, path: Path,
         ax.set_xlabel("iteration (optimizer steps)")
     ax.set_ylabel("cross-entropy loss (nats/token)")
     ax.set_title(title)
-    fig.savefig(path, dpi=DPI)
+    save_png(fig, path, DPI)
     plt.close(fig)
     return path
 
@@ -238,7 +239,7 @@ def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | N
     ax.set_title(title + ("" if fitted else "\n(no fit: see the report for why)"))
     _log_y_ticks(ax, [lo, hi])
     _legend(ax, n=len(groups) + 6, title=group_by or "sweep")
-    fig.savefig(path, dpi=DPI)
+    save_png(fig, path, DPI)
     plt.close(fig)
     return path
 
@@ -299,7 +300,7 @@ def diversity_vs_params(summaries: list[RunSummary], decoding: tuple | None, lab
     ax.set_title("Sample diversity vs model size" + (" (mean ± sd over seeds)" if seeded else "")
                  + f"\n({label})")
     _legend(ax, title="metric")
-    fig.savefig(path, dpi=DPI)
+    save_png(fig, path, DPI)
     plt.close(fig)
     return path
 

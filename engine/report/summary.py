@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ConfigError, TrainConfig
+from engine.jsonl import Thinned
 from engine.model.arithmetic import PARAM_CONVENTIONS, model_vocab, param_count, param_counts
 from engine.report.compute import METHODS as COMPUTE_METHODS
-from engine.report.compute import Point, RunAxes, points, run_axes
+from engine.report.compute import Point, RunAxes, point, run_axes
+from engine.train.control import TrainClock
 from engine.report.meta import find_meta
 from engine.report.reading import RunReading, read_run
 from engine.runs import RunDir
@@ -27,6 +29,7 @@ LN2 = math.log(2)
 DIVERSITY_KEYS = ("ttr", "mattr", "distinct_1", "distinct_2", "distinct_3", "repetition_4", "words")
 OVERFIT_RISE = 0.01        # val must end >1% above its best to count as overfitting
 DEGENERATE_REPETITION = 0.30
+MAX_TRAIN_POINTS = 4000  # train records kept per run (Thinned: at most twice this)
 MIN_WORDS = 200  # TTR of fewer words per run swings with the sample: flagged, not compared
 
 METHODS = {
@@ -178,13 +181,33 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
         varied = {}
     s = RunSummary(run=run, state=reading.state, reason=reading.reason or None, config=cfg,
                    varied=varied)
-    metrics = run.read_metrics()
-    s.evals = sorted((r for r in metrics if r.get("kind") == "eval" and _num(r.get("val_loss")) is not None),
-                     key=lambda r: r.get("iter", 0))
-    s.trains = sorted((r for r in metrics if r.get("kind") == "train"), key=lambda r: r.get("iter", 0))
+    # one pass over metrics.jsonl, a chunk at a time: every eval, the train records thinned
+    # to what a figure can show (a million-step run would otherwise take gigabytes)
+    # Each record is put on every x axis (engine.report.compute) as it streams by, so the
+    # training clock sums every step even where the train curve is thinned.
+    meta, meta_src = find_meta(cfg, status, runs_root)
+    s.axes = run_axes(run, runs_root, cfg, status, (meta, meta_src)) if cfg else RunAxes()
+    clock = TrainClock()
+    evals, trains, last_t = [], Thinned(MAX_TRAIN_POINTS), None
+    eval_points: list[tuple[dict[str, Any], Point]] = []
+    last_train: Point | None = None
+    for r in run.metrics_tail().iter_new():
+        pt = point(r, clock, s.axes)
+        if r.get("kind") == "eval" and _num(r.get("val_loss")) is not None:
+            evals.append(r)
+            if pt is not None:
+                eval_points.append((r, pt))
+        elif r.get("kind") == "train":
+            trains.add(r)
+            if pt is not None and (last_train is None or pt.iter >= last_train.iter):
+                last_train = pt
+        t = _num(r.get("t"))
+        if t is not None and (last_t is None or t > last_t):
+            last_t = t
+    s.evals = sorted(evals, key=lambda r: r.get("iter", 0))
+    s.trains = sorted(trains.result(), key=lambda r: r.get("iter", 0))
     s.samples = run.read_samples()
     s.temperature_samples = run.read_temperature_samples()
-    meta, meta_src = find_meta(cfg, status, runs_root)
     _params(s, reading, status, meta)
     _losses(s, reading)
     _bits_per_char(s, status, meta, meta_src)
@@ -194,22 +217,16 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
         s.busy_cores = _num(load.get("busy_cores"))
     s.precision = status.get("dtype") if isinstance(status.get("dtype"), str) else None
     s.attention = status.get("cpu_attention") if isinstance(status.get("cpu_attention"), str) else None
-    s.wall_s = _wall_seconds(status, metrics)
-    _compute(s, run, runs_root, status, metrics, (meta, meta_src))
+    s.wall_s = _wall_seconds(status, last_t)
+    _compute(s, eval_points, last_train)
     return s
 
 
-def _compute(s: RunSummary, run: RunDir, runs_root: Path, status: dict[str, Any],
-             metrics: list[dict[str, Any]], meta: tuple[dict | None, str]) -> None:
+def _compute(s: RunSummary, eval_points: list[tuple[dict[str, Any], Point]],
+             last: Point | None) -> None:
     """Training FLOPs, training time, tokens per parameter and bits per byte, from the
     one home of the axes (engine.report.compute)."""
-    s.axes = run_axes(run, runs_root, s.config, status, meta) if s.config else RunAxes()
-    pts = points(metrics, s.axes)
-    evals = [(r, p) for r, p in zip(metrics, pts) if p is not None and r.get("kind") == "eval"
-             and _num(r.get("val_loss")) is not None]
-    s.eval_points = [p for _, p in sorted(evals, key=lambda e: e[0].get("iter", 0))]
-    trained = [p for r, p in zip(metrics, pts) if p is not None and r.get("kind") == "train"]
-    last = max(trained, key=lambda p: p.iter) if trained else None
+    s.eval_points = [p for _, p in sorted(eval_points, key=lambda e: e[0].get("iter", 0))]
     s.tokens_trained = last.tokens if last else None
     s.train_time_s = last.time if last else None
     s.train_flops = s.axes.flops(s.tokens_trained)
@@ -289,14 +306,13 @@ def _bits_per_char(s: RunSummary, status: dict[str, Any], meta: dict | None, met
         s.perplexity = math.exp(s.best_val)
 
 
-def _wall_seconds(status: dict[str, Any], metrics: list[dict[str, Any]]) -> float | None:
+def _wall_seconds(status: dict[str, Any], last_t: float | None) -> float | None:
     started, ended = _num(status.get("started_at")), _num(status.get("ended_at"))
     if started is None:
         return None
     if ended is not None:
         return ended - started
-    ts = [t for t in (_num(r.get("t")) for r in metrics) if t is not None]
-    return (max(ts) - started) if ts else None
+    return (last_t - started) if last_t is not None else None
 
 
 # ---- diversity and excerpts ------------------------------------------------------------

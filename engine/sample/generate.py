@@ -22,20 +22,21 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
-from engine.config import ConfigError, SamplingConfig, TrainConfig
+from engine.config import ConfigError, SamplingConfig, TrainConfig, check_prompts
 from engine.data.nanogpt import checkpoint_meta
 from engine.data.tokenizers import DataError, from_meta
 from engine.errors import UserError, one_line
 from engine.model import device as dev
 from engine.model.checkpoint import (
     CheckpointError,
+    build_model,
     checkpoint_config,
     load_checkpoint,
-    model_state,
 )
-from engine.model.gpt import GPT, GPTConfig
+from engine.model.gpt import GPT
 from engine.sample.metrics import eval_metrics, text_metrics
 from engine.sample.options import add_sample_arguments
+from engine.text import safe_text
 
 
 class Tokenizer(Protocol):
@@ -62,6 +63,7 @@ def generate_samples(model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], n
     top_k, top_p, seed, max_new_tokens, text (prompt + continuation), completion (the
     continuation) and metrics (engine.sample.metrics.text_metrics of the completion). Prompt
     characters the vocabulary lacks are left out (text shows the prompt the model saw)."""
+    check_prompts(list(prompts), "prompt")
     device = next(model.parameters()).device
     out = []
     for prompt in prompts:
@@ -133,11 +135,7 @@ def load_model(run_dir_or_ckpt: str | Path, device: str = "auto",
     path = checkpoint_path(run_dir_or_ckpt, checkpoint)
     dv = dev.resolve_device(device)
     ck = load_checkpoint(path, map_location="cpu")  # then .to(dv) below
-    try:
-        model = GPT(GPTConfig(**ck["model_args"]))
-        model.load_state_dict(model_state(ck))
-    except (TypeError, RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{path}: checkpoint does not fit the model: {one_line(e, 200)}") from None
+    model = build_model(ck, path)
     model.to(dv).eval()
     cfg = None
     try:
@@ -198,10 +196,10 @@ def sample_command(target: Path, args: argparse.Namespace) -> int:
     print(f"# {loaded.path} (iter {loaded.iter_num})")
     for x in samples:
         m = x["metrics"]
-        print(f"--- prompt {x['prompt']!r} seed {x['seed']} · words {m['words']} ttr {m['ttr']:.3f} "
+        print(f"--- prompt {safe_text(x['prompt'])!r} seed {x['seed']} · words {m['words']} ttr {m['ttr']:.3f} "
               f"mattr {m['mattr']:.3f} distinct_2 {m['distinct_2']:.3f} "
               f"repetition_4 {m['repetition_4']:.3f}")
-        print(x["text"])
+        print(safe_text(x["text"]))  # a model can write escape sequences
     print(f"--- all samples: ttr {summary['ttr']:.3f} distinct_1 {summary['distinct_1']:.3f} "
           f"distinct_2 {summary['distinct_2']:.3f} distinct_3 {summary['distinct_3']:.3f} "
           f"repetition_4 {summary['repetition_4']:.3f}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
+
+from engine.text import safe_text
 from textual.widgets import Static
 
 from tui.store import latest_samples
@@ -30,9 +32,10 @@ def render_sample(s: dict[str, Any], with_prompt: bool = True) -> Text:
         out.append(f" · top-k {k}", style="dim")
     out.append("\n")
     out.append(scores_line(s.get("metrics")) + "\n", style="cyan")
+    prompt, text = safe_text(str(s.get("prompt", ""))), safe_text(str(s.get("text", "")))
     if with_prompt:
-        out.append(str(s.get("prompt", "")), style="bold underline")
-    out.append(str(s.get("text", "")).removeprefix(str(s.get("prompt", "")) if with_prompt else ""))
+        out.append(prompt, style="bold underline")
+    out.append(text.removeprefix(prompt) if with_prompt else text)
     out.append("\n")
     return out
 
