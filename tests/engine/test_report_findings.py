@@ -133,14 +133,23 @@ def drawn(tmp_path_factory):
     from matplotlib.figure import Figure
     tmp = tmp_path_factory.mktemp("drawn")
     depth_runs(tmp / "runs")
+    import engine.files
     figs: dict[str, Figure] = {}
-    save = Figure.savefig
+    save, write_atomically = Figure.savefig, engine.files.atomic_write
+    pending: list[Figure] = []
 
-    def keep(self, fname, *a, **kw):
-        figs[Path(fname).name] = self
+    def keep(self, fname, *a, **kw):  # PNGs are written atomically: into a temporary file
+        pending.append(self)
         return save(self, fname, *a, **kw)
+
+    def named(path, write, *a, **kw):  # ... whose final name is the path written
+        out = write_atomically(path, write, *a, **kw)
+        if pending:
+            figs[Path(path).name] = pending.pop()
+        return out
     mp = pytest.MonkeyPatch()
     mp.setattr(Figure, "savefig", keep)
+    mp.setattr(engine.files, "atomic_write", named)
     try:
         write_report(tmp / "runs", ["depth"], tmp / "out")
     finally:
