@@ -41,6 +41,7 @@ from engine.runs import RunDir, process_matches
 from engine.train.provenance import provenance
 from engine.train.control import (  # noqa: F401  (TIMING_WARMUP_STEPS: part of the contract)
     TIMING_WARMUP_STEPS, SetupStopped, StepTimer, Stop, stop_setup)
+from engine.train.threads import Governor
 from engine.train.trainer import Trainer, TrainError, get_lr, load_data
 
 
@@ -72,7 +73,10 @@ class TrainingRun:
             raise TrainError(f"dtype = 'bfloat16': {dev.device_name(self.device)} has no bf16 support")
         train_data, val_data, self.meta = load_data(self.cfg)
         vocab = model_vocab(self.cfg, self.meta)
-        self.trainer = Trainer(self.cfg, train_data, val_data, vocab, self.device, log=log)
+        # on CPU the thread count follows the cores other processes leave free (threads.py)
+        threads = Governor(self.cfg.cpu_threads) if self.device.type == "cpu" else None
+        self.trainer = Trainer(self.cfg, train_data, val_data, vocab, self.device, log=log,
+                               threads=threads)
         self.dtype = self.trainer.dtype  # on CPU measured with the attention path (cpu_tuner)
         self.ckpt: dict[str, Any] | None = None
         if resume and run.ckpt_path.exists():
@@ -110,8 +114,20 @@ class TrainingRun:
         return state
 
     # -- one eval --
+    def follow_load(self) -> None:
+        """On CPU: fewer or more threads when other processes' load has changed (at most
+        once per threads.SETTLE_S); the change is logged and goes to status.json."""
+        threads = self.trainer.threads
+        if threads is None:
+            return
+        line = threads.check()
+        if line is not None:
+            self.log("CPU threads: " + line)
+            self.status(force=True, **threads.status())
+
     def evaluate(self) -> dict[str, float]:
         t = self.trainer
+        self.follow_load()
         t0 = time.time()
         losses = t.estimate_loss()
         it = t.iter_num
@@ -198,6 +214,7 @@ class TrainingRun:
             it = t.iter_num
             if it % cfg.log_interval == 0 or self.stop.requested or it >= cfg.max_iters:
                 self._log_step(it, loss.item(), lr)  # .item() synchronises: timings are real
+                self.follow_load()
 
     def _announce(self) -> None:
         """Mark the run running (with this process, device and provenance) and say so."""
@@ -212,6 +229,7 @@ class TrainingRun:
             params=t.model.get_num_params(), params_total=t.model.get_num_params(False),
             iter=t.iter_num, max_iters=cfg.max_iters, best_val_loss=_none_if_inf(t.best_val_loss),
             best_iter=t.best_iter, compile="off", tok_s=None, mfu=None, eta_s=None,
+            **(t.threads.status() if t.threads else {"cpu_threads": None, "cpu_threads_why": None}),
             provenance=provenance(self.device_name))
         self.log(f"{run.id}: {t.model.get_num_params():,} params, device {self.device} "
                  f"({self.device_name}), dtype {dev.dtype_name(self.dtype)}, "
@@ -253,6 +271,8 @@ class TrainingRun:
         return self.finish("stopped", "stopped by signal", 0)
 
     def finish(self, state: str, reason: str | None, code: int) -> int:
+        if self.trainer.threads is not None:
+            self.trainer.threads.close()  # its cores are free for our other runs
         progress = dict(self.status_pending, iter=self.trainer.iter_num)
         timer = getattr(self, "timer", None)
         if timer is not None and timer.times:
