@@ -74,7 +74,10 @@ class TrainingRun:
         train_data, val_data, self.meta = load_data(self.cfg)
         vocab = model_vocab(self.cfg, self.meta)
         # on CPU the thread count follows the cores other processes leave free (threads.py)
-        threads = Governor(self.cfg.cpu_threads) if self.device.type == "cpu" else None
+        try:
+            threads = Governor(self.cfg.cpu_threads) if self.device.type == "cpu" else None
+        except ValueError as e:  # a bad NANOTUI_CPU_THREADS
+            raise TrainError(str(e)) from None
         self.trainer = Trainer(self.cfg, train_data, val_data, vocab, self.device, log=log,
                                threads=threads)
         self.dtype = self.trainer.dtype  # on CPU measured with the attention path (cpu_tuner)
