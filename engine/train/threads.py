@@ -198,8 +198,12 @@ class Sample:
     own: float
 
 
+def now() -> float:
+    return time.monotonic()
+
+
 def sample() -> Sample:
-    return Sample(time.monotonic(), _busy_s(affinity_cores()), _own_s())
+    return Sample(now(), _busy_s(affinity_cores()), _own_s())
 
 
 def others_busy(a: Sample, b: Sample) -> float | None:
@@ -232,8 +236,8 @@ class Governor:
             self._apply(self.fixed, self.fixed_why)
             return self.line()
         time.sleep(SAMPLE_S)
-        now = sample()
-        self.others, self.last = others_busy(self.last, now), now
+        latest = sample()
+        self.others, self.last = others_busy(self.last, latest), latest
         n, why = auto_threads(len(self.cores), self.others, our_cpu_runs(), None, omp_ceiling())
         self._apply(n, why)
         return self.line()
@@ -241,12 +245,10 @@ class Governor:
     def check(self) -> str | None:
         """Look at the load since the last look (once SETTLE_S have passed); a changed count
         is applied and its line returned, else None."""
-        if self.fixed is not None:
-            return None
-        now = sample()
-        if now.at - self.last.at < self.settle_s:
-            return None
-        self.others, self.last = others_busy(self.last, now), now
+        if self.fixed is not None or now() - self.last.at < self.settle_s:
+            return None  # between windows a check costs a clock read (it runs every step)
+        latest = sample()
+        self.others, self.last = others_busy(self.last, latest), latest
         n, why = auto_threads(len(self.cores), self.others, our_cpu_runs(), self.threads, omp_ceiling())
         if n == self.threads:
             self.why = why

@@ -67,6 +67,7 @@ class FakeMachine:
 def test_a_run_gives_a_core_up_when_another_process_takes_it_and_takes_it_back(monkeypatch):
     m = FakeMachine(2)
     monkeypatch.setattr(threads, "sample", m.sample)
+    monkeypatch.setattr(threads, "now", lambda: m.at)
     monkeypatch.setattr(threads, "affinity_cores", lambda: [0, 1])
     monkeypatch.setattr(threads, "SAMPLE_S", 0.0)
     gov = threads.Governor()
@@ -88,6 +89,7 @@ def test_a_run_gives_a_core_up_when_another_process_takes_it_and_takes_it_back(m
 def test_a_burst_shorter_than_the_window_changes_nothing(monkeypatch):
     m = FakeMachine(2)
     monkeypatch.setattr(threads, "sample", m.sample)
+    monkeypatch.setattr(threads, "now", lambda: m.at)
     monkeypatch.setattr(threads, "affinity_cores", lambda: [0, 1])
     monkeypatch.setattr(threads, "SAMPLE_S", 0.0)
     gov = threads.Governor()
@@ -113,7 +115,7 @@ def test_the_count_is_shared_with_our_other_cpu_runs_on_the_machine(tmp_path):
         threads.unregister(mine)
         assert threads.our_cpu_runs() == 1   # the child
     finally:
-        child.communicate("\n", timeout=30)
+        child.communicate("\n", timeout=180)  # a loaded box takes its time to exit
     assert threads.our_cpu_runs() == 1       # none left: the caller counts itself
     assert not list(Path(os.environ[threads.REGISTRY_ENV]).iterdir())
 
