@@ -27,14 +27,13 @@ more than the cores, each with at most its share of them as threads.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from dataclasses import dataclass
 
 from engine.launch.executor import Placement
 from engine.launch.gpu import GpuSnapshot
 from engine.runs import RunError
-from engine.train.threads import affinity_cores
+from engine.train.threads import SHARE_ENV, affinity_cores
 
 
 class PlacementError(RunError):
@@ -124,14 +123,11 @@ def cpu_run_limit(max_cpu_runs: int) -> int:
 
 
 def cpu_env(max_cpu_runs: int) -> dict[str, str]:
-    """Hide the cards and share the cores between the concurrent CPU runs: each run's share
-    is its ceiling (OMP_NUM_THREADS); below it, the run follows the cores that other
-    processes leave free (engine/train/threads.py)."""
-    threads = max(1, len(affinity_cores()) // cpu_run_limit(max_cpu_runs))
-    env = {"CUDA_VISIBLE_DEVICES": ""}
-    if "OMP_NUM_THREADS" not in os.environ:
-        env["OMP_NUM_THREADS"] = str(threads)
-    return env
+    """Hide the cards and share the cores between the concurrent CPU runs: each run starts
+    with at most its share; from then on it follows the cores other processes leave free
+    and the number of our CPU runs alive (engine/train/threads.py)."""
+    share = max(1, len(affinity_cores()) // cpu_run_limit(max_cpu_runs))
+    return {"CUDA_VISIBLE_DEVICES": "", SHARE_ENV: str(share)}
 
 
 def _cpu(active: list[ActiveRun], policy: Policy, need: int) -> Placement | None:

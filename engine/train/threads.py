@@ -13,7 +13,8 @@ The choice (`choose`):
   - auto: the cores of this process's affinity mask, minus the cores other processes keep
     busy (a core counts as theirs when they use half of it or more), at least 1, and never
     more than the cores divided by our CPU runs on the machine (the registry below) nor
-    than OMP_NUM_THREADS where it is set (the dispatcher's share, or the user's word).
+    than OMP_NUM_THREADS where it is set (the user's word); at start, not more than the
+    share of the cores the dispatcher gave the run either (NANOTUI_CPU_SHARE).
 
 Followed (`Governor.check`, at every eval and log point): the load of other processes is
 measured over the time since the last look (the CPU time of this process's cores minus
@@ -43,6 +44,7 @@ import torch
 
 ENV = "NANOTUI_CPU_THREADS"
 REGISTRY_ENV = "NANOTUI_CPU_RUNS_DIR"
+SHARE_ENV = "NANOTUI_CPU_SHARE"   # the dispatcher's share of the cores for this run, at start
 DOWN_BUSY = 0.5     # a core others use this much of is theirs: give it up
 UP_BUSY = 0.3       # take a core back only when others use less than this of it
 SETTLE_S = 5.0      # the shortest window a change is decided on
@@ -70,9 +72,16 @@ def fixed_threads(config_value: str | int) -> tuple[int | None, str]:
     return None, ""
 
 
-def omp_ceiling() -> int | None:
-    raw = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    return int(raw) if raw.isdigit() and int(raw) > 0 else None
+def omp_ceiling(starting: bool = False) -> int | None:
+    """OMP_NUM_THREADS (the user's word: always a ceiling) and, at start only, the share the
+    dispatcher gave this run (its other runs may not have registered yet; later the
+    registry says how many there are, so a run left alone takes the cores back)."""
+    found = []
+    for var in ("OMP_NUM_THREADS", SHARE_ENV) if starting else ("OMP_NUM_THREADS",):
+        raw = os.environ.get(var, "").split(",")[0].strip()
+        if raw.isdigit() and int(raw) > 0:
+            found.append(int(raw))
+    return min(found) if found else None
 
 
 def auto_threads(cores: int, others: float | None, our_runs: int, current: int | None = None,
@@ -94,7 +103,7 @@ def auto_threads(cores: int, others: float | None, our_runs: int, current: int |
     if our_runs > 1:
         parts.append(f"{our_runs} nanotui CPU runs share them")
     if ceiling and ceiling < share:
-        parts.append(f"OMP_NUM_THREADS={ceiling}")
+        parts.append(f"at most {ceiling} by OMP_NUM_THREADS or the dispatcher's share")
     n = max(1, min(n, cap))
     return n, ", ".join(parts)
 
@@ -238,7 +247,7 @@ class Governor:
         time.sleep(SAMPLE_S)
         latest = sample()
         self.others, self.last = others_busy(self.last, latest), latest
-        n, why = auto_threads(len(self.cores), self.others, our_cpu_runs(), None, omp_ceiling())
+        n, why = auto_threads(len(self.cores), self.others, our_cpu_runs(), None, omp_ceiling(True))
         self._apply(n, why)
         return self.line()
 

@@ -106,8 +106,8 @@ def test_cpu_runs_never_outnumber_the_cores_nor_their_threads_the_cores(monkeypa
     policy = Policy(max_cpu_runs=4)
     one = [ActiveRun("a", None, GIB, NOW, 1)]
     two = one + [ActiveRun("b", None, GIB, NOW, 2)]
-    assert choose(GIB, [], one, policy).env["OMP_NUM_THREADS"] == "1"
+    assert choose(GIB, [], one, policy).env["NANOTUI_CPU_SHARE"] == "1"
     assert choose(GIB, [], two, policy) is None  # a third run would share a core
-    assert choose(GIB, [], [], Policy(max_cpu_runs=1)).env["OMP_NUM_THREADS"] == "2"
+    assert choose(GIB, [], [], Policy(max_cpu_runs=1)).env["NANOTUI_CPU_SHARE"] == "2"
     assert "CPU: at most 2 at a time (max_cpu_runs = 4, capped at the cores)" in \
         placement.describe_policy(policy)

@@ -86,6 +86,27 @@ def test_a_run_gives_a_core_up_when_another_process_takes_it_and_takes_it_back(m
     assert torch.get_num_threads() == 2
 
 
+def test_the_dispatchers_share_holds_at_start_and_the_users_omp_num_threads_always(monkeypatch):
+    """Runs the dispatcher starts together may not have registered yet when one chooses:
+    the share it was given holds at start; alone later, the run takes the cores back.
+    OMP_NUM_THREADS is the user's word and holds throughout."""
+    m = FakeMachine(2)
+    monkeypatch.setattr(threads, "sample", m.sample)
+    monkeypatch.setattr(threads, "now", lambda: m.at)
+    monkeypatch.setattr(threads, "affinity_cores", lambda: [0, 1])
+    monkeypatch.setattr(threads, "SAMPLE_S", 0.0)
+    monkeypatch.setenv(threads.SHARE_ENV, "1")
+    gov = threads.Governor()
+    m.run(0.3, others=0.0, ours=0.0)
+    assert gov.start() == ("1 thread (2 cores, other processes keep 0.0 busy, "
+                           "at most 1 by OMP_NUM_THREADS or the dispatcher's share)")
+    m.run(6.0, others=0.0, ours=1.0)
+    assert gov.check() == "2 threads (2 cores, other processes keep 0.0 busy)"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    m.run(6.0, others=0.0, ours=2.0)
+    assert gov.check().startswith("1 thread (") and gov.threads == 1
+
+
 def test_a_burst_shorter_than_the_window_changes_nothing(monkeypatch):
     m = FakeMachine(2)
     monkeypatch.setattr(threads, "sample", m.sample)
