@@ -27,8 +27,15 @@ after --warmup rounds. Variants:
   ours        nanotui's real step: engine.train.trainer.Trainer.train_step, the code path of
               `python -m engine.train`, with dtype auto and the attention path and precision
               its tuner picks (engine/model/cpu_tuner.py: measured once, cached; the pick is
-              printed under each row; --retune measures again), in a process set up as
-              engine.train.process sets itself up (device.keep_freed_memory).
+              printed under each row; --retune measures again), its threads following the
+              free cores (engine/train/threads.py, checked after every step as a run does at
+              its log points), in a process set up as engine.train.process sets itself up
+              (device.keep_freed_memory).
+  ours-allcores  `ours` with as many threads as cores whatever the load: what a run did
+              before its threads followed the free cores.
+  ours-passive, ours-spin  `ours-allcores` with OpenMP's threads sleeping at once while
+              they wait (OMP_WAIT_POLICY=PASSIVE) or after a short spin (GOMP_SPINCOUNT=
+              10000 instead of libgomp's 300000): what a wait policy costs and saves.
   nanogpt-tuned  nanoGPT's step in a process with nanotui's allocator setting: what that
               setting alone gives, so it is not mistaken for model-code speed.
   ours-plain  nanotui with the CPU fast paths off (SDPA attention, torch dropout, no fused
@@ -39,6 +46,11 @@ after --warmup rounds. Variants:
 Besides wall-clock tokens/s, the CPU time of each step (time.process_time, all threads)
 is compared: on a shared machine wall time also measures the other tenants, CPU time
 much less so (run with --threads 1 for the cleanest CPU-time comparison).
+--load quiet,busy measures each cell twice: as the machine is, and with one core kept
+busy by a spinner process the script starts and stops itself (a fresh set of workers for
+each, started after the spinner, as a run starting on a busy machine); the two alternate
+--blocks times and the medians pool the blocks. Each row says how many cores processes
+other than the benchmark's own kept busy meanwhile (the machine is rarely quiet).
 The same synthetic tokens feed every variant. Loss values are printed so equal work is
 visible (all variants start from the same seed; bf16 differs by rounding only).
 """
@@ -62,11 +74,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import engine.model.gpt as our_model  # noqa: E402
+from cpu_class import class_line, emulate, real_cpu_line  # noqa: E402
+from load import OtherLoad, Spinner  # noqa: E402
 from nanogpt_ref import load_nanogpt  # noqa: E402
 from engine.model import cpu_kernels  # noqa: E402
 from engine.model import device as dev  # noqa: E402
-from engine.model import native  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
+from engine.train import threads  # noqa: E402
 from engine.train.trainer import Trainer  # noqa: E402
 
 DEFAULT_CONFIGS = "2,8,256 6,8,256 6,8,128 6,32,256"
@@ -116,7 +130,8 @@ class OurStep:
             cfg = cfg.replace(cpu_attention="sdpa",
                               dtype="bfloat16" if dev.cpu_has_bf16() else "float32")
         with self.switches():
-            self.trainer = Trainer(cfg, data, data, cfg.vocab_size, log=lambda s: None)
+            self.trainer = Trainer(cfg, data, data, cfg.vocab_size, log=lambda s: None,
+                                   threads=threads.Governor(cfg.cpu_threads))
         self.choice = self.trainer.cpu_attention_line()
         self.compile_s = None
         if compile:
@@ -138,19 +153,26 @@ class OurStep:
 
     def __call__(self) -> float:
         with self.switches():
-            return self.trainer.train_step(LR).item()
+            loss = self.trainer.train_step(LR).item()
+        self.trainer.threads.check()  # as engine.train.process does at its log points
+        return loss
 
 
-VARIANTS = ("nanogpt", "nanogpt-tuned", "ours", "ours-plain", "ours-fp32", "ours-compile")
+VARIANTS = ("nanogpt", "nanogpt-tuned", "ours", "ours-allcores", "ours-passive", "ours-spin",
+            "ours-plain", "ours-fp32", "ours-compile")
+# read by libgomp when it loads: set in the worker's environment, never afterwards
+VARIANT_ENV = {"ours-passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "ours-spin": {"GOMP_SPINCOUNT": "10000"}}
 
 
 def make_variant(name: str, ng, cfg: TrainConfig, data: np.ndarray):
-    if name in ("ours", "ours-fp32", "ours-compile", "nanogpt-tuned"):
+    if (name.startswith("ours") and name != "ours-plain") or name == "nanogpt-tuned":
         dev.keep_freed_memory()  # what engine.train.process does at start-up on CPU
     if name in ("nanogpt", "nanogpt-tuned"):
         return NanoGPTStep(ng, cfg, data)
     if name == "ours":
         return OurStep(cfg, data)
+    if name in ("ours-allcores", "ours-passive", "ours-spin"):
+        return OurStep(cfg.replace(cpu_threads=len(threads.affinity_cores())), data)
     if name == "ours-plain":
         return OurStep(cfg, data, plain=True)
     if name == "ours-fp32":
@@ -175,18 +197,22 @@ def synthetic_data(vocab_size: int) -> np.ndarray:
 
 def worker(args) -> int:
     """One variant in this process: build it, then run one step per 'step' line on stdin
-    and answer 'wall_s cpu_s loss' on stdout."""
+    and answer 'wall_s cpu_s loss threads' on stdout."""
     ng = load_nanogpt(args.nanogpt, "train_speed")
     cfg = bench_config(args.configs, float(args.dropout), args)
     step = make_variant(args.worker, ng, cfg, synthetic_data(args.vocab_size))
-    print(f"ready {getattr(step, 'compile_s', None)} {getattr(step, 'choice', None) or '-'}",
-          flush=True)
+    gov = getattr(getattr(step, "trainer", None), "threads", None)
+    choice = getattr(step, "choice", None) or "-"
+    if gov is not None:
+        choice = f"{gov.line()}; {choice}"
+    print(f"ready {getattr(step, 'compile_s', None)} {choice}", flush=True)
     for line in sys.stdin:
         if line.strip() != "step":
             break
         c0, t0 = time.process_time(), time.perf_counter()
         loss = step()
-        print(f"{time.perf_counter() - t0} {time.process_time() - c0} {loss}", flush=True)
+        print(f"{time.perf_counter() - t0} {time.process_time() - c0} {loss} "
+              f"{torch.get_num_threads()}", flush=True)
     return 0
 
 
@@ -198,7 +224,8 @@ class Worker:
                "--nanogpt", str(args.nanogpt), "--configs", spec, "--dropout", str(dropout), "--batch-size", str(args.batch_size),
                "--block-size", str(args.block_size), "--vocab-size", str(args.vocab_size),
                "--threads", str(args.threads)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, **VARIANT_ENV.get(variant, {})})
         ready = self.proc.stdout.readline().split(maxsplit=2)
         if len(ready) < 3 or ready[0] != "ready":
             sys.exit(f"train_speed: the {variant} worker failed to start")
@@ -208,29 +235,31 @@ class Worker:
     def step(self) -> tuple[float, float, float]:
         self.proc.stdin.write("step\n")
         self.proc.stdin.flush()
-        wall, cpu, loss = (float(x) for x in self.proc.stdout.readline().split())
-        return wall, cpu, loss
+        return self.answer()
+
+    def answer(self) -> tuple[float, float, float]:
+        wall, cpu, loss, threads_now = self.proc.stdout.readline().split()
+        self.threads = int(threads_now)  # the variant's threads after this step
+        return float(wall), float(cpu), float(loss)
 
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait()
 
 
-def measure(variants: list[str], spec: str, dropout: float, args) -> dict[str, dict]:
-    workers = {v: Worker(v, spec, dropout, args) for v in variants}
+def measure(variants: list[str], spec: str, dropout: float, args,
+            load: str = "quiet") -> dict[str, dict]:
+    """Alternating rounds of every variant in fresh workers, started after the spinner
+    when load is "busy" (as runs starting on a busy machine)."""
     times: dict[str, list[float]] = {v: [] for v in variants}
     cpu: dict[str, list[float]] = {v: [] for v in variants}
     losses: dict[str, list[float]] = {v: [] for v in variants}
-    try:
-        for r in range(args.warmup + args.repeats):
-            order = variants[r % len(variants):] + variants[:r % len(variants)]  # rotate
-            for v in order:
-                dt, dc, loss = workers[v].step()
-                losses[v].append(loss)
-                if r >= args.warmup:
-                    times[v].append(dt)
-                    cpu[v].append(dc)
-    finally:
+    with (Spinner() if load == "busy" else contextlib.nullcontext()) as spinner:
+        workers = {v: Worker(v, spec, dropout, args) for v in variants}
+        pids = [w.proc.pid for w in workers.values()] + ([spinner.pid] if spinner else [])
+        meter = OtherLoad(pids).start()
+        _rounds(workers, variants, args, times, cpu, losses)
+        others = meter.stop()
         for w in workers.values():
             w.close()
     tokens_per_iter = args.batch_size * args.block_size
@@ -240,9 +269,25 @@ def measure(variants: list[str], spec: str, dropout: float, args) -> dict[str, d
         out[v] = {"ms": med * 1000, "tok_s": tokens_per_iter / med,
                   "cpu_ms": statistics.median(cpu[v]) * 1000,
                   "spread": (max(times[v]) - min(times[v])) / med,
-                  "loss": losses[v][-1],
+                  "loss": losses[v][-1], "others": others,
                   "compile_s": workers[v].compile_s, "choice": workers[v].choice}
     return out
+
+
+def _rounds(workers: dict, variants: list[str], args, times, cpu, losses) -> None:
+    try:
+        for r in range(args.warmup + args.repeats):
+            order = variants[r % len(variants):] + variants[:r % len(variants)]  # rotate
+            for v in order:
+                dt, dc, loss = workers[v].step()
+                losses[v].append(loss)
+                if r >= args.warmup:
+                    times[v].append(dt)
+                    cpu[v].append(dc)
+    except BaseException:
+        for w in workers.values():
+            w.proc.kill()
+        raise
 
 
 QUICK = {"configs": "2,8,256", "dropout": "0,0.2", "warmup": 1, "repeats": 2,
@@ -251,51 +296,39 @@ DEFAULTS = {"configs": DEFAULT_CONFIGS, "dropout": "0,0.2", "warmup": 2, "repeat
             "batch_size": 12, "block_size": 256}
 
 
-def lscpu_model_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return dev.cpu_model_name()
+def pool(results: list[dict[str, dict]]) -> dict[str, dict]:
+    """Blocks of one cell and load as one: the median of their medians."""
+    if len(results) == 1:
+        return results[0]
+    out = {}
+    for v, first in results[0].items():
+        out[v] = dict(first)
+        for k in ("ms", "tok_s", "cpu_ms", "others"):
+            out[v][k] = statistics.median(r[v][k] for r in results)
+        out[v]["spread"] = max(r[v]["spread"] for r in results)
+    return out
 
 
-def real_cpu_line() -> str:
-    flags = dev.cpu_flags()
-    has = ", ".join(f"{f} {'yes' if f in flags else 'no'}"
-                    for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
-    return f"real CPU: {lscpu_model_name()} ({has})"
-
-
-def emulate(args) -> None:
-    """Re-execute this script in the environment of the emulated class (nothing returns),
-    or, once re-executed, check that torch really runs as that class."""
-    cls = args.emulate
-    if dev.emulated_cpu_class() == cls:
-        want = dev.EMULATIONS[cls]["capability"]
-        got = torch.backends.cpu.get_cpu_capability()
-        if got != want:
-            sys.exit(f"train_speed: --emulate {cls}: torch reports CPU capability {got}, not {want}")
-        return
-    try:
-        env = {**os.environ, **dev.emulation_env(cls)}
-    except ValueError as e:
-        sys.exit(f"train_speed: --emulate {cls}: {e}")
-    sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], env)
-
-
-def class_line() -> str:
-    cls = dev.emulated_cpu_class()
-    if cls is None:
-        return (f"class: {dev.cpu_class()} (the real CPU; torch capability "
-                f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {dev.cpu_has_bf16()})")
-    e = dev.EMULATIONS[cls]
-    env = ", ".join(f"{k}={v}" for k, v in e["env"].items())
-    return (f"class: {cls} emulated (torch capability {torch.backends.cpu.get_cpu_capability()}; "
-            f"{env}; nanotui kernel {' '.join(native.compile_flags())}; native bf16 off)")
+def print_row(cls: str, spec: str, p: float, load: str, res: dict, variants: list[str],
+              base: str, ratios: dict[str, list[float]]) -> None:
+    """One cell at one load; `others`: cores processes outside the benchmark kept busy."""
+    row = f"{cls:>14} {spec:>12} {p:>7.1f} {load:>5} {res[base]['others']:>6.2f} " + " ".join(
+        f"{res[v]['tok_s']:>12,.0f} ±{res[v]['spread'] * 50:>3.0f}%" for v in variants)
+    row += " " + " ".join(f"{res[base]['ms'] / res[v]['ms']:>17.2f}x" for v in variants[1:])
+    for v in variants[1:]:
+        ratios[v].append(res[base]["ms"] / res[v]["ms"])
+    print(row, flush=True)
+    for v in variants:
+        if res[v]["choice"]:
+            print(" " * 37 + f"{v}: {res[v]['choice']}", flush=True)
+    # CPU seconds per step (all threads): what a step costs when the cores are
+    # shared, where wall-clock time mostly measures the other tenants.
+    extra = ["CPU-time ratio " + ", ".join(
+        f"{v}/{base} {res[base]['cpu_ms'] / res[v]['cpu_ms']:.2f}x" for v in variants[1:])]
+    extra += [f"{v} loss {res[v]['loss']:.3f}" for v in variants]
+    extra += [f"{v} compile {res[v]['compile_s']:.0f}s" for v in variants
+              if res[v]["compile_s"] is not None]
+    print(" " * 21 + "; ".join(extra), flush=True)
 
 
 def main() -> int:
@@ -311,7 +344,12 @@ def main() -> int:
     ap.add_argument("--vocab-size", type=int, default=65)
     ap.add_argument("--warmup", type=int, help="untimed rounds first (default 2)")
     ap.add_argument("--repeats", type=int, help="timed rounds (default 5)")
-    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch.set_num_threads; nanotui's via NANOTUI_CPU_THREADS (0: leave)")
+    ap.add_argument("--load", default="quiet",
+                    help="comma-separated: quiet (as the machine is), busy (one core spun)")
+    ap.add_argument("--blocks", type=int, default=1,
+                    help="alternate the loads this many times, fresh workers each (default 1)")
     ap.add_argument("--emulate", choices=sorted(dev.EMULATIONS),
                     help="run as this CPU class (see above); refused where the CPU lacks it")
     ap.add_argument("--quick", action="store_true",
@@ -329,6 +367,7 @@ def main() -> int:
         os.environ["NANOTUI_CPU_RETUNE"] = "1"  # the workers inherit it
     if args.threads:
         torch.set_num_threads(args.threads)
+        os.environ[threads.ENV] = str(args.threads)  # nanotui's workers inherit it
     if args.worker:
         return worker(args)
     load_nanogpt(args.nanogpt, "train_speed")  # fail early on a wrong path
@@ -346,31 +385,23 @@ def main() -> int:
     print(f"batch {args.batch_size}, block {args.block_size}, vocab {args.vocab_size}; "
           f"medians of {args.repeats} alternating rounds after {args.warmup} warm-up; "
           f"ratios vs {base}")
-    header = f"{'class':>14} {'config':>12} {'dropout':>7} " + " ".join(
+    loads = [x.strip() for x in args.load.split(",") if x.strip()]
+    if not loads or set(loads) - {"quiet", "busy"}:
+        sys.exit(f"train_speed: --load {args.load!r}: expected quiet, busy or quiet,busy")
+    header = f"{'class':>14} {'config':>12} {'dropout':>7} {'load':>5} {'others':>6} " + " ".join(
         f"{v + ' tok/s':>18}" for v in variants)
     header += " " + " ".join(f"{v + '/' + base:>18}" for v in variants[1:])
     print(header)
     ratios: dict[str, list[float]] = {v: [] for v in variants[1:]}
     for spec in args.configs.split():
         for p in (float(x) for x in args.dropout.split(",")):
-            res = measure(variants, spec, p, args)
-            row = f"{cls:>14} {spec:>12} {p:>7.1f} " + " ".join(
-                f"{res[v]['tok_s']:>12,.0f} ±{res[v]['spread'] * 50:>3.0f}%" for v in variants)
-            row += " " + " ".join(f"{res[base]['ms'] / res[v]['ms']:>17.2f}x" for v in variants[1:])
-            for v in variants[1:]:
-                ratios[v].append(res[base]["ms"] / res[v]["ms"])
-            print(row, flush=True)
-            for v in variants:
-                if res[v]["choice"]:
-                    print(" " * 37 + f"{v}: CPU attention {res[v]['choice']}", flush=True)
-            # CPU seconds per step (all threads): what a step costs when the cores are
-            # shared, where wall-clock time mostly measures the other tenants.
-            extra = ["CPU-time ratio " + ", ".join(
-                f"{v}/{base} {res[base]['cpu_ms'] / res[v]['cpu_ms']:.2f}x" for v in variants[1:])]
-            extra += [f"{v} loss {res[v]['loss']:.3f}" for v in variants]
-            extra += [f"{v} compile {res[v]['compile_s']:.0f}s" for v in variants
-                      if res[v]["compile_s"] is not None]
-            print(" " * 21 + "; ".join(extra), flush=True)
+            res = {}
+            for _ in range(args.blocks):  # the loads alternate; medians pool the blocks
+                for load in loads:
+                    got = measure(variants, spec, p, args, load)
+                    res.setdefault(load, []).append(got)
+            for load in loads:
+                print_row(cls, spec, p, load, pool(res[load]), variants, base, ratios)
     for v, rs in ratios.items():
         print(f"{cls}: {v}/{base} median over {len(rs)} cells {statistics.median(rs):.2f}x "
               f"(min {min(rs):.2f}x, max {max(rs):.2f}x)")

@@ -129,6 +129,7 @@ class TrainConfig:
     dtype: str = "auto"           # "auto" | "float32" | "bfloat16" | "float16"
     compile: bool = False
     cpu_attention: str = "auto"   # "auto" (measured, cached) | "fused" | "torch" | "sdpa"
+    cpu_threads: int | str = "auto"  # "auto" (the free cores, followed) | N (engine/train/threads.py)
     seed: int = 1337
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
@@ -173,6 +174,8 @@ class TrainConfig:
             raise bad("device", "must be auto, cpu, cuda, cuda:N or mps")
         if self.cpu_attention not in ("auto", "fused", "torch", "sdpa"):
             raise bad("cpu_attention", "must be one of auto, fused, torch, sdpa")
+        if self.cpu_threads != "auto" and (type(self.cpu_threads) is not int or self.cpu_threads < 1):
+            raise bad("cpu_threads", "must be \"auto\" or a whole number of threads (1 or more)")
         if self.tokenizer not in ("char", "gpt2"):
             raise bad("tokenizer", "must be char or gpt2")
         if self.vocab_size is not None and self.vocab_size < 2:
@@ -227,6 +230,8 @@ def did_you_mean(key: str, choices: list[str]) -> str:
 def coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check one TOML value against a dataclass annotation; ints are accepted for floats."""
     text = str(annotation)
+    if text == "int | str" and isinstance(value, (int, str)) and not isinstance(value, bool):
+        return value  # validate() says which values
     optional = "None" in text
     if value is None and optional:
         return None

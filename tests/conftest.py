@@ -81,6 +81,8 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NANOTUI_DATA_DIR", str(tmp_path_factory.mktemp("data-cache")))
     # machine-wide GPU reservations: each test its own board, never the real /tmp one
     monkeypatch.setenv("NANOTUI_RESERVATIONS_DIR", str(tmp_path_factory.mktemp("reservations")))
+    # machine-wide registry of CPU runs (engine/train/threads.py): each test its own
+    monkeypatch.setenv("NANOTUI_CPU_RUNS_DIR", str(tmp_path_factory.mktemp("cpu-runs")))
     monkeypatch.delenv("NANOTUI_FAKE_GPUS", raising=False)
 
 

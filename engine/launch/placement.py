@@ -21,18 +21,19 @@ and it was launched less than `promise_ttl_s` ago (after that its memory shows i
 memory_used, or NVML cannot list processes here and we stop double counting).
 
 Without cards (or with `--gpu cpu`), runs go to the CPU, at most `max_cpu_runs` at a
-time (default 1: a 2-core box is not helped by two runs fighting for the cores).
+time (default 1: a 2-core box is not helped by two runs fighting for the cores) and never
+more than the cores, each with at most its share of them as threads.
 """
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from dataclasses import dataclass
 
 from engine.launch.executor import Placement
 from engine.launch.gpu import GpuSnapshot
 from engine.runs import RunError
+from engine.train.threads import SHARE_ENV, affinity_cores
 
 
 class PlacementError(RunError):
@@ -115,17 +116,22 @@ def gpu_env(card: GpuSnapshot) -> dict[str, str]:
     return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": card.uuid}
 
 
+def cpu_run_limit(max_cpu_runs: int) -> int:
+    """CPU runs at a time: max_cpu_runs, but never more than the cores this process may use
+    (more runs than cores would time-slice every thread of every run)."""
+    return max(1, min(max_cpu_runs, len(affinity_cores())))
+
+
 def cpu_env(max_cpu_runs: int) -> dict[str, str]:
-    """Hide the cards and share the cores between the concurrent CPU runs."""
-    threads = max(1, (os.cpu_count() or 1) // max(1, max_cpu_runs))
-    env = {"CUDA_VISIBLE_DEVICES": ""}
-    if "OMP_NUM_THREADS" not in os.environ:
-        env["OMP_NUM_THREADS"] = str(threads)
-    return env
+    """Hide the cards and share the cores between the concurrent CPU runs: each run starts
+    with at most its share; from then on it follows the cores other processes leave free
+    and the number of our CPU runs alive (engine/train/threads.py)."""
+    share = max(1, len(affinity_cores()) // cpu_run_limit(max_cpu_runs))
+    return {"CUDA_VISIBLE_DEVICES": "", SHARE_ENV: str(share)}
 
 
 def _cpu(active: list[ActiveRun], policy: Policy, need: int) -> Placement | None:
-    if sum(1 for a in active if a.uuid is None) >= policy.max_cpu_runs:
+    if sum(1 for a in active if a.uuid is None) >= cpu_run_limit(policy.max_cpu_runs):
         return None
     return Placement("cpu", None, cpu_env(policy.max_cpu_runs), need)
 
@@ -217,4 +223,6 @@ def describe_policy(policy: Policy) -> str:
         n = policy.max_runs_per_gpu
         per = f"at most {n} run{'s' if n != 1 else ''} of ours per card (max_runs_per_gpu)"
     cards = (f"; cards {', '.join(map(str, policy.gpus))} only" if policy.gpus else "")
-    return f"{per}{cards}; CPU: at most {policy.max_cpu_runs} at a time"
+    cpu = cpu_run_limit(policy.max_cpu_runs)
+    capped = f" (max_cpu_runs = {policy.max_cpu_runs}, capped at the cores)" if cpu < policy.max_cpu_runs else ""
+    return f"{per}{cards}; CPU: at most {cpu} at a time{capped}"

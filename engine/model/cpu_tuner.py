@@ -31,7 +31,10 @@ time the other's work too (seen: two shapes tuned at once on 2 cores picked torc
 a kernel 1.4x faster). How many cores other work kept busy just before measuring is kept
 (the CPU use of the whole machine over BUSY_SAMPLE_S, while this process waits; not the
 load average, which still counts a run that ended a minute ago); a busy machine is named
-in the log line. NANOTUI_CPU_RETUNE=1 measures again and replaces the entry.
+in the log line, and such an entry is only reused while the machine is still busy: the
+first start on a quiet machine measures again and replaces it. The thread count in the key
+is the one the run trains with (engine/train/threads.py sets it before the tuner runs).
+NANOTUI_CPU_RETUNE=1 measures again and replaces the entry.
 
 Overrides. NANOTUI_CPU_KERNEL=fused|torch|sdpa (the environment wins) or the config's
 cpu_attention fixes the path; dtype = "float32" | "bfloat16" fixes the precision. What is
@@ -103,7 +106,7 @@ class Choice:
         parts += [f"{k} failed: {v}" for k, v in sorted(self.failed.items())]
         if self.how in ("measured", "cached") and (self.busy_cores or 0.0) >= BUSY_CORES:
             parts.append(f"measured while other work kept {self.busy_cores:.1f} cores busy: "
-                         f"{RETUNE_ENV}=1 on a quiet machine measures again")
+                         "the next start on a quiet machine measures again")
         return f"{head} ({'; '.join(parts)})"
 
     def to_json(self) -> dict:
@@ -191,6 +194,9 @@ def choose(cfg: GPTConfig, batch_size: int, dtype_setting: str = "auto",
         except OSError as e:  # a cache folder that is a file, a planted link or FIFO
             return untuned(cands, why, f"tuning cache unusable ({one_line(e)})", log)
         cached = None if os.environ.get(RETUNE_ENV) == "1" else read_entry(file, key)
+        if cached is not None and (cached.busy_cores or 0.0) >= BUSY_CORES \
+                and (busy_cores() or 0.0) < BUSY_CORES:
+            cached = None  # measured under load: a quiet machine measures what it really is
         if cached is not None:
             cached.why = why
             return cached

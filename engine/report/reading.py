@@ -54,6 +54,7 @@ class RunReading:
     params: int | None = None
     params_total: int | None = None
     tok_s: float | None = None
+    cpu_threads: int | None = None  # a running CPU run's threads now (engine/train/threads.py)
     eta_s: float | None = None
     gpu_index: int | None = None
     gpu_uuid: str = ""
@@ -114,6 +115,7 @@ def reading_from_status(run: RunDir, st: dict[str, Any],
         best_val_loss=_num(st.get("best_val_loss")), best_iter=_int(st.get("best_iter")),
         params=_int(st.get("params")), params_total=_int(st.get("params_total")),
         tok_s=_num(st.get("tok_s")),
+        cpu_threads=_int(st.get("cpu_threads")) if running else None,
         eta_s=_num(st.get("eta_s")) if running and stalled is None else None,
         gpu_index=_int(gpu.get("index")), gpu_uuid=str(gpu.get("uuid") or ""),
         pid=_int(st.get("pid")) if running else None, host=str(st.get("host") or ""),

@@ -112,6 +112,7 @@ def run_bench(cfg: TrainConfig, iters: int = 10, warmup: int = 3,
 def _trainer(cfg: TrainConfig, say: Callable[[str], None]):
     """The training process's own Trainer on synthetic tokens, and what it runs on."""
     from engine.train.trainer import Trainer  # the training loop's own step, not a copy of it
+    from engine.train.threads import Governor
 
     try:
         device = dev.resolve_device(cfg.device)
@@ -119,8 +120,13 @@ def _trainer(cfg: TrainConfig, say: Callable[[str], None]):
         raise ConfigError(f"bench: {e}") from None
     if device.type == "cpu":
         dev.keep_freed_memory()  # as the training process does
+    try:  # threads chosen from the free cores as a run's are (engine/train/threads.py)
+        threads = Governor(cfg.cpu_threads) if device.type == "cpu" else None
+    except ValueError as e:
+        raise ConfigError(f"bench: {e}") from None
     data = synthetic_tokens(cfg)
-    trainer = Trainer(cfg, data, data, cfg.vocab_size, device, log=say)  # as a run's process
+    trainer = Trainer(cfg, data, data, cfg.vocab_size, device, log=say,  # as a run's process
+                      threads=threads)
     say(f"{cfg.n_layer} layers, {cfg.n_head} heads, n_embd {cfg.n_embd}, block {cfg.block_size}, "
         f"batch {cfg.batch_size} x {cfg.gradient_accumulation_steps} accum, vocab {cfg.vocab_size}"
         f", dropout {cfg.dropout}: {trainer.model.get_num_params():,} params")

@@ -45,6 +45,7 @@ from engine.runs import RunDir, process_matches
 from engine.train.provenance import provenance
 from engine.train.control import (  # noqa: F401  (TIMING_WARMUP_STEPS: part of the contract)
     TIMING_WARMUP_STEPS, SetupStopped, StepTimer, Stop, stop_setup)
+from engine.train.threads import Governor
 from engine.train.trainer import Trainer, TrainError, get_lr, load_data
 
 
@@ -76,13 +77,18 @@ class TrainingRun:
             raise TrainError(f"dtype = 'bfloat16': {dev.device_name(self.device)} has no bf16 support")
         train_data, val_data, self.meta = load_data(self.cfg)
         vocab = model_vocab(self.cfg, self.meta)
+        # on CPU the thread count follows the cores other processes leave free (threads.py)
+        try:
+            threads = Governor(self.cfg.cpu_threads) if self.device.type == "cpu" else None
+        except ValueError as e:  # a bad NANOTUI_CPU_THREADS
+            raise TrainError(str(e)) from None
         # One precision per sweep: "auto" resolves by the device's kind (bf16 where the CPU
         # or GPU has it natively), the same for every run of a sweep on one machine; on
         # the CPU only the attention path is then measured per shape (cpu_tuner), so a
         # sweep never mixes precisions by a per-shape timing taken under load.
         fixed = self.dtype if self.cfg.dtype == "auto" and self.device.type == "cpu" else None
         self.trainer = Trainer(self.cfg, train_data, val_data, vocab, self.device, dtype=fixed,
-                               log=log)
+                               log=log, threads=threads)
         self.horizon = saved_horizon(self.cfg, load_horizon_record(run.config_path), vocab)
         self.cfg = self.trainer.cfg   # resolved: max_iters, warmup_iters, lr_decay_iters set
         self.dtype = self.trainer.dtype  # on CPU measured with the attention path (cpu_tuner)
@@ -124,8 +130,20 @@ class TrainingRun:
         return state
 
     # -- one eval --
+    def follow_load(self) -> None:
+        """On CPU: fewer or more threads when other processes' load has changed (at most
+        once per threads.SETTLE_S); the change is logged and goes to status.json."""
+        threads = self.trainer.threads
+        if threads is None:
+            return
+        line = threads.check()
+        if line is not None:
+            self.log("CPU threads: " + line)
+            self.status(force=True, **threads.status())
+
     def evaluate(self) -> dict[str, float]:
         t = self.trainer
+        self.follow_load()
         t0 = time.time()
         losses = t.estimate_loss()
         it = t.iter_num
@@ -212,6 +230,7 @@ class TrainingRun:
             it = t.iter_num
             if it % cfg.log_interval == 0 or self.stop.requested or it >= cfg.max_iters:
                 self._log_step(it, loss.item(), lr)  # .item() synchronises: timings are real
+                self.follow_load()
 
     def _announce(self) -> None:
         """Mark the run running (with this process, device and provenance) and say so."""
@@ -232,6 +251,7 @@ class TrainingRun:
             # used just before this run's steps began (None off the CPU)
             cpu_load=self._cpu_load(),
             bytes_per_token=self.meta.get("bytes_per_token"),  # for bits per byte in views
+            **(t.threads.status() if t.threads else {"cpu_threads": None, "cpu_threads_why": None}),
             provenance=provenance(self.device_name))
         self.log(f"{run.id}: {t.model.get_num_params():,} params, device {self.device} "
                  f"({self.device_name}), dtype {dev.dtype_name(self.dtype)}, "
@@ -282,6 +302,8 @@ class TrainingRun:
         return self.finish("stopped", "stopped by signal", 0)
 
     def finish(self, state: str, reason: str | None, code: int) -> int:
+        if self.trainer.threads is not None:
+            self.trainer.threads.close()  # its cores are free for our other runs
         progress = dict(self.status_pending, iter=self.trainer.iter_num)
         timer = getattr(self, "timer", None)
         if timer is not None and timer.times:

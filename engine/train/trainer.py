@@ -23,6 +23,7 @@ from engine.data.datasets import prepared_dir_for
 from engine.data.nanogpt import nanogpt_data_meta
 from engine.errors import UserError, one_line
 from engine.model import cpu_tuner
+from engine.train.threads import Governor
 from engine.model import device as dev
 from engine.model.checkpoint import CKPT_FORMAT, model_state
 from engine.model.gpt import GPT, GPTConfig
@@ -115,7 +116,8 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, train_data: np.ndarray, val_data: np.ndarray,
                  vocab_size: int, device: torch.device | None = None,
-                 dtype: torch.dtype | None = None, log: Callable[[str], None] = print):
+                 dtype: torch.dtype | None = None, log: Callable[[str], None] = print,
+                 threads: Governor | None = None):
         cfg = resolved_config(cfg, vocab_size)  # a config built in code may leave them unset
         self.cfg = cfg
         self.log = log
@@ -124,6 +126,10 @@ class Trainer:
         # on CPU the attention path and (with dtype "auto") the precision are measured
         # once per machine and shape (engine.model.cpu_tuner); `dtype` given fixes it
         self.cpu_choice: cpu_tuner.Choice | None = None
+        self.threads = threads if self.device.type == "cpu" else None
+        if self.threads is not None:
+            # first: the tuner measures with the thread count the run will use
+            log("CPU threads: " + self.threads.start())
         if self.device.type == "cpu":
             try:
                 self.cpu_choice = cpu_tuner.choose(

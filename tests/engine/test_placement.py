@@ -97,3 +97,17 @@ def test_cpu_when_no_gpus_capped():
     assert choose(GIB, [], act, Policy(max_cpu_runs=2)).device == "cpu"
     # GPU runs do not count against the CPU cap
     assert choose(GIB, [], [ActiveRun("g", "GPU-0", GIB, NOW, 1)], Policy()).device == "cpu"
+
+
+def test_cpu_runs_never_outnumber_the_cores_nor_their_threads_the_cores(monkeypatch):
+    import engine.launch.placement as placement
+    monkeypatch.setattr(placement, "affinity_cores", lambda: [0, 1])
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    policy = Policy(max_cpu_runs=4)
+    one = [ActiveRun("a", None, GIB, NOW, 1)]
+    two = one + [ActiveRun("b", None, GIB, NOW, 2)]
+    assert choose(GIB, [], one, policy).env["NANOTUI_CPU_SHARE"] == "1"
+    assert choose(GIB, [], two, policy) is None  # a third run would share a core
+    assert choose(GIB, [], [], Policy(max_cpu_runs=1)).env["NANOTUI_CPU_SHARE"] == "2"
+    assert "CPU: at most 2 at a time (max_cpu_runs = 4, capped at the cores)" in \
+        placement.describe_policy(policy)

@@ -36,6 +36,11 @@ def damage_note(v: RunReading) -> str:
     return " · ".join(notes)
 
 
+def threads_note(v: RunReading) -> str:
+    """A CPU run's thread count now, beside its speed: " 1t" (it follows the free cores)."""
+    return f" {v.cpu_threads}t" if v.cpu_threads else ""
+
+
 def row_cells(v: RunReading) -> tuple:
     style = STATE_STYLE.get(v.state, "")
     last = fmt_duration(v.eta_s) if v.state == "running" else short_reason(v.reason)
@@ -52,7 +57,7 @@ def row_cells(v: RunReading) -> tuple:
             Text(fmt_iter(v.iter, v.max_iters), justify="right"),
             Text(fmt_loss(v.train_loss, 3), justify="right"),
             Text(fmt_loss(v.val_loss, 3), justify="right"),
-            Text(fmt_params(v.params), justify="right"), Text(fmt_rate(v.tok_s), justify="right"),
+            Text(fmt_params(v.params), justify="right"), Text(fmt_rate(v.tok_s) + threads_note(v), justify="right"),
             Text(last, justify="right"))
 
 
