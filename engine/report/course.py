@@ -46,12 +46,6 @@ class Stat:
             return f"{self.mean:.{digits}f}"
         return f"{self.mean:.{digits}f} ± {self.sd:.{digits}f}"
 
-    def differs_from(self, other: "Stat") -> bool:
-        """A difference counts only when it is larger than the two spreads together; with
-        one seed there is no spread to compare with, so any difference counts (and the
-        report says it is from one seed)."""
-        return abs(self.mean - other.mean) > (self.sd or 0.0) + (other.sd or 0.0)
-
 
 def model_key(s: RunSummary) -> str:
     """Two runs are the same model when their configs agree on everything but the seed."""

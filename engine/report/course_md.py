@@ -13,7 +13,9 @@ from typing import Any
 from engine.report.provenance import provenance_lines
 from engine.report.course import Member, Stat, Study, same_params
 from engine.report.summary import MIN_WORDS
-from engine.report.fit_md import fit_section
+from engine.report.fit_md import fit_section, scaling_section
+from engine.report.laws import LawOptions, compare_configs
+from engine.report.laws.welch import FINDING_P
 from engine.report.study import FitGroup
 from engine.report.summary import (
     DEGENERATE_REPETITION,
@@ -104,27 +106,35 @@ def _settings_text(study: Study) -> str:
 
 
 def compare_neighbours(members: list[Member], key: str | None) -> list[str]:
-    """Neighbouring configurations in the order of the varied value: a change counts as a
-    finding only when it is larger than the two spreads together."""
+    """Neighbouring configurations in the order of the varied value: a change is a finding
+    only when Welch's t-test over their seeds gives p < FINDING_P (compare_configs)."""
     done = [m for m in members if m.best_val is not None]
     if len(done) < 2:
         return ["Fewer than two finished configurations: nothing to compare."]
-    out, noise = [], []
+    out, noise, single = [], [], []
     for a, b in zip(done, done[1:]):
-        sa, sb = a.best_val, b.best_val
-        step = f"{a.label} → {b.label}: {sb.mean - sa.mean:+.4f}"
-        (out if sa.differs_from(sb) else noise).append(step)
-    seeded = any(len(m.finished) > 1 for m in done)
+        c = compare_configs([s.best_val for s in a.finished], [s.best_val for s in b.finished])
+        step = f"{a.label} → {b.label}: {c.text()}"
+        (single if c.p is None else out if c.finding else noise).append(step)
     text = []
     if out:
-        text.append("Best val loss changes larger than the seeds' spread: " + "; ".join(out) + "."
-                    if seeded else "Best val loss changes (one seed each, so no spread to "
-                    "judge them by): " + "; ".join(out) + ".")
+        text.append(f"Best val loss changes that are findings (Welch's t-test, p < {FINDING_P:g}): "
+                    + "; ".join(out) + ".")
     if noise:
-        text.append("Within the spread over seeds (not a finding): " + "; ".join(noise) + ".")
+        text.append(f"Not a finding (p ≥ {FINDING_P:g}): " + "; ".join(noise) + ".")
+    if single:
+        text.append("Best val loss changes with one seed on a side (no difference can be "
+                    "called a finding without seeds): " + "; ".join(single) + ".")
     best = min(done, key=lambda m: m.best_val.mean)
     text.append(f"Lowest mean best val loss: **{best.label}** ({best.best_val.text()}).")
     return text
+
+
+def _changes(a: Member, b: Member) -> bool:
+    """A measurable change: a finding with seeds; with one seed any difference (the
+    report says it is from one seed)."""
+    c = compare_configs([s.best_val for s in a.finished], [s.best_val for s in b.finished])
+    return c.finding if c.p is not None else c.diff != 0.0
 
 
 def diversity_over_seeds(members: list[Member], decoding: tuple) -> tuple[str, list[str]]:
@@ -175,14 +185,14 @@ def experiment_section(name: str, members: list[Member], key: str | None,
     if same_params(members) and key:
         obs.append(f"`{key}` does not change the parameter count, so the figures plot "
                    f"against `{key}`, not parameters.")
-    elif any(a.best_val.differs_from(b.best_val) for a, b in zip(done, done[1:])):
+    elif any(_changes(a, b) for a, b in zip(done, done[1:])):
         reps = [dataclasses.replace(m.finished[0], best_val=m.best_val.mean,
                                     run=RunDir(m.finished[0].run.path.parent / m.label))
                 for m in done]
         obs.append(diminishing_returns(reps, DIMINISHING_PCT))
     elif len(done) > 1:
-        obs.append("No change between neighbouring sizes exceeds the seeds' spread, so this "
-                   "sweep shows no measurable return to size at this budget.")
+        obs.append("No change between neighbouring sizes is a finding (Welch's t-test over "
+                   "the seeds), so this sweep shows no measurable return to size at this budget.")
     over = [f"{m.label} (from iter {s.overfit_iter}, seed {s.config.seed})"
             for m in members for s in m.finished if s.overfit_iter is not None and s.config]
     obs.append("Overfitting (val rising more than 1% above its best while train falls): "
@@ -279,7 +289,8 @@ def _provenance_section(study: Study) -> list[str]:
 
 
 def course_markdown(study: Study, fits: list[FitGroup], figures: dict[str, list[Path]],
-                    cross: list[Path], runs_root: Path) -> str:
+                    cross: list[Path], runs_root: Path,
+                    laws: LawOptions = LawOptions()) -> str:
     sweeps = list(study.sweeps)
     n_runs = len({s.run.path.resolve() for m in study.members() for s in m.runs})
     out = [f"# Course report: sweeps {', '.join(f'`{s}`' for s in sweeps)}", "",
@@ -296,7 +307,8 @@ def course_markdown(study: Study, fits: list[FitGroup], figures: dict[str, list[
         out += experiment_section(name, members, keys[0], figures.get(name, []))
     out += ["## Loss vs size across the study", "",
             "The fit uses one point per distinct model (its mean best val loss over seeds), "
-            "the best at each parameter count.", "", fit_section(fits, sweeps).rstrip(), ""]
+            "the best at each parameter count.", "", fit_section(fits, sweeps, laws).rstrip(), ""]
+    out += ["## Scaling", "", *scaling_section(fits), ""]
     out += [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in cross]
     out += temperature_section(study)
     obs = study_observations(study)
@@ -305,8 +317,9 @@ def course_markdown(study: Study, fits: list[FitGroup], figures: dict[str, list[
     out += ["## How these numbers were computed", ""] + [f"- {v}" for v in METHODS.values()]
     out += ["- Seeds: runs of a sweep that differ only in `seed` are one configuration; "
             "mean ± sample standard deviation (n − 1) over its finished seeds. A change "
-            "between neighbouring configurations counts as a finding only when it exceeds "
-            "the sum of their standard deviations.",
+            "between neighbouring configurations is a finding only when Welch's t-test over "
+            f"their seeds gives p < {FINDING_P:g} (two-sided; the interval is the 95% "
+            "interval of the difference of the means); with one seed nothing is a finding.",
             f"- Diversity words: words scored per run (samples × words per sample); below "
             f"{MIN_WORDS} the report warns that TTR is not comparable.",
             "- Tokens trained: the last eval's iteration × batch_size × block_size × "

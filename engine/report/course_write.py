@@ -14,6 +14,7 @@ from engine.files import atomic_write_bytes
 from engine.report.course import build_study
 from engine.report.course_md import course_markdown
 from engine.report.html import markdown_to_html
+from engine.report.laws import LawOptions
 from engine.report.study import FitGroup, study_fits
 from engine.report.summary import RunSummary, common_decoding
 from engine.report.tables import CSV_COLUMNS, csv_row
@@ -37,10 +38,11 @@ class CourseReport:
 
 
 def write_course(per_sweep: dict[str, list[RunSummary]], runs_root: Path, d: Path,
-                 plots: bool, say: Callable[[str], None]) -> CourseReport:
+                 plots: bool, say: Callable[[str], None],
+                 laws: LawOptions = LawOptions()) -> CourseReport:
     study = build_study(per_sweep)
     reps = study.representatives()
-    fits = study_fits(reps)
+    fits = study_fits(study, laws)
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -61,7 +63,7 @@ def write_course(per_sweep: dict[str, list[RunSummary]], runs_root: Path, d: Pat
                           d / f"{name}_vs_{fg.x_name(members, key)}.png")) if p is not None]
         p = rp.loss_vs_params(reps, fits, None, d / "val_loss_vs_params_all.png")
         cross = [p] if p is not None else []
-    md = course_markdown(study, fits, figures, cross, runs_root)
+    md = course_markdown(study, fits, figures, cross, runs_root, laws)
     title = "Course report: " + ", ".join(study.sweeps)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -210,13 +210,8 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
     out += [f"- Diminishing returns: for successive parameter counts N1 < N2 (the best finished "
             f"run at each), gain per doubling = (L1 − L2) / L1 / log2(N2 / N1) × 100%, with L "
             f"the best val loss; below {DIMINISHING_PCT:g}% per doubling counts as diminishing.",
-            "- Power-law fit: least squares of L(N) = E + A·N^(-α) over the best finished run "
-            "at each parameter count (N = nanoGPT count, L = best val loss), with E ≥ 0, "
-            "separately for each tokenizer + data (losses per token of different tokenizers "
-            "are in different units). For "
-            "fixed α the model is linear in (E, A), so α is found by a search over "
-            "[0.001, 3] (log grid, then golden section); standard errors are from the "
-            "Jacobian at the optimum, s²(JᵀJ)⁻¹ with s² = SSE/(n−3). RMSE = sqrt(SSE/n).",
+            "- Scaling law: see **Method** in the section above (law, parameter-count "
+            "convention, Huber loss, bootstrap intervals, held-out check).",
             "- runs.csv holds every number above, one row per run, at full precision."]
     return "\n".join(out) + "\n"
 
@@ -230,7 +225,8 @@ def _over_seeds(study: Study, sweep: str, decoding: tuple | None) -> list[str]:
     out = ["## Over seeds", "",
            "Runs that differ only in `seed` are one configuration: mean ± sample standard "
            "deviation over its finished seeds. A change between neighbouring configurations "
-           "is a finding only when it exceeds the sum of their standard deviations.", "",
+           "is a finding only when Welch's t-test over their seeds gives p < 0.05 "
+           "(`engine.report.laws.compare_configs`); with one seed nothing is a finding.", "",
            results_table(study, sweep_column=False)]
     out += [f"- {o}" for o in compare_neighbours(members, key)] + [""]
     if decoding is not None:

@@ -80,14 +80,6 @@ def _log_x(ax, values) -> str:
     return "log scale"
 
 
-def _tex_num(x: float) -> str:
-    """3 significant digits; large or small numbers as mantissa×10^k (no "e+03")."""
-    if x == 0 or 1e-2 <= abs(x) < 1e3:
-        return f"{x:.3g}"
-    k = int(np.floor(np.log10(abs(x))))
-    return f"{x / 10 ** k:.3g}×10$^{{{k}}}$"
-
-
 def _human(n: float, sig: int = 3) -> str:
     for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= div:
@@ -148,12 +140,16 @@ def loss_curves(summaries: list[RunSummary], x: str, title: str, path: Path,
 
 def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | None,
                    path: Path, group_by: str | None = None) -> Path | None:
-    """Best val loss against nanoGPT parameter count, log-log, with the fitted power law
-    of each tokenizer + data group (engine.report.study.FitGroup)."""
+    """Best val loss against parameter count (the fits' convention), log-log, with each
+    tokenizer + data group's law, its band and held-out check (engine.report.law_figure)."""
+    from engine.report.law_figure import draw_fits
+    from engine.report.laws.points import n_of
     plt = _plt()
     fitted = [g for g in fits if g.fit is not None]
+    convention = fitted[0].fit.convention if fitted else "nanogpt"
     fit_points = {s.id for g in fitted for s in g.points}
-    pts = [s for s in study if s.params and s.best_val is not None]
+    x_of = {s.id: n_of(s, convention) for s in study}
+    pts = [s for s in study if x_of[s.id] and s.best_val is not None]
     if not pts:
         return None
     fig, ax = _fig(plt, 6, width=10.0, height=6.5)
@@ -168,49 +164,34 @@ def loss_vs_params(study: list[RunSummary], fits: list, highlight_sweep: str | N
         fin = [s for s in pts if key(s) == g and s.finished]
         if fin:
             big = highlight_sweep is None or any(s.run.sweep == highlight_sweep for s in fin)
-            ax.scatter([s.params for s in fin], [s.best_val for s in fin], s=70 if big else 40,
+            ax.scatter([x_of[s.id] for s in fin], [s.best_val for s in fin], s=70 if big else 40,
                        color=colors[g], edgecolor="black", linewidth=0.8, zorder=3, label=g)
     unf = [s for s in pts if not s.finished]
     if unf:
-        ax.scatter([s.params for s in unf], [s.best_val for s in unf], marker="x", s=70,
+        ax.scatter([x_of[s.id] for s in unf], [s.best_val for s in unf], marker="x", s=70,
                    color="grey", zorder=3, label="not finished (not fitted)")
-    off = [s for s in pts if s.finished and s.id not in fit_points]
+    from engine.report.course import label_of  # a seed's run belongs to its configuration
+    off = [s for s in pts if s.finished and s.id not in fit_points
+           and f"{s.run.sweep}/{label_of(s)}" not in fit_points]
     if fitted and off:
-        ax.scatter([s.params for s in off], [s.best_val for s in off], marker="o", s=140,
+        ax.scatter([x_of[s.id] for s in off], [s.best_val for s in off], marker="o", s=140,
                    facecolor="none", edgecolor="grey", zorder=2,
-                   label="not the best at its size (not fitted)")
-    _draw_fits(ax, fitted, several=len(fits) > 1)
-    xs = [s.params for s in pts]
-    if fitted:  # the fit lines reach 1.5x beyond their points: keep the axis log-log
-        xs += [min(xs) / 1.5, max(xs) * 1.5]
+                   label="not fitted (see the report)")
+    xs = [x_of[s.id] for s in pts] + draw_fits(ax, fitted, several=len(fits) > 1)
     scale = _log_x(ax, xs)
     ax.set_yscale("log")
-    ax.set_xlabel(f"parameters N (nanoGPT count, {scale})")
+    ax.set_xlabel(f"parameters N ({convention} count, {scale})")
     ax.set_ylabel("best val loss (nats/token, log scale)")
     ax.set_title("Validation loss vs model size" + ("" if fitted else
-                 "\n(no power-law fit: fewer than 3 finished sizes)"))
-    _log_y_ticks(ax, [s.best_val for s in pts])
-    _legend(ax, n=len(groups) + 3, title=group_by or "sweep")
+                 "\n(no fit: see the report for why)"))
+    ys = [s.best_val for s in pts]
+    if fitted:  # a band from resamples at an exponent's bound can reach far: keep the data in view
+        ax.set_ylim(min(ys) / 1.15, max(ys) * 1.15)
+    _log_y_ticks(ax, ys)
+    _legend(ax, n=len(groups) + 6, title=group_by or "sweep")
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
-
-
-def _draw_fits(ax, fitted: list, several: bool) -> None:
-    """Each group's fitted power law as a black line, labelled with its formula."""
-    for g, ls in zip(fitted, ("-", "--", "-.", ":")):
-        fit = g.fit
-        n = np.array([s.params for s in g.points], dtype=float)
-        grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 200)
-        err = "exact: 3 points" if fit.exact else f"RMSE {fit.rmse:.2g}"
-        if fit.warning:
-            err += "\n(not a power law: see report)"
-        name = f"fit ({g.label})" if several else "fit"
-        ax.plot(grid, fit.predict(grid), color="black", lw=1.8, ls=ls, zorder=1,
-                label=f"{name}: {fit.E:.3g} + {_tex_num(fit.A)}·N$^{{-{fit.alpha:.3g}}}$\n"
-                      f"α = {fit.alpha:.3g}, {err}")
-        if not several and fit.E > 0:  # E = 0 has no place on a log axis
-            ax.axhline(fit.E, color="black", ls=":", lw=1.2, label=f"E = {fit.E:.3g} (irreducible)")
 
 
 def _log_y_ticks(ax, ys: list[float]) -> None:

@@ -1,5 +1,5 @@
-"""The study-wide fit: runs whose losses compare (one tokenizer on one text) grouped, and
-each group's power-law fit of best val loss against parameters over its frontier."""
+"""The study-wide laws: runs whose losses compare (one tokenizer on one text) grouped, and
+each group's law (engine.report.laws) over its configurations."""
 
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.report.fit import FitRefused, PowerLawFit, fit_power_law
+from engine.report.laws import FitRefused, LawFit, LawOptions, fit_law
+from engine.report.laws.points import study_points
 from engine.report.summary import RunSummary
 
 
 @dataclass
 class FitGroup:
-    """One power-law fit: runs whose losses are in the same unit (same tokenizer and data)."""
+    """One law: runs whose losses are in the same unit (same tokenizer and data)."""
     label: str                    # e.g. "char · val.txt"
-    fit: PowerLawFit | None
+    fit: LawFit | None
     note: str                     # why there is no fit ("" when there is one)
-    points: list[RunSummary]
+    points: list[RunSummary]      # the configurations fitted (or, without a fit, available)
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "fit": self.fit.to_dict() if self.fit else None,
@@ -32,28 +33,25 @@ def data_label(s: RunSummary) -> str:
     return f"{s.config.tokenizer} · {Path(src).name or src}"
 
 
-def fit_points(study: list[RunSummary]) -> list[RunSummary]:
-    """The best finished run at each parameter count: the frontier a scaling law describes.
-    Runs that lose to a same-size run (more dropout, fewer iterations) would only add scatter."""
-    best: dict[int, RunSummary] = {}
-    for s in study:
-        if s.finished and s.params:
-            if s.params not in best or s.best_val < best[s.params].best_val:
-                best[s.params] = s
-    return [best[k] for k in sorted(best)]
-
-
-def study_fits(study: list[RunSummary]) -> list[FitGroup]:
-    """One fit per (tokenizer, data) group, the group with the most finished runs first."""
-    groups: dict[str, list[RunSummary]] = {}
-    for s in study:
-        groups.setdefault(data_label(s), []).append(s)
+def study_fits(study, opt: LawOptions = LawOptions()) -> list[FitGroup]:
+    """One law per (tokenizer, data) group of the study's distinct models (seeds pooled,
+    engine.report.course.Study), the group with the most finished models first."""
+    reps = {s.id: s for s in study.representatives()}
+    groups: dict[str, list] = {}
+    for model in study.models:
+        m = model.members[0]
+        groups.setdefault(data_label(m.first), []).append(m)
     out = []
     for label, members in groups.items():
-        pts = fit_points(members)
+        sel = study_points(members, opt.convention, opt.fit_points)
         try:
-            fit, note = fit_power_law([s.params for s in pts], [s.best_val for s in pts]), ""
+            fit = fit_law(list(sel.points), sel.law, opt, sel.left_out, sel.warnings)
+            note = ""
+            ids = dict.fromkeys(p.group for p in fit.points)
         except FitRefused as e:
-            fit, note = None, f"No fit: {e}."
+            out_ = "; ".join(f"{x.id}: {x.why}" for x in sel.left_out)
+            fit, note = None, f"No fit: {e}." + (f" Left out: {out_}." if out_ else "")
+            ids = dict.fromkeys(p.group for p in sel.points)
+        pts = sorted((reps[i] for i in ids if i in reps), key=lambda s: (s.params or 0, s.id))
         out.append(FitGroup(label, fit, note, pts))
     return sorted(out, key=lambda g: (-len(g.points), g.label))

@@ -78,6 +78,7 @@ class RunSummary:
     params: int | None = None
     params_total: int | None = None
     params_note: str = ""
+    vocab: int | None = None           # the model's vocabulary, for other parameter conventions
     best_val: float | None = None
     best_iter: int | None = None
     final_val: float | None = None
@@ -164,8 +165,6 @@ def _params(s: RunSummary, reading: RunReading, status: dict[str, Any], meta: di
     model's vocabulary (padded as training pads it)."""
     if reading.params is not None:
         s.params, s.params_total, s.params_note = reading.params, reading.params_total, "status.json"
-    if s.params is not None and s.params_total is not None:
-        return
     cfg = s.config
     vocab = None
     if cfg is not None:
@@ -173,6 +172,9 @@ def _params(s: RunSummary, reading: RunReading, status: dict[str, Any], meta: di
             vocab = model_vocab(cfg, meta or {"vocab_size": status.get("vocab_size")})
         except ConfigError:
             vocab = None
+    s.vocab = vocab if isinstance(vocab, int) else None
+    if s.params is not None and s.params_total is not None:
+        return
     if cfg is not None and isinstance(vocab, int):
         p, pt = param_counts(cfg, vocab)
         s.params = s.params if s.params is not None else p

@@ -14,8 +14,8 @@ A sweep's own report depends on that sweep's runs only (its fit is over the swee
 one-sweep and a many-sweep call write the same bytes there apart from the date; the fit
 across the sweeps lives in the course report, in a folder of its own (one level below `_course/`, so
 even a sweep named `_course` never shares a file with it).
-Numbers come from engine.report.summary (seeds pooled by engine.report.course), the fit
-from engine.report.fit (its Markdown from engine.report.fit_md), the Markdown from
+Numbers come from engine.report.summary (seeds pooled by engine.report.course), the laws
+from engine.report.laws via engine.report.study (their Markdown from engine.report.fit_md), the Markdown from
 engine.report.markdown, the figures from engine.report.plots and .figures; this module
 checks the request and writes the files.
 """
@@ -31,8 +31,8 @@ from typing import Any, Callable
 
 from engine.config import TRAIN_KEYS, did_you_mean
 from engine.report.course import Study, build_study, label_of
-from engine.report.fit import PowerLawFit
 from engine.report.fit_md import fit_section
+from engine.report.laws import LawFit, LawOptions
 from engine.report.markdown import sweep_markdown
 from engine.report.study import FitGroup, study_fits
 from engine.report.summary import (
@@ -75,9 +75,10 @@ class ReportResult:
     sweeps: list[SweepReport]
     fits: list[FitGroup] = field(default_factory=list)  # one per tokenizer + data
     course: Any = None  # engine.report.course_write.CourseReport for several sweeps
+    laws: LawOptions = field(default_factory=LawOptions)
 
     @property
-    def fit(self) -> PowerLawFit | None:
+    def fit(self) -> LawFit | None:
         """The fit of the largest group (the only one in a single-tokenizer study)."""
         return self.fits[0].fit if self.fits else None
 
@@ -88,7 +89,7 @@ class ReportResult:
     def to_dict(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir), "sweeps": [s.to_dict() for s in self.sweeps],
                 "fit": self.fit.to_dict() if self.fit else None, "fit_note": self.fit_note,
-                "fits": [g.to_dict() for g in self.fits],
+                "fits": [g.to_dict() for g in self.fits], "laws": self.laws.to_dict(),
                 "course": self.course.to_dict() if self.course else None}
 
 
@@ -125,11 +126,13 @@ def _select(runs_root: Path, sweeps: list[str]) -> dict[str, list]:
 # ---- writing -------------------------------------------------------------------------------
 
 def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: str | None = None,
-                 progress: Callable[[str], None] | None = None, plots: bool = True) -> ReportResult:
+                 progress: Callable[[str], None] | None = None, plots: bool = True,
+                 laws: LawOptions = LawOptions()) -> ReportResult:
     """Write report.md, runs.csv and (unless plots=False) the PNGs for each sweep under
     out_dir/<sweep>/.
     Raises ReportError (one line) for an unknown sweep, a sweep without finished runs,
-    an unknown --group-by key or an unwritable out_dir; nothing is written then."""
+    an unknown --group-by key or an unwritable out_dir; nothing is written then.
+    `laws` says how the scaling laws are fitted (engine.report.laws.LawOptions)."""
     say = progress or (lambda _msg: None)
     runs_root, out_dir = Path(runs_root), Path(out_dir)
     if group_by is not None and group_by not in TRAIN_KEYS:
@@ -141,16 +144,17 @@ def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: st
         # seeds pooled: a configuration's point is its mean over seeds, as in the course
         # report (the best seed would bias the fit low); one seed: the runs themselves
         study = build_study({name: summaries})   # the tables, figures and fit all use it
-        fits = study_fits(study.representatives())
+        fits = study_fits(study, laws)
         fitted = {s.id for g in fits if g.fit is not None for s in g.points}
-        reports.append(_write_sweep(name, summaries, study, fits, fit_section(fits, [name]),
+        reports.append(_write_sweep(name, summaries, study, fits, fit_section(fits, [name], laws),
                                     fitted, out_dir / name, runs_root, group_by, plots, say))
         all_fits += fits
     if len(per_sweep) == 1:
-        return ReportResult(out_dir, reports, all_fits)
+        return ReportResult(out_dir, reports, all_fits, laws=laws)
     from engine.report.course_write import write_course
-    course = write_course(per_sweep, runs_root, course_dir(out_dir, list(per_sweep)), plots, say)
-    return ReportResult(out_dir, reports, course.fits, course)
+    course = write_course(per_sweep, runs_root, course_dir(out_dir, list(per_sweep)), plots, say,
+                          laws)
+    return ReportResult(out_dir, reports, course.fits, course, laws)
 
 
 def course_dir(out_dir: Path, sweeps: list[str]) -> Path:

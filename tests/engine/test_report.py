@@ -224,7 +224,7 @@ def test_fit_refused_with_fewer_than_three_sizes(tmp_path):
     assert res.fit is None
     md = res.sweeps[0].report_md.read_text()
     fit = md.split("## Loss vs size: power-law fit\n", 1)[1]
-    assert "No fit: a power-law fit needs at least 3 finished runs of different sizes; there are 2" in fit
+    assert "No fit: a law needs finished runs of at least 3 different sizes; there are 2" in fit
 
 
 def test_gpt2_runs_get_perplexity_and_bpc_from_meta(tmp_path):
@@ -336,7 +336,7 @@ def test_the_study_fit_is_in_the_course_report_and_each_sweep_fits_its_own_runs(
     assert fits[1].startswith("\nNo fit:")  # two sizes
     course = res.course.report_md.read_text()
     assert "across the sweeps `depth`, `width` on 6 points" in course
-    assert f"α (exponent) | {res.fit.alpha:.4g}" in course
+    assert f"α (size exponent) | {res.fit.alpha:.4g}" in course
 
 
 def test_each_tokenizer_gets_its_own_fit(tmp_path):

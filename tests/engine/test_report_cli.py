@@ -17,7 +17,7 @@ def test_report_command_writes_and_prints_json(tmp_path, capsys):
     (sweep,) = doc["sweeps"]
     assert sweep["sweep"] == "depth" and sweep["n_runs"] == 6 and sweep["n_finished"] == 4
     assert (out / "depth" / "report.md").is_file() and (out / "depth" / "runs.csv").is_file()
-    assert doc["fit"]["n_points"] == 4 and doc["fit"]["alpha"] > 0
+    assert doc["fit"]["n_points"] == 4 and doc["fit"]["parameters"]["alpha"]["value"] > 0
 
 
 def test_report_command_plain_output_names_the_files(tmp_path, capsys):
@@ -29,7 +29,7 @@ def test_report_command_plain_output_names_the_files(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "s: 2 runs (2 finished) ->" in text and "report.md" in text
     assert not list((tmp_path / "o" / "s").glob("*.png"))
-    assert "No fit: a power-law fit needs at least 3" in text
+    assert "No fit: a law needs finished runs of at least 3 different sizes" in text
 
 
 def _error(capsys, argv) -> str:

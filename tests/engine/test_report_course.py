@@ -145,8 +145,9 @@ def test_heads_section_plots_against_n_head_and_calls_small_differences_noise(co
     assert sorted(p.name for p in heads_own.plots) == [
         "loss_vs_tokens.png", "training_curves.png", "vs_n_head.png"]
     # n_head 4 -> 8 -> 16 move the mean by 0.002-0.004 with sd 0.0028 each: not findings
-    assert "Within the spread over seeds (not a finding): n_head=4 → n_head=8" in heads
-    assert re.search(r"larger than the seeds' spread: n_head=16 → n_head=32: \+0\.04", heads)
+    assert "Not a finding (p ≥ 0.05): n_head=4 → n_head=8" in heads
+    assert re.search(r"findings \(Welch's t-test, p < 0.05\): n_head=16 → n_head=32: \+0\.04\d+ "
+                     r"\(95% interval \+0\.0\d+ to \+0\.0\d+, p = 0\.00\d", heads)
 
 
 def test_course_report_is_its_own_folder_and_html_embeds_every_figure(course):
@@ -228,5 +229,5 @@ def test_a_sweeps_own_report_pools_seeds_like_the_course_report(course):
         in_fit = {r["run"]: r["in_fit"] for r in csv.DictReader(f)}
     assert in_fit["n_layer=2"] == in_fit["n_layer=2,seed=1338"] == "1"
     heads = section(reports["heads"].report_md.read_text(), "Over seeds")
-    assert "Within the spread over seeds (not a finding): n_head=4 → n_head=8" in heads
+    assert "Not a finding (p ≥ 0.05): n_head=4 → n_head=8" in heads
     assert "n_head=16 → n_head=32: +0.0460" in heads.split("Within")[0]

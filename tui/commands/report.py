@@ -20,6 +20,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also tabulate the best val loss per value of this config key (e.g. n_embd)")
     p.add_argument("--no-plots", action="store_true", help="write report.md and runs.csv only")
     p.add_argument("--json", action="store_true", help="print what was written as one JSON document")
+    laws = p.add_argument_group("scaling laws (engine.report.laws; the report's Method says how)")
+    laws.add_argument("--params", metavar="CONVENTION", default="nanogpt",
+                      help="parameter count N of the fits: nanogpt (default; nanoGPT's "
+                           "get_num_params), non_embedding (Kaplan's N) or total")
+    laws.add_argument("--fit-points", metavar="WHICH", default="final",
+                      help="final (default): one point per configuration, its mean best val "
+                           "loss over seeds; all: every eval from 20%% of a run's tokens on")
+    laws.add_argument("--holdout", metavar="K", default="1",
+                      help="with at least 5 sizes, also fit on all but the largest K sizes and "
+                           "predict them (default 1; 0: no held-out check)")
+    laws.add_argument("--rollout", action="store_true",
+                      help="also fit on the k smallest sizes for k = 3 .. n-1, each predicting "
+                           "the larger ones")
+    laws.add_argument("--bootstrap", metavar="N", default="1000",
+                      help="bootstrap resamples per fit for the intervals (default 1000; the "
+                           "seed is 0 and stated in the report)")
+
+
+def law_options(args: argparse.Namespace):
+    """The --params/--fit-points/--holdout/--bootstrap values, checked (one-line errors)."""
+    from engine.model.arithmetic import PARAM_CONVENTIONS
+    from engine.report.laws import LawOptions
+    from tui.commands import CommandError
+
+    if args.params not in PARAM_CONVENTIONS:
+        raise CommandError(f"--params must be one of {', '.join(PARAM_CONVENTIONS)}, "
+                           f"not {args.params!r}")
+    if args.fit_points not in ("final", "all"):
+        raise CommandError(f"--fit-points must be final or all, not {args.fit_points!r}")
+    ints = {}
+    for flag, value, lo in (("--holdout", args.holdout, 0), ("--bootstrap", args.bootstrap, 0)):
+        try:
+            ints[flag] = int(value)
+        except ValueError:
+            raise CommandError(f"{flag} must be a whole number, not {value!r}") from None
+        if ints[flag] < lo:
+            raise CommandError(f"{flag} must be at least {lo}, not {value}")
+    return LawOptions(fit_points=args.fit_points, convention=args.params,
+                      holdout=ints["--holdout"], rollout=args.rollout,
+                      n_boot=ints["--bootstrap"])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,13 +68,14 @@ def run(args: argparse.Namespace) -> int:
     from engine.report.write import write_report
     from tui.commands import CommandError
 
+    laws = law_options(args)
     if not Path(args.runs).is_dir():
         raise CommandError(f"no runs directory {args.runs} (set --runs DIR)")
     out = Path(args.out) if args.out else Path(args.runs).resolve().parent / "reports"
     quiet = args.json or not sys.stderr.isatty()
     progress = None if quiet else (lambda msg: print(f"nanotui report: {msg}", file=sys.stderr))
     result = write_report(Path(args.runs), args.sweeps, out, group_by=args.group_by,
-                          progress=progress, plots=not args.no_plots)
+                          progress=progress, plots=not args.no_plots, laws=laws)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
         return 0
@@ -51,9 +92,14 @@ def run(args: argparse.Namespace) -> int:
         if f is None:
             print(f"{g.note}{label}")
             continue
-        se = f" ± {f.se_alpha:.2g}" if f.se_alpha is not None else ""
-        err = "exact through 3 points" if f.exact else f"RMSE {f.rmse:.3g}"
-        print(f"fit{label}: {f.formula()}  (alpha {f.alpha:.4g}{se}, {err}, {f.n_points} points)")
-        if f.warning:
-            print(f"warning: {f.warning}")
+        a = f.params["alpha"]
+        print(f"fit{label}: {f.formula()}  (alpha {a.value:.4g}, {f.level:.0%} interval "
+              f"{a.ci_low:.4g} – {a.ci_high:.4g}; {f.n_points} points, {f.n_sizes} sizes, "
+              f"N = {f.convention} count)")
+        for h in f.holdout:
+            print(f"held out {h.id} (fit on {h.fitted_sizes} sizes): predicted {h.predicted:.4f} [{h.pi_low:.4f}, {h.pi_high:.4f}], "
+                  f"actual {h.actual:.4f} ({h.error_pct:+.1f}%), "
+                  + ("inside" if h.inside else "OUTSIDE") + " its interval")
+        for w in f.warnings:
+            print(f"warning: {w}")
     return 0

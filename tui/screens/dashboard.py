@@ -16,6 +16,7 @@ from textual.widgets import ContentSwitcher, Footer, Input, Static
 from engine.report.reading import RunReading
 from engine.runs import RESUMABLE_STATES
 from tui.feed import RunFeed
+from tui.law_watch import LawWatch
 from tui.screens.dialogs import ConfirmScreen
 from tui.services import Services
 from tui.store import PollResult
@@ -53,6 +54,8 @@ class DashboardScreen(Screen):
         self._header_text = ""
         self._chart_drawn_at = 0.0
         self._chart_timer = None
+        self.law = LawWatch()
+        self._expect = None  # what the law expects of the selected run (engine.report.laws.live)
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
@@ -82,7 +85,7 @@ class DashboardScreen(Screen):
     def on_runs(self, result: PollResult) -> None:
         self.views = list(result.views)
         self.dispatcher = result.dispatcher
-        self.query_one(RunTable).show(self.views)
+        self.query_one(RunTable).show(self.views, self.law.verdicts(self.views))
         self._header()
         self._title_detail()
         self.on_gpus(None)
@@ -92,6 +95,9 @@ class DashboardScreen(Screen):
             self._chart_changed()
         if self.selected in result.samples_changed:
             self._redraw_samples()
+        if self.law.wanted(self.views, self.sweep):
+            self.law.pending.add(self.sweep)
+            self._fit_law(self.sweep, list(self.views))
         if result.log_id == self.selected and (result.log_text or result.log_reset):
             self.query_one(LogView).feed(self.selected, result.log_text, result.log_reset)
 
@@ -146,8 +152,25 @@ class DashboardScreen(Screen):
         store = self.feed.store
         others = [(rid, s) for rid in self._chart_ids() if rid != self.selected
                   for s in [store.series(rid)] if s is not None]
-        chart.plot_runs(self.selected, store.series(self.selected) if self.selected else None, others)
+        series = store.series(self.selected) if self.selected else None
+        self._expect = self.law.expectation(self._view(self.selected), series)
+        chart.plot_runs(self.selected, series, others, law=self._expect)
         self._title_detail()
+
+    @work(thread=True, group="law", exit_on_error=False)
+    def _fit_law(self, sweep: str, views: list) -> None:
+        """Fit the sweep's law on its finished runs (reads run directories: a worker)."""
+        try:
+            result = LawWatch.fit(self.services.runs_root, sweep, views)
+        except Exception:  # a law is a bonus: never take the dashboard down with it
+            result = (None, -1, {})
+        self.app.call_from_thread(self._law_ready, sweep, *result)
+
+    def _law_ready(self, sweep, live, done, shapes) -> None:
+        self.law.ready(sweep, live, done, shapes)
+        self.query_one(RunTable).show(self.views, self.law.verdicts(self.views))
+        if sweep == self.sweep:
+            self._redraw_chart()
 
     def _redraw_samples(self) -> None:
         samples = self.feed.store.samples(self.selected) if self.selected else []
@@ -186,7 +209,9 @@ class DashboardScreen(Screen):
         if view and view.best_val_loss is not None:  # the run's one reading, as compare shows it
             best = f"best {fmt_loss(view.best_val_loss)}"
             best += f" @ {view.best_iter} · " if view.best_iter is not None else " · "
-        chart.border_subtitle = f"{best}v sweep · y log · x tokens"
+        law = getattr(self, "_expect", None)
+        law_text = f"{law.text()} · " if law is not None and view and view.id == self.selected else ""
+        chart.border_subtitle = f"{law_text}{best}v sweep · y log · x tokens"
         detail = self.query_one(ContentSwitcher)
         kind = "Log" if detail.current == "log" else "Samples"
         detail.border_title = f"{kind} · {self.selected or '—'}  (o: samples/log)"

@@ -80,8 +80,10 @@ class LossChart(PlotextPlot):
         return " · ".join(parts)
 
     def plot_runs(self, run_id: str | None, series: Series | None,
-                  others: list[tuple[str, Series]]) -> None:
-        """Redraw: `series` is the selected run; `others` its sweep mates (overlay on)."""
+                  others: list[tuple[str, Series]], law=None) -> None:
+        """Redraw: `series` is the selected run; `others` its sweep mates (overlay on);
+        `law` an engine.report.laws.live.Expectation: the law's final val loss and its
+        band, drawn at the run's horizon."""
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
@@ -126,6 +128,14 @@ class LossChart(PlotextPlot):
                     drew = True
                     xs_seen += [xs[0], xs[-1]]
                     ys_seen += [min(ys), max(ys)]
+        if law is not None and drew:
+            x = law.horizon_tokens if o.x_tokens else law.horizon_iter
+            lo, mid, hi = (math.log10(v) if o.logy else v for v in (law.pi_low, law.predicted, law.pi_high))
+            plt.plot([x, x], [lo, hi], color="red+", marker="braille")
+            plt.scatter([x], [mid], color="red+", marker="◆")
+            key.append("law ◆ (red)")
+            xs_seen += [x]
+            ys_seen += [lo, hi]
         if drawn or key:
             plt.title(" · ".join(key + ([overlay_title(drawn, self.size.width - 30)]
                                         if drawn else [])))

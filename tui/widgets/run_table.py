@@ -77,6 +77,7 @@ class RunTable(DataTable):
         self._views: dict[str, RunReading] = {}
         self._order: list[str] = []
         self._cells: dict[str, tuple] = {}
+        self._notes: dict[str, str] = {}
 
     def on_mount(self) -> None:
         for label, key in COLUMNS:
@@ -103,8 +104,12 @@ class RunTable(DataTable):
         self.filter_text = text
         self.show(list(self._views.values()))
 
-    def show(self, views: list[RunReading]) -> None:
-        """Show these runs; cells that did not change are left alone."""
+    def show(self, views: list[RunReading], notes: dict[str, str] | None = None) -> None:
+        """Show these runs; cells that did not change are left alone. `notes`: run id ->
+        a few words after the run's name (the scaling law's verdict on a running run)."""
+        if notes is not None:
+            self._notes = notes
+        notes = self._notes
         self._views = {v.id: v for v in views}
         visible = [v for v in views if matches(v, self.filter_text)] if self.filter_text else views
         # runs of a sweep in the order of their varied value: n_head=4, 8, 16, 32
@@ -123,6 +128,10 @@ class RunTable(DataTable):
                              Text(f"{n} run{'s' * (n != 1)}", style="dim"), "", "", "", "", "", "", "")
             order.append(v.id)
             rows[v.id] = row_cells(v)
+            if v.id in notes:
+                style = "bold yellow" if "above" in notes[v.id] else "green"
+                rows[v.id] = (Text.assemble(rows[v.id][0], (f" · {notes[v.id]}", style)),
+                              *rows[v.id][1:])
         if order != self._order:
             self._rebuild(order, rows)
         else:
