@@ -115,9 +115,12 @@ def test_approach_2_recovers_the_exponent_of_a_known_law_and_flags_an_edge():
     truth = 0.28 / (0.34 + 0.28)   # N_opt ∝ C^(β/(α+β)) for this law
     assert r.a.ci_low < truth < r.a.ci_high and abs(r.a.value + r.b.value - 1) < 1e-9
     assert not r.warnings
-    edge = fit_isoflop([c for c in cells if c.N >= 2e7])   # the 1e15 optimum (4e6) is cut off
+    edge = fit_isoflop([c for c in cells if c.N >= 2e6])   # the 1e15 optimum (4e6) at the edge
     assert any("1e+15: the minimum is at the smallest size" in w and "add a smaller size" in w
                for w in edge.warnings)
+    off = fit_isoflop([c for c in cells if c.N >= 2e7])    # ... and beyond it
+    assert off.budgets[0].N_opt is None and "lies beyond the smallest size" in off.budgets[0].note
+    assert any("add a smaller size" in w for w in off.warnings)
     few = fit_isoflop([c for c in cells if c.C == 1e15][:2])
     assert few.a is None and "a parabola needs at least 3" in few.note
 

@@ -13,7 +13,8 @@ sqrt(n / (n − 3)), to the fitted parabola and refits), since a budget has a ha
 sizes and resampling whole cells would often leave fewer than three. The exponents are
 fitted to each draw's minima, so their intervals carry every budget's uncertainty. A
 minimum outside the grid or at its smallest or largest size is an extrapolation: the
-result warns and names the size to add (an off-centre grid biases Approach 2).
+result warns and names the size to add (an off-centre grid biases Approach 2); one
+beyond the grid is not reported as N_opt at all.
 """
 
 from __future__ import annotations
@@ -133,6 +134,12 @@ def _budget(C: float, cells: list[Cell], opt: IsoOptions, rng) -> tuple[BudgetFi
         return BudgetFit(C, tuple(cells), coeffs=tuple(map(float, c)),
                          note="the losses do not dip: the parabola opens downwards (no "
                               "minimum inside or near the grid)"), nan
+    if not x[0] <= v <= x[-1]:
+        side, add = (("smallest", "smaller") if v < x[0] else ("largest", "larger"))
+        why = (f"the parabola's minimum (N = {math.exp(v):,.3g}) lies beyond the {side} size "
+               f"of the grid: an extrapolation, not a measurement")
+        return BudgetFit(C, tuple(cells), coeffs=tuple(map(float, c)), note=why,
+                         warning=f"C = {C:.3g}: {why}; add a {add} size"), nan
     n, fitted = len(L), np.polyval(c, x)
     resid = (L - fitted) * (math.sqrt(n / (n - 3)) if n > 3 else 0.0)
     ys = fitted[None, :] + rng.choice(resid, size=(opt.n_boot, n))
@@ -150,15 +157,15 @@ def _budget(C: float, cells: list[Cell], opt: IsoOptions, rng) -> tuple[BudgetFi
     warning = ""
     lo_n, hi_n = cells[0].N, cells[-1].N
     best = min(cells, key=lambda c: c.loss)
-    if v <= math.log(lo_n) or best is cells[0]:
+    if best is cells[0]:
         warning = (f"C = {C:.3g}: the minimum is at the smallest size of the grid "
                    f"(N = {lo_n:,.0f}; fitted N_opt = {N_opt.value:,.0f}): add a smaller size")
-    elif v >= math.log(hi_n) or best is cells[-1]:
+    elif best is cells[-1]:
         warning = (f"C = {C:.3g}: the minimum is at the largest size of the grid "
                    f"(N = {hi_n:,.0f}; fitted N_opt = {N_opt.value:,.0f}): add a larger size")
     bad = int(np.sum(~np.isfinite(vs)))
     if bad:
-        warning += ((" " if warning else "") + f"C = {C:.3g}: {bad} of {opt.n_boot} resamples "
+        warning += (("; " if warning else "") + f"C = {C:.3g}: {bad} of {opt.n_boot} resamples "
                     "had no minimum (left out of the interval)")
     return BudgetFit(C, tuple(cells), N_opt, D_opt, float(np.polyval(c, v)),
                      tuple(map(float, c)), "", warning), draws
