@@ -190,3 +190,10 @@ def test_a_tuned_sweep_keeps_each_configurations_best_rate_and_warns_at_the_edge
     # every table uses the best rate: the worse rates' runs are not in the results
     results = md.split("## Results")[1].split("##")[0]
     assert "learning_rate=0.01" not in results and "n_embd=8,learning_rate=0.003" in results
+
+
+def test_tune_over_a_key_that_is_not_a_number_is_one_line_exit_2(tmp_path, capsys):
+    p = _write(tmp_path, '[sweep.s]\nvary = { n_layer = [1, 2] }\ntune = { tokenizer = ["char", "gpt2"] }\n')
+    assert main(["plan", "--experiments", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "tune.tokenizer: only a numeric hyper-parameter" in err
