@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.config import ConfigError
+from engine.report.course import label_of
 from engine.report.summary import RunSummary
 
 
@@ -99,8 +100,8 @@ def best_tuned(summaries: list[RunSummary]) -> tuple[list[RunSummary], Tuning | 
                   and math.isfinite(s.final_val)]
             scores.append((vals, statistics.fmean(xs) if xs else None, len(xs)))
         done = [sc for sc in scores if sc[1] is not None]
-        label = ",".join(f"{k}={v}" for k, v in (runs[0].varied or {}).items()
-                         if k not in keys and k != "seed") or "(the sweep's one configuration)"
+        label = ",".join(part for part in label_of(runs[0]).split(",")
+                         if part.split("=")[0] not in keys) or "(the sweep's one configuration)"
         if not done:
             kept += runs
             configs.append(TunedConfig(label, runs[0].params,
