@@ -114,8 +114,8 @@ def isoflop_markdown(st: IsoStudy) -> list[str]:
                 f"- Tokens per parameter at the optimum: {t.value:.3g} [{t.ci_low:.3g}, "
                 f"{t.ci_high:.3g}], against Chinchilla's ≈ {CHINCHILLA_TOKENS_PER_PARAM:g} "
                 f"(a ratio that depends on the parameter convention: here {r.convention}).",
-                f"- From {len(r.fitted)} budgets: " + ("few; treat the exponents as indicative."
-                                                       if len(r.fitted) < 4 else "")]
+                f"- Exponents fitted over {len(r.fitted)} budgets with a minimum"
+                + ("; few: treat them as indicative." if len(r.fitted) < 4 else ".")]
     if st.law is None or st.law.law != "N,D":
         out += ["- Approach 3: no L(N, D) fit over these runs (see the section above)."]
     out += [f"- Warning: {w}" for w in r.warnings]
