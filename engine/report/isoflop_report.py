@@ -180,6 +180,10 @@ def isoflop_figures(st: IsoStudy, d: Path) -> list[Path]:
         ax.errorbar(C, v, yerr=[v - lo, hi - v], fmt=mark, capsize=4, ms=8,
                     label=name + (f" ∝ C^{exp.value:.2f} [{exp.ci_low:.2f}, {exp.ci_high:.2f}]"
                                   if exp else ""))
+    a3 = [(c, n) for c, n in st.approach3 if n is not None]
+    if a3:
+        ax.plot([c for c, _ in a3], [n for _, n in a3], "x", color="black", ms=10, mew=2,
+                label="N_opt by Approach 3 (L(N, D))")
     if r.a is not None:
         cc = np.geomspace(C.min() / 1.5, C.max() * 1.5, 50)
         n, dd = r.frontier(cc)
