@@ -197,3 +197,23 @@ def test_tune_over_a_key_that_is_not_a_number_is_one_line_exit_2(tmp_path, capsy
     assert main(["plan", "--experiments", str(p)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "tune.tokenizer: only a numeric hyper-parameter" in err
+
+
+def test_tuned_isoflop_uses_each_cells_best_rate_and_too_few_sizes_say_why(tmp_path, capsys):
+    root = tmp_path / "runs"
+    meta = {"kind": "isoflop", "budget_key": "train_flops", "min_steps": 1, "max_epochs": 4.0,
+            "tune": ["learning_rate"]}
+    for C in (3e10, 1e11):
+        for e in (8, 16):
+            for lr, worse in ((1e-3, 0.3), (1e-2, 0.0)):
+                _run(root, "iso", f"train_flops={C:g},n_embd={e},learning_rate={lr:g}",
+                     3.0 - e / 100 + worse, meta, n_embd=e, train_flops=C, learning_rate=lr)
+    assert main(["report", "iso", "--runs", str(root), "--out", str(tmp_path / "out"),
+                 "--json"]) == 0
+    iso = json.loads(capsys.readouterr().out)["isoflop"]["iso"]
+    cells = [c for b in iso["budgets"] for c in b["cells"]]
+    assert len(cells) == 4 and all(c.endswith("learning_rate=0.01") for c in cells)
+    assert iso["parameters"]["a"] is None
+    md = (tmp_path / "out" / "iso" / "report.md").read_text()
+    assert "No frontier: 0 budget(s) with a minimum" in md
+    assert "no minimum: 2 finished sizes; a parabola needs at least 3" in md
