@@ -15,6 +15,11 @@
                         vary  = { key = [v1, v2], ... }   one key at a time around
                                                           defaults + fixed: a run per value
                         grid  = { key = [...], ... }      the cartesian product
+                        isoflop = { train_flops = [...], n_layer = [...] }
+                                                          one run per (budget, size)
+                        tune  = { learning_rate = [...] } beside vary/grid/isoflop: each
+                                                          configuration at each value
+                                                          (engine.sweep_kinds)
                         seeds = N                         each run N times, seeds
                                                           seed, seed+1, ... (default 1)
 
@@ -61,10 +66,11 @@ from engine.config import (
 from engine.experiments_options import (  # noqa: F401 (LaunchOptions, LAUNCH_KEYS: re-exported)
     LAUNCH_KEYS, ExperimentsError, LaunchOptions, parse_executor, parse_launch_options)
 from engine.runs import safe_part
+from engine.sweep_kinds import BUDGET_KEY, budget_name, isoflop_cells, tune_axes, with_tuning
 from engine.toml_lines import LineFinder, read_limited
 
 TOP_TABLES = ["defaults", "sampling", "launch", "executor", "sweep"]
-SWEEP_KEYS = ["description", "fixed", "vary", "grid", "seeds"]
+SWEEP_KEYS = ["description", "fixed", "vary", "grid", "isoflop", "tune", "seeds"]
 MAX_SEEDS = 20
 MAX_RUNS = 1000  # a typo'd grid should not create a million directories
 MAX_FILE_BYTES = 1 << 20  # a course's file is 2 KB: parsing far more costs memory for nothing
@@ -79,6 +85,7 @@ class RunSpec:
     error: str | None = None
     line: int | None = None
     same_as: str | None = None       # id of the identical run of an earlier sweep
+    meta: dict[str, Any] = field(default_factory=dict)  # [run] extras: kind, tune, checks
 
     @property
     def id(self) -> str:
@@ -248,7 +255,7 @@ def _parse_sweep(sname: str, table: Any, defaults: dict[str, Any], sampling: Sam
             line = lines.find(["sweep", sname], key)
             raise ExperimentsError(f"{path}:{line or w.header}: {label}: unknown key {key!r}"
                                    f"{did_you_mean(key, SWEEP_KEYS)}; expected description, "
-                                   f"fixed, vary, grid or seeds")
+                                   f"fixed, vary, grid, isoflop, tune or seeds")
     description = table.get("description", "")
     if not isinstance(description, str):
         raise ExperimentsError(f"{w.loc('description')}: {label} description must be a string")
@@ -259,19 +266,35 @@ def _parse_sweep(sname: str, table: Any, defaults: dict[str, Any], sampling: Sam
     fixed = _checked(fixed, f"{label} fixed", w.line_of("fixed"), lines, path)
     one_horizon(fixed, lambda k: f"{w.at(lines.find_in_line(w.line_of('fixed'), k))}: "
                                  f"{label} fixed")
-    mode = [k for k in ("vary", "grid") if k in table]
+    mode = [k for k in ("vary", "grid", "isoflop") if k in table]
     if not mode:
         raise ExperimentsError(f"{at}: {label} has no runs: add vary = {{ key = [values] }} "
-                               f"(one key at a time) or grid = {{ ... }} (all combinations)")
-    if len(mode) == 2:
-        raise ExperimentsError(f"{w.loc('grid')}: {label} has both vary and grid; use one "
-                               f"(or two sweeps)")
+                               f"(one key at a time), grid = {{ ... }} (all combinations) or "
+                               f"isoflop = {{ train_flops = [...], n_layer = [...] }}")
+    if len(mode) > 1:
+        raise ExperimentsError(f"{w.loc(mode[1])}: {label} has both {mode[0]} and {mode[1]}; "
+                               f"use one (or two sweeps)")
     kind = mode[0]
-    axes = _axes(kind, table[kind], w)
-    if kind == "grid":  # vary takes one key at a time: each run has one horizon key
-        one_horizon(axes, lambda k: f"{w.at(lines.find_in_line(w.line_of('grid'), k))}: "
-                                    f"{label} grid")
-    combos = _combinations(kind, axes, w)
+    meta: dict[str, Any] = {}
+    if kind == "isoflop":
+        def check(d: dict[str, Any]) -> dict[str, Any]:
+            return _checked(d, f"{label} isoflop", w.line_of("isoflop"), lines, path)
+        combos, options = isoflop_cells(table["isoflop"], label, w.loc, check)
+        meta = {"kind": "isoflop", "budget_key": BUDGET_KEY, **options}
+    else:
+        axes = _axes(kind, table[kind], w)
+        if kind == "grid":  # vary takes one key at a time: each run has one horizon key
+            one_horizon(axes, lambda k: f"{w.at(lines.find_in_line(w.line_of('grid'), k))}: "
+                                        f"{label} grid")
+        combos = _combinations(kind, axes, w)
+    if "tune" in table:
+        tune = tune_axes(table["tune"], label, w.loc,
+                         lambda d: _checked(d, f"{label} tune", w.line_of("tune"), lines, path))
+        combos = with_tuning(combos, tune)
+        meta["tune"] = list(tune)
+        if len(combos) > MAX_RUNS:
+            raise ExperimentsError(f"{w.loc('tune')}: {label} has more than {MAX_RUNS} runs "
+                                   f"with its tuned values")
     seeds = table.get("seeds", 1)
     if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
         raise ExperimentsError(f"{w.loc('seeds')}: {label} seeds = {seeds!r}: expected a "
@@ -284,6 +307,8 @@ def _parse_sweep(sname: str, table: Any, defaults: dict[str, Any], sampling: Sam
         runs = [_run_spec(varied, kind, {**base, "seed": first + i}, sampling, w,
                           suffix=f",seed={first + i}" if i else "")
                 for varied in combos for i in range(seeds)]
+    for r in runs:
+        r.meta = dict(meta)
     return Sweep(sname, description, runs, w.header)
 
 
@@ -323,7 +348,8 @@ def _combinations(kind: str, axes: dict[str, list[Any]], w: _SweepAt) -> list[di
 def _run_spec(varied: dict[str, Any], kind: str, base: dict[str, Any], sampling: SamplingConfig,
               w: _SweepAt, suffix: str = "") -> RunSpec:
     """One run of the sweep; a config that does not validate is kept with its error."""
-    name = ",".join(f"{k}={format_value(v)}" for k, v in varied.items()) + suffix
+    name = ",".join(f"{k}={budget_name(v) if kind == 'isoflop' and k == BUDGET_KEY else format_value(v)}"
+                    for k, v in varied.items()) + suffix
     line = w.lines.find_in_line(w.line_of(kind), next(iter(varied)))
     rat = w.at(line)
     if not safe_part(name):

@@ -297,9 +297,11 @@ class RunDir:
 
 def create_run(runs_root: Path, sweep: str, name: str, cfg: TrainConfig,
                varied: dict[str, Any] | None = None, exist_ok: bool = True,
-               horizon: dict[str, Any] | None = None) -> RunDir:
+               horizon: dict[str, Any] | None = None,
+               meta: dict[str, Any] | None = None) -> RunDir:
     """Create runs_root/sweep/name with config.toml and a queued status. `cfg` is
-    resolved (its max_iters set) and `horizon` its `[horizon]` record.
+    resolved (its max_iters set) and `horizon` its `[horizon]` record; `meta` adds to
+    the [run] table what the sweep's kind says (engine.sweep_kinds: kind, tuned keys).
 
     An existing run is left as it is (its config is never rewritten) when exist_ok."""
     for part in (sweep, name):
@@ -311,8 +313,8 @@ def create_run(runs_root: Path, sweep: str, name: str, cfg: TrainConfig,
             return run
         raise RunError(f"run {run.id} already exists")
     run.path.mkdir(parents=True, exist_ok=True)
-    text = dump_config(cfg, run={"sweep": sweep, "name": name, "varied": varied or {}},
-                       horizon=horizon)
+    table = {**(meta or {}), "sweep": sweep, "name": name, "varied": varied or {}}
+    text = dump_config(cfg, run=table, horizon=horizon)
     atomic_write_bytes(run.config_path, text.encode())
     run.update_status(state="queued", created_at=time.time(), max_iters=cfg.max_iters, iter=0)
     return run

@@ -15,7 +15,7 @@ from engine.experiments import RunSpec, load_experiments
 from engine.launch.drift import config_drift
 from engine.launch.estimate import estimate, horizon_for
 from engine.launch.gpu import GpuSource, default_gpu_source
-from engine.launch.preflight import check_specs
+from engine.launch.preflight import check_cells, check_specs
 from engine.runs import RunDir
 
 
@@ -87,6 +87,7 @@ def plan_runs(experiments_path: str | Path, selection: list[str] | None = None,
     if device is None:
         device = "gpu" if gpus else "cpu"
     check_specs(specs, gpus if exp.executor.get("kind", "local") == "local" else None)
+    check_cells(specs)   # an IsoFLOP grid with cells that cannot run: refused, one line
     rows = plan_rows(specs, device)
     if runs_root is not None:
         for row, s in zip(rows, specs):

@@ -106,3 +106,31 @@ def check_specs(specs: Sequence[Any], gpus: Sequence[GpuSnapshot] | None) -> Non
             found = problems(s.cfg, gpus)
             if found:
                 s.error = f"{s.id}: {found[0]}"
+
+
+def check_cells(specs: Sequence[Any]) -> None:
+    """Refuse an IsoFLOP grid with cells that cannot say anything (engine.sweep_kinds):
+    fewer optimizer steps than the sweep's min_steps, or more epochs of the training
+    split than its max_epochs (checked once the data is prepared). One line naming the
+    first such cell, how many there are, and what to change; raises ExperimentsError."""
+    from engine.experiments_options import ExperimentsError
+    bad: list[str] = []
+    for s in specs:
+        meta = getattr(s, "meta", None) or {}
+        if meta.get("kind") != "isoflop" or s.cfg is None or s.error:
+            continue
+        h = horizon_for(s.cfg)
+        if h.max_iters < meta["min_steps"]:
+            bad.append(f"{s.id} gets {h.max_iters} optimizer steps, fewer than min_steps = "
+                       f"{meta['min_steps']}: raise its budget, drop the size or lower "
+                       f"batch_size/block_size")
+            continue
+        data = data_tokens(h.config)
+        if data is not None and data[1] > 0 and h.tokens / data[1] > meta["max_epochs"]:
+            bad.append(f"{s.id} trains on {h.tokens:,} tokens, {h.tokens / data[1]:.1f} epochs "
+                       f"of the {data[1]:,}-token training split, more than max_epochs = "
+                       f"{meta['max_epochs']:g}: lower the budget or use more data")
+    if bad:
+        k = len(bad) - 1
+        more = f" (and {k} more cell{'s' if k > 1 else ''} that cannot run)" if k else ""
+        raise ExperimentsError(f"isoflop: {bad[0]}{more}")

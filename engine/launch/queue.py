@@ -34,7 +34,7 @@ from engine.launch.executor import Executor, LocalExecutor
 from engine.launch.gpu import GpuSource, default_gpu_source
 from engine.launch.placement import parse_request
 from engine.launch.plan import PlanRow, plan_rows, plan_runs  # noqa: F401 (re-exported)
-from engine.launch.preflight import check_specs
+from engine.launch.preflight import check_cells, check_specs
 from engine.runs import (CONFIG, RESUMABLE_STATES, RunDir, RunError, create_run, link_shared)
 
 DISPATCH_LOCK = ".dispatch.lock"
@@ -215,6 +215,7 @@ def queue_runs_detailed(experiments_path: str | Path, runs_root: str | Path,
     local = exp.executor.get("kind", "local") == "local"
     check_specs(specs, default_gpu_source().snapshot() if local else None)
     validate_runs(specs)   # what cannot work (engine.launch.preflight): refused, nothing queued
+    check_cells(specs)
     runs_root = Path(runs_root)
     res = QueueResult()
     by_id = {r.id: r for r in exp.all_runs()}
@@ -245,7 +246,7 @@ def _queue_one(s: RunSpec, runs_root: Path, gpu: str | None, fresh: bool,
                                f"{run.id}` first)")
             moved = move_aside(run, runs_root)
             run = create_run(runs_root, s.sweep, s.name, h.config, s.varied,
-                             horizon=h.record())
+                             horizon=h.record(), meta=s.meta)
             res.fresh.append((run, moved))
         else:
             if changes:
@@ -254,7 +255,8 @@ def _queue_one(s: RunSpec, runs_root: Path, gpu: str | None, fresh: bool,
                 state, res.needs_resume).append(run)
             return
     else:
-        run = create_run(runs_root, s.sweep, s.name, h.config, s.varied, horizon=h.record())
+        run = create_run(runs_root, s.sweep, s.name, h.config, s.varied, horizon=h.record(),
+                         meta=s.meta)
     res.warnings.extend((run.id, w) for w in h.warnings())
     fields: dict[str, Any] = {"queued_at": time.time()}
     if gpu and parse_request(gpu) != "auto":

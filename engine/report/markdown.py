@@ -162,8 +162,10 @@ def _excerpts(summaries: list[RunSummary], decoding: tuple | None) -> str:
 
 
 def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_text: str,
-                   plots: list[Path], group_by: str | None, runs_root: Path) -> str:
-    """`study` is build_study({sweep: summaries}): the seeds pooled into configurations."""
+                   plots: list[Path], group_by: str | None, runs_root: Path,
+                   extra: list[str] = ()) -> str:
+    """`study` is build_study({sweep: summaries}): the seeds pooled into configurations.
+    `extra`: sections after the fit (a tuned key's best values, the IsoFLOP analysis)."""
     varied, fixed = _settings(summaries)
     decoding = common_decoding(summaries)
     div_text, degenerate = _diversity_section(summaries, decoding)
@@ -213,6 +215,7 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
         out += ["With several seeds, a configuration's point is its mean best val loss over "
                 "its finished seeds (the best seed would bias the fit low).", ""]
     out += [fit_text.rstrip() + "\n"]
+    out += list(extra)
     out += temperature_section(study)
     if plots:
         out += ["## Figures", ""] + [f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in plots]

@@ -34,6 +34,8 @@ from engine.config import TRAIN_KEYS, did_you_mean
 from engine.report.brief import brief_figures, brief_markdown
 from engine.report.course import Study, build_study, label_of
 from engine.report.fit_md import fit_section
+from engine.report.isoflop_report import (IsoStudy, isoflop_figures, isoflop_markdown,
+                                          isoflop_study, tuning_markdown)
 from engine.report.laws import LawFit, LawOptions
 from engine.report.html import markdown_to_html
 from engine.report.markdown import sweep_markdown
@@ -45,6 +47,7 @@ from engine.report.summary import (
     summarize,
 )
 from engine.report.tables import CSV_COLUMNS, csv_row, natural_key
+from engine.report.tuning import Tuning, best_tuned
 from engine.files import atomic_write_bytes
 from engine.runs import RunError, list_runs, list_shared
 
@@ -81,6 +84,8 @@ class ReportResult:
     fits: list[FitGroup] = field(default_factory=list)  # one per tokenizer + data
     course: Any = None  # engine.report.course_write.CourseReport for several sweeps
     laws: LawOptions = field(default_factory=LawOptions)
+    isoflop: dict[str, IsoStudy] = field(default_factory=dict)   # sweep -> Approach 2
+    tuning: dict[str, Tuning] = field(default_factory=dict)      # sweep -> best values
 
     @property
     def fit(self) -> LawFit | None:
@@ -95,7 +100,9 @@ class ReportResult:
         return {"out_dir": str(self.out_dir), "sweeps": [s.to_dict() for s in self.sweeps],
                 "fit": self.fit.to_dict() if self.fit else None, "fit_note": self.fit_note,
                 "fits": [g.to_dict() for g in self.fits], "laws": self.laws.to_dict(),
-                "course": self.course.to_dict() if self.course else None}
+                "course": self.course.to_dict() if self.course else None,
+                "isoflop": {k: v.to_dict() for k, v in self.isoflop.items()},
+                "tuning": {k: v.to_dict() for k, v in self.tuning.items()}}
 
 
 # ---- checking the request ----------------------------------------------------------------
@@ -145,21 +152,34 @@ def write_report(runs_root: Path, sweeps: list[str], out_dir: Path, group_by: st
     per_sweep = _read_sweeps(runs_root, _select(runs_root, sweeps), say)
     _check_out_dir(out_dir)
     reports, all_fits = [], []
-    for name, summaries in per_sweep.items():
+    isoflop: dict[str, IsoStudy] = {}
+    tuning: dict[str, Tuning] = {}
+    for name in list(per_sweep):
+        # a tuned sweep: each configuration's best value is what everything below uses
+        per_sweep[name], tuned = best_tuned(per_sweep[name])
+        summaries = per_sweep[name]
         # seeds pooled: a configuration's point is its mean over seeds, as in the course
         # report (the best seed would bias the fit low); one seed: the runs themselves
         study = build_study({name: summaries})   # the tables, figures and fit all use it
         fits = study_fits(study, laws)
         fitted = {s.id for g in fits if g.fit is not None for s in g.points}
+        iso = isoflop_study(summaries, laws, fits[0].fit if fits else None)
+        extra = (tuning_markdown(tuned) if tuned else []) + (isoflop_markdown(iso) if iso else [])
+        if tuned:
+            tuning[name] = tuned
+        if iso:
+            isoflop[name] = iso
         reports.append(_write_sweep(name, summaries, study, fits, fit_section(fits, [name], laws),
-                                    fitted, out_dir / name, runs_root, group_by, plots, say))
+                                    fitted, out_dir / name, runs_root, group_by, plots, say,
+                                    extra, iso))
         all_fits += fits
     if len(per_sweep) == 1:
-        return ReportResult(out_dir, reports, all_fits, laws=laws)
+        return ReportResult(out_dir, reports, all_fits, laws=laws, isoflop=isoflop,
+                            tuning=tuning)
     from engine.report.course_write import write_course
     course = write_course(per_sweep, runs_root, course_dir(out_dir, list(per_sweep)), plots, say,
                           laws)
-    return ReportResult(out_dir, reports, course.fits, course, laws)
+    return ReportResult(out_dir, reports, course.fits, course, laws, isoflop, tuning)
 
 
 def course_dir(out_dir: Path, sweeps: list[str]) -> Path:
@@ -187,7 +207,8 @@ def _read_sweeps(runs_root: Path, selected: dict[str, list], say) -> dict[str, l
 
 def _write_sweep(name: str, summaries: list[RunSummary], study: Study,
                  fits: list[FitGroup], fit_text: str, fitted: set[str], d: Path,
-                 runs_root: Path, group_by: str | None, plots: bool, say) -> SweepReport:
+                 runs_root: Path, group_by: str | None, plots: bool, say,
+                 extra: list[str] = (), iso: IsoStudy | None = None) -> SweepReport:
     """One sweep's folder: the PNGs, report.md and runs.csv."""
     try:
         d.mkdir(parents=True, exist_ok=True)
@@ -196,7 +217,10 @@ def _write_sweep(name: str, summaries: list[RunSummary], study: Study,
     say(f"plotting {name}")
     decoding = common_decoding(summaries)
     figures = _sweep_figures(name, summaries, study, fits, d, group_by, decoding) if plots else []
-    md = sweep_markdown(name, summaries, study, fit_text, figures, group_by, runs_root)
+    if plots and iso is not None:
+        figures += isoflop_figures(iso, d)
+    md = sweep_markdown(name, summaries, study, fit_text, figures, group_by, runs_root,
+                        list(extra))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
