@@ -19,6 +19,7 @@ from engine.model.arithmetic import model_vocab, param_counts
 from engine.report.meta import find_meta
 from engine.report.reading import RunReading, read_run
 from engine.runs import RunDir
+from engine.sample.evaluate import latest_text_evals
 from engine.sample.metrics import eval_metrics
 
 LN2 = math.log(2)
@@ -43,6 +44,10 @@ METHODS = {
            "come from the prepared data's meta.json (`chars_per_token`, else "
            "`bytes_per_token`, which equals characters per token for ASCII text). This is "
            "the number that compares char and BPE runs.",
+    "text_eval": "Bits/byte on a text (`nanotui eval RUN --text FILE`): the run's best.pt "
+                 "on that text, windows of T tokens, total nats / ln 2 / UTF-8 bytes of the "
+                 "predicted span (engine.sample.evaluate); the newest eval per text and T. "
+                 "Comparable across tokenizers.",
     "ppl": "Perplexity (BPE runs): exp(best val loss), per token.",
     "tok_s": "Tokens/s: status.json `tok_s`, the figure every view shows: tokens per step "
              "/ the median seconds per step over the run's recent steps (up to 200), with "
@@ -96,6 +101,7 @@ class RunSummary:
     trains: list[dict[str, Any]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     temperature_samples: list[dict[str, Any]] = field(default_factory=list)  # a study's
+    text_evals: list[dict[str, Any]] = field(default_factory=list)  # `nanotui eval`, newest per text
 
     @property
     def id(self) -> str:
@@ -149,6 +155,7 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
                      key=lambda r: r.get("iter", 0))
     s.trains = sorted((r for r in metrics if r.get("kind") == "train"), key=lambda r: r.get("iter", 0))
     s.samples = run.read_samples()
+    s.text_evals = latest_text_evals(run)
     s.temperature_samples = run.read_temperature_samples()
     meta, meta_src = find_meta(cfg, status, runs_root)
     _params(s, reading, status, meta)
