@@ -34,21 +34,26 @@ from engine.data.tokenizers import cache_root
 from engine.handin.archive import Bundle
 from engine.handin.bundle import BundleError
 from engine.handin.verify import RunNumbers
+from engine.model.cpu_kernels import PATH_NAMES
 from engine.model.cpu_tuner import OVERRIDE_ENV
 from engine.model.device import device_name
 from engine.runs import METRICS, RunDir, create_run
 
 BAND_NATS = 0.02
-ATTENTION_LINE = re.compile(r"^CPU attention: (fused C\+\+ kernel|torch ops|sdpa|torch)", re.M)
-PATHS = {"fused C++ kernel": "fused", "torch ops": "torch", "sdpa": "sdpa", "torch": "torch"}
+# the trainer's "CPU attention: <PATH_NAMES[path]>, <precision> (why)" line
+PATHS = {name: path for path, name in PATH_NAMES.items()}
+ATTENTION_LINE = re.compile(r"^CPU attention: (" + "|".join(re.escape(n) for n in PATHS) + ")", re.M)
 
 
 def find_data(meta: dict[str, Any], search: list[Path] | None = None) -> Path | None:
-    """A prepared dir here whose meta.json has the bundle's source, tokenizer and split."""
-    roots = search if search is not None else [cache_root() / "prepared"]
+    """A prepared dir whose meta.json has the bundle's source, tokenizer and split: one of
+    `search` (a prepared dir or a folder of them), then the data cache's."""
+    roots = [*(search or []), cache_root() / "prepared"]
     want = (meta.get("source_sha256"), meta.get("tokenizer"), meta.get("val_fraction"))
     for root in roots:
-        for m in sorted(Path(root).glob("*/meta.json")):
+        for m in [Path(root) / "meta.json", *sorted(Path(root).glob("*/meta.json"))]:
+            if not m.is_file():
+                continue
             try:
                 have = json.loads(m.read_text())
             except (OSError, ValueError):

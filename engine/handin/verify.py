@@ -39,6 +39,8 @@ class RunNumbers:
     meta: dict[str, Any] | None = None
     best_val: float | None = None
     final_val: float | None = None
+    best_where: str = ""       # "runs/<id>/metrics.jsonl line N": the record best_val came from
+    final_where: str = ""
     tokens: int | None = None
     params: int | None = None
     seed: int | None = None
@@ -74,7 +76,7 @@ def _jsonl(data: bytes, path: str, check, problems: list[str]) -> list[dict[str,
             if rec2 is None or why:
                 problems.append(f"{path}: line {i}: {why or 'malformed'}")
                 continue
-        out.append(rec)
+        out.append({**rec, "_line": i})   # where a disagreement points
     return out
 
 
@@ -123,8 +125,10 @@ def check_run(b: Bundle, entry: dict[str, Any], problems: list[str]) -> RunNumbe
     n.evals = sorted((r for r in metrics if r.get("kind") == "eval" and _num(r.get("val_loss")) is not None),
                      key=lambda r: r["iter"])
     if n.evals:
-        n.best_val = min(float(r["val_loss"]) for r in n.evals)
-        n.final_val = float(n.evals[-1]["val_loss"])
+        best = min(n.evals, key=lambda r: float(r["val_loss"]))
+        n.best_val, n.final_val = float(best["val_loss"]), float(n.evals[-1]["val_loss"])
+        n.best_where = f"{base}/{METRICS} line {best['_line']}"
+        n.final_where = f"{base}/{METRICS} line {n.evals[-1]['_line']}"
     toks = [r["tokens"] for r in metrics if _num(r.get("tokens")) is not None]
     n.tokens = int(max(toks)) if toks else None
     if n.config is not None and n.meta is not None:
@@ -132,16 +136,18 @@ def check_run(b: Bundle, entry: dict[str, Any], problems: list[str]) -> RunNumbe
             n.params = param_count(n.config, model_vocab(n.config, n.meta), DEFAULT_PARAM_CONVENTION)
         except ConfigError as e:
             problems.append(f"{base}: {e}")
-    _agree(f"{base}/{STATUS} best_val_loss", _num(status.get("best_val_loss")), n.best_val, problems)
+    _agree(f"{base}/{STATUS} best_val_loss", _num(status.get("best_val_loss")), n.best_val,
+           n.best_where, problems)
     if _num(status.get("params")) is not None and n.params is not None and int(status["params"]) != n.params:
         problems.append(f"{base}/{STATUS}: params {int(status['params']):,} but the config "
                         f"and data give {n.params:,}")
     return n
 
 
-def _agree(where: str, claimed: float | None, actual: float | None, problems: list[str]) -> None:
+def _agree(where: str, claimed: float | None, actual: float | None, source: str,
+           problems: list[str]) -> None:
     if claimed is not None and actual is not None and abs(claimed - actual) > LOSS_TOL:
-        problems.append(f"{where} says {claimed:.4f}, metrics.jsonl gives {actual:.4f}")
+        problems.append(f"{where} says {claimed:.4f}, {source} gives {actual:.4f}")
 
 
 def _cell(x: str) -> float | None:
@@ -162,8 +168,10 @@ def check_reports(b: Bundle, runs: dict[str, RunNumbers], problems: list[str]) -
                 if n is None:
                     continue
                 where = f"{path}: line {i} ({n.id})"
-                _agree(f"{where} best_val_loss", _cell(row.get("best_val_loss") or ""), n.best_val, problems)
-                _agree(f"{where} final_val_loss", _cell(row.get("final_val_loss") or ""), n.final_val, problems)
+                _agree(f"{where} best_val_loss", _cell(row.get("best_val_loss") or ""), n.best_val,
+                       n.best_where, problems)
+                _agree(f"{where} final_val_loss", _cell(row.get("final_val_loss") or ""), n.final_val,
+                       n.final_where, problems)
                 p = _cell(row.get("params") or "")
                 if p is not None and n.params is not None and int(p) != n.params:
                     problems.append(f"{where} params says {int(p):,}, config and data give {n.params:,}")
@@ -196,8 +204,8 @@ def _check_results_table(path: str, text: str, sweep: str, runs: dict[str, RunNu
         if n is None:
             continue
         where = f"{path}: line {j + 1} ({n.id})"
-        _agree(f"{where} best val", _cell(row.get("best val", "")), n.best_val, problems)
-        _agree(f"{where} final val", _cell(row.get("final val", "")), n.final_val, problems)
+        _agree(f"{where} best val", _cell(row.get("best val", "")), n.best_val, n.best_where, problems)
+        _agree(f"{where} final val", _cell(row.get("final val", "")), n.final_val, n.final_where, problems)
         p = _cell(row.get("params (nanoGPT)", ""))
         if p is not None and n.params is not None and int(p) != n.params:
             problems.append(f"{where} params (nanoGPT) says {int(p):,}, config and data give {n.params:,}")

@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(matched by sha256) and compare the loss curve")
     p.add_argument("--iters", metavar="K", type=int, default=None,
                    help="with --rerun: train and compare only the first K iterations")
+    p.add_argument("--data", metavar="DIR", action="append", default=[],
+                   help="with --rerun: also look here for the prepared data (a prepared dir or "
+                        "a folder of them; default: the data cache, NANOTUI_DATA_DIR)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON document")
 
 
@@ -42,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
             notes.append("rerun skipped: the bundle has problems")
         else:
             say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))
-            found, note = rerun(b, numbers[args.rerun], args.iters, log=say)
+            found, note = rerun(b, numbers[args.rerun], args.iters,
+                                [Path(d) for d in args.data], log=say)
             problems += found
             notes += [note] if note else []
     if args.json:
