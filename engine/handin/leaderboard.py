@@ -1,7 +1,8 @@
 """`nanotui leaderboard BUNDLE...`: one table across students' hand-ins.
 
-One row per bundled run that has a val loss, ranked by best val loss (nats per token of
-its own tokenizer, so only runs of one tokenizer rank fairly on it). Bits per byte come
+One row per bundled run that has a val loss. Verified bundles rank first; then runs with
+bits per byte on the column's text, by bits per byte (comparable across tokenizers); then
+the rest by best val loss (nats per token of their own tokenizer). Bits per byte come
 from `nanotui eval` records (eval.jsonl): the text most runs were evaluated on (by
 sha256, at one block size) is the column's text, named in the header; that is the
 number that compares char and BPE runs. Parameters are counted under one stated
@@ -68,7 +69,8 @@ def build(paths: list[Path], convention: str = DEFAULT_PARAM_CONVENTION) -> Lead
                      "tokenizer": n.config.tokenizer if n.config else None,
                      "best_val_loss": n.best_val, "bits_per_byte": bpb, "params": params,
                      "tokens": n.tokens, "seed": n.seed, "verified": verdict})
-    rows.sort(key=lambda r: r["best_val_loss"])
+    rows.sort(key=lambda r: (r["verified"] != "yes", r["bits_per_byte"] is None,
+                             r["bits_per_byte"] or 0.0, r["best_val_loss"]))
     for i, r in enumerate(rows, 1):
         r["rank"] = i
     return Leaderboard(rows, convention, text)
@@ -92,7 +94,8 @@ def to_markdown(lb: Leaderboard) -> str:
              fmt(r["params"], "int"), fmt(r["tokens"], "int"), fmt(r["seed"]), r["verified"]]
             for r in lb.rows]
     notes = [f"Params: {lb.convention}, {PARAM_CONVENTIONS[lb.convention]}.",
-             "Best val: nats per token of each run's own tokenizer (ranks only runs of one "
-             "tokenizer fairly); bits per byte (`nanotui eval`) compares across tokenizers.",
+             "Order: verified bundles first; then by bits per byte on the named text "
+             "(`nanotui eval`, comparable across tokenizers), runs without it last by best val "
+             "(nats per token of each run's own tokenizer).",
              "Verified: `nanotui verify` found no problem in the bundle (no rerun)."]
     return md_table(head, rows) + "\n" + "\n".join(notes) + "\n"
