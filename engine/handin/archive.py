@@ -4,8 +4,7 @@ A bundle comes from a student: it may hold paths outside its root (`../x`, `/etc
 symlinks, hard links, device files or FIFOs, or be a tar bomb (a few KB that claims
 gigabytes or millions of members). Those are refused, in one line, while walking the
 headers; file contents are then read into memory from the archive (bounded by the same
-limits) and nothing touches the disk until `extract_to`, which repeats the check and uses
-tarfile's "data" filter as a second guard.
+limits). Nothing is ever extracted to disk: verify and rerun work from memory.
 """
 
 from __future__ import annotations
@@ -113,10 +112,3 @@ def manifest_problems(b: Bundle) -> list[str]:
             out.append(f"{k}: altered (sha256 differs from {MANIFEST})")
     return out
 
-
-def extract_to(path: Path, dest: Path) -> Path:
-    """Extract a bundle that scan() accepts into `dest`; returns dest/<root>."""
-    members = scan(path)
-    with tarfile.open(path, mode="r:gz") as tf:
-        tf.extractall(dest, members=members, filter="data")
-    return Path(dest) / PurePosixPath(members[0].name).parts[0]
