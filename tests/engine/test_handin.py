@@ -247,3 +247,20 @@ def test_rerun_without_the_data_says_so(world, tmp_path, capsys):
     capsys.readouterr()
     assert cli(root, "verify", str(out), "--rerun", "s/r") == 1
     assert "no prepared data here with source sha256" in capsys.readouterr().out
+
+
+def test_verify_flags_a_parameter_count_the_config_does_not_give(world, tmp_path, capsys):
+    root, _ = world
+    out = _bundle(root, tmp_path / "frank.tar.gz")
+
+    def edit(files):
+        k = "frank/runs/s/r/status.json"
+        st = json.loads(files[k])
+        st["params"] = st["params"] * 10
+        files[k] = json.dumps(st).encode()
+
+    _rewrite(out, tmp_path / "inflated.tar.gz", edit, rehash=True)
+    capsys.readouterr()
+    assert cli(root, "verify", str(tmp_path / "inflated.tar.gz"), "--json") == 1
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert len(problems) == 1 and "runs/s/r/status.json: params" in problems[0]
