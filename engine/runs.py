@@ -10,6 +10,8 @@
                       --temperature A,B,...`), apart from the evals' samples
       stdout.log      the training process's stdout and stderr
       ckpt.pt         latest checkpoint; best.pt the best val loss
+      eval.jsonl      one record per `nanotui eval` of the finished model on a text file
+                      (engine.sample.evaluate): loss, bits per byte, the text's sha256
       imported.json   only in a run brought in by `nanotui import` (engine.interop): where
                       it came from and the settings that have no TrainConfig key
 
@@ -60,6 +62,7 @@ STDOUT = "stdout.log"
 CKPT = "ckpt.pt"
 BEST = "best.pt"
 IMPORTED = "imported.json"
+EVALS = "eval.jsonl"
 _LOCK = ".status.lock"
 
 
@@ -285,6 +288,12 @@ class RunDir:
 
     def read_temperature_samples(self) -> list[dict[str, Any]]:
         return JsonlTail(self.temperature_path, check=sample_record).read_new()
+
+    def log_text_eval(self, **fields: Any) -> None:
+        self.append_jsonl(self.path / EVALS, fields)
+
+    def read_text_evals(self) -> list[dict[str, Any]]:
+        return JsonlTail(self.path / EVALS).read_new()
 
     def prepare_for_resume(self, iter_num: int) -> None:
         """Before a resumed process appends: drop a torn last line and every record past

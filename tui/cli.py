@@ -17,9 +17,11 @@ from engine.version import nanotui_version
 from tui.commands import CommandError  # noqa: F401  (re-exported for callers of tui.cli)
 
 COMMANDS = ["init", "prepare", "plan", "launch", "status", "stop", "resume", "sample", "report",
-            "gpus", "doctor", "bench", "demo", "dispatch", "import", "export"]
+            "gpus", "doctor", "bench", "demo", "dispatch", "import", "export", "eval", "bundle",
+            "verify", "leaderboard"]
 HIDDEN = {"dispatch"}  # internal: the background dispatcher started by `launch --detach`
-MODULES = {"import": "import_runs"}  # a command whose name is a Python keyword
+MODULES = {"import": "import_runs",  # a command whose name is a Python keyword
+           "eval": "evaluate"}        # or a builtin
 
 
 def _load(name: str):

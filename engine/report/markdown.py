@@ -65,6 +65,8 @@ def _results_table(summaries: list[RunSummary], varied: list[str]) -> str:
             "best val", "best @ iter", "final val", "final train", "train-val gap", "bits/char"]
     if bpe:
         head += ["perplexity", "bits/byte"]
+    texts = _eval_texts(summaries)
+    head += [f"bits/byte {name} @ T={t}" for name, _, t in texts]
     head += ["tok/s", "wall time"]
     rows = []
     for s in summaries:
@@ -75,10 +77,21 @@ def _results_table(summaries: list[RunSummary], varied: list[str]) -> str:
                fmt(s.gap, "gap"), fmt(s.bpc, "bpc")]
         if bpe:
             row += [fmt(s.perplexity, "ppl"), fmt(s.bpb, "bpc")]
+        by_text = {(e["text_sha256"], e.get("block_size")): e["bits_per_byte"] for e in s.text_evals}
+        row += [fmt(by_text.get((sha, t)), "bpc") for _, sha, t in texts]
         row += [fmt(s.tok_s, "int") + (" (loaded)" if s.busy_cores is not None and s.tok_s else ""),
                 fmt(s.wall_s, "time")]
         rows.append(row)
     return md_table(head, rows)
+
+
+def _eval_texts(summaries: list[RunSummary]) -> list[tuple[str, str, Any]]:
+    """(file name, sha256, block size) of every text some run was evaluated on."""
+    seen: dict[tuple[str, Any], str] = {}
+    for s in summaries:
+        for e in s.text_evals:
+            seen.setdefault((e["text_sha256"], e.get("block_size")), Path(str(e.get("text"))).name)
+    return [(name, sha, t) for (sha, t), name in seen.items()]
 
 
 def _ranking(summaries: list[RunSummary], varied: list[str]) -> str:

@@ -23,6 +23,7 @@ from engine.train.control import TrainClock
 from engine.report.meta import find_meta
 from engine.report.reading import RunReading, read_run
 from engine.runs import RunDir
+from engine.sample.evaluate import latest_text_evals
 from engine.sample.metrics import eval_metrics
 
 LN2 = math.log(2)
@@ -53,6 +54,10 @@ METHODS = {
            "come from the prepared data's meta.json (`chars_per_token`, else "
            "`bytes_per_token`, which equals characters per token for ASCII text). This is "
            "the number that compares char and BPE runs.",
+    "text_eval": "Bits/byte on a text (`nanotui eval RUN --text FILE`): the run's best.pt "
+                 "on that text, windows of T tokens, total nats / ln 2 / UTF-8 bytes of the "
+                 "predicted span (engine.sample.evaluate); the newest eval per text and T. "
+                 "Comparable across tokenizers.",
     "ppl": "Perplexity (BPE runs): exp(best val loss), per token.",
     "bpb": "Bits per byte (BPE runs): best val loss / ln 2 / bytes per token, with bytes "
            "per token from the prepared data's meta.json (`bytes_per_token`): the number "
@@ -133,6 +138,7 @@ class RunSummary:
     eval_points: list[Point] = field(default_factory=list)  # s.evals on every x axis
     samples: list[dict[str, Any]] = field(default_factory=list)
     temperature_samples: list[dict[str, Any]] = field(default_factory=list)  # a study's
+    text_evals: list[dict[str, Any]] = field(default_factory=list)  # `nanotui eval`, newest per text
 
     @property
     def id(self) -> str:
@@ -207,6 +213,7 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
     s.evals = sorted(evals, key=lambda r: r.get("iter", 0))
     s.trains = sorted(trains.result(), key=lambda r: r.get("iter", 0))
     s.samples = run.read_samples()
+    s.text_evals = latest_text_evals(run)
     s.temperature_samples = run.read_temperature_samples()
     _params(s, reading, status, meta)
     _losses(s, reading)

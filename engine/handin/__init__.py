@@ -1,0 +1,1 @@
+"""The hand-in: bundle, verify (and rerun), leaderboard."""
