@@ -118,7 +118,6 @@ class RunSummary:
     bpc: float | None = None
     bpc_note: str = ""
     bytes_per_token: float | None = None
-    bpb: float | None = None
     perplexity: float | None = None
     tok_s: float | None = None
     busy_cores: float | None = None  # other work's cores at run start, where it kept them busy
@@ -139,6 +138,12 @@ class RunSummary:
     samples: list[dict[str, Any]] = field(default_factory=list)
     temperature_samples: list[dict[str, Any]] = field(default_factory=list)  # a study's
     text_evals: list[dict[str, Any]] = field(default_factory=list)  # `nanotui eval`, newest per text
+
+    @property
+    def bpb(self) -> float | None:
+        """Bits per byte of the best val loss: the one value (engine.report.compute's
+        RunAxes.bpb) that runs.csv's val_bpb, the tables and the TUI's axis all show."""
+        return self.val_bpb
 
     @property
     def id(self) -> str:
@@ -307,8 +312,6 @@ def _bits_per_char(s: RunSummary, status: dict[str, Any], meta: dict | None, met
         s.bpc = s.best_val / LN2 / s.chars_per_token
     s.bytes_per_token = (_num((meta or {}).get("bytes_per_token"))
                          or _num(status.get("bytes_per_token")))
-    if s.bytes_per_token:
-        s.bpb = s.best_val / LN2 / s.bytes_per_token
     if cfg is not None and cfg.tokenizer == "gpt2":
         s.perplexity = math.exp(s.best_val)
 
