@@ -41,7 +41,8 @@ from engine.runs import RunDir, process_matches
 from engine.train.provenance import provenance
 from engine.train.control import (  # noqa: F401  (TIMING_WARMUP_STEPS: part of the contract)
     TIMING_WARMUP_STEPS, SetupStopped, StepTimer, Stop, stop_setup)
-from engine.train.trainer import Trainer, TrainError, get_lr, load_data
+from engine.train.extension import extensions_from_table, lr_at
+from engine.train.trainer import Trainer, TrainError, load_data
 
 
 
@@ -61,6 +62,7 @@ class TrainingRun:
         self.status_pending: dict[str, Any] = {}
         # setup: every user error surfaces here, before anything in the run dir changes
         self.cfg = run.load_config()
+        self.extensions = extensions_from_table(run.run_table())  # a finished run extended
         try:
             self.device = dev.resolve_device(self.cfg.device)
         except ValueError as e:
@@ -87,6 +89,9 @@ class TrainingRun:
             log(f"samples disabled: {why}")
         self.device_name = dev.device_name(self.device)
         self.flops_per_token = self.trainer.model.flops_per_token()
+
+    def lr(self, it: int) -> float:
+        return lr_at(it, self.cfg, self.extensions)
 
     # -- status and logging --
     def status(self, force: bool = False, **fields: Any) -> None:
@@ -128,7 +133,7 @@ class TrainingRun:
                 self.log(f"samples at {it} failed: {one_line(e)}")
         # "samples": the eval's diversity scores (engine.sample.metrics.eval_metrics, pooled)
         self.run.log_metric(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"],
-                            lr=get_lr(it, self.cfg), tokens=it * t.tokens_per_iter,
+                            lr=self.lr(it), tokens=it * t.tokens_per_iter,
                             samples=pooled, t=time.time())
         improved = losses["val"] < t.best_val_loss
         if improved:
@@ -192,7 +197,7 @@ class TrainingRun:
             if self.stop.requested:
                 return self.stop_now()
 
-            lr = get_lr(t.iter_num, cfg)
+            lr = self.lr(t.iter_num)
             loss = t.train_step(lr)
             timer.steps += 1
             it = t.iter_num
@@ -218,6 +223,8 @@ class TrainingRun:
                  f"{t.tokens_per_iter:,} tokens/iter, {'resuming at iter ' + str(t.iter_num) if self.ckpt else 'from scratch'}")
         if t.cpu_choice is not None:
             self.log("CPU attention: " + t.cpu_attention_line())
+        if self.extensions:
+            self.log(self.extensions[-1].describe())
         if cfg.compile:
             self.log("compiling the model...")
             run.update_status(compile=t.compile())
