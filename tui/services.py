@@ -38,6 +38,8 @@ class Launcher(Protocol):
     def start_dispatcher(self, gpu: str) -> None: ...
     def stop(self, run: RunDir) -> None: ...
     def resume(self, run: RunDir) -> None: ...
+    def extend_target(self, run: RunDir) -> tuple[int, int | None]: ...
+    def extend(self, run: RunDir, max_iters: int) -> str: ...
 
 
 class Sampler(Protocol):
@@ -104,6 +106,18 @@ class EngineLauncher:
     def resume(self, run: RunDir) -> None:
         queue.resume_run(run)
         dispatcher.ensure_dispatcher(self.runs_root, self.experiments_path)
+
+    def extend_target(self, run: RunDir) -> tuple[int, int | None]:
+        """(the run's max_iters, the one the experiments file gives it now)."""
+        from engine.launch.extend import target_max_iters
+        return run.load_config().max_iters, target_max_iters(self.experiments_path, run)
+
+    def extend(self, run: RunDir, max_iters: int) -> str:
+        """Train a finished run on to max_iters (engine.launch.extend); what it will do."""
+        from engine.launch.extend import extend_run
+        ext = extend_run(run, max_iters)
+        dispatcher.ensure_dispatcher(self.runs_root, self.experiments_path)
+        return ext.describe()
 
 
 class EngineSampler:

@@ -4,7 +4,9 @@ higher max_iters, with the schedule of engine.train.extension recorded in its co
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+from engine.experiments import load_experiments
 from engine.launch.placement import parse_request
 from engine.launch.queue import queue_lock
 from engine.runs import FINAL_STATES, RunDir, RunError
@@ -34,3 +36,12 @@ def extend_run(run: RunDir, max_iters: int, gpu: str | None = None) -> Extension
                           ended_at=None, queued_at=time.time(), max_iters=max_iters,
                           extended=extension_record(ext), **extra)
         return ext
+
+
+def target_max_iters(experiments_path: str | Path | None, run: RunDir) -> int | None:
+    """The max_iters the experiments file gives `run` now (None: no file, or it does not
+    name the run): the horizon `resume --extend` trains it on to."""
+    if not experiments_path or not Path(experiments_path).exists():
+        return None
+    spec = {s.id: s for s in load_experiments(experiments_path).all_runs()}.get(run.id)
+    return spec.cfg.max_iters if spec is not None and spec.cfg is not None else None

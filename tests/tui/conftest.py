@@ -118,6 +118,7 @@ class FakeLauncher:
     root: Path
     calls: list = field(default_factory=list)
     drifted: dict = field(default_factory=dict)   # run id -> ["key: old → new", ...]
+    extend_targets: dict = field(default_factory=dict)  # run id -> the file's max_iters
     sweep_runs: dict = field(default_factory=lambda: {
         "depth": ["n_layer=1", "n_layer=2", "n_layer=4"], "width": ["n_embd=32", "n_embd=64"],
         "quick": ["n_layer=1", "n_layer=2"]})
@@ -170,6 +171,14 @@ class FakeLauncher:
     def resume(self, run: RunDir) -> None:
         self.calls.append(("resume", run.id))
         run.update_status(state="queued", reason=None)
+
+    def extend_target(self, run: RunDir) -> tuple[int, int | None]:
+        return run.load_config().max_iters, self.extend_targets.get(run.id)
+
+    def extend(self, run: RunDir, max_iters: int) -> str:
+        self.calls.append(("extend", run.id, max_iters))
+        run.update_status(state="queued", reason=None, max_iters=max_iters)
+        return f"extended to {max_iters}"
 
 
 class FakeSampler:

@@ -164,6 +164,30 @@ async def test_resume_a_stopped_run(world):
 
 
 @asynctest
+async def test_r_on_a_done_run_offers_to_extend_it_to_the_files_max_iters(world):
+    app = world.app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await settle(pilot)
+        await select(pilot, "depth/n_layer=1")  # done; the file gives it no more iters
+        await pilot.press("r")
+        await settle(pilot)
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert any("raise its max_iters in the experiments file to extend it" in str(n.message)
+                   for n in app._notifications)
+        now = world.runs["depth/n_layer=1"].load_config().max_iters
+        world.launcher.extend_targets["depth/n_layer=1"] = now * 2
+        await pilot.press("r")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        assert f"Extend depth/n_layer=1 from {now} to {now * 2} iterations?" in \
+            app.screen.question
+        await pilot.press("y")
+        await settle(pilot)
+        assert ("extend", "depth/n_layer=1", now * 2) in world.launcher.calls
+        assert any("n_layer=1 queued" in r for r in table_text(app))
+
+
+@asynctest
 async def test_quit_with_nothing_queued_leaves_runs_alone(world):
     world.runs["depth/n_layer=4"].update_status(state="stopped")
     app = world.app()

@@ -20,20 +20,10 @@ def add_arguments(p) -> None:
                    help="with --extend: the new max_iters (default: the experiments file's)")
 
 
-def spec_max_iters(experiments, run) -> int | None:
-    """max_iters the experiments file gives `run` now (None: the file does not name it)."""
-    from pathlib import Path
-    from engine.experiments import load_experiments
-    if not experiments or not Path(experiments).exists():
-        return None
-    spec = {s.id: s for s in load_experiments(experiments).all_runs()}.get(run.id)
-    return spec.cfg.max_iters if spec is not None and spec.cfg is not None else None
-
-
 def _extend(args, run) -> None:
     from engine.errors import UserError
-    from engine.launch.extend import extend_run
-    target = args.max_iters or spec_max_iters(args.experiments, run)
+    from engine.launch.extend import extend_run, target_max_iters
+    target = args.max_iters or target_max_iters(args.experiments, run)
     if target is None:
         raise UserError(f"cannot extend {run.id}: {args.experiments} does not name it; "
                         f"give the new horizon with --max-iters N")
