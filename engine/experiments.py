@@ -377,11 +377,28 @@ def _run_spec(varied: dict[str, Any], kind: str, base: dict[str, Any], sampling:
                                f"name; vary a different value or use a data_dir "
                                f"without '/' in a sweep of its own")
     try:
-        cfg = config_from_dict({**base, **varied, "sampling": dataclasses.asdict(sampling)},
+        cfg = config_from_dict({**_anchored({**base, **varied}, w.path),
+                                "sampling": dataclasses.asdict(sampling)},
                                f"{rat}: run {w.name}/{name}")
         return RunSpec(w.name, name, varied, cfg, None, line)
     except ConfigError as e:
         return RunSpec(w.name, name, varied, None, str(e), line)
+
+
+def _anchored(d: dict[str, Any], experiments_path: Path) -> dict[str, Any]:
+    """Relative `dataset` and `data_dir` paths are read from the experiments file's folder
+    (as runs/ is), not from wherever nanotui was started, so one file means the same runs
+    from anywhere. A bare word with no '/' and no suffix is a dataset name (tinystories)."""
+    out = dict(d)
+    for key in ("dataset", "data_dir"):
+        value = out.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        p = Path(value).expanduser()
+        if p.is_absolute() or (key == "dataset" and "/" not in value and not p.suffix):
+            continue
+        out[key] = str(Path(experiments_path).resolve().parent / p)
+    return out
 
 
 def _checked(d: dict[str, Any], label: str, line: int | None, lines: LineFinder,
