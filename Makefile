@@ -26,7 +26,7 @@ test: install
 
 # no real processes (e2e) and nothing marked slow: a check that leaves a shared box usable
 test-quick: install
-	$(BIN)/python -m pytest -q -m "not e2e and not slow" tests/engine tests/tui tests/test_architecture.py
+	$(BIN)/python -m pytest -q -m "not e2e and not slow" --ignore=tests/e2e
 
 clean:
 	rm -rf $(VENV) .pytest_cache

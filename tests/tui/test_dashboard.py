@@ -188,6 +188,18 @@ async def test_r_on_a_done_run_offers_to_extend_it_to_the_files_max_iters(world)
 
 
 @asynctest
+async def test_header_names_the_folder_of_files_outside_the_current_one(world, monkeypatch):
+    # as `nanotui demo` does: nanotui-demo/experiments.toml and nanotui-demo/runs/
+    monkeypatch.chdir(world.root.parent.parent)
+    folder = world.root.parent.name
+    app = world.app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await settle(pilot)
+        header = str(app.screen.query_one("#title").render())
+        assert f" {folder}/experiments.toml · {folder}/runs/ · 2 GPUs" in header
+
+
+@asynctest
 async def test_quit_with_nothing_queued_leaves_runs_alone(world):
     world.runs["depth/n_layer=4"].update_status(state="stopped")
     app = world.app()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 from rich.text import Text
 from textual import work
@@ -25,6 +26,15 @@ from tui.widgets.log_view import LogView
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.run_table import RunTable, damage_note
 from tui.widgets.samples_view import SamplesView
+
+def shown_path(p: Path) -> str:
+    """A path as the header shows it: relative to the current directory when under it
+    (the demo's nanotui-demo/experiments.toml), else its name alone."""
+    try:
+        return str(Path(p).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return Path(p).name
+
 
 CHART_MIN_INTERVAL = 2.0  # seconds between chart redraws while points stream in
 
@@ -162,7 +172,8 @@ class DashboardScreen(Screen):
         gpus = f"{len(have)} GPU{'s' * (len(have) != 1)}" if have else "CPU only"
         t = Text()
         t.append(" nanotui ", style="bold reverse")
-        t.append(f" {self.services.experiments_path.name} · {self.services.runs_root.name}/ · {gpus}"
+        t.append(f" {shown_path(self.services.experiments_path)} · "
+                 f"{shown_path(self.services.runs_root)}/ · {gpus}"
                  f" · {len(own)} runs" + (f" (+{shared} shared)" if shared else "")
                  + f", {running} running, {queued} queued")
         stalled = sum(v.state == "stalled" for v in own)
