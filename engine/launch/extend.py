@@ -30,8 +30,7 @@ def extend_run(run: RunDir, max_iters: int, gpu: str | None = None) -> Extension
         cfg = run.load_config()
         ext = plan_extension(cfg, extensions_from_table(run.run_table()), max_iters)
         run.record_extension(cfg.replace(max_iters=max_iters), extension_record(ext))
-        extra = {} if gpu is None else {"gpu_request": None if parse_request(gpu) == "auto"
-                                        else parse_request(gpu)}
+        extra = {} if gpu is None else {"gpu_request": parse_request(gpu)}
         run.update_status(state="queued", resume=True, reason=None, exit_code=None,
                           ended_at=None, queued_at=time.time(), max_iters=max_iters,
                           extended=extension_record(ext), **extra)

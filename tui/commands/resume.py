@@ -8,7 +8,8 @@ HELP = "continue failed/stopped runs from their last checkpoint (--extend: train
 
 def add_arguments(p) -> None:
     p.add_argument("runs_", nargs="+", metavar="RUN", help="run ids (sweep/name) or sweeps")
-    p.add_argument("--gpu", default="auto", metavar="auto|cpu|INDEX|UUID")
+    p.add_argument("--gpu", metavar="auto|cpu|INDEX|UUID",
+                   help="where the runs go now (default: the card each asked for when queued)")
     p.add_argument("--wait", action="store_true",
                    help="dispatch in the foreground until the runs finish")
     p.add_argument("--extend", action="store_true",
@@ -27,7 +28,7 @@ def _extend(args, run) -> None:
     if target is None:
         raise UserError(f"cannot extend {run.id}: {args.experiments} does not name it; "
                         f"give the new horizon with --max-iters N")
-    ext = extend_run(run, target, None if args.gpu == "auto" else args.gpu)
+    ext = extend_run(run, target, args.gpu)
     print(f"{run.id}: queued, {ext.describe()}")
 
 
@@ -39,7 +40,8 @@ def run(args) -> int:
     from engine.launch.queue import resume_run
     from tui.commands.stop import expand
     from tui.commands.launch import check_gpu_request
-    check_gpu_request(args.gpu)
+    if args.gpu is not None:
+        check_gpu_request(args.gpu)
     if args.max_iters is not None and not args.extend:
         raise UserError("--max-iters goes with --extend")
     runs = expand(args.runs, args.runs_)
@@ -55,14 +57,14 @@ def run(args) -> int:
             print(f"{r.id}: saved config differs from {args.experiments}: {'; '.join(changes)}; "
                   f"resuming keeps the saved config (`nanotui launch --fresh {r.id}` starts "
                   f"over with the new one, the old directory kept aside)")
-        ckpt = resume_run(r, None if args.gpu == "auto" else args.gpu)
+        ckpt = resume_run(r, args.gpu)
         print(f"{r.id}: queued, " + ("continues from its checkpoint" if ckpt
                                      else "no checkpoint: starts over"))
     if args.wait:
         def log(msg: str) -> None:
             print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
-        Dispatcher(args.runs, args.experiments, args.gpu, log=log).run(follow=[r.id for r in runs])
+        Dispatcher(args.runs, args.experiments, args.gpu or "auto", log=log).run(follow=[r.id for r in runs])
         return 0
-    pid = ensure_dispatcher(args.runs, args.experiments, args.gpu)
+    pid = ensure_dispatcher(args.runs, args.experiments, args.gpu or "auto")
     print(f"background dispatcher pid {pid}" if pid else "the running dispatcher will start them")
     return 0
