@@ -195,7 +195,7 @@ class NanotuiApp(App):
                 self.exit_choice = choice
                 self.exit()
 
-        self.push_screen(QuitScreen(queued), chosen)
+        self.push_screen(QuitScreen(queued, self.feed.dispatcher), chosen)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -227,6 +227,22 @@ async def test_quit_with_queued_runs_offers_background_dispatch(world):
 
 
 @asynctest
+async def test_quit_counts_a_shared_run_once_and_names_a_running_dispatcher(world, monkeypatch):
+    from engine.runs import link_shared
+    link_shared(world.root, "quick", "n_layer=4", world.runs["depth/n_layer=4"])  # queued
+    monkeypatch.setattr("tui.store.dispatcher_pid", lambda root: 4321)
+    app = world.app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await settle(pilot)
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, QuitScreen)
+        question = str(app.screen.query_one(".question").render())
+        assert question.startswith("1 run still queued.")
+        assert "A dispatcher (pid 4321) is already running" in question
+
+
+@asynctest
 async def test_restart_shows_every_run_as_it_is(world):
     app = world.app()
     async with app.run_test(size=(140, 45)) as pilot:
