@@ -119,6 +119,7 @@ class FakeLauncher:
     calls: list = field(default_factory=list)
     drifted: dict = field(default_factory=dict)   # run id -> ["key: old → new", ...]
     extend_targets: dict = field(default_factory=dict)  # run id -> the file's max_iters
+    shared: dict = field(default_factory=dict)   # run id -> the id of the run it is
     sweep_runs: dict = field(default_factory=lambda: {
         "depth": ["n_layer=1", "n_layer=2", "n_layer=4"], "width": ["n_embd=32", "n_embd=64"],
         "quick": ["n_layer=1", "n_layer=2"]})
@@ -137,6 +138,7 @@ class FakeLauncher:
                                     params=10_000 * (i + 1), params_total=12_000 * (i + 1),
                                     est_mem_bytes=(i + 1) * GIB, est_seconds=60.0 * (i + 1),
                                     drift=list(self.drifted.get(f"{ref}/{n}", [])),
+                                    same_as=self.shared.get(f"{ref}/{n}"),
                                     state=_state(RunDir(self.root / ref / n))))
         return rows
 

@@ -106,6 +106,11 @@ class LaunchScreen(Screen):
         for s in sweeps:
             label = f"{s.name} ({len(s.runs)})" + (f" {s.description}" if s.description else "")
             sl.add_option((label, s.name, s.name == pre))
+        if pre is not None:
+            # the cursor starts on the preselected sweep: the first ↓ moves to the next one
+            # (with nothing highlighted it would only highlight the first, and ↓ space
+            # would untick it)
+            sl.highlighted = self.sweep_names.index(pre)
         sl.focus()
         if not sweeps:
             self._show_error("the experiments file defines no sweeps")
@@ -166,6 +171,8 @@ class LaunchScreen(Screen):
             where = f"{state} · " if state else ""   # short: the column is narrow
             return Text(f"{where}config changed: {drift_summary(r.drift, show=1)}",
                         style="yellow")
+        if r.same_as:
+            return Text(f"= {r.same_as} (trained once)", style="dim")
         if state is not None:
             return Text(f"exists ({state}): not queued again", style="dim")
         return Text("")
@@ -180,16 +187,19 @@ class LaunchScreen(Screen):
         elif not rows:
             text = Text("no runs to launch", style="yellow")
         else:
+            mem = max((r.est_mem_bytes or 0) for r in rows)
+            shared = sum(1 for r in rows if r.same_as)   # trained once, under its owner
+            rows = [r for r in rows if not r.same_as]
             new = [r for r in rows if r.state is None]   # existing runs are not queued again
             secs = sum(r.est_seconds or 0 for r in new)
-            mem = max((r.est_mem_bytes or 0) for r in rows)
             drifted = sum(1 for r in rows if r.drift)
             changed = f" · {drifted} with a changed saved config" if drifted else ""
             exist = f" ({len(rows) - len(new)} exist)" if len(new) < len(rows) else ""
+            also = f" (+{shared} shared, trained once)" if shared else ""
             work = (f"about {fmt_duration(secs)} of compute "
                     f"{'for the new ones' if exist else 'in total'}" if new
                     else "nothing new to train")
-            text = Text(f"{len(rows)} run{'s' * (len(rows) != 1)}{exist} · largest needs "
+            text = Text(f"{len(rows)} run{'s' * (len(rows) != 1)}{also}{exist} · largest needs "
                         f"{fmt_bytes(mem)} · {work}{changed} · Enter: pick the GPU")
         self.query_one("#plan-summary", Static).update(text)
 
@@ -224,7 +234,8 @@ class LaunchScreen(Screen):
             return
         need = max((r.est_mem_bytes or 0) for r in rows)
         selection = self.selection()
-        self.app.push_screen(GpuPickerScreen(self.feed, need, len(rows)),
+        n = sum(1 for r in rows if not r.same_as)   # a shared run is trained once
+        self.app.push_screen(GpuPickerScreen(self.feed, need, n),
                              lambda gpu: gpu and self._queue(selection, gpu))
 
     @work(thread=True, group="queue", exit_on_error=False)
