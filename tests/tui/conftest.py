@@ -192,6 +192,11 @@ class FakeSampler:
         self.seeds: list = []
         self.gate: threading.Event | None = None
 
+    def temperature_study(self, run, temperatures):
+        self.calls.append(("study", run.id, list(temperatures)))
+        run.log_temperature_sample(iter=1, temperature=temperatures[0], text="a story")
+        return [{"temperature": t} for t in temperatures]
+
     def generate(self, run, prompt, temperature, top_k, max_new_tokens=200, seed=1337):
         self.calls.append((run.id, prompt, temperature, top_k, max_new_tokens))
         self.seeds.append(seed)
@@ -206,6 +211,14 @@ class FakeSampler:
 class FakeReporter:
     def __init__(self) -> None:
         self.calls: list = []
+
+    def write_course(self, sweeps, out_dir):
+        self.calls.append(("course", list(sweeps), Path(out_dir)))
+        d = Path(out_dir) / "_course" / "+".join(sweeps)
+        d.mkdir(parents=True, exist_ok=True)
+        for name in ("report.md", "report.html"):
+            (d / name).write_text("# course\n")
+        return [d / "report.md", d / "report.html"]
 
     def write(self, sweeps, out_dir):
         self.calls.append((list(sweeps), Path(out_dir)))
