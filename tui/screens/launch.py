@@ -290,7 +290,8 @@ def drift_question(drift: list) -> str:
 def gpu_option_text(g: Any, need: int) -> tuple[Text, bool]:
     """The option's text and whether it can be picked (ours, and the run fits now)."""
     t = Text()
-    t.append(f"{g.label} {g.name[:24]:<24} ", style="bold")
+    # "NVIDIA " says nothing on a card list; the model name is what tells cards apart
+    t.append(f"{g.label} {g.name.removeprefix('NVIDIA ')[:28]:<28} ", style="bold")
     if not g.ours:
         t.append("not ours (outside CUDA_VISIBLE_DEVICES / the Slurm allocation)", style="dim")
         return t, False
