@@ -56,7 +56,26 @@ async def test_selected_run_shows_chart_samples_and_log(world):
         await pilot.press("o")
         await settle(pilot)
         log = app.screen.query_one(LogView)
-        assert any("iter 400" in line for line in log.lines)
+        assert any("iter 400" in line.text for line in log.lines)
+
+
+@asynctest
+async def test_the_log_pane_wraps_long_lines(world):
+    long = "engine.train: failed: " + "a very long reason, " * 12 + "THE END"
+    with open(world.runs["depth/n_layer=2"].stdout_path, "a") as f:
+        f.write(long + "\n")
+    app = world.app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await settle(pilot)
+        await select(pilot, "depth/n_layer=2")
+        await pilot.press("o")
+        await settle(pilot)
+        await pilot.pause()
+        log = app.screen.query_one(LogView)
+        width = log.scrollable_content_region.width
+        shown = [str(getattr(line, "text", line)).rstrip() for line in log.lines]
+        assert all(len(line) <= width for line in shown)
+        assert "".join(shown).replace(" ", "").endswith(long.replace(" ", ""))
 
 
 @asynctest
