@@ -1,4 +1,6 @@
-# The two quickstart commands: `make demo` and `make test`. Both create .venv on first use.
+# The quickstart commands: `make demo`, `make test-quick` (the set-up check: the engine and
+# TUI tests, minutes) and `make test` (everything, end-to-end processes included; what CI
+# runs). All create .venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
 # A machine with its own CUDA build of torch can set TORCH= to keep it (with a venv made
@@ -6,7 +8,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: demo test install clean
+.PHONY: demo test test-quick install clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -21,6 +23,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# no real processes (e2e) and nothing marked slow: a check that leaves a shared box usable
+test-quick: install
+	$(BIN)/python -m pytest -q -m "not e2e and not slow" --ignore=tests/e2e
 
 clean:
 	rm -rf $(VENV) .pytest_cache

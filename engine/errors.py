@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from engine.text import safe_text
 
-MAX_LINE = 300
+MAX_LINE = 300     # foreign error text (a library's message) is cut here
+USER_LINE = 1000   # our own messages longer than this (quoting a huge input) lose the middle
 
 
 class UserError(Exception):
@@ -20,9 +21,15 @@ class UserError(Exception):
 
 
 def one_line(e: BaseException, limit: int = MAX_LINE) -> str:
-    """The first line of an error's message; unexpected errors keep their type's name."""
+    """The first line of an error's message; unexpected errors keep their type's name.
+    Our own messages (UserError) end with the remedy, so they are written short instead of
+    cut; one that quotes a huge input (a hostile file's key) loses its middle, never its
+    end. Foreign text (a library's error) is cut at `limit`."""
     text = safe_text(str(e)).strip()  # torch's and users' text reaches terminals
     first = text.splitlines()[0].strip() if text else ""
-    if not isinstance(e, UserError):
-        first = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    if isinstance(e, UserError):
+        if len(first) <= USER_LINE:
+            return first
+        return first[: USER_LINE // 2 - 2] + " … " + first[-(USER_LINE // 2 - 1):]
+    first = f"{type(e).__name__}: {first}" if first else type(e).__name__
     return first if len(first) <= limit else first[: limit - 1] + "…"

@@ -357,7 +357,7 @@ def _run_spec(varied: dict[str, Any], kind: str, base: dict[str, Any], sampling:
                                f"name; vary a different value or use a data_dir "
                                f"without '/' in a sweep of its own")
     try:
-        cfg = config_from_dict({**inner_horizon(base, varied),
+        cfg = config_from_dict({**_anchored(inner_horizon(base, varied), w.path),
                                 "sampling": dataclasses.asdict(sampling)},
                                f"{rat}: run {w.name}/{name}")
         return RunSpec(w.name, name, varied, cfg, None, line)
@@ -381,6 +381,22 @@ def inner_horizon(outer: dict[str, Any], inner: dict[str, Any]) -> dict[str, Any
     if any(k in HORIZON_KEYS for k in inner):
         outer = {k: v for k, v in outer.items() if k not in HORIZON_KEYS}
     return {**outer, **inner}
+
+
+def _anchored(d: dict[str, Any], experiments_path: Path) -> dict[str, Any]:
+    """Relative `dataset` and `data_dir` paths are read from the experiments file's folder
+    (as runs/ is), not from wherever nanotui was started, so one file means the same runs
+    from anywhere. A bare word with no '/' and no suffix is a dataset name (tinystories)."""
+    out = dict(d)
+    for key in ("dataset", "data_dir"):
+        value = out.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        p = Path(value).expanduser()
+        if p.is_absolute() or (key == "dataset" and "/" not in value and not p.suffix):
+            continue
+        out[key] = str(Path(experiments_path).resolve().parent / p)
+    return out
 
 
 def _checked(d: dict[str, Any], label: str, line: int | None, lines: LineFinder,

@@ -1,7 +1,9 @@
 """The run-directory contract. Only this module knows the byte layout of a run.
 
     runs/<sweep>/<run>/
-      config.toml     resolved config, written once at creation, with schema_version
+      config.toml     resolved config, written once at creation, with schema_version;
+                      rewritten only to extend a finished run (a higher max_iters and
+                      the extension's schedule in [run].extensions: engine.train.extension)
       status.json     state, pid + process start time, host, gpu, times, progress;
                       replaced atomically (temp + rename) under a per-run lock
       metrics.jsonl   one JSON object per line, flushed per line
@@ -163,6 +165,13 @@ class RunDir:
         """The [run] table of config.toml (sweep, name, varied); {} when absent."""
         from engine.config import load_toml
         return load_toml(self.config_path).get("run", {})
+
+    def record_extension(self, cfg: TrainConfig, extension: dict[str, Any]) -> None:
+        """Rewrite config.toml for an extension: `cfg` (the saved config with the new
+        max_iters) and `extension` appended to the [run] table's extensions."""
+        table = self.run_table()
+        table["extensions"] = [*table.get("extensions", []), extension]
+        atomic_write_bytes(self.config_path, dump_config(cfg, run=table).encode())
 
     # -- status --
     @contextmanager

@@ -25,6 +25,7 @@ from tui.feed import RunFeed
 from tui.keys import APP_BINDINGS, key_sections
 from tui.messages import GpusPolled, RunsPolled
 from tui.screens.compare import CompareScreen
+from tui.screens.course import CourseSweepsScreen, TemperatureStudyScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.dialogs import QuitScreen
 from tui.screens.help import HelpScreen
@@ -190,6 +191,54 @@ class NanotuiApp(App):
             return
         self.call_from_thread(self.notify, f"report written: {path}", timeout=10)
 
+    def action_course_report(self) -> None:
+        sweeps = self.feed.sweeps()
+        if not sweeps:
+            self.notify("no runs yet: nothing to report", severity="warning")
+        elif self.services.reporter is None:
+            self.notify("reports are not available in this installation", severity="error")
+        else:
+            self.push_screen(CourseSweepsScreen(sweeps),
+                             lambda chosen: chosen and self._write_course(chosen))
+
+    @work(thread=True, group="report", exit_on_error=False)
+    def _write_course(self, sweeps: list[str]) -> None:
+        out_dir = self.services.runs_root.parent / "reports"
+        self.call_from_thread(self.notify, f"writing the course report over {' + '.join(sweeps)}…")
+        try:
+            files = self.services.reporter.write_course(sweeps, out_dir)
+        except Exception as e:
+            self.call_from_thread(self.notify, f"course report: {e}", severity="error", timeout=10)
+            return
+        self.call_from_thread(self.notify, "course report written: "
+                              + ", ".join(str(f) for f in files), timeout=15)
+
+    def action_temperature_study(self) -> None:
+        sweep = self.current_sweep()
+        runs = [v.run for v in self.feed.views
+                if v.sweep == sweep and v.state == "done" and v.run.ckpt_path.is_file()]
+        if not runs:
+            self.notify(f"no finished run with a checkpoint in {sweep or 'any sweep'} to study",
+                        severity="warning")
+            return
+        self.push_screen(TemperatureStudyScreen(sweep, len(runs)),
+                         lambda temps: temps and self._temperature_study(sweep, runs, temps))
+
+    @work(thread=True, group="study", exit_on_error=False)
+    def _temperature_study(self, sweep: str, runs: list, temperatures: list[float]) -> None:
+        for i, run in enumerate(runs, 1):  # progress: one toast per run
+            self.call_from_thread(self.notify, f"temperature study {i}/{len(runs)}: {run.id} "
+                                  f"at {', '.join(f'{t:g}' for t in temperatures)}…", timeout=5)
+            try:
+                self.services.sampler.temperature_study(run, temperatures)
+            except Exception as e:
+                self.call_from_thread(self.notify, f"temperature study: {run.id}: {e}",
+                                      severity="error", timeout=10)
+                return
+        files = ", ".join(str(r.temperature_path) for r in runs)
+        self.call_from_thread(self.notify, f"temperature study of {sweep} saved: {files} "
+                              f"(e writes the report with it)", timeout=15)
+
     async def action_quit(self) -> None:
         queued = self.feed.queued_count()
         if not queued:
@@ -207,7 +256,7 @@ class NanotuiApp(App):
                 self.exit_choice = choice
                 self.exit()
 
-        self.push_screen(QuitScreen(queued), chosen)
+        self.push_screen(QuitScreen(queued, self.feed.dispatcher), chosen)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -219,6 +268,10 @@ class NanotuiApp(App):
                             self.action_samples)
         yield SystemCommand("Report", "Write the report material for the current sweep (e)",
                             self.action_report)
+        yield SystemCommand("Course report", "A course report over the sweeps you pick (E)",
+                            self.action_course_report)
+        yield SystemCommand("Temperature study", "Sample the current sweep's finished runs "
+                            "at several temperatures (T)", self.action_temperature_study)
         yield SystemCommand("Keys", "Every key nanotui answers to (?)", self.action_help)
         for verb, key, what in (("stop", "s", "Stop the selected run"),
                                 ("resume", "r", "Resume the selected run"),

@@ -55,7 +55,13 @@ class RunFeed:
         return sorted({v.sweep for v in self.views})
 
     def queued_count(self) -> int:
-        return sum(v.state == "queued" for v in self.views)
+        """Queued runs, a shared run once (its other sweeps' entries are links to it)."""
+        return sum(v.state == "queued" and not v.run.path.is_symlink() for v in self.views)
+
+    @property
+    def dispatcher(self) -> int | None:
+        """The pid of the dispatcher holding the runs directory (None: none runs)."""
+        return self.last_poll.dispatcher if self.last_poll else None
 
     def request_poll(self) -> None:
         self._request_poll()

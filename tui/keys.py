@@ -11,6 +11,8 @@ APP_BINDINGS = [  # footer order: help first so it survives an 80-column footer
     Binding("c", "compare", "compare"),
     Binding("p", "samples", "samples"),
     Binding("e", "report", "report"),
+    Binding("E", "course_report", "course report", show=False),
+    Binding("T", "temperature_study", "temperature study", show=False),
     Binding("q", "quit", "quit"),
 ]
 

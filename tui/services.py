@@ -39,15 +39,25 @@ class Launcher(Protocol):
     def start_dispatcher(self, gpu: str) -> None: ...
     def stop(self, run: RunDir) -> None: ...
     def resume(self, run: RunDir) -> None: ...
+    def extend_target(self, run: RunDir) -> tuple[int, int | None]: ...
+    def extend(self, run: RunDir, max_iters: int) -> str: ...
 
 
 class Sampler(Protocol):
+    def temperature_study(self, run: RunDir, temperatures: list[float]) -> list[dict]:
+        """engine.sample.temperature: the run sampled at each temperature, saved in its
+        temperature.jsonl; one row of diversity scores per temperature."""
+        from engine.sample.temperature import temperature_study
+        return temperature_study(run, temperatures, device=self.device)
+
     def generate(self, run: RunDir, prompt: str, temperature: float, top_k: int | None,
                  max_new_tokens: int = 200, seed: int = 1337) -> dict[str, Any]: ...
+    def temperature_study(self, run: RunDir, temperatures: list[float]) -> list[dict]: ...
 
 
 class Reporter(Protocol):
     def write(self, sweeps: list[str], out_dir: Path) -> Path: ...
+    def write_course(self, sweeps: list[str], out_dir: Path) -> list[Path]: ...
 
 
 @dataclass
@@ -106,6 +116,18 @@ class EngineLauncher:
         queue.resume_run(run)
         dispatcher.ensure_dispatcher(self.runs_root, self.experiments_path)
 
+    def extend_target(self, run: RunDir) -> tuple[int, int | None]:
+        """(the run's max_iters, the one the experiments file gives it now)."""
+        from engine.launch.extend import target_max_iters
+        return run.load_config().max_iters, target_max_iters(self.experiments_path, run)
+
+    def extend(self, run: RunDir, max_iters: int) -> str:
+        """Train a finished run on to max_iters (engine.launch.extend); what it will do."""
+        from engine.launch.extend import extend_run
+        ext = extend_run(run, max_iters)
+        dispatcher.ensure_dispatcher(self.runs_root, self.experiments_path)
+        return ext.describe()
+
 
 class EngineSampler:
     """engine.sample.generate: one loaded model per run, reloaded when its checkpoint changes."""
@@ -147,3 +169,12 @@ class EngineReporter:
         result = write_report(self.runs_root, sweeps, out_dir)
         first = Path(result.out_dir) / sweeps[0] / "report.md"
         return first if len(sweeps) == 1 and first.exists() else Path(result.out_dir)
+
+    def write_course(self, sweeps: list[str], out_dir: Path) -> list[Path]:
+        """The course report over `sweeps` (each sweep's own report too): its report.md
+        and report.html; with one sweep, that sweep's report.md."""
+        from engine.report.write import write_report
+        result = write_report(self.runs_root, sweeps, out_dir)
+        if result.course is None:
+            return [s.report_md for s in result.sweeps]
+        return [result.course.report_md, result.course.report_html]

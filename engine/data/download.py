@@ -70,9 +70,11 @@ def fetch_source(name: str, progress: Progress | None = None,
             missing = [u for r, u in urls.items()
                        if not (download_dir(name) / SOURCES[name][r]).exists()]
             reason = str(e).split(" (", 1)[-1].split(");", 1)[0]
-            raise DataError(f"cannot download {name} ({reason}); with no network, download "
-                            f"{' and '.join(missing)} elsewhere and put the "
-                            f"file{'s' if len(missing) > 1 else ''} in {download_dir(name)}/"
+            # where the files go first, then where to get them (their common folder once)
+            base = os.path.commonprefix(missing).rsplit("/", 1)[0] + "/"
+            names = " and ".join(u[len(base):] for u in missing)
+            raise DataError(f"cannot download {name} ({reason}): put {names} in "
+                            f"{download_dir(name)}/ (from {base} on a machine with network)"
                             ) from None
     return out
 

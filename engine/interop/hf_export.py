@@ -85,9 +85,18 @@ def _model_card(loaded: LoadedModel, source: str, where: str) -> str:
     if cfg is not None:
         lines += [(f"Data: `{cfg.dataset}`, tokenizer `{cfg.tokenizer}`; n_layer {cfg.n_layer}, "
                    f"n_head {cfg.n_head}, n_embd {cfg.n_embd}, block_size {cfg.block_size}."), ""]
+    n = loaded.model.config.block_size
     lines += ["```python", "from transformers import AutoTokenizer, GPT2LMHeadModel",
               f"tok = AutoTokenizer.from_pretrained({where!r})",
-              f"model = GPT2LMHeadModel.from_pretrained({where!r})", "```", ""]
+              f"model = GPT2LMHeadModel.from_pretrained({where!r})",
+              "ids = tok(\"Once upon a time\", return_tensors=\"pt\").input_ids",
+              f"out = model.generate(ids, max_length={n}, do_sample=True)", "```", "",
+              # a GPT-2 has no positions past n_positions: a longer sequence fails (an
+              # index error) instead of sliding its window as nanotui's sampler does
+              (f"Generation must stay within n_positions = {n} tokens (the training "
+               f"block_size), prompt included: pass `max_length <= {n}` (or keep "
+               f"prompt + `max_new_tokens` within it). Longer sequences fail in transformers, "
+               f"which does not crop the context as nanotui's sampler does."), ""]
     return "\n".join(lines)
 
 

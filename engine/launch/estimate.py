@@ -45,7 +45,7 @@ class Estimate:
     params: int              # nanoGPT's count (without position embeddings)
     params_total: int
     flops_per_token: float   # training (forward + backward)
-    mem_bytes: int           # GPU memory the run is expected to need
+    mem_bytes: int           # memory the run is expected to need on `device`
     seconds: float           # on the assumed device
     device: str              # "gpu" | "cpu": what `seconds` assumes
 
@@ -82,16 +82,18 @@ def vocab_for(cfg: TrainConfig) -> tuple[int, str]:
     return DEFAULT_VOCAB.get((cfg.dataset, "char"), UNKNOWN_CHAR_VOCAB), "assumed"
 
 
-def memory_bytes(cfg: TrainConfig, params_total: int, vocab: int) -> int:
-    """Peak GPU memory, roughly: fp32 weights + grads + AdamW's two moments (16 B/param),
+def memory_bytes(cfg: TrainConfig, params_total: int, vocab: int, device: str = "gpu") -> int:
+    """Peak memory, roughly: fp32 weights + grads + AdamW's two moments (16 B/param),
     activations for the backward pass (~34 B per token per layer per channel in mixed
     precision, Korthikanti et al. 2022, attention through a fused kernel so no T^2
-    term), the fp32 logits and their gradient, plus the CUDA context. Dropout adds."""
+    term), the fp32 logits and their gradient, plus, on a GPU, the CUDA context (a CPU
+    run has none). Dropout adds."""
     B, T, C, L = cfg.batch_size, cfg.block_size, cfg.n_embd, cfg.n_layer
     act_per_token_layer = (34 + (10 if cfg.dropout > 0 else 0)) * C
     activations = B * T * L * act_per_token_layer
     logits = B * T * vocab * 4 * 3
-    return int(16 * params_total + activations + logits + CUDA_CONTEXT_BYTES)
+    context = CUDA_CONTEXT_BYTES if device == "gpu" else 0
+    return int(16 * params_total + activations + logits + context)
 
 
 def horizon_for(cfg: TrainConfig) -> Horizon:
@@ -123,6 +125,6 @@ def estimate(cfg: TrainConfig, device: str = "gpu") -> Estimate:
     cfg = resolved_config(cfg, vocab)
     params, total = param_counts(cfg, vocab)
     fpt = flops_per_token(cfg.n_layer, cfg.n_embd, cfg.block_size, params)
-    return Estimate(vocab, source, params, total, fpt, memory_bytes(cfg, total, vocab),
+    return Estimate(vocab, source, params, total, fpt, memory_bytes(cfg, total, vocab, device),
                     seconds(cfg, fpt, params, device), device)
 

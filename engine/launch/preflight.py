@@ -4,6 +4,8 @@ found at plan and queue time instead of minutes into a run. One line each.
     horizon        below one optimizer step, above 1e9 steps, or an explicit warm-up of
                    10x the run or more (engine.model.horizon), with the vocabulary the
                    data has (assumed until it is prepared)
+    dataset        a dataset file or data_dir that does not exist (for the whole file)
+    max_iters      more steps than any run takes (max_iters = 1e20)
     block_size     at least as many tokens as the training split holds
     val split      fewer than block_size + 1 tokens: not one validation window
     memory         the estimate (engine.launch.estimate) above the largest card's memory,
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from engine.config import TrainConfig
+from engine.errors import UserError
 from engine.launch.estimate import estimate, horizon_for
 from engine.launch.gpu import GpuSnapshot
 from engine.model.horizon import HorizonError
@@ -99,8 +102,31 @@ def problems(cfg: TrainConfig, gpus: Sequence[GpuSnapshot] | None) -> list[str]:
     return out
 
 
+def missing_data(cfg: TrainConfig) -> str | None:
+    """The run's dataset file (or data_dir) when it does not exist, else None. Relative
+    paths were made absolute against the experiments file's folder (engine.experiments)."""
+    from engine.data.download import SOURCES
+    if cfg.data_dir:
+        return None if Path(cfg.data_dir).expanduser().exists() else f"data_dir {cfg.data_dir}"
+    if cfg.dataset in SOURCES or Path(cfg.dataset).expanduser().exists():
+        return None
+    return f"dataset {cfg.dataset}"
+
+
+def _dataset_names() -> list[str]:
+    from engine.data.download import SOURCES
+    return sorted(SOURCES)
+
+
 def check_specs(specs: Sequence[Any], gpus: Sequence[GpuSnapshot] | None) -> None:
-    """Set each RunSpec's error to its first problem (plan shows them; queue refuses)."""
+    """Set each RunSpec's error to its first problem (plan shows them; queue refuses).
+    A missing dataset file is bad input for the whole file: one UserError."""
+    for s in specs:
+        what = missing_data(s.cfg) if s.error is None and s.cfg is not None else None
+        if what:
+            raise UserError(f"{s.id}: {what}: no such file or directory (relative paths are "
+                            f"read from the experiments file's folder; named datasets: "
+                            f"{', '.join(_dataset_names())})")
     for s in specs:
         if s.error is None and s.cfg is not None:
             found = problems(s.cfg, gpus)

@@ -258,10 +258,9 @@ def _queue_one(s: RunSpec, runs_root: Path, gpu: str | None, fresh: bool,
         run = create_run(runs_root, s.sweep, s.name, h.config, s.varied, horizon=h.record(),
                          meta=s.meta)
     res.warnings.extend((run.id, w) for w in h.warnings())
-    fields: dict[str, Any] = {"queued_at": time.time()}
-    if gpu and parse_request(gpu) != "auto":
-        fields["gpu_request"] = parse_request(gpu)
-    run.update_status(**fields)
+    # every run records its own request, "auto" included: a dispatcher already running
+    # with --gpu N applies it to runs that name no card, never to these
+    run.update_status(queued_at=time.time(), gpu_request=parse_request(gpu))
     res.queued.append(run)
 
 
@@ -353,8 +352,7 @@ def resume_run(run: RunDir, gpu: str | None = None) -> bool:
             raise RunError(f"cannot resume {run.id}: damaged: {CONFIG} is missing (its "
                            f"other files are in {run.path})")
         has_ckpt = run.ckpt_path.exists()
-        extra = {} if gpu is None else {"gpu_request": None if parse_request(gpu) == "auto"
-                                        else parse_request(gpu)}
+        extra = {} if gpu is None else {"gpu_request": parse_request(gpu)}
         run.update_status(state="queued", resume=has_ckpt, reason=None, exit_code=None,
                           ended_at=None, queued_at=time.time(), **extra)
         return has_ckpt

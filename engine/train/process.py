@@ -45,8 +45,9 @@ from engine.runs import RunDir, process_matches
 from engine.train.provenance import provenance
 from engine.train.control import (  # noqa: F401  (TIMING_WARMUP_STEPS: part of the contract)
     TIMING_WARMUP_STEPS, SetupStopped, StepTimer, Stop, stop_setup)
+from engine.train.extension import extensions_from_table, lr_at
 from engine.train.threads import Governor
-from engine.train.trainer import Trainer, TrainError, get_lr, load_data
+from engine.train.trainer import Trainer, TrainError, load_data
 
 
 
@@ -66,6 +67,7 @@ class TrainingRun:
         self.status_pending: dict[str, Any] = {}
         # setup: every user error surfaces here, before anything in the run dir changes
         self.cfg = run.load_config()
+        self.extensions = extensions_from_table(run.run_table())  # a finished run extended
         try:
             self.device = dev.resolve_device(self.cfg.device)
         except ValueError as e:
@@ -107,6 +109,9 @@ class TrainingRun:
             self.meta["bytes_per_token"] = measure_bytes_per_token(val_data, self.tokenizer)
         self.device_name = dev.device_name(self.device)
         self.flops_per_token = self.trainer.model.flops_per_token()
+
+    def lr(self, it: int) -> float:
+        return lr_at(it, self.cfg, self.extensions)
 
     # -- status and logging --
     def status(self, force: bool = False, **fields: Any) -> None:
@@ -160,7 +165,7 @@ class TrainingRun:
                 self.log(f"samples at {it} failed: {one_line(e)}")
         # "samples": the eval's diversity scores (engine.sample.metrics.eval_metrics, pooled)
         self.run.log_metric(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"],
-                            lr=get_lr(it, self.cfg), tokens=it * t.tokens_per_iter,
+                            lr=self.lr(it), tokens=it * t.tokens_per_iter,
                             samples=pooled, t=time.time())
         improved = losses["val"] < t.best_val_loss
         if improved:
@@ -224,7 +229,7 @@ class TrainingRun:
             if self.stop.requested:
                 return self.stop_now()
 
-            lr = get_lr(t.iter_num + 1, cfg)   # the lr of the step that completes iter + 1
+            lr = self.lr(t.iter_num + 1)   # the lr of the step that completes iter + 1
             loss = t.train_step(lr)
             timer.steps += 1
             it = t.iter_num
@@ -261,6 +266,8 @@ class TrainingRun:
             self.log(f"warning: {warning}")
         if t.cpu_choice is not None:
             self.log("CPU attention: " + t.cpu_attention_line())
+        if self.extensions:
+            self.log(self.extensions[-1].describe())
         if cfg.compile:
             self.log("compiling the model...")
             run.update_status(compile=t.compile())

@@ -31,7 +31,8 @@ def alive(pid: int) -> bool:
 def test_the_app_exits_when_its_terminal_hangs_up_under_a_wrapper(tmp_path):
     pidfile, runs = tmp_path / "pid", tmp_path / "runs"
     app = " ".join(shlex.quote(a) for a in
-                   [sys.executable, "-P", "-m", "tui", "--runs", str(runs)])
+                   [sys.executable, "-P", "-m", "tui", "--runs", str(runs), "--experiments",
+                    str(REPO / "tui" / "templates" / "experiments.toml")])
     # the outer shell stays as the session leader, like make: it holds its HUP trap until
     # its child is done, so only the hang-up itself can end the app; the inner shell
     # writes its pid and becomes nanotui

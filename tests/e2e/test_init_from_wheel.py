@@ -61,7 +61,8 @@ def test_init_and_plan_from_a_built_wheel(tmp_path):
     assert where.startswith(str(purelib)), where  # the wheel's code, not the checkout's
     assert run([nanotui, "--version"], cwd=work).stdout == f"nanotui {nanotui_version()}\n"
     run([nanotui, "init"], cwd=work)
-    assert (work / "experiments.toml").read_bytes() == (REPO / "experiments.toml").read_bytes()
+    assert (work / "experiments.toml").read_bytes() == \
+        (REPO / "tui" / "templates" / "experiments.toml").read_bytes()
     out = run([nanotui, "plan", "depth", "width", "heads"], cwd=work).stdout
     assert "depth/n_layer=2" in out and "width/n_embd=384" in out and "11 runs (+ 1 shared" in out
     again = subprocess.run([nanotui, "init"], cwd=work, capture_output=True, text=True)

@@ -185,3 +185,23 @@ def test_offline_named_source_is_one_message_naming_every_file(monkeypatch):
     assert msg.startswith("cannot download tinystories (") and "\n" not in msg
     assert "TinyStoriesV2-GPT4-train.txt and " in msg and "TinyStoriesV2-GPT4-valid.txt" in msg
     assert str(dl.download_dir("tinystories")) in msg
+
+
+def test_the_offline_message_keeps_its_remedy_on_the_command_line(monkeypatch, capsys, tmp_path):
+    """The remedy (where to put the files) ends the message; it is never cut, however long
+    the cache path is."""
+    from tui.cli import main
+    deep = tmp_path / ("a-rather-long-folder-name-" * 6) / "cache"
+    monkeypatch.setenv("NANOTUI_DATA_DIR", str(deep))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert main(["prepare", "tinystories"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "…" not in err
+    where = err.index(f"in {dl.download_dir('tinystories')}/")
+    assert err.index("TinyStoriesV2-GPT4-valid.txt") < where < err.index(
+        f"(from http://127.0.0.1:{port}/datasets/roneneldan/TinyStories/resolve/main/ on a "
+        f"machine with network)")
+

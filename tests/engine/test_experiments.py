@@ -17,7 +17,8 @@ from engine.model.gpt import GPT, GPTConfig
 from tui.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT = REPO / "experiments.toml"
+# the course file as shipped (`nanotui init`), not the working copy a student edits
+DEFAULT = REPO / "tui" / "templates" / "experiments.toml"
 
 # The engine issue's numbers: block_size 256, bias False.
 DEPTH_65 = [1_590_784, 3_164_672, 6_312_448, 9_460_224]

@@ -95,3 +95,19 @@ def test_export_errors_are_one_line_and_overwrite_nothing(tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'nanotui[hf]'" in err
     assert not (tmp_path / "new").exists()
+
+
+def test_export_of_an_unknown_run_lists_the_runs_and_the_card_states_the_context_limit(
+        tmp_path, capsys):
+    pytest.importorskip("safetensors", reason="safetensors is not installed (nanotui[hf])")
+    run = trained_run(tmp_path, write_char_data(tmp_path / "data"))
+    runs = ["--runs", str(tmp_path / "runs")]
+    capsys.readouterr()
+    assert nanotui([*runs, "export", "hf/q", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"nanotui: error: no run 'hf/q' under {tmp_path / 'runs'} (did you mean "
+                   f"'hf/r'?); runs: hf/r\n")
+    assert not (tmp_path / "out").exists()
+    assert nanotui([*runs, "export", run.id, str(tmp_path / "out")]) == 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "Generation must stay within n_positions = 32 tokens (the training block_size)" in card

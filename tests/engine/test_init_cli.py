@@ -1,18 +1,15 @@
 """`nanotui init` and `nanotui --version`: a project started outside the repository gets
-the course's experiments.toml (the file shipped in the package is the repository's)."""
+the course's experiments.toml. (That the shipped template equals the repository's
+experiments.toml is checked by .ci/run on a clean clone, not here: a student edits
+their working copy, and `make test` must still pass.)"""
 
 from __future__ import annotations
 
 import pytest
 
 from engine.version import nanotui_version
-from tests.conftest import REPO
 from tui.cli import main as nanotui
 from tui.commands.init import template_bytes
-
-
-def test_the_shipped_experiments_file_is_the_repositorys():
-    assert template_bytes() == (REPO / "experiments.toml").read_bytes()
 
 
 def test_init_writes_it_and_plan_reads_it(tmp_path, capsys):

@@ -303,3 +303,22 @@ def test_local_start_is_journaled_before_its_status_says_running(tmp_path, exp):
     queue_runs(exp(), root, ["b/n_embd=32"])
     d.run()
     assert [j["run"] for j in read_journal(root)] == ["b/n_embd=32"]  # fakes: after start
+
+
+def test_a_dispatcher_started_with_a_card_applies_each_runs_own_request(tmp_path, exp):
+    """A run queued with "auto" (the TUI's default) while a `--gpu 1` dispatcher runs is
+    placed by auto placement, not sent to wait for card 1."""
+    root = tmp_path / "runs"
+    auto = queue_runs(exp(), root, ["a/n_layer=1"], gpu="auto")[0]
+    pinned = queue_runs(exp(), root, ["a/n_layer=2"], gpu="1")[0]
+    assert auto.read_status()["gpu_request"] == "auto"
+    assert pinned.read_status()["gpu_request"] == "1"
+    ex = FakeExecutor()
+    busy = GpuSnapshot(1, "GPU-1", "c", 60 * GIB, 96 * GIB, utilization=100)  # card 1 busy
+    d = Dispatcher(root, exp(per_gpu=4), "1", executor=ex, log=lambda m: None,
+                   gpu_source=FakeGpuSource([GpuSnapshot(0, "GPU-0", "c", 0, 96 * GIB), busy]))
+    assert d.try_lock()
+    d.tick()
+    d.unlock()
+    placed = {rid: placement.gpu["index"] for rid, placement, _ in ex.started}
+    assert placed == {auto.id: 0, pinned.id: 1}

@@ -118,6 +118,8 @@ class FakeLauncher:
     root: Path
     calls: list = field(default_factory=list)
     drifted: dict = field(default_factory=dict)   # run id -> ["key: old → new", ...]
+    extend_targets: dict = field(default_factory=dict)  # run id -> the file's max_iters
+    shared: dict = field(default_factory=dict)   # run id -> the id of the run it is
     sweep_runs: dict = field(default_factory=lambda: {
         "depth": ["n_layer=1", "n_layer=2", "n_layer=4"], "width": ["n_embd=32", "n_embd=64"],
         "quick": ["n_layer=1", "n_layer=2"]})
@@ -136,6 +138,7 @@ class FakeLauncher:
                                     params=10_000 * (i + 1), params_total=12_000 * (i + 1),
                                     est_mem_bytes=(i + 1) * GIB, est_seconds=60.0 * (i + 1),
                                     drift=list(self.drifted.get(f"{ref}/{n}", [])),
+                                    same_as=self.shared.get(f"{ref}/{n}"),
                                     state=_state(RunDir(self.root / ref / n))))
         return rows
 
@@ -171,6 +174,14 @@ class FakeLauncher:
         self.calls.append(("resume", run.id))
         run.update_status(state="queued", reason=None)
 
+    def extend_target(self, run: RunDir) -> tuple[int, int | None]:
+        return run.load_config().max_iters, self.extend_targets.get(run.id)
+
+    def extend(self, run: RunDir, max_iters: int) -> str:
+        self.calls.append(("extend", run.id, max_iters))
+        run.update_status(state="queued", reason=None, max_iters=max_iters)
+        return f"extended to {max_iters}"
+
 
 class FakeSampler:
     """Generates a fixed text; `gate` (when set) holds the worker until released, so a test
@@ -180,6 +191,11 @@ class FakeSampler:
         self.calls: list = []
         self.seeds: list = []
         self.gate: threading.Event | None = None
+
+    def temperature_study(self, run, temperatures):
+        self.calls.append(("study", run.id, list(temperatures)))
+        run.log_temperature_sample(iter=1, temperature=temperatures[0], text="a story")
+        return [{"temperature": t} for t in temperatures]
 
     def generate(self, run, prompt, temperature, top_k, max_new_tokens=200, seed=1337):
         self.calls.append((run.id, prompt, temperature, top_k, max_new_tokens))
@@ -195,6 +211,14 @@ class FakeSampler:
 class FakeReporter:
     def __init__(self) -> None:
         self.calls: list = []
+
+    def write_course(self, sweeps, out_dir):
+        self.calls.append(("course", list(sweeps), Path(out_dir)))
+        d = Path(out_dir) / "_course" / "+".join(sweeps)
+        d.mkdir(parents=True, exist_ok=True)
+        for name in ("report.md", "report.html"):
+            (d / name).write_text("# course\n")
+        return [d / "report.md", d / "report.html"]
 
     def write(self, sweeps, out_dir):
         self.calls.append((list(sweeps), Path(out_dir)))

@@ -56,7 +56,26 @@ async def test_selected_run_shows_chart_samples_and_log(world):
         await pilot.press("o")
         await settle(pilot)
         log = app.screen.query_one(LogView)
-        assert any("iter 400" in line for line in log.lines)
+        assert any("iter 400" in line.text for line in log.lines)
+
+
+@asynctest
+async def test_the_log_pane_wraps_long_lines(world):
+    long = "engine.train: failed: " + "a very long reason, " * 12 + "THE END"
+    with open(world.runs["depth/n_layer=2"].stdout_path, "a") as f:
+        f.write(long + "\n")
+    app = world.app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await settle(pilot)
+        await select(pilot, "depth/n_layer=2")
+        await pilot.press("o")
+        await settle(pilot)
+        await pilot.pause()
+        log = app.screen.query_one(LogView)
+        width = log.scrollable_content_region.width
+        shown = [str(getattr(line, "text", line)).rstrip() for line in log.lines]
+        assert all(len(line) <= width for line in shown)
+        assert "".join(shown).replace(" ", "").endswith(long.replace(" ", ""))
 
 
 @asynctest
@@ -165,6 +184,42 @@ async def test_resume_a_stopped_run(world):
 
 
 @asynctest
+async def test_r_on_a_done_run_offers_to_extend_it_to_the_files_max_iters(world):
+    app = world.app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await settle(pilot)
+        await select(pilot, "depth/n_layer=1")  # done; the file gives it no more iters
+        await pilot.press("r")
+        await settle(pilot)
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert any("raise its max_iters in the experiments file to extend it" in str(n.message)
+                   for n in app._notifications)
+        now = world.runs["depth/n_layer=1"].load_config().max_iters
+        world.launcher.extend_targets["depth/n_layer=1"] = now * 2
+        await pilot.press("r")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        assert f"Extend depth/n_layer=1 from {now} to {now * 2} iterations?" in \
+            app.screen.question
+        await pilot.press("y")
+        await settle(pilot)
+        assert ("extend", "depth/n_layer=1", now * 2) in world.launcher.calls
+        assert any("n_layer=1 queued" in r for r in table_text(app))
+
+
+@asynctest
+async def test_header_names_the_folder_of_files_outside_the_current_one(world, monkeypatch):
+    # as `nanotui demo` does: nanotui-demo/experiments.toml and nanotui-demo/runs/
+    monkeypatch.chdir(world.root.parent.parent)
+    folder = world.root.parent.name
+    app = world.app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await settle(pilot)
+        header = str(app.screen.query_one("#title").render())
+        assert f" {folder}/experiments.toml · {folder}/runs/ · 2 GPUs" in header
+
+
+@asynctest
 async def test_quit_with_nothing_queued_leaves_runs_alone(world):
     world.runs["depth/n_layer=4"].update_status(state="stopped")
     app = world.app()
@@ -189,6 +244,22 @@ async def test_quit_with_queued_runs_offers_background_dispatch(world):
         await pilot.pause()
     assert ("dispatch", "auto") in world.launcher.calls
     assert app.exit_choice == "keep"
+
+
+@asynctest
+async def test_quit_counts_a_shared_run_once_and_names_a_running_dispatcher(world, monkeypatch):
+    from engine.runs import link_shared
+    link_shared(world.root, "quick", "n_layer=4", world.runs["depth/n_layer=4"])  # queued
+    monkeypatch.setattr("tui.store.dispatcher_pid", lambda root: 4321)
+    app = world.app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await settle(pilot)
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, QuitScreen)
+        question = str(app.screen.query_one(".question").render())
+        assert question.startswith("1 run still queued.")
+        assert "A dispatcher (pid 4321) is already running" in question
 
 
 @asynctest

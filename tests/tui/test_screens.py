@@ -47,6 +47,37 @@ async def test_launch_plans_the_preselected_sweep_and_queues_on_auto(world):
 
 
 @asynctest
+async def test_the_first_down_arrow_moves_to_the_next_sweep(world):
+    app = world.app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        screen = await open_launch(pilot)
+        sweeps = screen.query_one(SelectionList)
+        assert sweeps.has_focus and sweeps.highlighted == 0     # depth, preselected
+        await pilot.press("down")
+        assert sweeps.highlighted == 1                          # width: it moved
+        await pilot.press("space")
+        await settle(pilot)
+        assert screen.selected_sweeps() == ["depth", "width"]   # depth still ticked
+
+
+@asynctest
+async def test_the_plan_counts_a_shared_run_once(world):
+    world.launcher.shared = {"quick/n_layer=1": "depth/n_layer=1"}
+    app = world.app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        screen = await open_launch(pilot)
+        screen.query_one(SelectionList).select("quick")
+        await settle(pilot)
+        summary = str(screen.query_one("#plan-summary").render())
+        assert summary.startswith("4 runs (+1 shared, trained once) (3 exist)")
+        row = screen.query_one("#plan", DataTable).get_row("quick/n_layer=1")
+        assert "= depth/n_layer=1 (trained once)" in str(row[-1])
+        await pilot.press("enter")
+        await pilot.pause()
+        assert str(app.screen.query_one(".question").render()).startswith("Where should 4 runs go?")
+
+
+@asynctest
 async def test_the_plan_summary_counts_compute_for_new_runs_only(world):
     app = world.app()
     async with app.run_test(size=(140, 45)) as pilot:

@@ -19,10 +19,14 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from engine.interop.hf_export import export_hf
-    from engine.runs import find_run
+    from engine.runs import RunError, find_run
+    from tui.commands.stop import unknown_run
     target = Path(args.target)
     if not target.is_file():
-        target = find_run(args.runs, args.target).path
+        try:
+            target = find_run(args.runs, args.target).path
+        except RunError:
+            raise unknown_run(args.runs, args.target) from None
     files = export_hf(target, Path(args.out_dir), checkpoint=args.checkpoint)
     print(f"wrote {args.out_dir}: {', '.join(files)}")
     print(f"load it: GPT2LMHeadModel.from_pretrained({str(args.out_dir)!r}) and "

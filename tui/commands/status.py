@@ -19,9 +19,11 @@ def status_rows(runs_root, selection=None) -> list[dict]:
     from engine.launch.queue import refresh_executors
     from engine.launch.slurm.state import merge_status
     from engine.report.reading import reading_from_status
+    from engine.report.tables import natural_key
     from engine.runs import list_runs
-    runs = [r for r in list_runs(runs_root)
-            if not selection or r.id in selection or r.sweep in selection]
+    runs = sorted((r for r in list_runs(runs_root)
+                   if not selection or r.id in selection or r.sweep in selection),
+                  key=lambda r: natural_key(r.id))  # n_layer=2 before n_layer=12
     refresh_executors(runs)
     rows = []
     for r in runs:

@@ -24,10 +24,18 @@ def expand(runs_root, refs):
         try:
             out.append(find_run(runs_root, ref))
         except RunError:
-            from engine.config import did_you_mean
-            raise RunError(f"no run {ref!r} under {runs_root}"
-                           f"{did_you_mean(ref, [r.id for r in all_runs])}") from None
+            raise unknown_run(runs_root, ref, all_runs) from None
     return out
+
+
+def unknown_run(runs_root, ref: str, all_runs=None):
+    """The error for a run id that names no run: a did-you-mean and the runs there are."""
+    from engine.config import did_you_mean
+    from engine.runs import RunError, list_runs
+    ids = [r.id for r in (list_runs(runs_root) if all_runs is None else all_runs)]
+    shown = ", ".join(ids[:6]) + (f" (+{len(ids) - 6} more: nanotui status)" if len(ids) > 6 else "")
+    there = f"; runs: {shown}" if ids else "; there are no runs there yet"
+    return RunError(f"no run {ref!r} under {runs_root}{did_you_mean(ref, ids)}{there}")
 
 
 def run(args) -> int:

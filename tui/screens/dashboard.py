@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 from rich.text import Text
 from textual import work
@@ -26,6 +27,15 @@ from tui.widgets.log_view import LogView
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.run_table import RunTable, damage_note
 from tui.widgets.samples_view import SamplesView
+
+def shown_path(p: Path) -> str:
+    """A path as the header shows it: relative to the current directory when under it
+    (the demo's nanotui-demo/experiments.toml), else its name alone."""
+    try:
+        return str(Path(p).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return Path(p).name
+
 
 CHART_MIN_INTERVAL = 2.0  # seconds between chart redraws while points stream in
 
@@ -188,7 +198,8 @@ class DashboardScreen(Screen):
         gpus = f"{len(have)} GPU{'s' * (len(have) != 1)}" if have else "CPU only"
         t = Text()
         t.append(" nanotui ", style="bold reverse")
-        t.append(f" {self.services.experiments_path.name} · {self.services.runs_root.name}/ · {gpus}"
+        t.append(f" {shown_path(self.services.experiments_path)} · "
+                 f"{shown_path(self.services.runs_root)}/ · {gpus}"
                  f" · {len(own)} runs" + (f" (+{shared} shared)" if shared else "")
                  + f", {running} running, {queued} queued")
         stalled = sum(v.state == "stalled" for v in own)
@@ -307,10 +318,42 @@ class DashboardScreen(Screen):
 
     def action_resume(self) -> None:
         view = self._view(self.selected)
+        if view is not None and view.state == "done":
+            self._offer_extend(view)
+            return
         if view is None or view.state not in RESUMABLE_STATES:
-            self.notify("select a failed or stopped run to resume", severity="warning")
+            self.notify("select a failed, stopped or done run to resume", severity="warning")
             return
         self._resume(view)
+
+    @work(thread=True, group="resume", exit_on_error=False)
+    def _offer_extend(self, view: RunReading) -> None:
+        """A done run trains on when the experiments file now gives it more iterations
+        (engine.train.extension says what the learning rate does)."""
+        try:
+            now, target = self.services.launcher.extend_target(view.run)
+        except Exception as e:  # a broken experiments file: shown, never a crash
+            self.app.call_from_thread(self.notify, f"extend {view.id}: {e}", severity="error")
+            return
+        if target is None or target <= now:
+            self.app.call_from_thread(
+                self.notify, f"{view.id} is done at max_iters {now}: raise its max_iters in "
+                f"the experiments file to extend it", severity="warning")
+            return
+        question = (f"Extend {view.id} from {now} to {target} iterations? It continues from "
+                    f"its checkpoint; the learning rate re-decays from where it ended to min_lr.")
+        self.app.call_from_thread(self.app.push_screen, ConfirmScreen(question, "Extend"),
+                                  lambda yes: yes and self._extend(view, target))
+
+    @work(thread=True, group="resume", exit_on_error=False)
+    def _extend(self, view: RunReading, max_iters: int) -> None:
+        try:
+            what = self.services.launcher.extend(view.run, max_iters)
+        except Exception as e:  # shown to the user; the run directory is left as it was
+            self.app.call_from_thread(self.notify, f"extend {view.id}: {e}", severity="error")
+            return
+        self.app.call_from_thread(self.notify, f"{view.id}: queued, {what}")
+        self.app.call_from_thread(self.feed.request_poll)
 
     @work(thread=True, group="stop")
     def _stop(self, view: RunReading) -> None:

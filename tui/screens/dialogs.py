@@ -41,15 +41,20 @@ class QuitScreen(ModalScreen[str]):
 
     BINDINGS = [Binding("escape", "choose('cancel')", "stay")]
 
-    def __init__(self, queued: int) -> None:
+    def __init__(self, queued: int, dispatcher: int | None = None) -> None:
         super().__init__()
         self.queued = queued
+        self.dispatcher = dispatcher
 
     def compose(self) -> ComposeResult:
         n = self.queued
+        # with a dispatcher already running, "keep dispatching" starts nothing new: say so,
+        # and that "leave queued" does not stop it
+        running = (f" A dispatcher (pid {self.dispatcher}) is already running: it keeps "
+                   f"starting them unless stopped." if self.dispatcher else "")
         with Vertical(classes="dialog"):
             yield Label(f"{n} run{'s' * (n != 1)} still queued. Running runs keep running "
-                        "either way.", classes="question")
+                        f"either way.{running}", classes="question")
             with Horizontal(classes="buttons"):
                 yield Button("Keep dispatching", variant="primary", id="keep")
                 yield Button("Leave queued", id="leave")

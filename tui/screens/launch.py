@@ -106,6 +106,11 @@ class LaunchScreen(Screen):
         for s in sweeps:
             label = f"{s.name} ({len(s.runs)})" + (f" {s.description}" if s.description else "")
             sl.add_option((label, s.name, s.name == pre))
+        if pre is not None:
+            # the cursor starts on the preselected sweep: the first ↓ moves to the next one
+            # (with nothing highlighted it would only highlight the first, and ↓ space
+            # would untick it)
+            sl.highlighted = self.sweep_names.index(pre)
         sl.focus()
         if not sweeps:
             self._show_error("the experiments file defines no sweeps")
@@ -166,6 +171,8 @@ class LaunchScreen(Screen):
             where = f"{state} · " if state else ""   # short: the column is narrow
             return Text(f"{where}config changed: {drift_summary(r.drift, show=1)}",
                         style="yellow")
+        if r.same_as:
+            return Text(f"= {r.same_as} (trained once)", style="dim")
         if state is not None:
             return Text(f"exists ({state}): not queued again", style="dim")
         if r.warnings:   # an explicit schedule that does not fit the horizon
@@ -182,16 +189,19 @@ class LaunchScreen(Screen):
         elif not rows:
             text = Text("no runs to launch", style="yellow")
         else:
+            mem = max((r.est_mem_bytes or 0) for r in rows)
+            shared = sum(1 for r in rows if r.same_as)   # trained once, under its owner
+            rows = [r for r in rows if not r.same_as]
             new = [r for r in rows if r.state is None]   # existing runs are not queued again
             secs = sum(r.est_seconds or 0 for r in new)
-            mem = max((r.est_mem_bytes or 0) for r in rows)
             drifted = sum(1 for r in rows if r.drift)
             changed = f" · {drifted} with a changed saved config" if drifted else ""
             exist = f" ({len(rows) - len(new)} exist)" if len(new) < len(rows) else ""
+            also = f" (+{shared} shared, trained once)" if shared else ""
             work = (f"about {fmt_duration(secs)} of compute "
                     f"{'for the new ones' if exist else 'in total'}" if new
                     else "nothing new to train")
-            text = Text(f"{len(rows)} run{'s' * (len(rows) != 1)}{exist} · largest needs "
+            text = Text(f"{len(rows)} run{'s' * (len(rows) != 1)}{also}{exist} · largest needs "
                         f"{fmt_bytes(mem)} · {work}{changed} · Enter: pick the GPU")
         self.query_one("#plan-summary", Static).update(text)
 
@@ -226,7 +236,8 @@ class LaunchScreen(Screen):
             return
         need = max((r.est_mem_bytes or 0) for r in rows)
         selection = self.selection()
-        self.app.push_screen(GpuPickerScreen(self.feed, need, len(rows)),
+        n = sum(1 for r in rows if not r.same_as)   # a shared run is trained once
+        self.app.push_screen(GpuPickerScreen(self.feed, need, n),
                              lambda gpu: gpu and self._queue(selection, gpu))
 
     @work(thread=True, group="queue", exit_on_error=False)
@@ -281,7 +292,8 @@ def drift_question(drift: list) -> str:
 def gpu_option_text(g: Any, need: int) -> tuple[Text, bool]:
     """The option's text and whether it can be picked (ours, and the run fits now)."""
     t = Text()
-    t.append(f"{g.label} {g.name[:24]:<24} ", style="bold")
+    # "NVIDIA " says nothing on a card list; the model name is what tells cards apart
+    t.append(f"{g.label} {g.name.removeprefix('NVIDIA ')[:28]:<28} ", style="bold")
     if not g.ours:
         t.append("not ours (outside CUDA_VISIBLE_DEVICES / the Slurm allocation)", style="dim")
         return t, False

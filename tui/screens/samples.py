@@ -4,6 +4,7 @@ iteration; a new sample from a run's checkpoint without leaving the app."""
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 from rich.text import Text
@@ -23,6 +24,13 @@ from tui.widgets.samples_view import render_sample
 
 
 MIN_COLUMN = 30   # narrower columns wrap a sample into too many short lines
+
+
+def run_seed(run_id: str) -> str:
+    """The seed a run's name carries ("n_layer=8,seed=1338" -> "1338"); "" for the first
+    seed, whose run keeps the plain name (engine.experiments)."""
+    m = re.search(r"(?:^|,)seed=(\d+)$", run_id.rsplit("/", 1)[-1])
+    return m.group(1) if m else ""
 
 
 def column_width(total: int, n: int) -> int:
@@ -56,6 +64,7 @@ class SamplesScreen(Screen):
         Binding("left_square_bracket", "older", "older iter", key_display="["),
         Binding("right_square_bracket", "newer", "newer iter", key_display="]"),
         Binding("n", "generate", "new sample"),
+        Binding("s", "next_seed", "next seed", show=False),
         Binding("left", "app.focus_previous", "prev run", show=False),
         Binding("right", "app.focus_next", "next run", show=False),
         Binding("escape", "app.pop_screen", "back"),
@@ -71,6 +80,10 @@ class SamplesScreen(Screen):
         self.iteration: int | None = None  # None: the latest
         self.generated: dict[str, dict[str, Any]] = {}  # run id -> a sample made here
         self.generating: set[str] = set()
+        # a sweep with seeds shows one seed at a time (4 sizes, not 8 narrow columns);
+        # s cycles through the seeds, then all of them
+        self.seed_index = 0
+        self.all_ids: list[str] = []   # the sweep's runs, every seed
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
@@ -86,8 +99,26 @@ class SamplesScreen(Screen):
     def on_unmount(self) -> None:
         self.feed.unwatch(self)
 
+    def seeds(self, ids: list[str]) -> list[str]:
+        """The seeds of the sweep's runs by name ("" for the first seed's plain names)."""
+        return sorted({run_seed(rid) for rid in ids}, key=lambda s: (s != "", natural_key(s)))
+
+    def shown(self, ids: list[str]) -> list[str]:
+        seeds = self.seeds(ids)
+        if len(seeds) < 2 or self.seed_index % (len(seeds) + 1) == len(seeds):
+            return ids   # one seed, or "all" chosen
+        seed = seeds[self.seed_index % (len(seeds) + 1)]
+        return [rid for rid in ids if run_seed(rid) == seed]
+
+    def action_next_seed(self) -> None:
+        self.seed_index += 1
+        if self.feed.last_poll is not None:
+            self.on_runs(self.feed.last_poll)
+
     def on_runs(self, result: PollResult) -> None:
-        ids = sorted((v.id for v in result.views if v.sweep == self.sweep), key=natural_key)
+        self.all_ids = sorted((v.id for v in result.views if v.sweep == self.sweep),
+                              key=natural_key)
+        ids = self.shown(self.all_ids)
         if ids != self.run_ids:
             self.run_ids = ids
             self.feed.watch(self, ids)
@@ -143,8 +174,16 @@ class SamplesScreen(Screen):
         prompt = self.prompt()
         n = len(self.prompts())
         at = "latest" if self.iteration is None else f"≤ {self.iteration}"
+        seeds = self.seeds(self.all_ids)
+        if len(seeds) > 1:
+            i = self.seed_index % (len(seeds) + 1)
+            which = "all seeds" if i == len(seeds) else (
+                f"seed {seeds[i]}" if seeds[i] else "first seed")
+            shown = f" · {which} (s: next)"
+        else:
+            shown = ""
         self.query_one("#title", Static).update(Text.assemble(
-            (" Samples ", "bold reverse"), f" {self.sweep} · iteration {at} · prompt ",
+            (" Samples ", "bold reverse"), f" {self.sweep}{shown} · iteration {at} · prompt ",
             (f"{self.prompt_index % n + 1}/{n} " if n else "—", ""),
             (repr(prompt) if prompt is not None else "(no samples yet)", "bold")))
         for col in self.query(RunColumn):

@@ -48,7 +48,6 @@ def other_memory(g: Any, ours: list[RunReading]) -> int:
 def render_gpus(gpus: list[Any], views: list[RunReading], history: GpuHistory,
                 width: int = 60) -> Text:
     out = Text()
-    spark_w = 8 if width >= 50 else 4
     if not gpus:
         out.append("CPU only", style="bold")
         out.append(" (no GPU found through NVML)\n", style="dim")
@@ -59,12 +58,19 @@ def render_gpus(gpus: list[Any], views: list[RunReading], history: GpuHistory,
         out.append(f"{g.name.removeprefix('NVIDIA ')[:32]}", style="bold" if g.ours else "dim")
         out.append("" if g.ours else "  not ours", style="yellow")
         out.append("\n")
-        out.append(f"  util {'?' if util is None else f'{util:3d}'}% ")
-        out.append(sparkline(history.util.get(g.uuid, ()), spark_w, top=100), style="green")
-        out.append(f"  mem {fmt_bytes(g.memory_used)}/{fmt_bytes(g.memory_total)} ")
-        out.append(sparkline(history.mem.get(g.uuid, ()), spark_w, top=100), style="magenta")
+        load = f"  util {'?' if util is None else f'{util:3d}'}% "
+        mem = f"  mem {fmt_bytes(g.memory_used)}/{fmt_bytes(g.memory_total)} "
         temp = "" if g.temperature is None else f"  {g.temperature}°C"
         power = "" if g.power_w is None else f" {g.power_w:.0f}W"
+        # the two sparklines take what the numbers leave, so the line never wraps ("72W"
+        # alone on the next line)
+        spark_w = max(0, min(8, (width - len(load + mem + temp + power)) // 2))
+        out.append(load)
+        if spark_w:
+            out.append(sparkline(history.util.get(g.uuid, ()), spark_w, top=100), style="green")
+        out.append(mem)
+        if spark_w:
+            out.append(sparkline(history.mem.get(g.uuid, ()), spark_w, top=100), style="magenta")
         out.append(f"{temp}{power}\n")
         other = other_memory(g, ours)
         names = ", ".join(v.id for v in ours) or "none of ours"
@@ -91,7 +97,7 @@ class GpuPanel(Static):
     _last: tuple | None = None
 
     def show(self, gpus: list[Any], views: list[RunReading], history: GpuHistory) -> None:
-        text = render_gpus(gpus, views, history, self.size.width or 60)
+        text = render_gpus(gpus, views, history, self.content_size.width or 60)
         key = (text.plain, tuple(text.spans))
         if key != self._last:  # an unchanged update would still repaint
             self._last = key
