@@ -100,8 +100,8 @@ def test_invalid_run_queues_nothing(tmp_path, exp):
 def test_missing_data_is_one_clear_error(tmp_path):
     p = tmp_path / "e.toml"
     p.write_text('[defaults]\ndata_dir = "/nonexistent/x"\n[sweep.s]\nvary = { n_layer = [1] }\n')
-    from engine.config import ConfigError
-    with pytest.raises(ConfigError, match="no prepared data"):
+    from engine.errors import UserError
+    with pytest.raises(UserError, match="data_dir /nonexistent/x: no such file or directory"):
         queue_runs(p, tmp_path / "runs")
     assert list_runs(tmp_path / "runs") == []
 
