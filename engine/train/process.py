@@ -61,15 +61,21 @@ class TrainingRun:
         self.status_pending: dict[str, Any] = {}
         # setup: every user error surfaces here, before anything in the run dir changes
         self.cfg = run.load_config()
-        try:
-            self.device = dev.resolve_device(self.cfg.device)
+        try:  # placed on a real GPU: train there or fail with the cause, never on the CPU
+            self.device = dev.resolve_placed_device(self.cfg.device)
         except ValueError as e:
             raise TrainError(str(e)) from None
+        self.simulated_gpu = dev.simulated_gpu()
+        if self.simulated_gpu:
+            log(f"placed on {self.simulated_gpu}, a simulated card: training on the CPU")
         self.dtype = dev.resolve_dtype(self.cfg.dtype, self.device)
         if self.device.type == "cpu":
             dev.keep_freed_memory()  # 15-30% faster CPU steps: no page faults per step
-        if self.dtype == torch.bfloat16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise TrainError(f"dtype = 'bfloat16': {dev.device_name(self.device)} has no bf16 support")
+        if self.dtype == torch.bfloat16 and self.device.type == "cuda" \
+                and not dev.has_native_bf16(self.device):
+            raise TrainError(f"dtype = 'bfloat16': {dev.device_name(self.device)} has no bf16 "
+                             f"tensor cores (emulated bf16 is slower than float16); use "
+                             f"dtype = 'float16' or 'auto'")
         train_data, val_data, self.meta = load_data(self.cfg)
         vocab = model_vocab(self.cfg, self.meta)
         self.trainer = Trainer(self.cfg, train_data, val_data, vocab, self.device, log=log)
@@ -212,7 +218,7 @@ class TrainingRun:
             params=t.model.get_num_params(), params_total=t.model.get_num_params(False),
             iter=t.iter_num, max_iters=cfg.max_iters, best_val_loss=_none_if_inf(t.best_val_loss),
             best_iter=t.best_iter, compile="off", tok_s=None, mfu=None, eta_s=None,
-            provenance=provenance(self.device_name))
+            simulated_gpu=self.simulated_gpu, provenance=provenance(self.device_name))
         self.log(f"{run.id}: {t.model.get_num_params():,} params, device {self.device} "
                  f"({self.device_name}), dtype {dev.dtype_name(self.dtype)}, "
                  f"{t.tokens_per_iter:,} tokens/iter, {'resuming at iter ' + str(t.iter_num) if self.ckpt else 'from scratch'}")
@@ -263,6 +269,27 @@ class TrainingRun:
                                **{**progress, "eta_s": 0 if state == "done" else None})
         self.log(f"{state} at iter {self.trainer.iter_num}" + (f": {reason}" if reason else ""))
         return code
+
+
+def oom_reason(device: torch.device) -> str:
+    """Out of memory, on the unit's real label, and whether someone else took the memory
+    (then a smaller batch is not the fix: waiting, or another card, is)."""
+    where = dev.placed_gpu() or str(device)
+    if device.type != "cuda":
+        return f"out of memory on {where}: try a smaller batch_size or model"
+    mine = torch.cuda.memory_reserved(device)
+    try:
+        free, total = torch.cuda.mem_get_info(device)
+    except Exception:
+        free, total = 0, 0
+    others = max(0, total - free - mine - dev.CUDA_CONTEXT_BYTES) if total else 0
+    gib = 1024 ** 3
+    if others > 0.05 * total:
+        return (f"out of memory on {where}: this run held {mine / gib:.1f} GiB and other "
+                f"processes about {others / gib:.1f} GiB of {total / gib:.1f} GiB; wait for "
+                f"them or place the run on another card")
+    return (f"out of memory on {where}: this run held {mine / gib:.1f} GiB of "
+            f"{total / gib:.1f} GiB; try a smaller batch_size or model")
 
 
 class NonFinite(Exception):
@@ -366,10 +393,10 @@ def _train_session(run: RunDir, resume: bool, fail_input: Callable[[str], int], 
         print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)
         session.finish("failed", reason, 1)
         return 1
-    except torch.OutOfMemoryError as e:
-        reason = f"out of memory on {session.device}: try a smaller batch_size or model"
-        print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)
+    except dev.OUT_OF_MEMORY as e:
         del e
+        reason = oom_reason(session.device)
+        print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)
         session.finish("failed", reason, 1)
         return 1
     except Exception as e:
