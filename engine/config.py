@@ -23,8 +23,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-import tomli_w
-
 from engine.errors import UserError
 
 
@@ -267,4 +265,5 @@ def dump_config(cfg: TrainConfig, run: dict[str, Any] | None = None) -> str:
     d.update(cfg.to_dict())
     if run:
         d["run"] = _drop_none(run)
+    import tomli_w  # only writers need it (reading runs, e.g. a bare GPU image, does not)
     return tomli_w.dumps(d)

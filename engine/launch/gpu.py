@@ -224,7 +224,8 @@ class NvmlGpuSource:
         """The newest CUDA version the driver supports (NVML: 12040 -> (12, 4))."""
         if not self._init():
             return None
-        return parse_version(_nvml_get(self._nvml.nvmlSystemGetCudaDriverVersion))
+        return parse_version(_nvml_get(getattr(self._nvml, "nvmlSystemGetCudaDriverVersion",
+                                               None)))
 
     def torch_facts(self) -> TorchCuda:
         if self._facts is None:
@@ -266,7 +267,7 @@ class NvmlGpuSource:
         h = nv.nvmlDeviceGetHandleByIndex(i)
         card = _nvml_unit(nv, h, index=i, default_uuid=f"GPU-{i}")
         card = replace(card, capability=parse_capability(
-            _nvml_get(nv.nvmlDeviceGetCudaComputeCapability, h)))
+            _nvml_get(getattr(nv, "nvmlDeviceGetCudaComputeCapability", None), h)))
         mode = _nvml_get(nv.nvmlDeviceGetMigMode, h) if hasattr(nv, "nvmlDeviceGetMigMode") else None
         if not mode or not mode[0]:  # (current, pending); 1 = enabled
             return [card]
