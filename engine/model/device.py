@@ -170,12 +170,12 @@ def resolve_placed_device(name: str, env=os.environ) -> torch.device:
         raise ValueError(why or f"placed on {label} but torch sees no CUDA device "
                                 "(torch.cuda.is_available() is False); not training on the CPU")
     dev = torch.device("cuda", 0)  # the placed unit is the only one visible
-    cap = tuple(torch.cuda.get_device_capability(dev))
-    archs = tuple(torch.cuda.get_arch_list())
-    from engine.model.cuda_compat import arch_supported
-    if archs and not arch_supported(cap, archs):
-        from engine.model.cuda_compat import torch_cuda_facts, unit_problem
-        raise ValueError(unit_problem(label, cap, None, torch_cuda_facts()))
+    from engine.model.cuda_compat import TorchCuda, unit_problem
+    facts = TorchCuda(torch.__version__, torch.version.cuda or "?",
+                      tuple(torch.cuda.get_arch_list()))
+    why = unit_problem(label, tuple(torch.cuda.get_device_capability(dev)), None, facts)
+    if why:  # "no kernel image" at the first kernel otherwise
+        raise ValueError(why)
     return dev
 
 
