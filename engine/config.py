@@ -43,6 +43,9 @@ class SamplingConfig:
     temperature: float = 0.8
     top_k: int | None = 200
     top_p: float | None = None
+    # "full": each token sees min(length, block_size) tokens, as nanoGPT's sample.py;
+    # "rebuild": faster past block_size, from half a window (engine.model.gpt.GPT.generate)
+    context: str = "full"
     seed: int = 1337              # fixed, so evals of one run (and runs of a sweep) compare
 
 
@@ -133,6 +136,8 @@ class TrainConfig:
             raise ConfigError(f"{source}: sampling.temperature = {s.temperature!r}: must be positive")
         if s.top_k is not None and s.top_k < 1:
             raise ConfigError(f"{source}: sampling.top_k = {s.top_k!r}: must be at least 1")
+        if s.context not in ("full", "rebuild"):
+            raise ConfigError(f"{source}: sampling.context = {s.context!r}: must be full or rebuild")
         if s.top_p is not None and not 0.0 < s.top_p <= 1.0:
             raise ConfigError(f"{source}: sampling.top_p = {s.top_p!r}: must be in (0, 1]")
         if s.max_new_tokens < 1 or s.num_samples < 1:
