@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+CUDA_CONTEXT_BYTES = 600 * 1024 ** 2   # the CUDA context + allocator slack of any process
+
 # What `make install TORCH_INDEX=...` installs; docs/gpu.md explains each row.
 PYPI_DEFAULT = "the default PyPI wheel (CUDA 13.0: driver >= 580, sm_75 and newer)"
 INDEX_URL = "https://download.pytorch.org/whl/{tag}"

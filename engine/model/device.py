@@ -21,7 +21,7 @@ import torch
 
 # torch.OutOfMemoryError is torch >= 2.5; torch.cuda's has been there since 1.13
 OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-CUDA_CONTEXT_BYTES = 600 * 1024 ** 2   # a process's CUDA context + allocator slack
+from engine.model.cuda_compat import CUDA_CONTEXT_BYTES  # noqa: E402,F401  (one home)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
