@@ -15,7 +15,7 @@ import functools
 import os
 import platform
 import re
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -221,6 +221,18 @@ def keep_freed_memory() -> bool:
         return False  # musl and other C libraries have no mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+@contextmanager
+def no_tf32():
+    """TF32 off for a while: training turns it on for mixed precision's fp32 leftovers,
+    while samples are drawn in true fp32 everywhere else (`nanotui sample`)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def dtype_name(dtype: torch.dtype) -> str:

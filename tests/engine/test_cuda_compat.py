@@ -235,3 +235,51 @@ def test_the_torch_floor_in_pyproject_covers_every_api_the_code_uses():
     for api, since in VERSIONED_APIS.items():
         if re.search(api, code):
             assert floor >= since, f"{api} needs torch >= {since}, pyproject allows {floor}"
+
+
+def test_an_nvml_init_failure_is_retried_not_cached_forever(monkeypatch):
+    import engine.launch.gpu as gpu_mod
+    nv = nvml()
+    tries = []
+
+    def init():
+        tries.append(1)
+        if len(tries) == 1:
+            raise RuntimeError("NVML_ERROR_DRIVER_NOT_LOADED")  # e.g. the driver reloading
+    nv.nvmlInit = init
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    now = [100.0]
+    monkeypatch.setattr(gpu_mod.time, "monotonic", lambda: now[0])
+    src = NvmlGpuSource(torch_facts=CU126)
+    assert src.snapshot() == []
+    now[0] += 5
+    assert src.snapshot() == [] and len(tries) == 1      # not hammered at every poll
+    now[0] += gpu_mod.NVML_RETRY_S
+    assert [u.name for u in src.snapshot()] == ["NVIDIA H100 80GB HBM3"]
+
+
+def test_out_of_memory_names_the_unit_and_whether_others_hold_the_memory(monkeypatch):
+    from engine.train.process import oom_reason
+    monkeypatch.setenv("NANOTUI_GPU", "GPU-h100")
+    monkeypatch.setenv("NANOTUI_GPU_LABEL", "GPU 1 (NVIDIA H100 80GB HBM3)")
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d: 10 * GIB)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d: (GIB, 80 * GIB))
+    why = oom_reason(torch.device("cuda", 0))
+    assert why.startswith("out of memory on GPU 1 (NVIDIA H100 80GB HBM3): this run held 10.0 GiB")
+    assert "other processes about 68.4 GiB" in why and "another card" in why
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d: 78 * GIB)
+    why = oom_reason(torch.device("cuda", 0))
+    assert "other processes" not in why and "smaller batch_size" in why
+    monkeypatch.delenv("NANOTUI_GPU")
+    assert "out of memory on cpu" in oom_reason(torch.device("cpu"))
+
+
+def test_eval_samples_are_drawn_without_tf32(monkeypatch):
+    seen = []
+    torch.backends.cuda.matmul.allow_tf32 = True      # as training sets it on a card
+    try:
+        with dev.no_tf32():
+            seen.append(torch.backends.cuda.matmul.allow_tf32)
+        assert seen == [False] and torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
