@@ -219,7 +219,11 @@ def _unit_check(checks: list[Check], u: Any, c: dict | None, step: dict | None,
         return
     if c is None:
         checks.append(Check("gpus", name, "info", f"{u.name}: " + (
-            "a fake card (no CUDA facts)" if fake else "not visible to CUDA here")))
+            "a fake card (no CUDA facts)" if fake else
+            # CUDA enumerates one MIG instance per process: the others are fine, each
+            # run is pinned to its own by uuid
+            "a MIG instance (a process sees one; runs are pinned to theirs by uuid)"
+            if u.mig is not None else "not visible to CUDA here")))
         return
     if step is None:
         checks.append(Check("gpus", name, "ok", f"{u.name}, sm {c['capability']}, "
