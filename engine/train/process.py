@@ -41,6 +41,7 @@ from engine.runs import RunDir, process_matches
 from engine.train.provenance import provenance
 from engine.train.control import (  # noqa: F401  (TIMING_WARMUP_STEPS: part of the contract)
     TIMING_WARMUP_STEPS, SetupStopped, StepTimer, Stop, stop_setup)
+from engine.train.failures import oom_reason
 from engine.train.trainer import Trainer, TrainError, get_lr, load_data
 
 
@@ -271,27 +272,6 @@ class TrainingRun:
                                **{**progress, "eta_s": 0 if state == "done" else None})
         self.log(f"{state} at iter {self.trainer.iter_num}" + (f": {reason}" if reason else ""))
         return code
-
-
-def oom_reason(device: torch.device) -> str:
-    """Out of memory, on the unit's real label, and whether someone else took the memory
-    (then a smaller batch is not the fix: waiting, or another card, is)."""
-    where = dev.placed_gpu() or str(device)
-    if device.type != "cuda":
-        return f"out of memory on {where}: try a smaller batch_size or model"
-    mine = torch.cuda.memory_reserved(device)
-    try:
-        free, total = torch.cuda.mem_get_info(device)
-    except Exception:
-        free, total = 0, 0
-    others = max(0, total - free - mine - dev.CUDA_CONTEXT_BYTES) if total else 0
-    gib = 1024 ** 3
-    if others > 0.05 * total:
-        return (f"out of memory on {where}: this run held {mine / gib:.1f} GiB and other "
-                f"processes about {others / gib:.1f} GiB of {total / gib:.1f} GiB; wait for "
-                f"them or place the run on another card")
-    return (f"out of memory on {where}: this run held {mine / gib:.1f} GiB of "
-            f"{total / gib:.1f} GiB; try a smaller batch_size or model")
 
 
 class NonFinite(Exception):

@@ -259,7 +259,7 @@ def test_an_nvml_init_failure_is_retried_not_cached_forever(monkeypatch):
 
 
 def test_out_of_memory_names_the_unit_and_whether_others_hold_the_memory(monkeypatch):
-    from engine.train.process import oom_reason
+    from engine.train.failures import oom_reason
     monkeypatch.setenv("NANOTUI_GPU", "GPU-h100")
     monkeypatch.setenv("NANOTUI_GPU_LABEL", "GPU 1 (NVIDIA H100 80GB HBM3)")
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d: 10 * GIB)
