@@ -349,7 +349,7 @@ def show_device_phase(name: str, r, seconds: float, rehearse: bool) -> None:
                      f"peak: placement would overfill cards")
     else:
         say(f"  {r['steps']} steps: scaler {'on' if r['scaler'] else 'off'}, scale "
-            f"{r['scale']}, {r['skipped']} skipped, loss {r['first_loss']:.3f} -> "
+            f"{r['scale']}, {r['skipped']} overflowed, loss {r['first_loss']:.3f} -> "
             f"{r['last_loss']:.3f}")
         if not r["finite"] or (not rehearse and not r["scaler"]):
             fail("fp16: " + ("a non-finite loss" if not r["finite"] else "no GradScaler"))
