@@ -1,5 +1,5 @@
 """The GPU acceptance check: one command that, on a machine with an NVIDIA GPU and within
-about 8 minutes on one card, prints
+one 9-minute call on one H100 (the phases' budgets are printed first), prints
 
   1. `nanotui doctor`'s table (each card: bf16, whether compile works, tokens/s);
   2. a Shakespeare-char run of nanoGPT's baby GPT (6 layers, 6 heads, n_embd 384, block 256,
@@ -9,26 +9,33 @@ about 8 minutes on one card, prints
      start-up (the data for compile's default on CUDA); nanoGPT's train.py on the same card
      for the same time when --nanogpt is given;
   3. placement under CUDA_VISIBLE_DEVICES: a run started with the variable naming one
-     card lands on that card (by uuid), and with it empty goes to the CPU;
-  4. the assignment's depth sweep (n_layer 2/4/8/12 at n_head 8, n_embd 256), one run at a
+     card lands on that card (by uuid) and trains there, and with it empty goes to the CPU;
+  4. profile, memory, fp16 (benchmarks/gpu_check_phases.py, in a child pinned to the
+     card): pageable copies and host syncs per step under torch.profiler, the real peak
+     memory of two shapes against the placement estimate, 30 float16 steps through the
+     GradScaler;
+  5. the assignment's depth sweep (n_layer 2/4/8/12 at n_head 8, n_embd 256), one run at a
      time vs max_runs_per_gpu = "auto", with wall time, aggregate tokens/s and the card's
-     NVML utilization while it ran (the data for packing's default). The sweep runs
-     without compile, so that the pair compares packing and not compile caches, and long
-     enough (2000 iterations) for a run to be training when packing looks at the card.
+     NVML utilization while it ran (the data for packing's default), without compile so
+     that the pair compares packing and not compile caches.
 
     benchmarks/gpu_check.sh [--nanogpt PATH] [--text input.txt] [--minutes M]
-                            [--sweep-iters N] [--budget-min 8] [--skip PHASE,...]
+                            [--sweep-iters N] [--budget-min 8.5] [--skip PHASE,...]
                             [--work DIR] [--rehearse]
 
-Without a GPU it says so and exits 0 having measured nothing. Every phase prints its own
-wall time; a phase that would overrun the budget is skipped with a line saying so, and
-`--skip` leaves phases out (doctor, baby, eager, nanogpt, placement, serial, packed), so a
-short slot can run the check in two calls.
+The last line is the verdict: "gpu_check: PASS", or "gpu_check: FAIL (...)" after a list
+of what failed, with exit status 1: a failed or lost run, a run that trained elsewhere
+than it was placed (WRONG placement, a DEVICE MISMATCH), a compile that fell back to
+eager, doctor reporting something missing, cards torch cannot use (its CUDA build, the
+driver, the card's capability), no usable GPU at all, a phase that ran past its time
+(its trainers are killed). A phase that would overrun the budget is skipped with a line
+saying so, and `--skip` leaves phases out (doctor, baby, eager, nanogpt, placement,
+profile, memory, fp16, serial, packed), so a short slot can run the check in two calls.
 The text defaults to $NANOTUI_SHARED_DATA/shakespeare/input.txt (or ../shared/data/...),
-else nanotui downloads tiny Shakespeare.
+else a generated one: Python's standard library source (no network needed).
 
 `--rehearse` runs every phase on the CPU instead, against a fake card (NANOTUI_FAKE_GPUS,
-or one written into the work dir) with tiny models, fp32 and no compile, in about a minute:
+or one written into the work dir) with tiny models, fp32 and no compile, in a few minutes:
 it proves the script's plumbing (launch, stop, status, placement, packing, nanoGPT's log
 parsing) before the few minutes a GPU is lent are spent on it. Its figures are CPU figures
 of toy models and say so; they are never GPU results.
@@ -39,22 +46,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # -P (gpu_check.sh) adds neither
 
-from engine.launch.child import child_env, module_command  # noqa: E402
-from engine.runs import list_runs  # noqa: E402
-from nanogpt_ref import run_train_py  # noqa: E402
+from gpu_check_runs import (FAILURES, baby_run, fail, generated_text,  # noqa: E402
+                            kill_leftover_runs, nanogpt_run, nanotui, placement_check, say,
+                            sweep)
 
-PHASES = ("doctor", "baby", "eager", "nanogpt", "placement", "serial", "packed")
+PHASES = ("doctor", "baby", "eager", "nanogpt", "placement", "profile", "memory", "fp16",
+          "serial", "packed")
 BABY = {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256, "batch_size": 64,
         "dropout": 0.2, "learning_rate": 1e-3, "max_iters": 5000, "lr_decay_iters": 5000,
         "min_lr": 1e-4, "beta2": 0.99, "warmup_iters": 100, "eval_interval": 250,
@@ -74,44 +80,14 @@ FAKE_CARD = {"gpus": [{"index": 0, "uuid": "GPU-00000000-rehearsal-0000-00000000
                        "memory_total_gb": 141, "memory_used_gb": 1, "utilization": 0,
                        "temperature": 30, "power_w": 80.0, "processes": []}]}
 T0 = time.monotonic()
-BUDGET_S = 8 * 60.0  # --budget-min
-
-
-def say(msg: str = "") -> None:
-    print(msg, flush=True)
-
-
+BUDGET_S = 8.5 * 60.0  # --budget-min: one 9-minute call on one H100, with slack
+# what each phase is given on a GPU, in seconds (printed first; with the default
+# 2-minute baby run the total fits BUDGET_S); the sweeps shrink to what is left
+PHASE_BUDGET_S = {"doctor": 60, "prepare": 15, "baby": 90 + 60, "eager": 45 + 30,
+                  "placement": 40, "profile": 30, "memory": 30, "fp16": 20,
+                  "serial": 50, "packed": 50}
 def elapsed() -> float:
     return time.monotonic() - T0
-
-
-def nanotui(*args: str, env: dict | None = None, check: bool = True, timeout: float = 900,
-            cwd: Path | None = None) -> subprocess.CompletedProcess:
-    p = subprocess.run(module_command("tui", *args), capture_output=True, text=True,
-                       env=child_env(env or os.environ), timeout=timeout, cwd=cwd, check=False)
-    if check and p.returncode != 0:
-        raise SystemExit(f"gpu_check: nanotui {' '.join(args)} failed:\n{p.stdout}{p.stderr}")
-    return p
-
-
-def toml_value(v) -> str:
-    return json.dumps(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else repr(v)
-
-
-def write_experiments(path: Path, data_dir: str, defaults: dict, sweeps: dict[str, str],
-                      launch: str = "") -> Path:
-    lines = ["[defaults]", f'data_dir = "{data_dir}"']
-    lines += [f"{k} = {toml_value(v)}" for k, v in defaults.items()]
-    lines += ["[sampling]", "max_new_tokens = 16", "[launch]", "stop_grace_s = 30.0", launch]
-    for name, body in sweeps.items():
-        lines += [f"[sweep.{name}]", body]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def status(runs: Path) -> dict[str, dict]:
-    """Each run's status as nanotui reads it (a dead "running" process reads as failed)."""
-    return {r.id: r.read_status() for r in list_runs(runs)}
 
 
 # ---- phases ---------------------------------------------------------------------------
@@ -130,11 +106,21 @@ def preflight(rehearse: bool, work: Path | None) -> list[dict]:
         say(f"gpu_check: REHEARSAL on the CPU with the fake cards of {FAKE_ENV}="
             f"{os.environ[FAKE_ENV]}: toy models, fp32, no compile. No figure below is a "
             "GPU figure.")
-    elif not torch.cuda.is_available():
-        say("gpu_check: no NVIDIA GPU visible here (torch.cuda.is_available() is False: no "
-            "driver, a CPU-only torch build, or CUDA_VISIBLE_DEVICES hides every card).")
-        say("gpu_check: nothing measured. Run it on a machine with a GPU.")
-        raise SystemExit(0)
+    else:
+        from engine.launch.gpu import NvmlGpuSource
+        units = [u for u in default_gpu_source().snapshot() if u.ours]
+        for u in units:
+            if u.problem:
+                fail(f"GPU {u.label} cannot be used: {u.problem}")
+        if not torch.cuda.is_available():
+            nv = NvmlGpuSource()
+            say("gpu_check: torch sees no CUDA device (torch.cuda.is_available() is False; "
+                f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}, NVML "
+                f"{'driver ' + (nv.driver_version() or '?') if nv.available() else 'absent'}).")
+            fail("no GPU torch can use here: nothing measured")
+            raise SystemExit(finish(rehearse))
+        if any(u.problem for u in units):
+            raise SystemExit(finish(rehearse))
     return [u.to_dict() for u in default_gpu_source().snapshot() if u.ours]
 
 
@@ -142,135 +128,13 @@ def prepare(args, work: Path) -> str:
     text = args.text or next((p for p in (
         Path(os.environ.get("NANOTUI_SHARED_DATA", "/nonexistent")) / "shakespeare/input.txt",
         REPO.parent / "shared/data/shakespeare/input.txt") if p.is_file()), None)
-    p = nanotui("prepare", str(text) if text else "shakespeare", "--tokenizer", "char",
+    if text is None:
+        text = generated_text(work / "stdlib.txt")
+        say(f"gpu_check: no tiny Shakespeare here (--text): training on {text}, Python's "
+            f"standard library source ({text.stat().st_size:,} characters)")
+    p = nanotui("prepare", str(text), "--tokenizer", "char",
                 "--json", env={**os.environ, "NANOTUI_DATA_DIR": str(work / "cache")})
     return json.loads(p.stdout)["data_dir"]
-
-
-def baby_run(work: Path, data_dir: str, card: dict, seconds: float, cfg: dict,
-             tag: str) -> dict:
-    """nanotui's trainer on the baby GPT (`cfg`), stopped after `seconds` of training.
-    startup_s: launch to the first logged iteration (imports, data, compile)."""
-    exp = write_experiments(work / f"baby-{tag}.toml", data_dir, cfg,
-                            {"baby": "vary = { seed = [1337] }"})
-    runs = work / f"runs-baby-{tag}"
-    proc = subprocess.Popen(module_command("tui", "--experiments", str(exp), "--runs", str(runs),
-                                           "launch", "baby", "--gpu", card["uuid"]),
-                            env=child_env(os.environ), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
-    t_start, t_train = time.monotonic(), None
-    while proc.poll() is None:
-        st = next(iter(status(runs).values()), {})
-        if t_train is None and (st.get("iter") or 0) > 0:
-            t_train = time.monotonic()
-        if t_train is not None and time.monotonic() - t_train >= seconds:
-            nanotui("--experiments", str(exp), "--runs", str(runs), "stop", "baby", check=False)
-            break
-        if time.monotonic() - t_start > seconds + 300:
-            break
-        time.sleep(1.0)
-    proc.wait(timeout=120)
-    st = next(iter(status(runs).values()), {})
-    return {"iter": st.get("iter"), "tok_s": st.get("tok_s"), "mfu": st.get("mfu"),
-            "val_loss": st.get("val_loss"), "compile": st.get("compile"),
-            "startup_s": (t_train - t_start) if t_train else None, "state": st.get("state"),
-            "reason": st.get("reason")}
-
-
-def nanogpt_run(nanogpt: Path, work: Path, data_dir: str, card: dict, seconds: float,
-                cfg: dict, rehearse: bool) -> dict:
-    """nanoGPT's own train.py with its shakespeare_char config, bf16 + compile, on the same
-    card and data. Rehearsing, the toy `cfg`'s model and batch override it, on the CPU."""
-    args = ["--compile=True", "--dtype=bfloat16"]
-    if rehearse:
-        args += ["--device=cpu", "--compile=False", "--dtype=float32", "--eval_iters=5"]
-        args += [f"--{k}={cfg[k]}" for k in ("n_layer", "n_head", "n_embd", "block_size",
-                                              "batch_size", "eval_interval")]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": card["uuid"], "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-    r = run_train_py(nanogpt, work / "nanogpt", Path(data_dir), seconds, args, env)
-    if not r["ms"]:
-        say("  nanoGPT timed no iteration; its last lines:\n    " + "\n    ".join(r["tail"]))
-    med = statistics.median(r["ms"]) if r["ms"] else None
-    tok_s = cfg["batch_size"] * cfg["block_size"] / (med / 1000) if med else None
-    return {"tok_s": tok_s, "ms_per_iter": med, "iters_timed": len(r["ms"]),
-            "startup_s": r["startup_s"]}
-
-
-def placement_check(work: Path, data_dir: str, cards: list[dict]) -> list[str]:
-    tiny = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
-            "max_iters": 20, "eval_interval": 20, "eval_iters": 2, "log_interval": 5,
-            "compile": False}
-    exp = write_experiments(work / "place.toml", data_dir, tiny,
-                            {"place": "vary = { seed = [1, 2] }"})
-    out = []
-    target = cards[-1]
-    for name, visible, want in (("card", target["uuid"], target["uuid"]), ("hidden", "", None)):
-        runs = work / f"runs-place-{name}"
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": visible}
-        nanotui("--experiments", str(exp), "--runs", str(runs), "launch", "place/seed=1",
-                env=env)
-        st = next(iter(status(runs).values()))
-        got = (st.get("gpu") or {}).get("uuid")
-        ok = got == want and st.get("state") == "done"
-        out.append(f"  CUDA_VISIBLE_DEVICES={visible!r:44} -> "
-                   f"{got or 'CPU'} ({st.get('device')}) {'OK' if ok else 'WRONG'}")
-    return out
-
-
-class UtilSampler(threading.Thread):
-    """The card's NVML utilization every half second while a sweep runs (packing adds a
-    run only while it reads under pack_util_below, 60 %), kept while any run trains."""
-
-    def __init__(self, uuid: str, runs: Path) -> None:
-        super().__init__(daemon=True)
-        self.uuid, self.runs, self.samples = uuid, runs, []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        from engine.launch.gpu import default_gpu_source
-        source = default_gpu_source()
-        while not self.done.wait(0.5):
-            training = any(s.get("state") == "running" and (s.get("iter") or 0) > 0
-                           for s in status(self.runs).values())
-            unit = next((u for u in source.snapshot() if u.uuid == self.uuid), None)
-            if training and unit is not None and unit.utilization is not None:
-                self.samples.append(unit.utilization)
-
-    def summary(self) -> str:
-        if not self.samples:
-            return "utilization: no sample while training"
-        q = statistics.quantiles(self.samples, n=10) if len(self.samples) > 1 else self.samples * 9
-        under = sum(u < 60 for u in self.samples) / len(self.samples)
-        return (f"utilization while training: median {statistics.median(self.samples):.0f} %, "
-                f"p10 {q[0]:.0f} %, max {max(self.samples)} %, under 60 % in "
-                f"{under:.0%} of {len(self.samples)} samples")
-
-
-def sweep(work: Path, data_dir: str, card: dict, iters: int, packed: bool, cfg: dict) -> dict:
-    """The sweep (`cfg`) on one card (pinned by uuid), one at a time or packed."""
-    base = {**cfg, "max_iters": iters, "lr_decay_iters": iters,
-            "warmup_iters": min(100, iters // 10), "eval_interval": iters}
-    tag = "packed" if packed else "serial"
-    launch = 'max_runs_per_gpu = "auto"' if packed else "max_runs_per_gpu = 1"
-    exp = write_experiments(work / f"sweep-{tag}.toml", data_dir, base,
-                            {"depth": "vary = { n_layer = [2, 4, 8, 12] }"}, launch)
-    runs = work / f"runs-{tag}"
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / f"inductor-{tag}")}
-    sampler = UtilSampler(card["uuid"], runs)
-    sampler.start()
-    t = time.monotonic()
-    try:
-        nanotui("--experiments", str(exp), "--runs", str(runs), "launch", "depth", "--gpu",
-                card["uuid"], env=env)
-    finally:
-        sampler.done.set()
-    wall = time.monotonic() - t
-    sts = status(runs).values()
-    tokens = sum((s.get("iter") or 0) * base["batch_size"] * base["block_size"] for s in sts)
-    overlap = max(sum(1 for s in sts if s.get("started_at", 0) <= t0 < (s.get("ended_at") or 0))
-                  for t0 in [s.get("started_at", 0) for s in sts])
-    return {"wall_s": wall, "tok_s": tokens / wall, "max_together": overlap,
-            "done": sum(s.get("state") == "done" for s in sts), "util": sampler.summary()}
 
 
 # ---- the report -------------------------------------------------------------------------
@@ -323,8 +187,9 @@ def main() -> int:
                     "budget); the eager run trains half as long")
     ap.add_argument("--sweep-iters", type=int, help="iterations of each sweep run (default "
                     "2000; 300 rehearsing)")
-    ap.add_argument("--budget-min", type=float, default=8.0,
-                    help="skip a phase that would end past this many minutes (default 8)")
+    ap.add_argument("--budget-min", type=float, default=8.5,
+                    help="skip a phase that would end past this many minutes (default 8.5: "
+                    "one 9-minute call)")
     ap.add_argument("--skip", default="", help=f"phases to leave out, comma-separated: "
                     f"{', '.join(PHASES)}")
     ap.add_argument("--work", type=Path, help="scratch directory (default: a temporary one)")
@@ -344,17 +209,24 @@ def main() -> int:
     cards = preflight(args.rehearse, work)
     work = work or work_dir()
     if not cards:
-        say("gpu_check: CUDA works but no card is ours (CUDA_VISIBLE_DEVICES / Slurm): "
-            "nothing to place on.")
-        return 1
+        fail("CUDA works but no card is ours (CUDA_VISIBLE_DEVICES / Slurm): nothing to "
+             "place on")
+        return finish(args.rehearse)
     os.environ["NANOTUI_DATA_DIR"] = str(work / "cache")
     baby_cfg, sweep_cfg = (REHEARSAL_BABY, REHEARSAL_SWEEP) if args.rehearse else (BABY, SWEEP)
-    sweep_iters = args.sweep_iters or (300 if args.rehearse else 2000)
-    seconds = 60 * (args.minutes or (0.1 if args.rehearse else 1.0 if args.nanogpt else 2.0))
+    sweep_iters = args.sweep_iters or (300 if args.rehearse else 400)
+    seconds = 60 * (args.minutes or (0.1 if args.rehearse else 1.0 if args.nanogpt else 1.5))
     say(f"gpu_check: work dir {work}")
+    say("gpu_check: phase budgets (s): " + ", ".join(
+        f"{k} {v:.0f}" for k, v in budgets(seconds).items() if k not in skip)
+        + f"; total {sum(v for k, v in budgets(seconds).items() if k not in skip):.0f} of "
+          f"{BUDGET_S:.0f}")
 
     if phase("doctor", "nanotui doctor", 60, skip):
-        say(nanotui("doctor", check=False).stdout.rstrip())
+        doc = nanotui("doctor", check=False)
+        say(doc.stdout.rstrip())
+        if doc.returncode != 0:
+            fail(f"nanotui doctor reports something missing (exit {doc.returncode})")
     data_dir = prepare(args, work)
     card = cards[0]
 
@@ -365,12 +237,14 @@ def main() -> int:
     where = f"GPU {card['label']} ({card['name']})"
     how = "bf16 + compile" if baby_cfg["compile"] else f"{baby_cfg['dtype']}, no compile"
     ours = eager = None
-    if phase("baby", f"{what}, {how}, {seconds:.0f} s on {where}", seconds + 90, skip):
+    if phase("baby", f"{what}, {how}, {seconds:.0f} s on {where}", seconds + 60, skip):
         ours = baby_run(work, data_dir, card, seconds, baby_cfg, "compiled")
         show_baby("nanotui", ours, peak, args.rehearse)
+        check_run("baby", ours, baby_cfg, args.rehearse)
     if phase("eager", f"the same without compile, {seconds / 2:.0f} s", seconds / 2 + 30, skip):
         eager = baby_run(work, data_dir, card, seconds / 2, {**baby_cfg, "compile": False}, "eager")
         show_baby("eager", eager, peak, args.rehearse)
+        check_run("eager", eager, {**baby_cfg, "compile": False}, args.rehearse)
         if ours:
             say(compile_verdict(ours, eager, baby_cfg["batch_size"] * baby_cfg["block_size"]))
     if args.nanogpt and phase("nanogpt", "nanoGPT train.py, same card, same data",
@@ -384,7 +258,8 @@ def main() -> int:
     if phase("placement", "placement under CUDA_VISIBLE_DEVICES", 40, skip):
         for line in placement_check(work, data_dir, cards):
             say(line)
-    need = 150.0
+    device_phases(card, args.rehearse, skip)
+    need = PHASE_BUDGET_S["serial"]
     for packed in (False, True):
         name = "packed" if packed else "serial"
         title = ("packed (max_runs_per_gpu = \"auto\")" if packed else "one at a time")
@@ -393,9 +268,104 @@ def main() -> int:
             say(f"  wall {r['wall_s']:.0f} s  aggregate {r['tok_s']:,.0f} tokens/s  "
                 f"at most {r['max_together']} at once  {r['done']}/4 done")
             say(f"  {r['util']}")
+            if r["done"] != 4:
+                fail(f"{name} sweep: {r['done']}/4 runs done")
             need = r["wall_s"] + 10  # packed takes at most about as long as serial
+    return finish(args.rehearse)
+
+
+def budgets(seconds: float) -> dict[str, float]:
+    return {**PHASE_BUDGET_S, "baby": seconds + 60, "eager": seconds / 2 + 30}
+
+
+def check_run(name: str, r: dict, cfg: dict, rehearse: bool) -> None:
+    """A baby run must have trained where it was placed, compiled when asked."""
+    if r.get("state") not in ("stopped", "done"):
+        fail(f"{name} run ended {r.get('state')}" + (f": {r['reason']}" if r.get("reason") else ""))
+        return
+    device = str(r.get("device") or "")
+    if rehearse and not (r["gpu"].get("simulated") and device == "cpu"):
+        fail(f"{name} run: placed on {r['gpu'] or 'the CPU'}, trained on {device}: expected "
+             f"the simulated card, trained on the CPU")
+    if not rehearse and not device.startswith("cuda"):
+        fail(f"{name} run: DEVICE MISMATCH: placed on {r['gpu'].get('uuid')}, trained on "
+             f"{device or '?'}")
+    if cfg.get("compile") and r.get("compile") != "on":
+        fail(f"{name} run: compile fell back to eager (compile {r.get('compile')}; see its "
+             f"stdout.log)")
+
+
+def device_phases(card: dict, rehearse: bool, skip: set[str]) -> None:
+    """profile, memory and fp16 in one child pinned to the card (gpu_check_phases.py)."""
+    wanted = [p for p in ("profile", "memory", "fp16")
+              if phase(p, PHASE_TITLES[p], PHASE_BUDGET_S[p], skip)]
+    if not wanted:
+        return
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": card["uuid"], "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    limit = sum(PHASE_BUDGET_S[p] for p in wanted) * (6 if rehearse else 2)
+    try:
+        p = subprocess.run([sys.executable, "-P", str(REPO / "benchmarks" / "gpu_check_phases.py"),
+                            "--device", "cpu" if rehearse else "cuda", "--only", ",".join(wanted)],
+                           env=env, capture_output=True, text=True, timeout=limit, check=False)
+        res = json.loads(p.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        fail(f"device phases ({', '.join(wanted)}) ran past {limit:.0f} s (killed)")
+        return
+    except (ValueError, IndexError):
+        fail(f"device phases printed no result: {(p.stderr.strip().splitlines() or ['?'])[-1]}")
+        return
+    for name in wanted:
+        r = res.get(name, {})
+        if not r.get("ok"):
+            fail(f"{name}: {r.get('error', 'no result')}")
+            continue
+        show_device_phase(name, r["result"], r["seconds"], rehearse)
+
+
+PHASE_TITLES = {"profile": "profiler: pageable copies and host syncs per step",
+                "memory": "peak memory against the placement estimate, two shapes",
+                "fp16": "30 float16 steps through the GradScaler"}
+
+
+def show_device_phase(name: str, r, seconds: float, rehearse: bool) -> None:
+    gib = 2 ** 30
+    if name == "profile":
+        say(f"  {r['steps']} steps: pageable host->device copies "
+            f"{'n/a on the CPU' if r['pageable_htod'] is None else r['pageable_htod']}, host "
+            f"syncs {r['host_syncs']}  ({seconds:.0f} s)")
+        if r["pageable_htod"]:
+            fail(f"profile: {r['pageable_htod']} pageable host->device copies in "
+                 f"{r['steps']} steps (batches should be pinned)")
+    elif name == "memory":
+        for m in r:
+            if m["peak_bytes"] is None:
+                say(f"  {m['shape']} {m['dtype']}: estimate {m['estimate_bytes'] / gib:.2f} GiB,"
+                    f" peak n/a on the CPU")
+                continue
+            say(f"  {m['shape']} {m['dtype']}: peak {m['peak_bytes'] / gib:.2f} GiB, estimate "
+                f"{m['estimate_bytes'] / gib:.2f} GiB ({m['ratio']:.2f}x)")
+            if m["ratio"] < 0.8:
+                fail(f"memory: the estimate for {m['shape']} is {m['ratio']:.2f}x the real "
+                     f"peak: placement would overfill cards")
+    else:
+        say(f"  {r['steps']} steps: scaler {'on' if r['scaler'] else 'off'}, scale "
+            f"{r['scale']}, {r['skipped']} overflowed, loss {r['first_loss']:.3f} -> "
+            f"{r['last_loss']:.3f}")
+        if not r["finite"] or (not rehearse and not r["scaler"]):
+            fail("fp16: " + ("a non-finite loss" if not r["finite"] else "no GradScaler"))
+
+
+def finish(rehearse: bool) -> int:
+    """The verdict, last: 1 and a FAIL line when any check failed."""
     say(f"\ngpu_check: finished in {elapsed():.0f} s"
-        + (" (a REHEARSAL on the CPU: nothing above is a GPU figure)" if args.rehearse else ""))
+        + (" (a REHEARSAL on the CPU: nothing above is a GPU figure)" if rehearse else ""))
+    kill_leftover_runs()
+    if FAILURES:
+        for f in FAILURES:
+            say(f"  - {f}")
+        say(f"gpu_check: FAIL ({len(FAILURES)} failed check{'s' * (len(FAILURES) != 1)})")
+        return 1
+    say("gpu_check: PASS")
     return 0
 
 

@@ -9,11 +9,16 @@ copied); its state dict loads unchanged into nanotui's GPT (the parameter names 
 same), so both generate from identical weights. Each round runs nanoGPT's
 `model.generate` the way its sample.py does on CPU (fp32, no autocast, temperature 0.8,
 top_k 200, prompt "\\n") and nanotui's `GPT.generate` the way `nanotui sample` does (fp32,
-KV cache), alternating which goes first; figures are medians of wall-clock and of CPU
-time (time.process_time: less sensitive to other work on a shared machine).
+KV cache) in both context settings: "full" (the default: every token sees
+min(length, block_size) tokens, as sample.py; past block_size one forward pass over the
+window per token) and "rebuild" (the opt-in speed setting, and the default before: the
+cache rebuilt from half a window past block_size). Which goes first rotates; figures are
+medians of wall-clock and of CPU time (time.process_time: less sensitive to other work
+on a shared machine).
 
-Before timing, greedy decoding (top_k=1) of --check tokens from both models is compared:
-within block_size the cached and uncached paths must pick the same tokens.
+Before timing, greedy decoding (top_k=1) of --check tokens (default: --tokens, past
+block_size) from nanoGPT and from nanotui's default is compared: they must pick the same
+tokens all the way; the rebuild setting is shown beside it.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nanogpt_ref import load_nanogpt  # noqa: E402
-from engine.model.gpt import GPT, GPTConfig  # noqa: E402
+from engine.model.gpt import CONTEXTS, GPT, GPTConfig  # noqa: E402
 
 
 def main() -> int:
@@ -41,7 +46,8 @@ def main() -> int:
     ap.add_argument("--nanogpt", type=Path, required=True, help="a nanoGPT checkout (its model.py)")
     ap.add_argument("--tokens", type=int, default=1000, help="new tokens per sample (default 1000)")
     ap.add_argument("--repeats", type=int, default=3, help="alternating rounds (default 3)")
-    ap.add_argument("--check", type=int, default=200, help="greedy tokens compared first (default 200)")
+    ap.add_argument("--check", type=int, default=None,
+                    help="greedy tokens compared first (default: --tokens)")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave)")
     ap.add_argument("--n_layer", type=int, default=6)
     ap.add_argument("--n_head", type=int, default=6)
@@ -63,28 +69,31 @@ def main() -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load average {os.getloadavg()[0]:.1f}; model {args.n_layer}x{args.n_head}x{args.n_embd}, "
           f"block {args.block_size}, {ours.get_num_params():,} params")
-    if args.check:
-        n = min(args.check, args.block_size - 1)
+    n = args.tokens if args.check is None else args.check
+    if n:
         with torch.no_grad():
             a = theirs.generate(prompt, n, temperature=1.0, top_k=1)
-        b = ours.generate(prompt, n, temperature=1.0, top_k=1)
-        same = int((a == b).all(dim=0).int().cumprod(0).sum())
-        print(f"greedy check: {same}/{n + 1} leading tokens identical "
-              f"({'OK' if same == n + 1 else 'MISMATCH'})")
+        for context in CONTEXTS:
+            b = ours.generate(prompt, n, temperature=1.0, top_k=1, context=context)
+            same = int((a == b).all(dim=0).int().cumprod(0).sum())
+            print(f"greedy check, context {context:7s}: {same}/{n + 1} leading tokens identical "
+                  f"to nanoGPT (block_size {args.block_size}) "
+                  f"({'OK' if same == n + 1 else 'differs'})")
 
     def run_theirs():
         with torch.no_grad():  # sample.py's loop: torch.no_grad(), fp32 on CPU
             return theirs.generate(prompt, args.tokens, temperature=0.8, top_k=200)
 
-    def run_ours():
-        return ours.generate(prompt, args.tokens, temperature=0.8, top_k=200,
-                             generator=torch.Generator().manual_seed(1337))
+    def run_ours(context):
+        return lambda: ours.generate(prompt, args.tokens, temperature=0.8, top_k=200,
+                                     generator=torch.Generator().manual_seed(1337),
+                                     context=context)
 
-    runs = {"nanogpt": run_theirs, "ours": run_ours}
+    runs = {"nanogpt": run_theirs, "full": run_ours("full"), "rebuild": run_ours("rebuild")}
     wall = {k: [] for k in runs}
     cpu = {k: [] for k in runs}
     for r in range(args.repeats):
-        order = list(runs) if r % 2 == 0 else list(runs)[::-1]
+        order = list(runs)[r % 3:] + list(runs)[:r % 3]
         for k in order:
             c0, t0 = time.process_time(), time.perf_counter()
             out = runs[k]()
@@ -94,10 +103,13 @@ def main() -> int:
             print(f"  round {r + 1} {k:8s} {args.tokens / wall[k][-1]:8.1f} tokens/s", flush=True)
     w = {k: args.tokens / statistics.median(v) for k, v in wall.items()}
     c = {k: args.tokens / statistics.median(v) for k, v in cpu.items()}
-    print(f"nanoGPT sample.py (no cache): {w['nanogpt']:8.1f} tokens/s  ({c['nanogpt']:.1f} per CPU-s)")
-    print(f"nanotui (KV cache):           {w['ours']:8.1f} tokens/s  ({c['ours']:.1f} per CPU-s)")
-    print(f"ratio: {w['ours'] / w['nanogpt']:.1f}x wall-clock, {c['ours'] / c['nanogpt']:.1f}x CPU time; "
-          f"load average at the end {os.getloadavg()[0]:.1f}")
+    print(f"nanoGPT sample.py (no cache):          {w['nanogpt']:8.1f} tokens/s  "
+          f"({c['nanogpt']:.1f} per CPU-s)")
+    for k, what in (("full", "after: context full, default"), ("rebuild", "before: context rebuild")):
+        print(f"nanotui ({what}):{' ' * (29 - len(what))}{w[k]:8.1f} tokens/s  ({c[k]:.1f} per "
+              f"CPU-s)  {w[k] / w['nanogpt']:.2f}x nanoGPT wall-clock, "
+              f"{c[k] / c['nanogpt']:.2f}x CPU time")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 
 

@@ -33,8 +33,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-import tomli_w
-
 from engine.errors import UserError
 from engine.toml_lines import limit_problem, read_limited
 
@@ -77,6 +75,9 @@ class SamplingConfig:
     temperature: float = 0.8
     top_k: int | None = 200
     top_p: float | None = None
+    # "full": each token sees min(length, block_size) tokens, as nanoGPT's sample.py;
+    # "rebuild": faster past block_size, from half a window (engine.model.gpt.GPT.generate)
+    context: str = "full"
     seed: int = 1337              # fixed, so evals of one run (and runs of a sweep) compare
 
 
@@ -187,6 +188,8 @@ class TrainConfig:
             raise ConfigError(f"{source}: sampling.temperature = {s.temperature!r}: must be positive")
         if s.top_k is not None and s.top_k < 1:
             raise ConfigError(f"{source}: sampling.top_k = {s.top_k!r}: must be at least 1")
+        if s.context not in ("full", "rebuild"):
+            raise ConfigError(f"{source}: sampling.context = {s.context!r}: must be full or rebuild")
         if s.top_p is not None and not 0.0 < s.top_p <= 1.0:
             raise ConfigError(f"{source}: sampling.top_p = {s.top_p!r}: must be in (0, 1]")
         if s.max_new_tokens < 1 or s.num_samples < 1:
@@ -358,6 +361,7 @@ def dump_config(cfg: TrainConfig, run: dict[str, Any] | None = None,
         d["run"] = _drop_none(run)
     if horizon:
         d["horizon"] = _drop_none(horizon)
+    import tomli_w  # only writers need it (reading runs, e.g. a bare GPU image, does not)
     return tomli_w.dumps(d)
 
 

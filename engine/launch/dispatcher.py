@@ -24,7 +24,8 @@ from engine.launch.child import child_env, module_command
 from engine.launch.estimate import estimate
 from engine.launch.executor import Executor, Placement
 from engine.launch.gpu import GpuSource, default_gpu_source
-from engine.launch.placement import ActiveRun, PlacementError, Policy, UtilHistory, parse_request
+from engine.launch.placement import (ActiveRun, PlacementError, Policy, UtilHistory,
+                                    parse_request, why_waiting)
 from engine.launch.reservations import SharedPlacer
 from engine.runs import (FINAL_STATES, RunDir, RunError, list_runs, process_stopped)
 from engine.units import format_seconds
@@ -136,15 +137,19 @@ class Dispatcher:
         if not self.executor.places_itself:
             need = estimate(cfg, "gpu").mem_bytes
             try:
+                request = device_request(cfg.device,
+                                         parse_request(st.get("gpu_request") or self.gpu))
                 placement, ticket = self.placer.place(
-                    run.id, need, gpus, active, self.policy,
-                    parse_request(st.get("gpu_request") or self.gpu), now, self.util)
+                    run.id, need, gpus, active, self.policy, request, now, self.util)
             except PlacementError as e:
                 run.update_status(state="failed", reason=str(e), ended_at=now)
                 self.log(f"{run.id}: cannot place: {e}")
                 return False
-            if placement is None:
-                return False  # no room now; a smaller run behind it may still fit
+            if placement is None:  # no room now; a smaller run behind it may still fit
+                why = why_waiting(need, gpus, active, self.policy, request, now)
+                if st.get("reason") != why:
+                    run.update_status(reason=why)
+                return False
         resume = bool(st.get("resume"))
         journaled = []
 
@@ -261,6 +266,22 @@ class Dispatcher:
                 self.log(" ".join(parts))
         if periodic:
             self._last_progress = now
+
+
+def device_request(device: str, request: str) -> str:
+    """The placement request of a run whose config says `device`: "cpu" runs go to the
+    CPU whatever the dispatcher's --gpu; "cuda:N" with N > 0 is refused before launch
+    (each run sees only its placed unit, as cuda:0; --gpu N picks the card)."""
+    if device == "cpu":
+        return "cpu"
+    if device.startswith("cuda:") and device != "cuda:0":
+        raise PlacementError(f"device = {device!r}: nanotui places each run on one card, "
+                             f"which the run sees as cuda:0; set device = \"cuda\" (or "
+                             f"\"auto\") and choose the card with --gpu "
+                             f"{device.split(':', 1)[1]} or [launch] gpus")
+    if device == "mps":
+        return "cpu"  # no NVIDIA card to hold: the run is this machine's, like the CPU
+    return request
 
 
 def _active(run: RunDir, st: dict[str, Any]) -> ActiveRun:

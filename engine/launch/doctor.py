@@ -88,8 +88,40 @@ def _nvml(checks: list[Check], units: list) -> None:
         checks.append(Check("nvml", "driver", "info",
                             "no GPU: no NVIDIA driver/NVML here; runs go to the CPU"))
         return
+    cuda = nv.driver_cuda()
     checks.append(Check("nvml", "driver", "ok",
-                        f"driver {nv.driver_version() or '?'}, {len(units)} units"))
+                        f"driver {nv.driver_version() or '?'} (supports CUDA "
+                        f"{'%d.%d' % cuda if cuda else '?'}), {len(units)} units"))
+    _build_check(checks, nv.torch_facts(), cuda, units)
+
+
+def _build_check(checks: list[Check], facts: Any, driver_cuda: tuple[int, int] | None,
+                 units: list) -> None:
+    """torch's CUDA build against the driver and the cards: the wheel that would work."""
+    from engine.model.cuda_compat import arch_supported, parse_version, wheel_advice
+    caps = sorted({u.capability for u in units if u.capability})
+    advice = wheel_advice(driver_cuda, caps[0] if caps else None)
+    built = parse_version(facts.cuda)
+    drv = "%d.%d" % driver_cuda if driver_cuda else "?"
+    if built is None:
+        checks.append(Check("gpus", "torch build", "missing",
+                            f"torch {facts.torch_version} is a CPU-only build; the driver "
+                            f"supports CUDA {drv}: install {advice}"))
+        return
+    if driver_cuda and built[0] > driver_cuda[0]:
+        checks.append(Check("gpus", "torch build", "missing",
+                            f"torch {facts.torch_version} is built for CUDA {facts.cuda}, the "
+                            f"driver supports CUDA {drv}: install {advice}, or a newer driver"))
+        return
+    bad = [c for c in caps if facts.archs and not arch_supported(c, facts.archs)]
+    if bad:
+        checks.append(Check("gpus", "torch build", "missing",
+                            f"compute capability {', '.join('%d.%d' % c for c in bad)} is not "
+                            f"in torch's arch list ({' '.join(facts.archs)}): install {advice}"))
+        return
+    checks.append(Check("gpus", "torch build", "ok",
+                        f"CUDA {facts.cuda} (driver supports {drv}); arch list "
+                        f"{' '.join(facts.archs) or '?'} covers every card"))
 
 
 def _cuda_devices(torch: Any) -> list[dict[str, Any]]:
@@ -164,7 +196,7 @@ def _gpus(checks: list[Check], torch: Any, units: list, steps: bool) -> tuple[li
             row["step"] = run_step(u.uuid)
         rows.append(row)
         _unit_check(checks, u, c, row.get("step"), fake)
-    if units and not cuda and not fake:
+    if units and not cuda and not fake and not any(u.problem for u in units):
         checks.append(Check("gpus", "cuda", "missing",
                             f"NVML sees {len(units)} units but torch has no CUDA device "
                             f"(CPU-only torch build? driver too old for torch's CUDA?)"))
@@ -182,9 +214,16 @@ def _unit_check(checks: list[Check], u: Any, c: dict | None, step: dict | None,
     if not u.ours:
         checks.append(Check("gpus", name, "info", f"{u.name}: not ours (outside the share)"))
         return
+    if u.problem:
+        checks.append(Check("gpus", name, "missing", f"never placed on: {u.problem}"))
+        return
     if c is None:
         checks.append(Check("gpus", name, "info", f"{u.name}: " + (
-            "a fake card (no CUDA facts)" if fake else "not visible to CUDA here")))
+            "a fake card (no CUDA facts)" if fake else
+            # CUDA enumerates one MIG instance per process: the others are fine, each
+            # run is pinned to its own by uuid
+            "a MIG instance (a process sees one; runs are pinned to theirs by uuid)"
+            if u.mig is not None else "not visible to CUDA here")))
         return
     if step is None:
         checks.append(Check("gpus", name, "ok", f"{u.name}, sm {c['capability']}, "

@@ -22,6 +22,7 @@ from engine.data.nanogpt import nanogpt_data_meta
 from engine.data.tokenizers import GPT2_TOKENS
 from engine.model.arithmetic import flops_per_token, model_vocab, padded_vocab, param_counts
 from engine.model.horizon import Horizon, resolve, resolved_config
+from engine.model.cuda_compat import CUDA_CONTEXT_BYTES
 
 DEFAULT_VOCAB = {("shakespeare", "char"): 65, ("tinystories", "char"): 83}
 UNKNOWN_CHAR_VOCAB = 256
@@ -35,7 +36,6 @@ UNKNOWN_CHAR_VOCAB = 256
 ASSUMED_FLOPS = {"gpu": 30e12, "cpu": 40e9}
 # Sampling at every eval is one forward pass per generated token: latency-bound.
 SECONDS_PER_SAMPLED_TOKEN = {"gpu": 0.001, "cpu": 0.002}
-CUDA_CONTEXT_BYTES = 600 * 1024 ** 2   # the CUDA context + allocator slack of any process
 
 
 @dataclass(frozen=True)
@@ -82,18 +82,35 @@ def vocab_for(cfg: TrainConfig) -> tuple[int, str]:
     return DEFAULT_VOCAB.get((cfg.dataset, "char"), UNKNOWN_CHAR_VOCAB), "assumed"
 
 
-def memory_bytes(cfg: TrainConfig, params_total: int, vocab: int, device: str = "gpu") -> int:
-    """Peak memory, roughly: fp32 weights + grads + AdamW's two moments (16 B/param),
-    activations for the backward pass (~34 B per token per layer per channel in mixed
-    precision, Korthikanti et al. 2022, attention through a fused kernel so no T^2
-    term), the fp32 logits and their gradient, plus, on a GPU, the CUDA context (a CPU
-    run has none). Dropout adds."""
+# Bytes saved for the backward pass per token, per layer, per channel (counted from what
+# autograd keeps: LayerNorm inputs, matmul inputs, q/k/v and the attention output of a
+# fused kernel, the MLP's 4C GELU input and output). Under autocast the matmul inputs are
+# kept in 16 bits and the residual stream in fp32: 38 B; in fp32 everything is 4 B: 68 B.
+# Checked against torch.autograd.graph.saved_tensors_hooks within 25 %
+# (tests/engine/test_estimate_memory.py). Dropout keeps a mask per dropout: ~3 B more per
+# channel (of 1-byte bools) plus the attention's.
+SAVED_PER_CHANNEL = {"float32": 68, "half": 38}
+DROPOUT_PER_CHANNEL = 10
+
+
+def activation_bytes(cfg: TrainConfig, vocab: int, dtype: str | None = None) -> int:
+    """What one micro-batch's forward keeps for its backward: the layers' saved tensors
+    (fused attention: no T^2 term) and the fp32 logits with their softmax and gradient.
+    `dtype`: the precision the run computes in ("float32", or anything 16-bit); default
+    the config's, "auto" counting as 16-bit (bf16 or fp16 on every CUDA card)."""
+    dtype = dtype or cfg.dtype
     B, T, C, L = cfg.batch_size, cfg.block_size, cfg.n_embd, cfg.n_layer
-    act_per_token_layer = (34 + (10 if cfg.dropout > 0 else 0)) * C
-    activations = B * T * L * act_per_token_layer
-    logits = B * T * vocab * 4 * 3
+    per = SAVED_PER_CHANNEL["float32" if dtype == "float32" else "half"]
+    per += DROPOUT_PER_CHANNEL if cfg.dropout > 0 else 0
+    return int(B * T * L * per * C + B * T * vocab * 4 * 3)
+
+
+def memory_bytes(cfg: TrainConfig, params_total: int, vocab: int, device: str = "gpu") -> int:
+    """Peak memory, roughly: fp32 weights + grads + AdamW's two moments (16 B/param), the
+    activations kept for the backward pass (activation_bytes: by precision), plus, on a
+    GPU, the CUDA context (a CPU run has none)."""
     context = CUDA_CONTEXT_BYTES if device == "gpu" else 0
-    return int(16 * params_total + activations + logits + context)
+    return int(16 * params_total + activation_bytes(cfg, vocab) + context)
 
 
 def horizon_for(cfg: TrainConfig) -> Horizon:

@@ -70,7 +70,8 @@ class Placement:
         if self.gpu is None:
             return "CPU"
         mig = f".{self.gpu['mig']}" if self.gpu.get("mig") is not None else ""
-        return f"GPU {self.gpu['index']}{mig} ({self.gpu['name']})"
+        sim = ", simulated: trains on the CPU" if self.gpu.get("simulated") else ""
+        return f"GPU {self.gpu['index']}{mig} ({self.gpu['name']}{sim})"
 
 
 class Executor(Protocol):

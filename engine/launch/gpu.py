@@ -19,11 +19,16 @@ Sources:
   may be used instead for readability). A card in MIG mode lists its instances instead
   of its own memory: "mig": [{"uuid": "MIG-...", "name": "... MIG 1g.10gb",
   "memory_total_gb": 10, "memory_used_gb": 0, "processes": [...]}, ...]; each instance
-  is a unit of its own. The file is re-read at every snapshot, so a test or a demo can
-  change the cards' load while the app runs.
+  is a unit of its own; "mig_mode": true with no "mig" list is a MIG card without
+  instances (never placed on). "capability": "8.9" is optional. The file is re-read at
+  every snapshot, so a test or a demo can change the cards' load while the app runs.
+  Fake cards are a SIMULATION: a run placed on one trains on the CPU (and says so in
+  its status); nothing is checked against torch's CUDA build.
 
 A snapshot lists placeable UNITS: whole cards, and the MIG instances of cards in MIG mode
-(the card itself is then not placeable). `ours` marks whether the unit is inside this
+(the card itself is then not placeable). A unit torch cannot use (a CPU-only or too new
+CUDA build for the driver, a capability missing from torch's arch list, a MIG card
+without instances) carries `problem`, the one-line cause, and is never placed on. `ours` marks whether the unit is inside this
 user's share (engine.launch.visible: CUDA_VISIBLE_DEVICES, Slurm's allocation).
 
 Units: memory in bytes, utilization in %, temperature in °C, power in W. Placement
@@ -35,15 +40,21 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from engine.launch.visible import Share, mark, probe_cuda_order, resolve_share
+from engine.model.cuda_compat import (TorchCuda, parse_capability, parse_version,
+                                      torch_cuda_facts, unit_problem)
 
 FAKE_ENV = "NANOTUI_FAKE_GPUS"
 GIB = 1024 ** 3
+NVML_RETRY_S = 30.0   # a failed nvmlInit (driver reloading, container starting) is retried
+# fake cards are a simulation: only MIG without instances is a problem there
+SIMULATED_TORCH = TorchCuda("simulated", "simulated")
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,12 @@ class GpuSnapshot:
     # False: outside this user's share (CUDA_VISIBLE_DEVICES, Slurm's allocation);
     # shown, never placed on. Set by engine.launch.visible.
     ours: bool = True
+    capability: tuple[int, int] | None = None   # CUDA compute capability (9, 0)
+    driver_cuda: tuple[int, int] | None = None  # the newest CUDA the driver supports
+    # Why torch cannot train here (engine.model.cuda_compat.unit_problem); never placed on.
+    problem: str | None = None
+    # A fake card (NANOTUI_FAKE_GPUS): a run placed on it trains on the CPU, and says so.
+    simulated: bool = False
 
     @property
     def memory_free(self) -> int:
@@ -88,7 +105,9 @@ class GpuSnapshot:
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "label": self.label, "uuid": self.uuid,
                 "name": self.name, "mig": self.mig, "parent_uuid": self.parent_uuid,
-                "ours": self.ours,
+                "ours": self.ours, "simulated": self.simulated, "problem": self.problem,
+                "capability": (f"{self.capability[0]}.{self.capability[1]}"
+                               if self.capability else None),
                 "memory_used": self.memory_used, "memory_total": self.memory_total,
                 "memory_free": self.memory_free, "utilization": self.utilization,
                 "temperature": self.temperature, "power_w": self.power_w,
@@ -125,7 +144,15 @@ def gpus_from_json(obj: Any) -> list[GpuSnapshot]:
     for i, d in enumerate(items or []):
         index, uuid = int(d.get("index", i)), str(d.get("uuid", f"GPU-fake-{i}"))
         name = str(d.get("name", "Fake GPU"))
-        common = dict(index=index, temperature=d.get("temperature"), power_w=d.get("power_w"))
+        common = dict(index=index, temperature=d.get("temperature"), power_w=d.get("power_w"),
+                      simulated=True, capability=parse_capability(d.get("capability")))
+        if d.get("mig_mode") and not d.get("mig"):
+            out.append(GpuSnapshot(
+                **common, uuid=uuid, name=name, memory_used=_bytes(d, "memory_used"),
+                memory_total=_bytes(d, "memory_total"),
+                problem=unit_problem(f"GPU {index} ({name})", None, None, SIMULATED_TORCH,
+                                     mig_without_instances=True)))
+            continue
         if d.get("mig"):
             for j, m in enumerate(d["mig"]):
                 out.append(GpuSnapshot(
@@ -160,7 +187,7 @@ class FakeGpuSource:
 
     def snapshot(self) -> list[GpuSnapshot]:
         if self.path is None:
-            return list(self._gpus)
+            return [g if g.simulated else replace(g, simulated=True) for g in self._gpus]
         try:
             return gpus_from_json(json.loads(self.path.read_text()))
         except Exception:
@@ -172,13 +199,17 @@ class FakeGpuSource:
 class NvmlGpuSource:
     """Real cards through NVML. Initialised on first use; never raises."""
 
-    def __init__(self) -> None:
+    def __init__(self, torch_facts: TorchCuda | None = None) -> None:
         self._nvml: Any = None
         self._ok: bool | None = None  # None: not tried yet
+        self._failed_at = 0.0
         self._lock = threading.Lock()
+        self._facts = torch_facts     # None: read from the installed torch when needed
 
     def _init(self) -> bool:
         with self._lock:
+            if self._ok is False and time.monotonic() - self._failed_at > NVML_RETRY_S:
+                self._ok = None
             if self._ok is None:
                 try:
                     import pynvml
@@ -186,8 +217,20 @@ class NvmlGpuSource:
                     self._nvml = pynvml
                     self._ok = True
                 except Exception:
-                    self._ok = False
+                    self._ok, self._failed_at = False, time.monotonic()
             return self._ok
+
+    def driver_cuda(self) -> tuple[int, int] | None:
+        """The newest CUDA version the driver supports (NVML: 12040 -> (12, 4))."""
+        if not self._init():
+            return None
+        return parse_version(_nvml_get(getattr(self._nvml, "nvmlSystemGetCudaDriverVersion",
+                                               None)))
+
+    def torch_facts(self) -> TorchCuda:
+        if self._facts is None:
+            self._facts = torch_cuda_facts()
+        return self._facts
 
     def available(self) -> bool:
         return self._init()
@@ -212,13 +255,19 @@ class NvmlGpuSource:
                 out.extend(self._units(nv, i))
             except Exception:
                 continue  # a card that fails entirely is left out, the rest still show
-        return out
+        if not out:
+            return out
+        driver, facts = self.driver_cuda(), self.torch_facts()
+        return [replace(u, driver_cuda=driver, problem=u.problem or unit_problem(
+            f"GPU {u.label} ({u.name})", u.capability, driver, facts)) for u in out]
 
     @staticmethod
     def _units(nv: Any, i: int) -> list[GpuSnapshot]:
         """Card i, or its MIG instances when MIG mode is on."""
         h = nv.nvmlDeviceGetHandleByIndex(i)
         card = _nvml_unit(nv, h, index=i, default_uuid=f"GPU-{i}")
+        card = replace(card, capability=parse_capability(
+            _nvml_get(getattr(nv, "nvmlDeviceGetCudaComputeCapability", None), h)))
         mode = _nvml_get(nv.nvmlDeviceGetMigMode, h) if hasattr(nv, "nvmlDeviceGetMigMode") else None
         if not mode or not mode[0]:  # (current, pending); 1 = enabled
             return [card]
@@ -231,9 +280,12 @@ class NvmlGpuSource:
                 unit = _nvml_unit(nv, mh, index=i, default_uuid=f"MIG-{i}-{j}")
             except Exception:
                 continue
-            migs.append(replace(unit, mig=j, parent_uuid=card.uuid,
+            migs.append(replace(unit, mig=j, parent_uuid=card.uuid, capability=card.capability,
                                 temperature=card.temperature, power_w=card.power_w))
-        return migs or [card]
+        if not migs:  # CUDA sees nothing on a MIG card without instances
+            return [replace(card, problem=unit_problem(
+                f"GPU {i} ({card.name})", None, None, SIMULATED_TORCH, True))]
+        return migs
 
 
 def _nvml_get(fn: Any, *args: Any, default: Any = None) -> Any:

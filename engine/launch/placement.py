@@ -20,9 +20,14 @@ one that fits but not now waits (None).
 and it was launched less than `promise_ttl_s` ago (after that its memory shows in
 memory_used, or NVML cannot list processes here and we stop double counting).
 
-Without cards (or with `--gpu cpu`), runs go to the CPU, at most `max_cpu_runs` at a
-time (default 1: a 2-core box is not helped by two runs fighting for the cores) and never
-more than the cores, each with at most its share of them as threads.
+Units torch cannot use (`problem`: its CUDA build, the driver, the card's capability, MIG
+without instances) are never placed on; when every unit of ours has one, a run fails with
+the cause instead of training on the CPU of a GPU server by surprise.
+
+Without cards (or with `--gpu cpu`, or a config with device = "cpu"), runs go to the CPU,
+at most `max_cpu_runs` at a time (default 1: a 2-core box is not helped by two runs
+fighting for the cores) and never more than the cores, each with at most its share of
+them as threads.
 """
 
 from __future__ import annotations
@@ -112,8 +117,20 @@ def load_score(card: GpuSnapshot, active: list[ActiveRun], others: list[ActiveRu
 
 
 def gpu_env(card: GpuSnapshot) -> dict[str, str]:
-    # PCI bus order makes CUDA's numbering match NVML's; the uuid pins the card anyway.
-    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": card.uuid}
+    """The child's environment on `card`. PCI bus order makes CUDA's numbering match
+    NVML's; the uuid pins the card anyway. The NANOTUI_GPU* variables tell the trainer it
+    was placed on a card (engine.model.device.placed_gpu): on a real one it must train
+    there or fail, on a simulated one it trains on the CPU and says so."""
+    env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": card.uuid,
+           "NANOTUI_GPU_LABEL": f"GPU {card.label} ({card.name})"}
+    if card.simulated:
+        return env | {"NANOTUI_GPU_SIMULATED": card.uuid}
+    env["NANOTUI_GPU"] = card.uuid
+    if card.capability:
+        env["NANOTUI_GPU_CAPABILITY"] = "%d.%d" % card.capability
+    if card.driver_cuda:
+        env["NANOTUI_DRIVER_CUDA"] = "%d.%d" % card.driver_cuda
+    return env
 
 
 def cpu_run_limit(max_cpu_runs: int) -> int:
@@ -138,6 +155,8 @@ def _cpu(active: list[ActiveRun], policy: Policy, need: int) -> Placement | None
 
 def _gpu(card: GpuSnapshot, need: int) -> Placement:
     info = {"index": card.index, "uuid": card.uuid, "name": card.name}
+    if card.simulated:
+        info["simulated"] = True
     if card.mig is not None:
         info |= {"mig": card.mig, "parent_uuid": card.parent_uuid}
     return Placement("gpu", info, gpu_env(card), need)
@@ -188,6 +207,8 @@ def choose(need: int, gpus: list[GpuSnapshot], active: list[ActiveRun], policy: 
         if not card.ours:
             raise PlacementError(f"GPU {card.label} is not ours to use (outside "
                                  f"CUDA_VISIBLE_DEVICES or the Slurm allocation)")
+        if card.problem:
+            raise PlacementError(card.problem)
         if need > card.memory_total:
             raise PlacementError(f"needs about {need / 2**30:.1f} GiB, more than GPU "
                                  f"{card.label} has ({card.memory_total / 2**30:.1f} GiB)")
@@ -196,6 +217,11 @@ def choose(need: int, gpus: list[GpuSnapshot], active: list[ActiveRun], policy: 
     ours = [g for g in gpus if g.ours]
     if not ours:
         return _cpu(active, policy, need)
+    if all(g.problem for g in ours):
+        # cards are here but torch cannot use any: training on the CPU of a GPU server
+        # by surprise is worse than failing with the cause
+        raise PlacementError(f"{ours[0].problem}; `--gpu cpu` trains on the CPU instead")
+    ours = [g for g in ours if not g.problem]
     allowed = [g for g in ours if not policy.gpus or any(
         find_card([g], ref) is not None for ref in policy.gpus)]
     if not allowed:
@@ -210,6 +236,33 @@ def choose(need: int, gpus: list[GpuSnapshot], active: list[ActiveRun], policy: 
     best = min(ok, key=lambda g: (load_score(g, active, others, now, policy.promise_ttl_s),
                                   g.index, g.mig or 0))
     return _gpu(best, need)
+
+
+def why_waiting(need: int, gpus: list[GpuSnapshot], active: list[ActiveRun], policy: Policy,
+                request: str = "auto", now: float = 0.0, others: list[ActiveRun] = ()) -> str:
+    """Why choose() said wait, as the user reads it in `status` and the TUI:
+    "waiting: needs 9.1 GiB, GPU 1 has 6.3 GiB free"."""
+    request = parse_request(request)
+    gib = 2 ** 30
+    if request == "cpu" or not any(g.ours for g in gpus):
+        return (f"waiting: the CPU runs {policy.max_cpu_runs} of ours already "
+                f"(max_cpu_runs = {policy.max_cpu_runs})")
+    cards = ([c for c in [find_card(gpus, request)] if c] if request != "auto" else
+             [g for g in gpus if g.ours and not g.problem and (not policy.gpus or any(
+                 find_card([g], ref) is not None for ref in policy.gpus))])
+    if not cards:
+        return "waiting: no allowed GPU"
+    room = {g.uuid: g.memory_free - promised_bytes(g, [*active, *others], now,
+                                                   policy.promise_ttl_s) for g in cards}
+    best = max(cards, key=lambda g: room[g.uuid])
+    if room[best.uuid] < need:
+        return (f"waiting: needs {need / gib:.1f} GiB, GPU {best.label} has "
+                f"{max(0, room[best.uuid]) / gib:.1f} GiB free")
+    n = sum(1 for a in active if a.uuid == best.uuid)
+    return (f"waiting: GPU {best.label} runs {n} of ours (max_runs_per_gpu = "
+            f"{policy.max_runs_per_gpu!r})" if len(cards) == 1 else
+            f"waiting: every allowed GPU runs its share of ours (max_runs_per_gpu = "
+            f"{policy.max_runs_per_gpu!r})")
 
 
 def describe_policy(policy: Policy) -> str:

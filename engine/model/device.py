@@ -14,9 +14,14 @@ import ctypes.util
 import functools
 import os
 import platform
-from contextlib import nullcontext
+import re
+from contextlib import contextmanager, nullcontext
 
 import torch
+
+# torch.OutOfMemoryError is torch >= 2.5; torch.cuda's has been there since 1.13
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+from engine.model.cuda_compat import CUDA_CONTEXT_BYTES  # noqa: E402,F401  (one home)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
@@ -124,12 +129,64 @@ def cpu_signature() -> str:
     return f"{cpu_model_name()} | {cpu_class()} | {' '.join(flags)}"
 
 
+def has_native_bf16(device: torch.device) -> bool:
+    """bf16 tensor cores: CUDA capability 8.0 (Ampere) and newer."""
+    return tuple(torch.cuda.get_device_capability(device)) >= (8, 0)
+
+
+PLACED_ENV = "NANOTUI_GPU"                   # the uuid of the real unit a run was placed on
+SIMULATED_ENV = "NANOTUI_GPU_SIMULATED"      # a fake card's uuid (a simulation)
+LABEL_ENV = "NANOTUI_GPU_LABEL"              # "GPU 1 (NVIDIA H100 80GB HBM3)"
+
+
+def placed_gpu(env=os.environ) -> str | None:
+    """The label of the real GPU unit the dispatcher placed this process on, or None."""
+    if not env.get(PLACED_ENV):
+        return None
+    return env.get(LABEL_ENV) or f"GPU {env[PLACED_ENV]}"
+
+
+def simulated_gpu(env=os.environ) -> str | None:
+    """The label of the fake card this process was placed on (it trains on the CPU)."""
+    if not env.get(SIMULATED_ENV):
+        return None
+    return env.get(LABEL_ENV) or f"GPU {env[SIMULATED_ENV]}"
+
+
+def resolve_placed_device(name: str, env=os.environ) -> torch.device:
+    """resolve_device for a training process: placed on a real GPU, it trains there or
+    raises ValueError with the cause; it never falls back to the CPU (a shared GPU server
+    would find a run on every core while its status names a card)."""
+    label = placed_gpu(env)
+    if label is None:
+        return resolve_device(name)
+    if name == "cpu":
+        raise ValueError(f"device = 'cpu' but the run was placed on {label}")
+    if not torch.cuda.is_available():
+        from engine.model.cuda_compat import (parse_capability, parse_version,
+                                              torch_cuda_facts, unit_problem)
+        why = unit_problem(label, parse_capability(env.get("NANOTUI_GPU_CAPABILITY")),
+                           parse_version(env.get("NANOTUI_DRIVER_CUDA")), torch_cuda_facts())
+        raise ValueError(why or f"placed on {label} but torch sees no CUDA device "
+                                "(torch.cuda.is_available() is False); not training on the CPU")
+    dev = torch.device("cuda", 0)  # the placed unit is the only one visible
+    from engine.model.cuda_compat import TorchCuda, unit_problem
+    facts = TorchCuda(torch.__version__, torch.version.cuda or "?",
+                      tuple(torch.cuda.get_arch_list()))
+    why = unit_problem(label, tuple(torch.cuda.get_device_capability(dev)), None, facts)
+    if why:  # "no kernel image" at the first kernel otherwise
+        raise ValueError(why)
+    return dev
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """"auto" | "float32" | "bfloat16" | "float16" -> the autocast dtype (fp32: no autocast)."""
     if name != "auto":
         return DTYPES[name]
     if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
+        # not torch.cuda.is_bf16_supported(): it also says yes for emulated bf16 (T4,
+        # V100), which runs without tensor cores and is slower than float16 + GradScaler
+        if has_native_bf16(device):
             return torch.bfloat16
         return torch.float16
     if device.type == "cpu" and cpu_has_bf16():
@@ -164,6 +221,18 @@ def keep_freed_memory() -> bool:
         return False  # musl and other C libraries have no mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+@contextmanager
+def no_tf32():
+    """TF32 off for a while: training turns it on for mixed precision's fp32 leftovers,
+    while samples are drawn in true fp32 everywhere else (`nanotui sample`)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -205,16 +274,19 @@ def cpu_model_name() -> str:
 # Dense (no sparsity) peak FLOP/s per card: (substring of the CUDA device name,
 # bf16/fp16 tensor-core peak with fp32 accumulation, plain fp32 peak). fp32 matmuls in
 # PyTorch do not use TF32 by default, so the fp32 column is the non-tensor-core figure.
-# Ordered: the first matching substring wins, so specific names come before general ones
-# ("H100 PCIe" before "H100", "A100" before "A10", "RTX 6000 Ada" before "A6000").
+# A name matches as whole words ("A40" is not in "RTX A4000", "A10" not in "A100"), and
+# the first match wins, so specific names come before general ones ("H100 PCIe" before
+# "H100", "RTX 6000 Ada" before "A6000").
 # bf16 None: the card has no bf16 tensor cores (fp16 figure only).
 PEAK_FLOPS: list[tuple[str, float | None, float | None, float]] = [
     # (name substring, bf16, fp16, fp32)
     ("GH200", 989.4e12, 989.4e12, 67e12),
+    ("H200 NVL", 835.5e12, 835.5e12, 60e12),
     ("H200", 989.4e12, 989.4e12, 67e12),
     ("H100 PCIe", 756e12, 756e12, 51.2e12),
     ("H100 NVL", 835e12, 835e12, 60e12),
     ("H100", 989.4e12, 989.4e12, 67e12),          # SXM (e.g. "NVIDIA H100 80GB HBM3")
+    ("H800 PCIe", 756e12, 756e12, 51.2e12),
     ("H800", 989.4e12, 989.4e12, 67e12),
     ("B200", 2250e12, 2250e12, 80e12),
     ("RTX PRO 6000 Blackwell Max-Q", 438.9e12, 438.9e12, 110e12),
@@ -231,6 +303,7 @@ PEAK_FLOPS: list[tuple[str, float | None, float | None, float]] = [
     ("A800", 312e12, 312e12, 19.5e12),
     ("A6000", 154.8e12, 154.8e12, 38.7e12),        # "NVIDIA RTX A6000"
     ("A5000", 111.1e12, 111.1e12, 27.8e12),
+    ("A4000", 76.7e12, 76.7e12, 19.2e12),          # "NVIDIA RTX A4000", not an A40
     ("A40", 149.7e12, 149.7e12, 37.4e12),
     ("A30", 165e12, 165e12, 10.3e12),
     ("A10G", 70e12, 70e12, 31.2e12),
@@ -247,14 +320,33 @@ def peak_flops(device_name: str, dtype: torch.dtype | str) -> float | None:
     cards, bf16 on a card without bf16 tensor cores)."""
     if isinstance(dtype, str):
         dtype = DTYPES.get(dtype, torch.float32)
+    share = mig_share(device_name)
+    if share == 0.0:
+        return None  # a MIG slice of unknown size: no honest peak
     for sub, bf16, fp16, fp32 in PEAK_FLOPS:
-        if sub.lower() in device_name.lower():
-            if dtype == torch.bfloat16:
-                return bf16
-            if dtype == torch.float16:
-                return fp16
-            return fp32
+        if re.search(rf"(?<![\w]){re.escape(sub)}(?![\w])", device_name, re.I):
+            peak = bf16 if dtype == torch.bfloat16 else fp16 if dtype == torch.float16 else fp32
+            return None if peak is None else peak * share
     return None
+
+
+# Compute slices (GPCs) of a whole card in MIG mode: a "2g.20gb" instance has 2 of them.
+MIG_SLICES = {"A30": 4}
+MIG_DEFAULT_SLICES = 7   # A100, A800, H100, H200, H800, B200
+
+
+def mig_share(device_name: str) -> float:
+    """The fraction of the card's compute a MIG instance named like "NVIDIA H100 80GB
+    HBM3 MIG 1g.10gb" has (1/7 here); 1.0 for a whole card; 0.0 when the name says MIG
+    but not its size."""
+    if not re.search(r"\bMIG\b", device_name):
+        return 1.0
+    m = re.search(r"\b(\d+)g\.\d+gb\b", device_name, re.I)
+    if not m:
+        return 0.0
+    slices = next((n for k, n in MIG_SLICES.items()
+                   if re.search(rf"\b{k}\b", device_name)), MIG_DEFAULT_SLICES)
+    return min(1.0, int(m[1]) / slices)
 
 
 def mfu(flops_per_token: float, tokens_per_s: float, device_name: str,

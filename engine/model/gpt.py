@@ -54,7 +54,9 @@ class KVCache:
     cache holds a window of the sequence that ends at its newest token. Once that window
     would outgrow block_size, the cache cannot simply drop its oldest entry: every cached
     key was computed at a position that would be wrong for a window starting later, and
-    the model never saw positions >= block_size. So GPT.generate rebuilds it: the last
+    the model never saw positions >= block_size. By default GPT.generate then does what
+    nanoGPT does (a forward pass over the last block_size tokens per new token); with
+    context="rebuild", an opt-in speed setting, it rebuilds the cache instead: the last
     block_size // 2 tokens are re-encoded from scratch at positions 0..n-1 (one prefill)
     and generation continues from there. Every forward pass is thus exactly a computation
     the model was trained on (an uncached forward over the cached window gives the same
@@ -256,10 +258,18 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None,
-                 generator: torch.Generator | None = None, use_cache: bool = True):
-        """Continue `idx` (B, T) by max_new_tokens tokens. With the cache, each new token
-        costs one forward pass over one position; see KVCache for sequences longer than
-        block_size."""
+                 generator: torch.Generator | None = None, use_cache: bool = True,
+                 context: str = "full"):
+        """Continue `idx` (B, T) by max_new_tokens tokens.
+
+        context "full" (default): every new token sees min(length, block_size) tokens, as
+        nanoGPT's sample.py: through the KV cache (one position per step) while the
+        sequence fits block_size, past it a forward pass over the last block_size tokens
+        per step, nanoGPT's own cost. "rebuild": an opt-in speed setting: past
+        block_size the cache is rebuilt from the last block_size // 2 tokens (see
+        KVCache), so later tokens see between half and all of block_size."""
+        if context not in CONTEXTS:
+            raise ValueError(f"context must be one of {', '.join(CONTEXTS)}, not {context!r}")
         was_training = self.training
         self.eval()
         bs = self.config.block_size
@@ -267,7 +277,8 @@ class GPT(nn.Module):
         cache: KVCache | None = None
         next_input = idx
         for _ in range(max_new_tokens):
-            if not use_cache:
+            full_window = context == "full" and out.size(1) > bs
+            if not use_cache or full_window:
                 logits, _ = self(out[:, -bs:])
             else:
                 if cache is None or cache.length + next_input.size(1) > bs:
@@ -280,6 +291,9 @@ class GPT(nn.Module):
             next_input = idx_next
         self.train(was_training)
         return out
+
+
+CONTEXTS = ("full", "rebuild")   # GPT.generate's context settings
 
 
 def sample_next(logits, temperature: float = 1.0, top_k: int | None = None,

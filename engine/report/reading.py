@@ -103,6 +103,9 @@ def reading_from_status(run: RunDir, st: dict[str, Any],
     device = str(st.get("device") or "")
     if not device and _int(gpu.get("index")) is not None:
         device = f"cuda:{_int(gpu.get('index'))}"
+    if gpu.get("simulated") and _int(gpu.get("index")) is not None:
+        # a fake card (NANOTUI_FAKE_GPUS): placed there, trained on the CPU
+        device = f"cpu (sim gpu{_int(gpu.get('index'))})"
     running = state == "running"
     reason = str(st.get("reason") or "")
     stalled = stall(run, st) if running else None

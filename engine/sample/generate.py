@@ -58,11 +58,13 @@ def load_tokenizer(meta: dict[str, Any]) -> tuple[Tokenizer | None, str]:
 
 def generate_samples(model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], num_samples: int,
                      max_new_tokens: int, temperature: float, top_k: int | None,
-                     top_p: float | None, seed: int, use_cache: bool = True) -> list[dict[str, Any]]:
+                     top_p: float | None, seed: int, use_cache: bool = True,
+                     context: str = "full") -> list[dict[str, Any]]:
     """num_samples continuations of each prompt; each a dict with prompt, temperature,
-    top_k, top_p, seed, max_new_tokens, text (prompt + continuation), completion (the
-    continuation) and metrics (engine.sample.metrics.text_metrics of the completion). Prompt
-    characters the vocabulary lacks are left out (text shows the prompt the model saw)."""
+    top_k, top_p, seed, max_new_tokens, context (GPT.generate's: "full" as nanoGPT, or
+    the faster "rebuild"), text (prompt + continuation), completion (the continuation)
+    and metrics (engine.sample.metrics.text_metrics of the completion). Prompt characters
+    the vocabulary lacks are left out (text shows the prompt the model saw)."""
     check_prompts(list(prompts), "prompt")
     device = next(model.parameters()).device
     out = []
@@ -75,13 +77,14 @@ def generate_samples(model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], n
         for j in range(num_samples):
             gen = torch.Generator(device=device).manual_seed(seed + j)
             y = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                               top_p=top_p, generator=gen, use_cache=use_cache)
+                               top_p=top_p, generator=gen, use_cache=use_cache,
+                               context=context)
             # a padded vocabulary (GPT-2's 50304) has ids no tokenizer can decode
             completion = tokenizer.decode([i for i in y[0, len(ids):].tolist()
                                            if i < tokenizer.vocab_size])
             out.append({
                 "prompt": prompt, "temperature": temperature, "top_k": top_k, "top_p": top_p,
-                "seed": seed + j, "max_new_tokens": max_new_tokens,
+                "seed": seed + j, "max_new_tokens": max_new_tokens, "context": context,
                 "text": shown + completion, "completion": completion,
                 "metrics": text_metrics(completion),
             })
@@ -185,7 +188,8 @@ def sample_command(target: Path, args: argparse.Namespace) -> int:
                          "--num-samples and --max-new-tokens at least 1")
     samples = generate_samples(loaded.model, loaded.tokenizer, args.prompt or s.prompts, num,
                                max_new, temperature, top_k, top_p,
-                               s.seed if args.seed is None else args.seed)
+                               s.seed if args.seed is None else args.seed,
+                               context=getattr(args, "context", None) or s.context)
     summary = eval_metrics([x["completion"] for x in samples])
     if args.json:
         json.dump({"checkpoint": str(loaded.path), "iter": loaded.iter_num,

@@ -25,6 +25,9 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, metavar="K", help="0 turns top-k off")
     p.add_argument("--top-p", type=float, metavar="P", help="1 turns top-p off")
     p.add_argument("--seed", type=int, metavar="S", help="sample j of a prompt uses seed S+j")
+    p.add_argument("--context", choices=["full", "rebuild"],
+                   help="past block_size: full (default: each token sees block_size tokens, as "
+                        "nanoGPT's sample.py) or rebuild (faster: from half a window)")
     p.add_argument("--checkpoint", choices=["latest", "best"], default="latest",
                    help="ckpt.pt (latest, default) or best.pt (best val loss)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")

@@ -46,6 +46,7 @@ from engine.train.provenance import provenance
 from engine.train.control import (  # noqa: F401  (TIMING_WARMUP_STEPS: part of the contract)
     TIMING_WARMUP_STEPS, SetupStopped, StepTimer, Stop, stop_setup)
 from engine.train.extension import extensions_from_table, lr_at
+from engine.train.failures import oom_reason
 from engine.train.threads import Governor
 from engine.train.trainer import Trainer, TrainError, load_data
 
@@ -68,15 +69,21 @@ class TrainingRun:
         # setup: every user error surfaces here, before anything in the run dir changes
         self.cfg = run.load_config()
         self.extensions = extensions_from_table(run.run_table())  # a finished run extended
-        try:
-            self.device = dev.resolve_device(self.cfg.device)
+        try:  # placed on a real GPU: train there or fail with the cause, never on the CPU
+            self.device = dev.resolve_placed_device(self.cfg.device)
         except ValueError as e:
             raise TrainError(str(e)) from None
+        self.simulated_gpu = dev.simulated_gpu()
+        if self.simulated_gpu:
+            log(f"placed on {self.simulated_gpu}, a simulated card: training on the CPU")
         self.dtype = dev.resolve_dtype(self.cfg.dtype, self.device)
         if self.device.type == "cpu":
             dev.keep_freed_memory()  # 15-30% faster CPU steps: no page faults per step
-        if self.dtype == torch.bfloat16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise TrainError(f"dtype = 'bfloat16': {dev.device_name(self.device)} has no bf16 support")
+        if self.dtype == torch.bfloat16 and self.device.type == "cuda" \
+                and not dev.has_native_bf16(self.device):
+            raise TrainError(f"dtype = 'bfloat16': {dev.device_name(self.device)} has no bf16 "
+                             f"tensor cores (emulated bf16 is slower than float16); use "
+                             f"dtype = 'float16' or 'auto'")
         train_data, val_data, self.meta = load_data(self.cfg)
         vocab = model_vocab(self.cfg, self.meta)
         # on CPU the thread count follows the cores other processes leave free (threads.py)
@@ -192,8 +199,10 @@ class TrainingRun:
         from engine.sample.generate import generate_samples
         from engine.sample.metrics import eval_metrics
         s = self.cfg.sampling
-        samples = generate_samples(self.trainer.model, self.tokenizer, s.prompts, s.num_samples,
-                                   s.max_new_tokens, s.temperature, s.top_k, s.top_p, s.seed)
+        with dev.no_tf32():  # as `nanotui sample` draws them: the same seed, the same text
+            samples = generate_samples(self.trainer.model, self.tokenizer, s.prompts, s.num_samples,
+                                       s.max_new_tokens, s.temperature, s.top_k, s.top_p,
+                                       s.seed, context=s.context)
         for rec in samples:
             self.run.log_sample(iter=it, **rec)
         if not samples:
@@ -257,7 +266,7 @@ class TrainingRun:
             cpu_load=self._cpu_load(),
             bytes_per_token=self.meta.get("bytes_per_token"),  # for bits per byte in views
             **(t.threads.status() if t.threads else {"cpu_threads": None, "cpu_threads_why": None}),
-            provenance=provenance(self.device_name))
+            simulated_gpu=self.simulated_gpu, provenance=provenance(self.device_name))
         self.log(f"{run.id}: {t.model.get_num_params():,} params, device {self.device} "
                  f"({self.device_name}), dtype {dev.dtype_name(self.dtype)}, "
                  f"{t.tokens_per_iter:,} tokens/iter, {'resuming at iter ' + str(t.iter_num) if self.ckpt else 'from scratch'}")
@@ -424,10 +433,10 @@ def _train_session(run: RunDir, resume: bool, fail_input: Callable[[str], int], 
         print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)
         session.finish("failed", reason, 1)
         return 1
-    except torch.OutOfMemoryError as e:
-        reason = f"out of memory on {session.device}: try a smaller batch_size or model"
-        print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)
+    except dev.OUT_OF_MEMORY as e:
         del e
+        reason = oom_reason(session.device)
+        print(f"engine.train: failed: {reason}", file=sys.stderr, flush=True)
         session.finish("failed", reason, 1)
         return 1
     except Exception as e:

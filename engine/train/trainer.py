@@ -88,13 +88,17 @@ def get_batch(data: np.ndarray, cfg: TrainConfig, device: torch.device,
     """batch_size random windows of block_size tokens: inputs x and next-token targets y."""
     T = cfg.block_size
     ix = torch.randint(len(data) - T - 1, (cfg.batch_size,), generator=generator).numpy()
-    # One fancy-indexing read of all windows (instead of batch_size slices and a stack).
-    chunk = torch.from_numpy(data[ix[:, None] + np.arange(T + 1)].astype(np.int64))
-    x, y = chunk[:, :-1], chunk[:, 1:]
+    # One fancy-indexing read of all windows (instead of batch_size slices and a stack);
+    # x and y are each made contiguous by astype, so a pinned copy is one memcpy and the
+    # host->device copy is one non-blocking DMA (a strided slice would be staged through
+    # a pageable temporary, a blocking copy per tensor per step)
+    windows = data[ix[:, None] + np.arange(T + 1)]
+    x = torch.from_numpy(windows[:, :-1].astype(np.int64))
+    y = torch.from_numpy(windows[:, 1:].astype(np.int64))
     if device.type == "cuda":
         return (x.pin_memory().to(device, non_blocking=True),
                 y.pin_memory().to(device, non_blocking=True))
-    return x.contiguous().to(device), y.contiguous().to(device)
+    return x.to(device), y.to(device)
 
 
 # ---- model and schedule ----------------------------------------------------------------------
@@ -156,6 +160,7 @@ class Trainer:
         self.batch_gen = torch.Generator().manual_seed(cfg.seed)
         self.compiled: Any = None
         self.compile_status = "off"
+        self._compiled_kinds: set[str] = set()  # compiled calls that have run once
         self.iter_num = 0
         self.best_val_loss = math.inf
         self.best_iter: int | None = None
@@ -185,8 +190,9 @@ class Trainer:
         self.X, self.Y = self.next_batch()
 
     def compile(self) -> str:
-        """torch.compile the model; a failure here (or at the first compiled call) is
-        logged and training continues eagerly."""
+        """torch.compile the model; a failure here (or at the first compiled call of a
+        kind: a training step, an eval) is logged and training continues eagerly. Later
+        errors are the run's own (an OOM, a NaN check) and propagate as they are."""
         try:
             self.compiled = torch.compile(self.model)
             self.compile_status = "on"
@@ -199,15 +205,24 @@ class Trainer:
         self.compiled = None
         self.compile_status = "failed"
 
-    def _with_model(self, fn: Callable[[Any], Any]) -> Any:
-        """Run fn(model), compiled when possible; a compiled failure falls back to eager."""
-        if self.compiled is not None:
-            try:
-                return fn(self.compiled)
-            except Exception as e:
-                self._compile_failed(e)
-                self.optimizer.zero_grad(set_to_none=True)
-        return fn(self.model)
+    def _with_model(self, fn: Callable[[Any], Any], kind: str) -> Any:
+        """Run fn(model), compiled when possible. Only the first compiled call of each
+        kind ("train", "eval") compiles, so only there is an error a compile failure (and
+        falls back to eager); out of memory is never one."""
+        if self.compiled is None:
+            return fn(self.model)
+        if kind in self._compiled_kinds:
+            return fn(self.compiled)
+        try:
+            out = fn(self.compiled)
+        except dev.OUT_OF_MEMORY:
+            raise
+        except Exception as e:
+            self._compile_failed(e)
+            self.optimizer.zero_grad(set_to_none=True)
+            return fn(self.model)
+        self._compiled_kinds.add(kind)
+        return out
 
     def train_step(self, lr: float | None = None) -> torch.Tensor:
         """One optimizer step over gradient_accumulation_steps micro-batches; returns the
@@ -215,7 +230,7 @@ class Trainer:
         lr = get_lr(self.iter_num + 1, self.cfg) if lr is None else lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss = self._with_model(self._accumulate)
+        loss = self._with_model(self._accumulate, "train")
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -251,7 +266,7 @@ class Trainer:
             for k in range(self.cfg.eval_iters):
                 x, y = get_batch(data, self.cfg, self.device, gen)
                 with self.ctx:
-                    _, loss = self._with_model(lambda m: m(x, y))
+                    _, loss = self._with_model(lambda m: m(x, y), "eval")
                 losses[k] = loss.item()
             out[split] = losses.mean().item()
         self.model.train()

@@ -32,10 +32,13 @@ def test_auto_dtype(monkeypatch):
     assert dev.resolve_dtype("auto", cpu) == torch.bfloat16
     monkeypatch.setattr(dev, "cpu_has_bf16", lambda: False)
     assert dev.resolve_dtype("auto", cpu) == torch.float32
+    # real torch says bf16 is "supported" on a T4 or V100 too (emulated, no tensor
+    # cores): only the capability decides
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert dev.resolve_dtype("auto", cuda) == torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert dev.resolve_dtype("auto", cuda) == torch.float16   # e.g. V100, T4
+    for cap, want in (((9, 0), torch.bfloat16), ((8, 0), torch.bfloat16),
+                      ((7, 5), torch.float16), ((7, 0), torch.float16)):  # H100, A100, T4, V100
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, c=cap: c)
+        assert dev.resolve_dtype("auto", cuda) == want, cap
     assert dev.resolve_dtype("auto", mps) == torch.float32
     for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16),
                      ("float16", torch.float16)):

@@ -128,7 +128,7 @@ def test_one_tick_places_two_runs_without_overfilling_a_card(tmp_path, exp):
     cards = [p.gpu["index"] for _, p, _ in ex.started]
     assert cards == [0, 1]  # the idle card first, then the busy one: card 0 had room for one
     st = runs[0].read_status()
-    assert st["gpu"] == {"index": 0, "uuid": "GPU-0", "name": "big idle"}
+    assert st["gpu"] == {"index": 0, "uuid": "GPU-0", "name": "big idle", "simulated": True}
     assert st["est_mem_bytes"] == need
     assert [p.env["CUDA_VISIBLE_DEVICES"] for _, p, _ in ex.started] == ["GPU-0", "GPU-1"]
 

@@ -19,7 +19,8 @@ def test_busy_card_is_avoided():
     gpus = [card(0, used_gb=20, util=95), card(1, used_gb=2, util=5)]
     p = choose(2 * GIB, gpus, [], Policy())
     assert p.gpu["index"] == 1
-    assert p.env == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "GPU-1"}
+    assert p.env == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "GPU-1",
+                     "NANOTUI_GPU": "GPU-1", "NANOTUI_GPU_LABEL": "GPU 1 (card 1)"}
 
 
 def test_full_card_is_skipped_even_when_idle():

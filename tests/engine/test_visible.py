@@ -64,7 +64,8 @@ def test_mig_instances_are_units_with_their_own_memory(cards, monkeypatch):
     big = place_many(8 * GIB)
     assert [p.env["CUDA_VISIBLE_DEVICES"] for p in big] == ["MIG-22222222-bbbb"] * 2
     assert big[0].gpu["mig"] == 1 and big[0].gpu["parent_uuid"] == "GPU-cccc2222-2222"
-    assert big[0].describe() == "GPU 2.1 (NVIDIA A100-SXM4-40GB MIG 3g.20gb)"  # the log line
+    assert big[0].describe() == ("GPU 2.1 (NVIDIA A100-SXM4-40GB MIG 3g.20gb, simulated: "
+                                 "trains on the CPU)")  # the log line
     small = place_many(4 * GIB, n=9)
     assert [p.env["CUDA_VISIBLE_DEVICES"] for p in small].count("MIG-11111111-aaaa") == 1
     assert len(small) == 6  # one in 5 GiB, five in 20 GiB

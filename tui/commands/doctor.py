@@ -57,7 +57,7 @@ def format_report(r: dict) -> str:
             cuda = str(c["cuda_index"]) if c else "-"
             bf16 = ("yes" if c["bf16"] else "no") if c else "-"
             out.append(f"{g['label']:5} {cuda:>4}  {g['name'][:34]:34} "
-                       f"{format_bytes(g['memory_total']):>9}  {c.get('capability', '-'):4} "
+                       f"{format_bytes(g['memory_total']):>9}  {c.get('capability') or g.get('capability') or '-':4} "
                        f"{bf16:4}  {'yes' if g['ours'] else 'not ours':8} {g['uuid']}")
         out.append(f"share: {r['share']['description']}")
     if r["mapping"]:

@@ -40,6 +40,8 @@ def run(args) -> int:
         print(f"{g.label:4} {g.name:34} {util:>5}  {format_bytes(g.memory_used)} / "
               f"{format_bytes(g.memory_total)}  {temp:>5}  {power:>6}  "
               f"{len(g.processes)} processes  {g.uuid}{mark}")
+        if g.problem:  # engine.model.cuda_compat: never placed on
+            print(f"     └ unusable: {g.problem}")
     if share.allowed is not None:
         ours = sum(g.ours for g in gpus)
         print(f"ours: {ours} of {len(gpus)} ({share.describe()})"

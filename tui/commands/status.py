@@ -71,14 +71,15 @@ def run(args) -> int:
           f"{'tok/s':>8} {'ETA':>7}")
     for r in rows:
         device = r["device"] or "—"
-        if r["gpu_index"] is not None and r["device"] and r["device"] != "cpu":
+        if r["gpu_index"] is not None and r["device"] and not r["device"].startswith("cpu"):
             device = f"{r['device']} (gpu{r['gpu_index']})"
         it = f"{r['iter'] or 0}/{r['max_iters'] if r['max_iters'] is not None else '?'}"
         eta = format_seconds(r["eta_s"]) if r["state"] == "running" else ""
         print(f"{r['id']:32} {r['state']:8} {device:14} {it:>11} "
               f"{_fmt(r['train_loss'], '.4f'):>7} {_fmt(r['val_loss'], '.4f'):>7} "
               f"{_fmt(r['tok_s'], ',.0f'):>8} {eta:>7}")
-        if r["state"] in ("failed", "stopped", "stalled") and r["reason"]:
+        if (r["state"] in ("failed", "stopped", "stalled")
+                or (r["state"] == "queued" and not r["slurm"])) and r["reason"]:
             print(f"{'':32} └ {r['reason']}")
         for d in r["damaged"]:
             if f"damaged: {d}" != r["reason"]:

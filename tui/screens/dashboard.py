@@ -217,7 +217,9 @@ class DashboardScreen(Screen):
         who = self.selected or "no run selected"
         if view and view.state == "running" and view.host and view.host != socket.gethostname():
             who += f" @ {view.host}"  # e.g. a Slurm node: where the run really is
-        note = (view.reason if view.state == "stalled" else damage_note(view)) if view else ""
+        note = ((view.reason if view.state == "stalled"
+                 or (view.state == "queued" and view.reason.startswith("waiting:"))
+                 else damage_note(view)) if view else "")
         chart.border_title = f"{who} · {chart.heading()} · {note or chart.describe()}"
         best = ""
         if view and view.best_val_loss is not None:  # the run's one reading, as compare shows it

@@ -26,6 +26,8 @@ def short_reason(reason: str) -> str:
         return "OOM"
     if low.startswith("no space left"):
         return "disk full"
+    if low.startswith("waiting:"):
+        return "waiting"  # for memory or a slot; the whole reason is in the run's details
     return reason.split()[0][:8] if reason.strip() else DASH
 
 

@@ -1,0 +1,52 @@
+"""The memory estimate the dispatcher places runs by, against what autograd really keeps
+for the backward pass (torch.autograd.graph.saved_tensors_hooks, on the CPU with the
+fused attention a GPU takes: no T^2 term), for fp32 and bf16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.config import TrainConfig
+from engine.launch.estimate import activation_bytes
+from engine.model import device as dev
+from engine.model.gpt import GPT, GPTConfig
+
+SHAPES = [dict(n_layer=2, n_head=4, n_embd=128, block_size=128, batch_size=8),
+          dict(n_layer=4, n_head=4, n_embd=256, block_size=256, batch_size=4)]
+
+
+def saved_bytes(cfg: TrainConfig, dtype: torch.dtype) -> int:
+    """Bytes of the distinct storages autograd saves in one forward (parameters aside)."""
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
+                      n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=0.0, bias=False))
+    m.set_cpu_attention("sdpa")
+    params = {p.untyped_storage().data_ptr() for p in m.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in params:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+    x = torch.randint(cfg.vocab_size, (cfg.batch_size, cfg.block_size))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with dev.autocast_context(torch.device("cpu"), dtype):
+            m(x, x)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"L{s['n_layer']}C{s['n_embd']}")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_activation_estimate_is_within_25_percent_of_the_saved_tensors(shape, dtype):
+    cfg = TrainConfig(**shape, vocab_size=65, dtype=dtype, dropout=0.0)
+    measured = saved_bytes(cfg, dev.DTYPES[dtype])
+    est = activation_bytes(cfg, 65)
+    assert 0.75 <= est / measured <= 1.25, (est, measured)
+
+
+def test_fp32_runs_are_estimated_larger_than_mixed_precision():
+    mixed = TrainConfig(**SHAPES[1], vocab_size=65, dtype="auto")
+    fp32 = TrainConfig(**SHAPES[1], vocab_size=65, dtype="float32")
+    assert activation_bytes(fp32, 65) > 1.6 * activation_bytes(mixed, 65)
