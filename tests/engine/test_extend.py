@@ -128,3 +128,17 @@ def test_a_second_extension_continues_from_the_first():
     assert lr_at(250, cfg, [first, second]) == pytest.approx(1e-4)
     with pytest.raises(UserError, match="not beyond"):
         plan_extension(cfg, [], 100)
+
+
+def test_resume_wait_of_a_run_that_fails_again_exits_1_naming_state_and_reason(tmp_path, capsys):
+    exp = _exp(tmp_path, 20)
+    queue_runs_detailed(exp, tmp_path / "runs", ["t"], prepare=False)
+    run = RunDir(tmp_path / "runs" / "t" / "n_layer=1")
+    (tmp_path / "data" / "train.bin").unlink()  # the data went away: every try fails
+    assert T.main([str(run.path)]) != 0 and run.read_status()["state"] == "failed"
+    capsys.readouterr()
+    assert _cli(exp, tmp_path, "--gpu", "cpu", "--wait", run.id) == 1
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith(f"{run.id}: ended failed"))
+    reason = run.read_status()["reason"]
+    assert reason and reason.splitlines()[0] in line

@@ -11,7 +11,9 @@ def add_arguments(p) -> None:
     p.add_argument("--gpu", metavar="auto|cpu|INDEX|UUID",
                    help="where the runs go now (default: the card each asked for when queued)")
     p.add_argument("--wait", action="store_true",
-                   help="dispatch in the foreground until the runs finish")
+                   help="dispatch in the foreground until the runs finish; exits 1 unless "
+                        "every run ends done, each one that did not named with its state "
+                        "and reason")
     p.add_argument("--extend", action="store_true",
                    help="continue finished runs from their checkpoint to the max_iters the "
                         "experiments file now gives them (or --max-iters); the learning rate "
@@ -30,6 +32,23 @@ def _extend(args, run) -> None:
                         f"give the new horizon with --max-iters N")
     ext = extend_run(run, target, args.gpu)
     print(f"{run.id}: queued, {ext.describe()}")
+
+
+def _final_states(runs) -> int:
+    """One line for each run that did not end done; 1 if there is any (a script that
+    waited for the runs must not read a failed resume as success)."""
+    from engine.text import safe_text
+    bad = 0
+    for r in runs:
+        st = r.read_status()
+        state = st.get("state", "?")
+        if state == "done":
+            continue
+        bad += 1
+        reason = safe_text(str(st.get("reason") or "no reason recorded")).strip()
+        first = reason.splitlines()[0] if reason else "no reason recorded"
+        print(f"{r.id}: ended {state}: {first}", flush=True)
+    return 1 if bad else 0
 
 
 def run(args) -> int:
@@ -64,7 +83,7 @@ def run(args) -> int:
         def log(msg: str) -> None:
             print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
         Dispatcher(args.runs, args.experiments, args.gpu or "auto", log=log).run(follow=[r.id for r in runs])
-        return 0
+        return _final_states(runs)
     pid = ensure_dispatcher(args.runs, args.experiments, args.gpu or "auto")
     print(f"background dispatcher pid {pid}" if pid else "the running dispatcher will start them")
     return 0
