@@ -84,3 +84,15 @@ def sparkline(values: Sequence[float], width: int, top: float | None = None) -> 
     out = "".join(BLOCKS[min(len(BLOCKS) - 1, max(0, int(v / hi * (len(BLOCKS) - 1) + 0.5)))]
                   for v in vals)
     return out.rjust(width)
+
+
+def elide_middle(s: str, width: int) -> str:
+    """`s` in at most `width` characters, its middle replaced by "…": a run id keeps its
+    sweep at the front and its varied value at the end, the parts that tell runs apart."""
+    if len(s) <= width:
+        return s
+    if width <= 1:
+        return "…"[:max(width, 0)]
+    head = (width - 1 + 1) // 2
+    tail = width - 1 - head
+    return s[:head] + "…" + (s[-tail:] if tail else "")

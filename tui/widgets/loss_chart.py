@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from textual_plotext import PlotextPlot
 
 from engine.report.compute import LN2, X_AXES, X_LABELS
+from tui.widgets.format import elide_middle
 
 LOG_X = ("flops",)  # the x axes drawn in log10
 X_SHORT = {"iter": "iters", "tokens": "tokens", "time": "train time", "flops": "train FLOPs"}
@@ -26,17 +27,33 @@ def overlay_title(names: list[tuple[str, str]], width: int, more: str = " (c com
     plotext label at all: its legend code raises IndexError when every point of a labelled
     series falls outside the canvas (seen with log-y and a sweep overlay). Runs that vary
     one key are named by its value once: "n_embd = 32 (cyan), 64 (magenta)"."""
-    keys = {name.partition("=")[0] for name, _ in names}
+    limit = max(width - 4, 20)
     prefix = ""
-    if len(names) > 1 and len(keys) == 1 and all("=" in n for n, _ in names):
-        prefix = f"{keys.pop()} = "
+    if len(names) > 1 and all(n.count("=") == 1 and "," not in n for n, _ in names) \
+            and len({n.partition("=")[0] for n, _ in names}) == 1:
+        prefix = f"{names[0][0].partition('=')[0]} = "
         names = [(name.partition("=")[2], color) for name, color in names]
     parts = [f"{name} ({color})" for name, color in names]
-    text = "+ " + prefix + ", ".join(parts)
-    while len(text) > max(width - 4, 20) and parts:
-        parts.pop()
-        text = "+ " + prefix + ", ".join(parts) + f", … {len(names) - len(parts)} more{more}"
-    return text
+    for k in range(len(parts), 0, -1):
+        if k == len(parts):
+            text = "+ " + prefix + ", ".join(parts)
+            if len(text) <= limit:
+                return text
+            continue
+        body = "+ " + prefix + ", ".join(parts[:k]) + f", … {len(parts) - k} more"
+        for text in (body + more, body):  # the hint goes before a name does
+            if len(text) <= limit:
+                return text
+    return elided_overlay_title(names, limit, prefix)
+
+
+def elided_overlay_title(names: list[tuple[str, str]], limit: int, prefix: str = "") -> str:
+    """The legend when not even one name fits whole: the first, its middle elided (a
+    blank legend would leave the user guessing which colour is which run)."""
+    name, color = names[0]
+    tail = f", … {len(names) - 1} more" if len(names) > 1 else ""
+    room = limit - len("+ " + prefix + f" ({color})" + tail)
+    return "+ " + prefix + elide_middle(name, max(room, 3)) + f" ({color})" + tail
 
 
 def thin(xs: list, ys: list, limit: int = MAX_POINTS) -> tuple[list, list]:
@@ -257,9 +274,12 @@ class LossChart(PlotextPlot):
         if drawn or key:
             room = self.size.width - (len(" · ".join(key)) + 6 if key else 2)  # beside the key
             title = " · ".join(key + ([overlay_title(drawn, room, self.more_hint)] if drawn else []))
-            if drawn and len(title) > self.size.width - 6:
-                # plotext drops a title wider than the plot: the sweep's key alone, since
-                # the selected run's blue and orange are the chart's constant
+            first, color = drawn[0] if drawn else ("", "")
+            if drawn and (len(title) > self.size.width - 6
+                          or f"{first.partition('=')[2] or first} ({color})" not in title):
+                # plotext drops a title wider than the plot, and an elided first name
+                # says little: the sweep's key alone, since the selected run's blue and
+                # orange are the chart's constant
                 title = overlay_title(drawn, self.size.width - 2, self.more_hint)
             plt.title(title)
         lo, hi = (min(xs_seen), max(xs_seen)) if xs_seen else (0, 0)
