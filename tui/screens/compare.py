@@ -20,10 +20,12 @@ from engine.report.course import configuration_name
 from engine.report.reading import RunReading
 from tui.store import PollResult, latest_samples
 from tui.widgets.loss_chart import LossChart
-from tui.widgets.format import (DASH, STATE_GLYPH, STATE_STYLE, fmt_loss, fmt_params, fmt_rate,
-                                fmt_score)
+from tui.widgets.format import (DASH, STATE_GLYPH, STATE_STYLE, elide_middle, fmt_loss,
+                                fmt_params, fmt_rate, fmt_score)
 
-COLUMNS = ("", "run", "params", "best val", "final val", "gap", "tok/s", "TTR", "distinct-2")
+# "dist-2": distinct-2 (the share of distinct word pairs in the latest samples), short so
+# the table fits beside the charts; the title line spells it out
+COLUMNS = ("", "run", "params", "best val", "final val", "gap", "tok/s", "TTR", "dist-2")
 
 
 def summarize(reading: RunReading, series: Any, samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -45,6 +47,18 @@ def summarize(reading: RunReading, series: Any, samples: list[dict[str, Any]]) -
         return sum(xs) / len(xs) if xs else None
     return {"params": reading.params, "best": reading.best_val_loss, "final": final, "gap": gap,
             "tok_s": reading.tok_s, "ttr": mean("ttr"), "d2": mean("distinct_2")}
+
+
+def distinct_names(names: list[str]) -> tuple[list[str], str]:
+    """The run names without the "key=value" parts every run shares (one seed across a
+    size sweep), and those parts: the table shows what tells its runs apart."""
+    parts = [n.split(",") for n in names]
+    if len(parts) < 2:
+        return names, ""
+    shared = [p for p in parts[0] if all(p in q for q in parts[1:])]
+    if not shared or any(len(q) == len(shared) for q in parts):
+        return names, ""
+    return [",".join(p for p in q if p not in shared) for q in parts], ",".join(shared)
 
 
 def chart_points(rows: list) -> list[tuple[int, float, float | None, bool]]:
@@ -128,14 +142,19 @@ class CompareScreen(Screen):
         self._signature = signature
         table = self.query_one(DataTable)
         cursor = table.cursor_row
-        table.clear()
-        for v, f in rows:
+        table.clear(columns=True)  # the columns too: their widths follow the new cells
+        for c in COLUMNS:
+            table.add_column(c, key=c or "glyph")
+        cells = [[fmt_params(f["params"]), fmt_loss(f["best"]), fmt_loss(f["final"]),
+                  DASH if f["gap"] is None else f"{f['gap']:+.3f}", fmt_rate(f["tok_s"]),
+                  fmt_score(f["ttr"]), fmt_score(f["d2"])] for _, f in rows]
+        room = self._name_room(cells)
+        names, common = distinct_names([v.name for v, _ in rows])
+        for (v, f), figures, name in zip(rows, cells, names):
             style = STATE_STYLE.get(v.state, "")
-            r = lambda s: Text(s, justify="right")
-            table.add_row(Text(STATE_GLYPH.get(v.state, "?"), style=style), v.name,
-                          r(fmt_params(f["params"])), r(fmt_loss(f["best"])), r(fmt_loss(f["final"])),
-                          r(DASH if f["gap"] is None else f"{f['gap']:+.3f}"), r(fmt_rate(f["tok_s"])),
-                          r(fmt_score(f["ttr"])), r(fmt_score(f["d2"])), key=v.id)
+            table.add_row(Text(STATE_GLYPH.get(v.state, "?"), style=style),
+                          elide_middle(name, room) if room else name,
+                          *(Text(c, justify="right") for c in figures), key=v.id)
         if rows:
             table.move_cursor(row=min(cursor, len(rows) - 1))
         self._plot(rows)
@@ -145,7 +164,27 @@ class CompareScreen(Screen):
         pos = f"{sweeps.index(self.sweep) + 1}/{len(sweeps)}" if self.sweep in sweeps else ""
         self.query_one("#title", Static).update(Text.assemble(
             (" Compare ", "bold reverse"), f" {self.sweep} ({pos}) · {len(rows)} runs · "
-            "gap = final val − train loss at the same eval"))
+            + (f"every run {common} · " if common else "")
+            + "gap = final val − train loss at the same eval · "
+            "dist-2 = distinct-2 of the samples"))
+
+    def _name_room(self, cells: list[list[str]]) -> int:
+        """How wide the run column may be for every column to show whole (0: no limit
+        known yet); long names are elided in the middle, keeping both ends."""
+        table = self.query_one(DataTable)
+        width = table.scrollable_content_region.width
+        if not width:
+            return 0
+        labels = COLUMNS[2:]
+        used = 1 + sum(max([len(lab)] + [len(row[i]) for row in cells])
+                       for i, lab in enumerate(labels))
+        used += 2 * table.cell_padding * len(COLUMNS)
+        return max(width - used, 12)
+
+    def on_resize(self) -> None:
+        self._signature = None  # the run column's room changed: rebuild the rows
+        if self.feed.last_poll is not None:
+            self.on_runs(self.feed.last_poll)
 
     def _plot(self, rows: list) -> None:
         plot = self.query_one(PlotextPlot)
