@@ -146,7 +146,8 @@ class Dispatcher:
                 self.log(f"{run.id}: cannot place: {e}")
                 return False
             if placement is None:  # no room now; a smaller run behind it may still fit
-                why = why_waiting(need, gpus, active, self.policy, request, now)
+                why = why_waiting(need, gpus, active, self.policy, request, now,
+                                  others=self.placer.others)
                 if st.get("reason") != why:
                     run.update_status(reason=why)
                 return False

@@ -55,6 +55,7 @@ class ActiveRun:
     started_at: float = 0.0
     pid: int | None = None
     warm_at: float | None = None  # when it was first seen training (past compile); None: not yet
+    holder: str = ""  # another dispatcher's reservation: whose run, as a waiting reason says it
 
 
 @dataclass(frozen=True)
@@ -257,12 +258,30 @@ def why_waiting(need: int, gpus: list[GpuSnapshot], active: list[ActiveRun], pol
     best = max(cards, key=lambda g: room[g.uuid])
     if room[best.uuid] < need:
         return (f"waiting: needs {need / gib:.1f} GiB, GPU {best.label} has "
-                f"{max(0, room[best.uuid]) / gib:.1f} GiB free")
+                f"{max(0, room[best.uuid]) / gib:.1f} GiB free"
+                + promised_to_others(best, others, now, policy.promise_ttl_s))
     n = sum(1 for a in active if a.uuid == best.uuid)
     return (f"waiting: GPU {best.label} runs {n} of ours (max_runs_per_gpu = "
             f"{policy.max_runs_per_gpu!r})" if len(cards) == 1 else
             f"waiting: every allowed GPU runs its share of ours (max_runs_per_gpu = "
             f"{policy.max_runs_per_gpu!r})")
+
+
+def promised_to_others(card: GpuSnapshot, others: list[ActiveRun], now: float,
+                       ttl: float) -> str:
+    """"; 46.0 GiB of it promised to uid 1234's run (reservation, 8 min old)": the share
+    of `card` other dispatchers reserved, which nvidia-smi does not show yet, so a user
+    sees who holds the card instead of free memory that never comes."""
+    held = [a for a in others if a.uuid == card.uuid and a.est_mem_bytes
+            and promised_bytes(card, [a], now, ttl)]
+    if not held:
+        return ""
+    total = sum(a.est_mem_bytes for a in held)
+    big = max(held, key=lambda a: a.est_mem_bytes)
+    age = max(0, int((now - big.started_at) // 60))
+    more = f" and {len(held) - 1} more" if len(held) > 1 else ""
+    return (f"; {total / 2 ** 30:.1f} GiB of it promised to {big.holder or 'another run'}"
+            f"{more} (reservation, {age} min old)")
 
 
 def describe_policy(policy: Policy) -> str:

@@ -54,6 +54,7 @@ from engine.launch.placement import (
     choose,
 )
 from engine.runs import process_matches, process_start_time
+from engine.text import safe_text
 
 ENV = "NANOTUI_RESERVATIONS_DIR"
 TTL_S = 600.0
@@ -119,7 +120,14 @@ class Reservation:
 
     def as_promise(self) -> ActiveRun:
         return ActiveRun(f"{self.runs_root}:{self.run_id}", self.uuid, self.bytes,
-                         self.created_at, self.pid)
+                         self.created_at, self.pid, holder=self.holder())
+
+    def holder(self) -> str:
+        """Whose run this is, as a waiting reason names it: another user by uid (their
+        file's text is theirs to forge, the uid is the file's owner), ours by run."""
+        if self.uid != os.getuid():
+            return f"uid {self.uid}'s run"
+        return f"run {safe_text(self.run_id)[:60]} of {safe_text(self.runs_root)[:80]}"
 
 
 def _parse(raw: bytes) -> Reservation | None:
@@ -231,12 +239,14 @@ class SharedPlacer:
         self.board = board or Board()
         self.log = log
         self.broken: str | None = None  # why the board cannot be used (said once)
+        self.others: list[ActiveRun] = []  # the other dispatchers' promises last counted
 
     def place(self, run_id: str, need: int, gpus: list[GpuSnapshot],
               active: list[ActiveRun], policy: Policy, request: str, now: float,
               history: UtilHistory | None = None) -> tuple[Placement | None, Path | None]:
         """(placement or None to wait, the reservation's ticket or None). Raises
         PlacementError like choose()."""
+        self.others = []
         if request == "cpu" or not any(g.ours for g in gpus) or self.broken:
             return choose(need, gpus, active, policy, request, now, history=history), None
         try:
@@ -244,6 +254,7 @@ class SharedPlacer:
                 # Our own runs are in `active` (from status.json): count only the others'.
                 others = [r.as_promise() for r in self.board.read(now)
                           if r.runs_root != self.runs_root]
+                self.others = others
                 placement = choose(need, gpus, active, policy, request, now, others=others,
                                    history=history)
                 if placement is None or placement.gpu is None:
