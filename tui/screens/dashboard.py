@@ -21,7 +21,7 @@ from tui.law_watch import LawWatch
 from tui.screens.dialogs import ConfirmScreen
 from tui.services import Services
 from tui.store import PollResult
-from tui.widgets.format import fmt_loss
+from tui.widgets.format import elide_middle, fit_title, fmt_loss
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.log_view import LogView
 from tui.widgets.loss_chart import LossChart
@@ -220,7 +220,14 @@ class DashboardScreen(Screen):
         note = ((view.reason if view.state == "stalled"
                  or (view.state == "queued" and view.reason.startswith("waiting:"))
                  else damage_note(view)) if view else "")
-        chart.border_title = f"{who} · {chart.heading()} · {note or chart.describe()}"
+        heading, desc, width = chart.heading(), note or chart.describe(), chart.size.width - 4
+        if 0 < width < len(f"{who} · {heading} · {desc}") and desc == "linear y":
+            desc = ""  # the default scale says least; a toggled one stays, "nats" goes short
+        heading = (heading, heading.replace("nats/token", "nats"))
+        # a stalled, waiting or damaged run's reason says more than the chart's heading;
+        # one too long for any border stays whole (the border shows its start)
+        title = fit_title(who, [note, heading] if note else [heading, desc], width)
+        chart.border_title = title if not note or note in title else f"{who} · {note}"
         best = ""
         if view and view.best_val_loss is not None:  # the run's one reading, as compare shows it
             best = f"best {fmt_loss(view.best_val_loss)}"
@@ -230,7 +237,13 @@ class DashboardScreen(Screen):
         chart.border_subtitle = f"{law_text}{best}v sweep · y log · x axis · b bpb"
         detail = self.query_one(ContentSwitcher)
         kind = "Log" if detail.current == "log" else "Samples"
-        detail.border_title = f"{kind} · {self.selected or '—'}  (o: samples/log)"
+        keys = "  (o: samples/log)"
+        room = detail.size.width - 4 - len(f"{kind} · {keys}") if detail.size.width else 0
+        run = self.selected or "—"
+        detail.border_title = f"{kind} · {elide_middle(run, room) if room > 0 else run}{keys}"
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._title_detail)  # the titles fit the new widths
 
     def _view(self, run_id: str | None) -> RunReading | None:
         return next((v for v in self.views if v.id == run_id), None)

@@ -96,3 +96,31 @@ def elide_middle(s: str, width: int) -> str:
     head = (width - 1 + 1) // 2
     tail = width - 1 - head
     return s[:head] + "…" + (s[-tail:] if tail else "")
+
+
+def fit_title(name: str, rest: list, width: int, min_name: int = 24) -> str:
+    """"name · rest[0] · rest[1]" in `width` characters (Textual cuts a border title at
+    the corner). A part of `rest` may be a tuple, its long form first, its short form
+    last. The name, a run id, loses its middle first (down to `min_name`); then every
+    part takes its short form; then the last parts go, so order `rest` by importance;
+    the first part alone loses its end.
+    width <= 0: not laid out yet, everything whole."""
+    items = [[r] if isinstance(r, str) else list(r) for r in rest if r]
+    if width <= 0:
+        return " · ".join([name, *(i[0] for i in items)])
+    tries = [[i[0] for i in items], [i[-1] for i in items]]
+    tries += [[i[-1] for i in items[:k]] for k in range(len(items) - 1, -1, -1)]
+    for parts in tries:
+        tail = "".join(" · " + p for p in parts)
+        room = width - len(tail)
+        if room >= len(name):
+            return name + tail
+        if room >= min(len(name), min_name):
+            return elide_middle(name, room) + tail
+    if items:  # the first part alone is too long: its end goes (a reason reads from the start)
+        short = elide_middle(name, min(len(name), min_name))
+        room = width - len(short) - 3
+        if room >= 12:
+            first = items[0][-1]
+            return f"{short} · {first[:room - 1]}…"
+    return elide_middle(name, width)
