@@ -152,8 +152,9 @@ def test_quick_sweep_by_keys_in_tmux(tmp_path):
         tmux.keys("Escape")
         time.sleep(0.5)
         tmux.keys("c")
-        screen = tmux.wait_for(lambda s: "Compare" in s and "best val" in s, 30, "compare")
-        assert "n_layer=1" in screen and "n_layer=2" in screen
+        # the table's rows follow its header within a poll (rebuilt to the screen's width)
+        tmux.wait_for(lambda s: "Compare" in s and "best val" in s
+                      and "n_layer=1" in s and "n_layer=2" in s, 30, "compare with both runs")
         tmux.keys("e")  # the report, written by engine.report.write in a worker
         tmux.wait_for(lambda s: "report written" in s, 90, "the report notification")
         assert (tmp_path / "reports" / "quick" / "report.md").is_file()
