@@ -18,6 +18,14 @@ from engine.train import trainer as TR
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
+@pytest.fixture(autouse=True)
+def _fixed_threads(monkeypatch):
+    """Runs compared bit for bit train with one thread count: with "auto" the count follows
+    the machine's load (engine/train/threads.py), and a matmul summed over 2 threads rounds
+    differently from 1, so two runs started under different loads differ from step 1."""
+    monkeypatch.setenv("NANOTUI_CPU_THREADS", "1")
+
+
 def _sigterm_at(monkeypatch, at_iter: int):
     real = TR.Trainer.train_step
 
