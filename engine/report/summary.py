@@ -23,7 +23,6 @@ from engine.train.control import TrainClock
 from engine.report.meta import find_meta
 from engine.report.reading import RunReading, read_run
 from engine.runs import RunDir
-from engine.sample.evaluate import latest_text_evals
 from engine.sample.metrics import eval_metrics
 
 LN2 = math.log(2)
@@ -422,3 +421,13 @@ def excerpt(text: str, min_sentences: int = 2, max_sentences: int = 4, max_chars
     if len(out) > max_chars:
         out = out[:max_chars].rsplit(" ", 1)[0] + " …"
     return out
+
+
+def latest_text_evals(run: RunDir) -> list[dict[str, Any]]:
+    """The newest eval.jsonl record per (text sha256, block size), oldest first (here, not
+    in engine.sample.evaluate, so reading a report never imports torch)."""
+    latest: dict[tuple, dict[str, Any]] = {}
+    for r in run.read_text_evals():
+        if isinstance(r.get("bits_per_byte"), (int, float)) and isinstance(r.get("text_sha256"), str):
+            latest[(r["text_sha256"], r.get("block_size"))] = r
+    return list(latest.values())

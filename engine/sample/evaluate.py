@@ -126,12 +126,3 @@ def evaluate_run(run: RunDir, text: EvalText, block_size: int | None = None,
 
 def run_tokenizer(loaded) -> str:
     return loaded.config.tokenizer if loaded.config is not None else "?"
-
-
-def latest_text_evals(run: RunDir) -> list[dict[str, Any]]:
-    """The newest eval.jsonl record per (text sha256, block size), oldest first."""
-    latest: dict[tuple, dict[str, Any]] = {}
-    for r in run.read_text_evals():
-        if isinstance(r.get("bits_per_byte"), (int, float)) and isinstance(r.get("text_sha256"), str):
-            latest[(r["text_sha256"], r.get("block_size"))] = r
-    return list(latest.values())

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-import torch
 
 ENV = "NANOTUI_CPU_THREADS"
 REGISTRY_ENV = "NANOTUI_CPU_RUNS_DIR"
@@ -266,6 +265,7 @@ class Governor:
         return self.line()
 
     def _apply(self, n: int, why: str) -> None:
+        import torch  # here, not at import: placement and `nanotui status` read this module
         torch.set_num_threads(n)
         self.threads, self.why = n, why
 
