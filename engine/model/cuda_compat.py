@@ -26,8 +26,10 @@ CUDA_CONTEXT_BYTES = 600 * 1024 ** 2   # the CUDA context + allocator slack of a
 # What `make install TORCH_INDEX=...` installs; docs/gpu.md explains each row.
 PYPI_DEFAULT = "the default PyPI wheel (CUDA 13.0: driver >= 580, sm_75 and newer)"
 INDEX_URL = "https://download.pytorch.org/whl/{tag}"
-CU126 = "cu126"   # CUDA 12.6: any R525+ driver; sm_50 to sm_90 (Volta included)
-CU128 = "cu128"   # CUDA 12.8: R570+ driver (or R525+ with forward compatibility); Blackwell
+# torch 2.12-2.14 publish CUDA 12.6 and 13.0 builds only (pytorch's RELEASE.md matrix);
+# the last CUDA 12.8 build, the only CUDA-12 one with Blackwell kernels, is torch 2.11.
+CU126 = "cu126"   # CUDA 12.6: any R525+ driver; sm_50 to sm_90 (Volta included, no Blackwell)
+CU128 = "cu128"   # CUDA 12.8: R570+ driver; Blackwell; torch <= 2.11 only
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,10 @@ def wheel_advice(driver_cuda: tuple[int, int] | None,
     if driver_cuda is None or driver_cuda >= (13, 0):
         return PYPI_DEFAULT
     if capability is not None and capability >= (10, 0):
-        return index(CU128) + " (Blackwell needs CUDA 12.8; driver R570 or newer)"
+        return ("a driver of R580 or newer for the default PyPI wheel (Blackwell needs "
+                "CUDA >= 12.8 and torch 2.12+ has no CUDA 12.8 build), or torch 2.11 "
+                f"from {INDEX_URL.format(tag=CU128)} "
+                f"(make install TORCH=torch==2.11.0 TORCH_INDEX={INDEX_URL.format(tag=CU128)})")
     return index(CU126)
 
 

@@ -61,7 +61,9 @@ def test_arch_rules_follow_cuda_binary_and_ptx_compatibility():
 def test_wheel_advice_table():
     assert "default PyPI wheel" in wheel_advice((13, 0), (9, 0))
     assert "cu126" in wheel_advice((12, 4), (8, 9))
-    assert "cu128" in wheel_advice((12, 8), (12, 0))      # Blackwell on a CUDA-12 driver
+    blackwell = wheel_advice((12, 8), (12, 0))             # Blackwell on a CUDA-12 driver:
+    assert "R580" in blackwell and "torch==2.11.0" in blackwell   # no torch 2.13 cu128 build
+    assert "cu126" not in blackwell                        # cu126 has no sm_100/sm_120 kernels
     assert "cu126" in wheel_advice((13, 0), (7, 0))       # Volta: CUDA 13 has no sm_70
     assert "R525" in wheel_advice((11, 8), (8, 0))
 
