@@ -1,0 +1,185 @@
+"""Fair share between users: what the policy (engine.launch.policy) lets this user put on
+the GPUs now, counted from everyone's leases (engine.launch.leases), and who goes first
+when several users wait (engine.launch.ledger, engine.launch.waits).
+
+A run of user U may go on a unit when
+  - U's live leases number fewer than max_runs_per_user,
+  - the unit already holds a run of U, or U's runs hold fewer than max_gpus_per_user units,
+  - the unit is not empty, or more than keep_free_gpus units of ours are empty (an empty
+    unit: no lease of anyone's, no promise, no process in NVML), and
+  - no other user waits for a card (a live, contending wait ticket) with fewer GPU-hours
+    in the last usage_window_hours (ties: who waits longer), whose run would fit there.
+    Such a user's dispatcher takes the unit at its next poll; if it has not within
+    YIELD_GRACE_S (its run needs something this unit lacks) we stop yielding to it.
+Everything else is placement's (engine.launch.placement): memory, max_runs_per_gpu.
+The checks run under the reservations lock, with everyone's leases read there, so two
+dispatchers never both take a user's last share.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.launch import ledger
+from engine.launch.gpu import GpuSnapshot
+from engine.launch.leases import Lease, LeaseBoard
+from engine.launch.placement import ActiveRun
+from engine.launch.policy import Caps, PolicyState, PolicyWatch, SharePolicy, user_name
+from engine.launch.waits import MyTicket, Ticket, read_tickets
+from engine.runs import RunDir
+
+YIELD_GRACE_S = 30.0
+SRC = "policy.toml"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What the share allows now: the units (None: any), and why not when it blocks."""
+
+    allowed: frozenset[str] | None
+    reason: str
+    contending: bool   # waiting here would be for a free card, not for our own share
+
+
+def gpus_word(n: int) -> str:
+    return f"{n} GPU{'s' * (n != 1)}"
+
+
+def empty_units(gpus: list[GpuSnapshot], leases: list[Lease], active: list[ActiveRun],
+                others: list[ActiveRun]) -> list[GpuSnapshot]:
+    held = ({le.uuid for le in leases} | {a.uuid for a in active if a.uuid}
+            | {a.uuid for a in others if a.uuid})
+    return [g for g in gpus if g.ours and not g.problem and not g.processes
+            and g.uuid not in held]
+
+
+def gate(caps: Caps, uid: int, gpus: list[GpuSnapshot], leases: list[Lease],
+         active: list[ActiveRun], others: list[ActiveRun]) -> Gate:
+    """The share's verdict for one more GPU run of `uid` (pure: tests feed it values)."""
+    mine = [le for le in leases if le.uid == uid]
+    if caps.max_runs_per_user is not None and len(mine) >= caps.max_runs_per_user:
+        n = caps.max_runs_per_user
+        return Gate(frozenset(), f"waiting: your share is {n} GPU run{'s' * (n != 1)} "
+                                 f"at once, all running (max_runs_per_user, {SRC})", False)
+    units = [g for g in gpus if g.ours and not g.problem]
+    my_units = {le.uuid for le in mine}
+    capped = (caps.max_gpus_per_user is not None
+              and len(my_units) >= caps.max_gpus_per_user)
+    allowed = {g.uuid for g in units if g.uuid in my_units} if capped else {
+        g.uuid for g in units}
+    empty = {g.uuid for g in empty_units(gpus, leases, active, others)}
+    if caps.keep_free_gpus and len(empty) - 1 < caps.keep_free_gpus:
+        allowed -= empty
+    if capped:
+        labels = ", ".join(g.label for g in units if g.uuid in my_units) or "none here"
+        why = (f"waiting: your share is {gpus_word(caps.max_gpus_per_user)} ({SRC}); "
+               f"yours: GPU {labels}")
+    else:
+        why = (f"waiting: keep_free_gpus = {caps.keep_free_gpus} leaves "
+               f"{gpus_word(len(empty))} empty for others ({SRC})")
+    return Gate(frozenset(allowed), why, not capped)
+
+
+def first_in_line(uid: int, usage: dict[int, float], my_since: float, unit: GpuSnapshot,
+                  tickets: list[Ticket], window_h: float, now: float,
+                  yielded: dict[tuple, float]) -> str | None:
+    """The reason to leave `unit` to another waiting user, or None to take it."""
+    mine = usage.get(uid, 0.0)
+    for t in sorted(tickets, key=lambda t: (usage.get(t.uid, 0.0), t.since)):
+        if t.uid == uid or not t.contending or t.need > unit.memory_total:
+            continue
+        theirs = usage.get(t.uid, 0.0)
+        if (theirs, t.since) >= (mine, my_since):
+            continue
+        key = (t.uid, t.pid, t.since)
+        if now - yielded.setdefault(key, now) > YIELD_GRACE_S:
+            continue  # they have not taken it: their run needs something else
+        return (f"waiting: {user_name(t.uid)} goes first, with less GPU time in the last "
+                f"{window_h:g} h ({theirs / 3600:.1f} h against your {mine / 3600:.1f} h; "
+                f"{SRC})")
+    return None
+
+
+def usage_now(directory: Path, leases: list[Lease], window_s: float, now: float
+              ) -> dict[int, float]:
+    """GPU-seconds per uid in the window: the ledger plus the runs alive now."""
+    use = ledger.usage_seconds(directory, window_s, now)
+    for le in leases:
+        use[le.uid] = use.get(le.uid, 0.0) + max(0.0, now - max(le.created_at, now - window_s))
+    return use
+
+
+class ShareKeeper:
+    """A dispatcher's side of the fair share: the policy it goes by, its leases, its wait
+    ticket. SharedPlacer calls it under the reservations lock."""
+
+    def __init__(self, directory: Path, log: Callable[[str], None] = print,
+                 watch: PolicyWatch | None = None):
+        self.directory = Path(directory)
+        self.watch = watch or PolicyWatch(self.directory)
+        self.leases = LeaseBoard(self.directory)
+        self.ticket = MyTicket(self.directory)
+        self.log = log
+        self._said: str | None = None
+        self._yielded: dict[tuple, float] = {}
+        self._need: int | None = None  # this tick: a run waits for a free card only
+
+    def state(self) -> PolicyState:
+        st = self.watch.current()
+        line = st.line()
+        if line != self._said:
+            if line:
+                self.log(line)
+            elif self._said and st.policy is None:
+                self.log("policy: none in force (no fair-share limits)")
+            self._said = line
+        return st
+
+    def live(self, now: float) -> list[Lease]:
+        """Everyone's live leases; our dead ones are written to our ledger and removed."""
+        live, dead = self.leases.read(now)
+        for le in dead:
+            end = now
+            try:
+                st = RunDir(Path(le.runs_root) / le.run_id).read_status()
+                if isinstance(st.get("ended_at"), (int, float)) \
+                        and le.created_at <= st["ended_at"] <= now:
+                    end = float(st["ended_at"])
+            except (OSError, ValueError):
+                pass
+            try:
+                ledger.record(self.directory, le.created_at, end, le.uuid, le.run_id)
+            except OSError as e:
+                self.log(f"usage ledger not written: {e}")
+            LeaseBoard.remove(le.path)
+        return live
+
+    def check(self, policy: SharePolicy, gpus: list[GpuSnapshot], active: list[ActiveRun],
+              others: list[ActiveRun], leases: list[Lease], now: float) -> Gate:
+        return gate(policy.caps_for(os.getuid(), now), os.getuid(), gpus, leases, active,
+                    others)
+
+    def yield_reason(self, policy: SharePolicy, unit: GpuSnapshot, leases: list[Lease],
+                     now: float) -> str | None:
+        tickets = read_tickets(self.directory, now)
+        if not any(t.uid != os.getuid() and t.contending for t in tickets):
+            return None
+        window = policy.usage_window_hours * 3600
+        usage = usage_now(self.directory, leases, window, now)
+        since = (self.ticket._doc or {}).get("since", now)
+        return first_in_line(os.getuid(), usage, since, unit, tickets,
+                             policy.usage_window_hours, now, self._yielded)
+
+    def contend(self, need: int) -> None:
+        self._need = need if self._need is None else min(self._need, need)
+
+    def after_tick(self, queued: int, running: int, now: float) -> None:
+        self.ticket.update(queued, running, self._need is not None, self._need or 0, now)
+        self._need = None
+
+    def close(self) -> None:
+        self.ticket.remove()
