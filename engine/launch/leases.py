@@ -93,7 +93,8 @@ class LeaseBoard:
             if lease is not None and lease.uid == st.st_uid and lease.alive(now):
                 live.append(lease)
             elif st.st_uid == os.getuid():
-                if lease is None or lease.uid != st.st_uid:
+                if (lease is None or lease.uid != st.st_uid
+                        or lease.created_at > now + CLOCK_SLACK_S):
                     f.unlink(missing_ok=True)  # our own junk: nothing to account
                 else:
                     dead.append(lease)

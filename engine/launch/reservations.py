@@ -298,11 +298,12 @@ class SharedPlacer:
         if state.policy is None:
             return placement
         gate = self.share.check(state.policy, gpus, active, self.others, leases, now)
+        outside = False  # the placement's unit was outside our share
         if placement is not None and placement.gpu is not None \
                 and placement.gpu["uuid"] not in gate.allowed:
             # the best unit is outside our share: the best one inside it, if any fits
             inside = [g for g in gpus if g.uuid in gate.allowed]
-            placement = None
+            placement, outside = None, True
             if inside and request == "auto":
                 try:
                     placement = choose(need, inside, active, policy, request, now,
@@ -312,7 +313,7 @@ class SharedPlacer:
         if placement is None:
             if gate.contending:
                 self.share.contend(need)
-            if not gate.contending or not gate.allowed:
+            if outside or not gate.contending or not gate.allowed:
                 self.why = gate.reason
             return None
         if placement.gpu is None:
