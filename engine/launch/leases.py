@@ -80,8 +80,11 @@ class LeaseBoard:
     def __init__(self, path: Path):
         self.path = Path(path)
 
-    def read(self, now: float | None = None) -> tuple[list[Lease], list[Lease]]:
-        """(live leases of everyone, our own dead ones: for the caller to reap)."""
+    def read(self, now: float | None = None, tidy: bool = True
+             ) -> tuple[list[Lease], list[Lease]]:
+        """(live leases of everyone, dead ones of everyone: the caller reaps its own and
+        counts the others' GPU time until their owners do); our own junk is removed
+        unless `tidy` is False (read-only views)."""
         now = time.time() if now is None else now
         live, dead = [], []
         for f in self.path.glob(f"*{SUFFIX}"):
@@ -90,14 +93,14 @@ class LeaseBoard:
             except OSError:
                 continue  # a FIFO, a link, a device, an oversized file
             lease = _parse(raw, f)
-            if lease is not None and lease.uid == st.st_uid and lease.alive(now):
+            valid = (lease is not None and lease.uid == st.st_uid
+                     and lease.created_at <= now + CLOCK_SLACK_S)
+            if valid and lease.alive(now):
                 live.append(lease)
-            elif st.st_uid == os.getuid():
-                if (lease is None or lease.uid != st.st_uid
-                        or lease.created_at > now + CLOCK_SLACK_S):
-                    f.unlink(missing_ok=True)  # our own junk: nothing to account
-                else:
-                    dead.append(lease)
+            elif valid:
+                dead.append(lease)
+            elif st.st_uid == os.getuid() and tidy:
+                f.unlink(missing_ok=True)  # our own junk: nothing to account
         return live, dead
 
     def add(self, unit_uuid: str, runs_root: Path, run_id: str, now: float) -> Path:

@@ -95,7 +95,8 @@ class SharePolicy:
 
     def describe(self, uid: int, now: float) -> str:
         c = self.caps_for(uid, now)
-        parts = [f"{k} = {getattr(c, k)}" for k in CAP_KEYS if getattr(c, k) is not None]
+        parts = [f"{k} = {v}" for k in CAP_KEYS if (v := getattr(c, k)) is not None
+                 and (v or k != "keep_free_gpus")]
         quiet = " (quiet hours)" if self.in_quiet_hours(now) else ""
         return (", ".join(parts) or "no caps") + quiet
 
@@ -298,3 +299,15 @@ class PolicyWatch:
             return None
         self._last_good = good
         return good
+
+
+def policy_check(directory: Path) -> tuple[str, str] | None:
+    """(status, detail) for `nanotui doctor`: ok when a policy is in force, warn when the
+    file is malformed or skipped; None without a policy file."""
+    watch = PolicyWatch(directory)
+    if not os.path.lexists(watch.path):
+        return None
+    st = watch.current()
+    if st.policy is not None and not st.problem:
+        return "ok", f"{watch.path} in force; yours: {st.policy.describe(os.getuid(), time.time())}"
+    return "warn", st.line() or f"{watch.path}: not in force"

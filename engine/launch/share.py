@@ -104,12 +104,28 @@ def first_in_line(uid: int, usage: dict[int, float], my_since: float, unit: GpuS
     return None
 
 
-def usage_now(directory: Path, leases: list[Lease], window_s: float, now: float
-              ) -> dict[int, float]:
-    """GPU-seconds per uid in the window: the ledger plus the runs alive now."""
+def ended_at(lease: Lease, now: float) -> float | None:
+    """When a dead lease's run ended, from its status.json (within [created_at, now]);
+    None when that cannot be read (another user's private runs directory)."""
+    try:
+        st = RunDir(Path(lease.runs_root) / lease.run_id).read_status()
+    except (OSError, ValueError):
+        return None
+    end = st.get("ended_at")
+    if isinstance(end, (int, float)) and not isinstance(end, bool):
+        return min(max(float(end), lease.created_at), now)
+    return None
+
+
+def usage_now(directory: Path, live: list[Lease], window_s: float, now: float,
+              dead: list[Lease] = ()) -> dict[int, float]:
+    """GPU-seconds per uid in the window: the ledger, the runs alive now, and runs ended
+    whose owners' dispatchers have not written them to their ledgers yet."""
     use = ledger.usage_seconds(directory, window_s, now)
-    for le in leases:
-        use[le.uid] = use.get(le.uid, 0.0) + max(0.0, now - max(le.created_at, now - window_s))
+    spans = [(le, now) for le in live] + [(le, ended_at(le, now)) for le in dead]
+    for le, end in spans:
+        if end is not None and end > now - window_s:
+            use[le.uid] = use.get(le.uid, 0.0) + end - max(le.created_at, now - window_s)
     return use
 
 
@@ -127,6 +143,7 @@ class ShareKeeper:
         self._said: str | None = None
         self._yielded: dict[tuple, float] = {}
         self._need: int | None = None  # this tick: a run waits for a free card only
+        self.dead: list[Lease] = []      # other users' ended runs not in their ledgers yet
 
     def state(self) -> PolicyState:
         st = self.watch.current()
@@ -142,15 +159,11 @@ class ShareKeeper:
     def live(self, now: float) -> list[Lease]:
         """Everyone's live leases; our dead ones are written to our ledger and removed."""
         live, dead = self.leases.read(now)
+        self.dead = [le for le in dead if le.uid != os.getuid()]
         for le in dead:
-            end = now
-            try:
-                st = RunDir(Path(le.runs_root) / le.run_id).read_status()
-                if isinstance(st.get("ended_at"), (int, float)) \
-                        and le.created_at <= st["ended_at"] <= now:
-                    end = float(st["ended_at"])
-            except (OSError, ValueError):
-                pass
+            if le.uid != os.getuid():
+                continue  # its owner's dispatcher writes it to their ledger
+            end = ended_at(le, now) or now
             try:
                 ledger.record(self.directory, le.created_at, end, le.uuid, le.run_id)
             except OSError as e:
@@ -169,7 +182,7 @@ class ShareKeeper:
         if not any(t.uid != os.getuid() and t.contending for t in tickets):
             return None
         window = policy.usage_window_hours * 3600
-        usage = usage_now(self.directory, leases, window, now)
+        usage = usage_now(self.directory, leases, window, now, self.dead)
         since = (self.ticket._doc or {}).get("since", now)
         return first_in_line(os.getuid(), usage, since, unit, tickets,
                              policy.usage_window_hours, now, self._yielded)

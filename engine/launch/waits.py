@@ -55,7 +55,9 @@ class Ticket:
         return process_matches(self.pid, self.create_time)
 
 
-def read_tickets(directory: Path, now: float | None = None) -> list[Ticket]:
+def read_tickets(directory: Path, now: float | None = None, tidy: bool = True
+                 ) -> list[Ticket]:
+    """Live tickets of everyone; our own dead dispatchers' are removed when `tidy`."""
     now = time.time() if now is None else now
     out = []
     for f in Path(directory).glob(f"wait-*{SUFFIX}"):
@@ -71,7 +73,7 @@ def read_tickets(directory: Path, now: float | None = None) -> list[Ticket]:
             continue
         if t.uid == st.st_uid and t.alive(now):
             out.append(t)
-        elif st.st_uid == os.getuid() and not process_matches(t.pid, t.create_time):
+        elif tidy and st.st_uid == os.getuid() and not process_matches(t.pid, t.create_time):
             f.unlink(missing_ok=True)  # ours, from a dispatcher that died
     return out
 
