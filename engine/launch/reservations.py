@@ -56,6 +56,7 @@ from engine.launch.placement import (
     Policy,
     UtilHistory,
     choose,
+    find_card,
 )
 from engine.launch.share import ShareKeeper
 from engine.runs import process_matches, process_start_time
@@ -310,9 +311,13 @@ class SharedPlacer:
                                        others=self.others, history=history)
                 except PlacementError:
                     placement = None
+        # the cards our run may go on (for the others' fair order: engine.launch.share)
+        units = ([c.uuid for c in [find_card(gpus, request)] if c] if request != "auto" else
+                 [g.uuid for g in gpus if g.ours and not g.problem and (not policy.gpus or any(
+                     find_card([g], ref) is not None for ref in policy.gpus))])
         if placement is None:
             if gate.contending:
-                self.share.contend(need)
+                self.share.contend(need, units)
             if outside or not gate.contending or not gate.allowed:
                 self.why = gate.reason
             return None
@@ -321,7 +326,7 @@ class SharedPlacer:
         unit = next(g for g in gpus if g.uuid == placement.gpu["uuid"])
         self.why = self.share.yield_reason(state.policy, unit, leases, now)
         if self.why:
-            self.share.contend(need)
+            self.share.contend(need, units)
             return None
         return placement
 

@@ -8,9 +8,12 @@ A run of user U may go on a unit when
   - the unit is not empty, or more than keep_free_gpus units of ours are empty (an empty
     unit: no lease of anyone's, no promise, no process in NVML), and
   - no other user waits for a card (a live, contending wait ticket) with fewer GPU-hours
-    in the last usage_window_hours (ties: who waits longer), whose run would fit there.
-    Such a user's dispatcher takes the unit at its next poll; if it has not within
-    YIELD_GRACE_S (its run needs something this unit lacks) we stop yielding to it.
+    in the last usage_window_hours (ties: who waits longer) whose run may go on this
+    unit and fits its total memory. The unit is left for them even when their run does
+    not fit yet (running runs must end first): letting a small run of ours in would push
+    their start back again. That lasts at most YIELD_GRACE_S per waiting dispatcher, so
+    a run that cannot start here for other reasons (memory held outside nanotui) does
+    not hold everyone else back for longer.
 Everything else is placement's (engine.launch.placement): memory, max_runs_per_gpu.
 The checks run under the reservations lock, with everyone's leases read there, so two
 dispatchers never both take a user's last share.
@@ -32,7 +35,7 @@ from engine.launch.policy import Caps, PolicyState, PolicyWatch, SharePolicy, us
 from engine.launch.waits import MyTicket, Ticket, read_tickets
 from engine.runs import RunDir
 
-YIELD_GRACE_S = 30.0
+YIELD_GRACE_S = 300.0
 SRC = "policy.toml"
 
 
@@ -90,7 +93,8 @@ def first_in_line(uid: int, usage: dict[int, float], my_since: float, unit: GpuS
     """The reason to leave `unit` to another waiting user, or None to take it."""
     mine = usage.get(uid, 0.0)
     for t in sorted(tickets, key=lambda t: (usage.get(t.uid, 0.0), t.since)):
-        if t.uid == uid or not t.contending or t.need > unit.memory_total:
+        if (t.uid == uid or not t.contending or t.need > unit.memory_total
+                or (t.units and unit.uuid not in t.units)):
             continue
         theirs = usage.get(t.uid, 0.0)
         if (theirs, t.since) >= (mine, my_since):
@@ -143,6 +147,7 @@ class ShareKeeper:
         self._said: str | None = None
         self._yielded: dict[tuple, float] = {}
         self._need: int | None = None  # this tick: a run waits for a free card only
+        self._units: tuple[str, ...] = ()
         self.dead: list[Lease] = []      # other users' ended runs not in their ledgers yet
 
     def state(self) -> PolicyState:
@@ -187,12 +192,15 @@ class ShareKeeper:
         return first_in_line(os.getuid(), usage, since, unit, tickets,
                              policy.usage_window_hours, now, self._yielded)
 
-    def contend(self, need: int) -> None:
-        self._need = need if self._need is None else min(self._need, need)
+    def contend(self, need: int, units: list[str]) -> None:
+        """A run of ours waits for a free card only (not for our own share)."""
+        if self._need is None or need < self._need:
+            self._need, self._units = need, tuple(units)
 
     def after_tick(self, queued: int, running: int, now: float) -> None:
-        self.ticket.update(queued, running, self._need is not None, self._need or 0, now)
-        self._need = None
+        self.ticket.update(queued, running, self._need is not None, self._need or 0, now,
+                           self._units)
+        self._need, self._units = None, ()
 
     def close(self) -> None:
         self.ticket.remove()

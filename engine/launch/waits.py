@@ -6,10 +6,11 @@ it waits and removed when it has nothing queued or exits:
 
     DIR/wait-<uid>-<pid>.ticket, mode 0644:
     {"uid": 1000, "pid": dispatcher pid, "create_time": t, "host": "...", "queued": 3,
-     "running": 1, "contending": true, "need": bytes, "since": t, "updated_at": t}
+     "running": 1, "contending": true, "need": bytes, "units": ["GPU-..."], "since": t,
+     "updated_at": t}
 
 `contending`: a run of this user is under its own share and waits only for a free card;
-`need`: that run's memory estimate. A ticket counts while its dispatcher lives on this host
+`need`: that run's memory estimate; `units`: the cards it may go on. A ticket counts while its dispatcher lives on this host
 (pid + start time), or, from another host, while updated in the last OTHER_HOST_FRESH_S.
 The user is the file's owner; planted, junk and future-dated files are skipped.
 """
@@ -46,6 +47,7 @@ class Ticket:
     need: int
     since: float
     updated_at: float
+    units: tuple[str, ...] = ()
 
     def alive(self, now: float) -> bool:
         if self.updated_at > now + CLOCK_SLACK_S or self.since > now + CLOCK_SLACK_S:
@@ -68,7 +70,7 @@ def read_tickets(directory: Path, now: float | None = None, tidy: bool = True
                        None if d.get("create_time") is None else float(d["create_time"]),
                        str(d["host"]), int(d["queued"]), int(d.get("running", 0)),
                        bool(d["contending"]), int(d["need"]), float(d["since"]),
-                       float(d["updated_at"]))
+                       float(d["updated_at"]), tuple(str(u) for u in d.get("units", ())[:64]))
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             continue
         if t.uid == st.st_uid and t.alive(now):
@@ -87,7 +89,7 @@ class MyTicket:
         self._written_at = 0.0
 
     def update(self, queued: int, running: int, contending: bool, need: int,
-               now: float) -> None:
+               now: float, units: tuple[str, ...] = ()) -> None:
         if not queued:
             self.remove()
             return
@@ -95,7 +97,7 @@ class MyTicket:
         doc = {"uid": os.getuid(), "pid": os.getpid(),
                "create_time": process_start_time(os.getpid()), "host": socket.gethostname(),
                "queued": queued, "running": running, "contending": contending,
-               "need": int(need), "since": since}
+               "need": int(need), "units": list(units), "since": since}
         if doc == {k: v for k, v in (self._doc or {}).items() if k != "updated_at"} \
                 and now - self._written_at < REWRITE_S:
             return

@@ -148,8 +148,11 @@ def test_a_waiting_user_with_less_gpu_time_goes_first_for_a_while(res):
     assert why.startswith("waiting: ") and "goes first" in why and "(0.1 h against your 2.0 h" in why
     assert first_in_line(1001, {1001: 0.0, 1002: 360.0}, now, unit(0), [theirs], 24, now,
                          yielded) is None  # we used less
-    assert first_in_line(1001, {1001: 7200.0}, now, unit(0), [theirs], 24, now + 60,
-                         yielded) is None  # they did not take the card in 30 s
+    elsewhere = Ticket(1002, 1, None, "h", 1, 0, True, GIB, now - 5, now, ("GPU-1",))
+    assert first_in_line(1001, {1001: 7200.0}, now, unit(0), [elsewhere], 24, now,
+                         {}) is None  # their run may not go on this card
+    assert first_in_line(1001, {1001: 7200.0}, now, unit(0), [theirs], 24, now + 301,
+                         yielded) is None  # they have not taken it in YIELD_GRACE_S
 
 
 def experiments(data_dir, n: int) -> str:
