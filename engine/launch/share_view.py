@@ -69,10 +69,11 @@ def share_line(summary: dict[str, Any], gpus: list | None = None) -> str | None:
     others = [u for u in summary["users"] if u["uid"] != os.getuid()]
     on = sum(1 for u in others if u["gpu_runs"])
     waiting = sum(1 for u in others if u["queued"])
-    line = (f"share: {pol['yours']} · yours now: {me['gpu_runs'] if me else 0} run(s)"
+    n = me["gpu_runs"] if me else 0
+    line = (f"share: {pol['yours']} · you: {n} run{'s' * (n != 1)}"
             + (f" on GPU {used}" if used else "")
             + f", {me['gpu_hours'] if me else 0:.1f} GPU-h/{summary['window_hours']:g} h"
-            + f" · others: {on} user(s) on the cards, {waiting} waiting")
+            + f" · others: {on} on GPUs, {waiting} waiting")
     return line + (f" · {pol['line']}" if pol["line"] else "")
 
 
