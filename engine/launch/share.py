@@ -21,12 +21,14 @@ dispatchers never both take a user's last share.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.files import read_regular_stat
 from engine.launch import ledger
 from engine.launch.gpu import GpuSnapshot
 from engine.launch.leases import Lease, LeaseBoard
@@ -36,6 +38,7 @@ from engine.launch.waits import MyTicket, Ticket, read_tickets
 from engine.runs import RunDir
 
 YIELD_GRACE_S = 300.0
+MAX_STATUS_BYTES = 1 << 20
 SRC = "policy.toml"
 
 
@@ -109,16 +112,21 @@ def first_in_line(uid: int, usage: dict[int, float], my_since: float, unit: GpuS
 
 
 def ended_at(lease: Lease, now: float) -> float | None:
-    """When a dead lease's run ended, from its status.json (within [created_at, now]);
-    None when that cannot be read (another user's private runs directory)."""
+    """When a dead lease's run ended, within [created_at, now]: its status.json's ended_at,
+    else when that file was last written (a killed trainer writes no ended_at); None when
+    neither can be read (a deleted or private runs directory): never guessed as "now",
+    which would charge a run that ended days ago with a whole window of GPU time."""
+    # the file as written, not RunDir.read_status: that marks a dead trainer's run lost
+    # with ended_at = now
+    path = RunDir(Path(lease.runs_root) / lease.run_id).status_path
     try:
-        st = RunDir(Path(lease.runs_root) / lease.run_id).read_status()
-    except (OSError, ValueError):
+        raw, st = read_regular_stat(path, MAX_STATUS_BYTES)
+        end = json.loads(raw).get("ended_at")
+        if not isinstance(end, (int, float)) or isinstance(end, bool):
+            end = st.st_mtime
+    except (OSError, ValueError, AttributeError):
         return None
-    end = st.get("ended_at")
-    if isinstance(end, (int, float)) and not isinstance(end, bool):
-        return min(max(float(end), lease.created_at), now)
-    return None
+    return min(max(float(end), lease.created_at), now)
 
 
 def usage_now(directory: Path, live: list[Lease], window_s: float, now: float,
@@ -168,9 +176,10 @@ class ShareKeeper:
         for le in dead:
             if le.uid != os.getuid():
                 continue  # its owner's dispatcher writes it to their ledger
-            end = ended_at(le, now) or now
+            end = ended_at(le, now)
             try:
-                ledger.record(self.directory, le.created_at, end, le.uuid, le.run_id)
+                if end is not None:
+                    ledger.record(self.directory, le.created_at, end, le.uuid, le.run_id)
             except OSError as e:
                 self.log(f"usage ledger not written: {e}")
             LeaseBoard.remove(le.path)

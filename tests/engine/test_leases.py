@@ -213,3 +213,20 @@ def test_a_malformed_policy_with_no_last_good_one_places_nothing_on_gpus(res, tm
 def test_without_a_policy_both_runs_start(res, tmp_path):
     runs = dispatch(tmp_path, 2, 2)
     assert [r["state"] for r in runs] == ["running", "running"]
+
+
+def test_an_ended_run_is_never_charged_up_to_now(res, tmp_path):
+    """A killed trainer (no ended_at): until its status.json was last written; a deleted
+    runs directory: nothing, rather than a whole window of GPU time."""
+    now = time.time()
+    killed = RunDir(tmp_path / "runs" / "s" / "k")
+    killed.path.mkdir(parents=True)
+    killed.update_status(state="running", pid=2 ** 22 + 1, pid_create_time=1.0)
+    os.utime(killed.status_path, (now - 3000, now - 3000))
+    for name, run in (("k", "s/k"), ("gone", "s/gone")):
+        (res / f"{name}.lease").write_text(json.dumps(lease_doc(
+            pid=2 ** 22 + 1, run_id=run, runs_root=str(tmp_path / "runs"),
+            created_at=now - 4800)))
+    assert ShareKeeper(res, log=lambda m: None).live(now) == []
+    assert usage_seconds(res, 24 * 3600, now) == {os.getuid(): pytest.approx(1800, abs=2)}
+    assert list(res.glob("*.lease")) == []
