@@ -56,7 +56,6 @@ from engine.launch.placement import (
     Policy,
     UtilHistory,
     choose,
-    find_card,
 )
 from engine.launch.share import ShareKeeper
 from engine.runs import process_matches, process_start_time
@@ -268,8 +267,8 @@ class SharedPlacer:
                 self.others = others
                 placement = choose(need, gpus, active, policy, request, now, others=others,
                                    history=history)
-                placement = self._share(placement, need, gpus, active, policy, request, now,
-                                        history)
+                placement, self.why = self.share.apply(placement, need, gpus, active, others,
+                                                       policy, request, now, history)
                 if placement is None or placement.gpu is None:
                     return placement, None
                 ticket = self.board.add(placement.gpu["uuid"], need, Path(self.runs_root),
@@ -284,51 +283,6 @@ class SharedPlacer:
             self.broken = one_line(e)
             self.log(f"machine-wide GPU reservations off: {self.broken}")
             return choose(need, gpus, active, policy, request, now, history=history), None
-
-    def _share(self, placement: Placement | None, need: int, gpus: list[GpuSnapshot],
-               active: list[ActiveRun], policy: Policy, request: str, now: float,
-               history: UtilHistory | None) -> Placement | None:
-        """`placement` as the fair-share policy allows it (None: wait, self.why says why
-        when the policy is the reason). Called under the lock."""
-        leases = self.share.live(now)  # also reaps our ended runs into the usage ledger
-        state = self.share.state()
-        if state.blocked:  # a typo never lifts the caps: nothing goes on a GPU
-            self.why = (f"waiting: {state.problem} (no earlier good policy known: GPUs "
-                        f"wait until it is fixed)")
-            return None
-        if state.policy is None:
-            return placement
-        gate = self.share.check(state.policy, gpus, active, self.others, leases, now)
-        outside = False  # the placement's unit was outside our share
-        if placement is not None and placement.gpu is not None \
-                and placement.gpu["uuid"] not in gate.allowed:
-            # the best unit is outside our share: the best one inside it, if any fits
-            inside = [g for g in gpus if g.uuid in gate.allowed]
-            placement, outside = None, True
-            if inside and request == "auto":
-                try:
-                    placement = choose(need, inside, active, policy, request, now,
-                                       others=self.others, history=history)
-                except PlacementError:
-                    placement = None
-        # the cards our run may go on (for the others' fair order: engine.launch.share)
-        units = ([c.uuid for c in [find_card(gpus, request)] if c] if request != "auto" else
-                 [g.uuid for g in gpus if g.ours and not g.problem and (not policy.gpus or any(
-                     find_card([g], ref) is not None for ref in policy.gpus))])
-        if placement is None:
-            if gate.contending:
-                self.share.contend(need, units)
-            if outside or not gate.contending or not gate.allowed:
-                self.why = gate.reason
-            return None
-        if placement.gpu is None:
-            return placement
-        unit = next(g for g in gpus if g.uuid == placement.gpu["uuid"])
-        self.why = self.share.yield_reason(state.policy, unit, leases, now)
-        if self.why:
-            self.share.contend(need, units)
-            return None
-        return placement
 
     def started(self, ticket: Path | None, pid: int | None, create_time: float | None) -> None:
         if ticket is not None:

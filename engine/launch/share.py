@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,9 @@ from engine.files import read_regular_stat
 from engine.launch import ledger
 from engine.launch.gpu import GpuSnapshot
 from engine.launch.leases import Lease, LeaseBoard
-from engine.launch.placement import ActiveRun
+from engine.launch.executor import Placement
+from engine.launch.placement import (ActiveRun, PlacementError, Policy, UtilHistory, choose,
+                                     find_card)
 from engine.launch.policy import Caps, PolicyState, PolicyWatch, SharePolicy, user_name
 from engine.launch.waits import MyTicket, Ticket, read_tickets
 from engine.runs import RunDir
@@ -200,6 +201,52 @@ class ShareKeeper:
         since = (self.ticket._doc or {}).get("since", now)
         return first_in_line(os.getuid(), usage, since, unit, tickets,
                              policy.usage_window_hours, now, self._yielded)
+
+    def apply(self, placement: Placement | None, need: int, gpus: list[GpuSnapshot],
+              active: list[ActiveRun], others: list[ActiveRun], policy: Policy,
+              request: str, now: float, history: UtilHistory | None
+              ) -> tuple[Placement | None, str | None]:
+        """`placement` (placement.choose's) as the fair-share policy allows it, and the
+        waiting reason when the policy is why it waits (None: placement's own reason).
+        Called under the reservations lock."""
+        leases = self.live(now)  # also reaps our ended runs into the usage ledger
+        state = self.state()
+        if state.blocked:  # a typo never lifts the caps: nothing goes on a GPU
+            return None, (f"waiting: {state.problem} (no earlier good policy known: GPUs "
+                          f"wait until it is fixed)")
+        if state.policy is None:
+            return placement, None
+        verdict = self.check(state.policy, gpus, active, others, leases, now)
+        outside = False  # the placement's unit was outside our share
+        if placement is not None and placement.gpu is not None \
+                and placement.gpu["uuid"] not in verdict.allowed:
+            # the best unit is outside our share: the best one inside it, if any fits
+            inside = [g for g in gpus if g.uuid in verdict.allowed]
+            placement, outside = None, True
+            if inside and request == "auto":
+                try:
+                    placement = choose(need, inside, active, policy, request, now,
+                                       others=others, history=history)
+                except PlacementError:
+                    placement = None
+        # the cards our run may go on (for the others' fair order)
+        units = ([c.uuid for c in [find_card(gpus, request)] if c] if request != "auto" else
+                 [g.uuid for g in gpus if g.ours and not g.problem and (not policy.gpus or any(
+                     find_card([g], ref) is not None for ref in policy.gpus))])
+        if placement is None:
+            if verdict.contending:
+                self.contend(need, units)
+            if outside or not verdict.contending or not verdict.allowed:
+                return None, verdict.reason
+            return None, None
+        if placement.gpu is None:
+            return placement, None
+        unit = next(g for g in gpus if g.uuid == placement.gpu["uuid"])
+        why = self.yield_reason(state.policy, unit, leases, now)
+        if why:
+            self.contend(need, units)
+            return None, why
+        return placement, None
 
     def contend(self, need: int, units: list[str]) -> None:
         """A run of ours waits for a free card only (not for our own share)."""
