@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,13 +160,17 @@ class ShareKeeper:
         self._units: tuple[str, ...] = ()
         self.dead: list[Lease] = []      # other users' ended runs not in their ledgers yet
 
-    def state(self) -> PolicyState:
+    def state(self, now: float | None = None) -> PolicyState:
+        """The policy state now; each change is said once in the dispatcher's log."""
         st = self.watch.current()
         line = st.line()
+        if line is None and st.policy is not None:
+            line = (f"policy: {self.watch.path} in force; yours: "
+                    f"{st.policy.describe(os.getuid(), now or time.time())}")
         if line != self._said:
             if line:
                 self.log(line)
-            elif self._said and st.policy is None:
+            elif self._said:
                 self.log("policy: none in force (no fair-share limits)")
             self._said = line
         return st
@@ -210,7 +215,7 @@ class ShareKeeper:
         waiting reason when the policy is why it waits (None: placement's own reason).
         Called under the reservations lock."""
         leases = self.live(now)  # also reaps our ended runs into the usage ledger
-        state = self.state()
+        state = self.state(now)
         if state.blocked:  # a typo never lifts the caps: nothing goes on a GPU
             return None, (f"waiting: {state.problem} (no earlier good policy known: GPUs "
                           f"wait until it is fixed)")

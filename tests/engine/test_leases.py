@@ -169,13 +169,13 @@ def cards_source(tmp_path, n: int) -> FakeGpuSource:
     return FakeGpuSource.from_file(p)
 
 
-def dispatch(tmp_path, n_runs: int, n_cards: int) -> list[dict]:
+def dispatch(tmp_path, n_runs: int, n_cards: int, log=lambda m: None) -> list[dict]:
     data = write_char_data(tmp_path / "data")
     exp = tmp_path / "experiments.toml"
     exp.write_text(experiments(data, n_runs))
     queue_runs(exp, tmp_path / "runs")
     d = Dispatcher(tmp_path / "runs", exp, executor=RecordingExecutor(),
-                   gpu_source=cards_source(tmp_path, n_cards), log=lambda m: None)
+                   gpu_source=cards_source(tmp_path, n_cards), log=log)
     assert d.try_lock()
     try:
         d.tick()
@@ -230,3 +230,14 @@ def test_an_ended_run_is_never_charged_up_to_now(res, tmp_path):
     assert ShareKeeper(res, log=lambda m: None).live(now) == []
     assert usage_seconds(res, 24 * 3600, now) == {os.getuid(): pytest.approx(1800, abs=2)}
     assert list(res.glob("*.lease")) == []
+
+
+def test_the_dispatcher_says_the_policy_it_goes_by_once(res, tmp_path):
+    said: list[str] = []
+    (res / "policy.toml").write_text("max_runs_per_user = 1\n")
+    runs = dispatch(tmp_path, 3, 2, log=said.append)
+    assert [r["state"] for r in runs] == ["running", "queued", "queued"]
+    assert runs[1]["reason"] == ("waiting: your share is 1 GPU run at once, all running "
+                                 "(max_runs_per_user, policy.toml)")
+    assert [m for m in said if m.startswith("policy:")] == [
+        f"policy: {res}/policy.toml in force; yours: max_runs_per_user = 1"]
