@@ -11,9 +11,9 @@ A run of user U may go on a unit when
     in the last usage_window_hours (ties: who waits longer) whose run may go on this
     unit and fits its total memory. The unit is left for them even when their run does
     not fit yet (running runs must end first): letting a small run of ours in would push
-    their start back again. That lasts at most YIELD_GRACE_S per waiting dispatcher, so
-    a run that cannot start here for other reasons (memory held outside nanotui) does
-    not hold everyone else back for longer.
+    their start back again. We leave units to one user for at most YIELD_GRACE_S in any
+    YIELD_WINDOW_S, so a run that cannot start here for other reasons (memory held
+    outside nanotui), or a forged ticket, does not hold everyone else back for longer.
 Everything else is placement's (engine.launch.placement): memory, max_runs_per_gpu.
 The checks run under the reservations lock, with everyone's leases read there, so two
 dispatchers never both take a user's last share.
@@ -40,6 +40,7 @@ from engine.launch.waits import MyTicket, Ticket, read_tickets
 from engine.runs import RunDir
 
 YIELD_GRACE_S = 300.0
+YIELD_WINDOW_S = 3600.0
 MAX_STATUS_BYTES = 1 << 20
 SRC = "policy.toml"
 
@@ -94,8 +95,10 @@ def gate(caps: Caps, uid: int, gpus: list[GpuSnapshot], leases: list[Lease],
 
 def first_in_line(uid: int, usage: dict[int, float], my_since: float, unit: GpuSnapshot,
                   tickets: list[Ticket], window_h: float, now: float,
-                  yielded: dict[tuple, float]) -> str | None:
-    """The reason to leave `unit` to another waiting user, or None to take it."""
+                  yielded: dict[int, float]) -> str | None:
+    """The reason to leave `unit` to another waiting user, or None to take it. `yielded`:
+    when we first left a unit to each user in the current YIELD_WINDOW_S (kept by the
+    caller across polls)."""
     mine = usage.get(uid, 0.0)
     for t in sorted(tickets, key=lambda t: (usage.get(t.uid, 0.0), t.since)):
         if (t.uid == uid or not t.contending or t.need > unit.memory_total
@@ -104,8 +107,9 @@ def first_in_line(uid: int, usage: dict[int, float], my_since: float, unit: GpuS
         theirs = usage.get(t.uid, 0.0)
         if (theirs, t.since) >= (mine, my_since):
             continue
-        key = (t.uid, t.pid, t.since)
-        if now - yielded.setdefault(key, now) > YIELD_GRACE_S:
+        if now - yielded.get(t.uid, now) > YIELD_WINDOW_S:
+            del yielded[t.uid]
+        if now - yielded.setdefault(t.uid, now) > YIELD_GRACE_S:
             continue  # they have not taken it: their run needs something else
         return (f"waiting: {user_name(t.uid)} goes first, with less GPU time in the last "
                 f"{window_h:g} h ({theirs / 3600:.1f} h against your {mine / 3600:.1f} h; "
@@ -155,7 +159,7 @@ class ShareKeeper:
         self.ticket = MyTicket(self.directory)
         self.log = log
         self._said: str | None = None
-        self._yielded: dict[tuple, float] = {}
+        self._yielded: dict[int, float] = {}
         self._need: int | None = None  # this tick: a run waits for a free card only
         self._units: tuple[str, ...] = ()
         self.dead: list[Lease] = []      # other users' ended runs not in their ledgers yet

@@ -4,7 +4,7 @@ fair order (engine.launch.share) and `nanotui status --all-users`.
 One file per dispatcher with queued runs, in the reservations directory, rewritten while
 it waits and removed when it has nothing queued or exits:
 
-    DIR/wait-<uid>-<pid>.ticket, mode 0644:
+    DIR/wait-<uid>-<pid>-<hex>.ticket, mode 0644:
     {"uid": 1000, "pid": dispatcher pid, "create_time": t, "host": "...", "queued": 3,
      "running": 1, "contending": true, "need": bytes, "units": ["GPU-..."], "since": t,
      "updated_at": t}
@@ -84,7 +84,9 @@ class MyTicket:
     """This dispatcher's ticket: kept current, removed when nothing waits."""
 
     def __init__(self, directory: Path):
-        self.path = Path(directory) / f"wait-{os.getuid()}-{os.getpid()}{SUFFIX}"
+        # a random part: another user cannot take our name first (sticky directory)
+        self.path = (Path(directory)
+                     / f"wait-{os.getuid()}-{os.getpid()}-{uuidlib.uuid4().hex[:8]}{SUFFIX}")
         self._doc: dict | None = None
         self._written_at = 0.0
 

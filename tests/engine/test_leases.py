@@ -153,6 +153,11 @@ def test_a_waiting_user_with_less_gpu_time_goes_first_for_a_while(res):
                          {}) is None  # their run may not go on this card
     assert first_in_line(1001, {1001: 7200.0}, now, unit(0), [theirs], 24, now + 301,
                          yielded) is None  # they have not taken it in YIELD_GRACE_S
+    again = Ticket(1002, 2, None, "h", 1, 0, True, GIB, now + 300, now + 300)
+    assert first_in_line(1001, {1001: 7200.0}, now, unit(0), [again], 24, now + 302,
+                         yielded) is None  # a new ticket of theirs: the same budget
+    assert first_in_line(1001, {1001: 7200.0}, now, unit(0), [again], 24, now + 3700,
+                         yielded) is not None  # an hour on: a new one
 
 
 def experiments(data_dir, n: int) -> str:
