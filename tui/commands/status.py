@@ -62,6 +62,7 @@ def _fmt(x, spec: str) -> str:
 def all_users(args) -> int:
     """Other users' runs as every dispatcher sees them: running from their leases, queued
     from their dispatchers' wait tickets. Counts only: their run names stay theirs."""
+    from engine.launch.gpu import default_gpu_source
     from engine.launch.share_view import share_summary, users_table
     fair = share_summary()
     if args.json:
@@ -72,7 +73,7 @@ def all_users(args) -> int:
     if not fair["users"]:
         print(f"no user has GPU runs or queued runs now ({fair['dir']})")
         return 0
-    for line in users_table(fair):
+    for line in users_table(fair, default_gpu_source().snapshot()):  # cards by label
         print(line)
     return 0
 
