@@ -111,6 +111,12 @@ def test_wait_tickets_are_seen_while_their_dispatcher_lives(res):
     assert [x.queued for x in read_tickets(res, now)] == [3]  # a dead dispatcher's: gone
     t.update(0, 1, False, 0, now)
     assert read_tickets(res, now) == []
+    if ROOT:  # a ticket claiming our uid in a file another user owns counts for nobody
+        forged = res / "wait-0-forged.ticket"
+        t.update(1, 0, True, GIB, now)
+        forged.write_text(t.path.read_text())
+        os.chown(forged, 65534, 65534)
+        assert len(read_tickets(res, now)) == 1 and forged.exists()
 
 
 def unit(i: int, processes=()) -> GpuSnapshot:
@@ -246,3 +252,31 @@ def test_the_dispatcher_says_the_policy_it_goes_by_once(res, tmp_path):
                                  "(max_runs_per_user, policy.toml)")
     assert [m for m in said if m.startswith("policy:")] == [
         f"policy: {res}/policy.toml in force; yours: max_runs_per_user = 1"]
+
+
+def test_a_typo_after_a_good_policy_keeps_its_caps(res, tmp_path):
+    """The dispatcher that read a good policy goes on under it when the file turns bad:
+    never under no limits."""
+    (res / "policy.toml").write_text("max_gpus_per_user = 1\n")
+    data = write_char_data(tmp_path / "data")
+    exp = tmp_path / "experiments.toml"
+    exp.write_text(experiments(data, 3))
+    queue_runs(exp, tmp_path / "runs")
+    said: list[str] = []
+    d = Dispatcher(tmp_path / "runs", exp, executor=RecordingExecutor(),
+                   gpu_source=cards_source(tmp_path, 2), log=said.append)
+    assert d.try_lock()
+    try:
+        d.tick()
+        (res / "policy.toml").write_text("max_gpus_per_user = 1\nkeep_free = 0\n")
+        d.tick()
+        d.tick()
+    finally:
+        d.unlock()
+    runs = [r.read_status() for r in sorted(list_runs(tmp_path / "runs"), key=lambda r: r.id)]
+    assert [r["state"] for r in runs] == ["running", "queued", "queued"]
+    assert runs[1]["reason"] == "waiting: your share is 1 GPU (policy.toml); yours: GPU 0"
+    assert said.count(f"policy: {res}/policy.toml:2: keep_free: unknown key (expected one of "
+                      f"max_gpus_per_user, max_runs_per_user, keep_free_gpus, "
+                      f"usage_window_hours, quiet_hours, users); going on under the last good "
+                      f"policy") == 1
