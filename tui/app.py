@@ -133,11 +133,12 @@ class NanotuiApp(App):
             gpus = list(self.services.gpu_source.snapshot())
         except Exception:  # the contract says never raises; be safe anyway
             gpus = []
-        self.post_message(GpusPolled(gpus))
+        from engine.launch.share_view import panel_line
+        self.post_message(GpusPolled(gpus, panel_line(gpus)))
 
     def on_gpus_polled(self, message: GpusPolled) -> None:
         self._gpu_polling = False
-        self.feed.publish_gpus(message.gpus)
+        self.feed.publish_gpus(message.gpus, message.share)
 
     # -- what the current screen is about --
     def current_sweep(self) -> str | None:

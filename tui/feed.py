@@ -28,6 +28,7 @@ class RunFeed:
         self.gpus_signal: Signal[list] = Signal(owner, "gpus")
         self.last_poll: PollResult | None = None
         self.gpus: list[Any] = []
+        self.share_line: str | None = None  # the fair-share policy's line, if any
         self.gpu_history = GpuHistory()
         self.chart_options = ChartOptions()  # the dashboard's and compare's, one axis for both
         self._request_poll = request_poll
@@ -38,8 +39,9 @@ class RunFeed:
         self.last_poll = result
         self.runs_signal.publish(result)
 
-    def publish_gpus(self, gpus: list[Any]) -> None:
+    def publish_gpus(self, gpus: list[Any], share: str | None = None) -> None:
         self.gpus = gpus
+        self.share_line = share
         self.gpu_history.add(gpus)
         self.gpus_signal.publish(gpus)
 

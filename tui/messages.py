@@ -28,9 +28,10 @@ class RunsPolled(Message):
 
 
 class GpusPolled(Message):
-    def __init__(self, gpus: list[Any]) -> None:
+    def __init__(self, gpus: list[Any], share: str | None = None) -> None:
         super().__init__()
         self.gpus = gpus
+        self.share = share  # the fair-share line (policy.toml), None without a policy
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, GpusPolled)

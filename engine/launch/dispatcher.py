@@ -109,9 +109,10 @@ class Dispatcher:
             queued = sorted((r for r in runs if statuses[r.id].get("state") == "queued"),
                             key=lambda r: (statuses[r.id].get("queued_at")
                                            or statuses[r.id].get("created_at") or 0, r.id))
-            if not queued:
-                return started
             now = time.time()
+            if not queued:
+                self.placer.after_tick(0, 0, now)
+                return started
             gpus = self.gpu_source.snapshot() if not self.executor.places_itself else []
             self.util.add(gpus, now)
             active = [self._warm(_active(r, st), st, now) for r in runs
@@ -119,6 +120,7 @@ class Dispatcher:
                       and (st.get("executor") or {}).get("kind", "local") == "local"]
             self._say_stopped(active)
             started = [run for run in queued if self._start(run, now, gpus, active)]
+            self.placer.after_tick(len(queued) - len(started), len(active), now)
         return started
 
     def _start(self, run: RunDir, now: float, gpus: list, active: list[ActiveRun]) -> bool:
@@ -146,8 +148,8 @@ class Dispatcher:
                 self.log(f"{run.id}: cannot place: {e}")
                 return False
             if placement is None:  # no room now; a smaller run behind it may still fit
-                why = why_waiting(need, gpus, active, self.policy, request, now,
-                                  others=self.placer.others)
+                why = self.placer.why or why_waiting(need, gpus, active, self.policy,
+                                                     request, now, others=self.placer.others)
                 if st.get("reason") != why:
                     run.update_status(reason=why)
                 return False
@@ -234,6 +236,7 @@ class Dispatcher:
                             return 0
                 time.sleep(self.poll_s)
         finally:
+            self.placer.close()
             self.executor.refresh(list_runs(self.runs_root))
             self.unlock()
 

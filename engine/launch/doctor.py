@@ -37,6 +37,8 @@ from typing import Any
 
 from engine.launch.child import child_env, module_command
 from engine.launch.gpu import FAKE_ENV, NvmlGpuSource, default_gpu_source
+from engine.launch.policy import policy_check
+from engine.launch.reservations import reservations_dir
 
 STATUSES = ("ok", "info", "warn", "missing")
 STEP_TIMEOUT_S = 240
@@ -328,6 +330,9 @@ def diagnose(steps: bool = True) -> dict[str, Any]:
     share = source.share
     if share.note:
         checks.append(Check("gpus", "share", "warn", share.note))
+    policy = policy_check(reservations_dir())  # the fair share between users
+    if policy:
+        checks.append(Check("gpus", "policy", *policy))
     rows, mapping = _gpus(checks, torch, units, steps)
     cpu = _cpu(checks, torch)
     _compiler(checks)

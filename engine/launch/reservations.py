@@ -26,6 +26,10 @@ A reservation stops counting when
 Dead entries are deleted by their owner's next dispatcher; others' are skipped. A
 malformed or oversized file is skipped: it can never stop placement for long (the
 worst a hostile user can do is hold memory for ttl_s).
+
+Beside each reservation the placer leaves a LEASE that lasts as long as the run
+(engine.launch.leases): reservations count memory, leases count runs against the
+fair-share policy (policy.toml in DIR: engine.launch.policy, engine.launch.share).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from engine.launch.placement import (
     UtilHistory,
     choose,
 )
+from engine.launch.share import ShareKeeper
 from engine.runs import process_matches, process_start_time
 from engine.text import safe_text
 
@@ -240,6 +245,10 @@ class SharedPlacer:
         self.log = log
         self.broken: str | None = None  # why the board cannot be used (said once)
         self.others: list[ActiveRun] = []  # the other dispatchers' promises last counted
+        # the fair-share policy (engine.launch.share): leases, wait ticket, why a run waits
+        self.share = ShareKeeper(self.board.path, log=log)
+        self.why: str | None = None
+        self._lease_of: dict[Path, Path] = {}
 
     def place(self, run_id: str, need: int, gpus: list[GpuSnapshot],
               active: list[ActiveRun], policy: Policy, request: str, now: float,
@@ -247,6 +256,7 @@ class SharedPlacer:
         """(placement or None to wait, the reservation's ticket or None). Raises
         PlacementError like choose()."""
         self.others = []
+        self.why = None
         if request == "cpu" or not any(g.ours for g in gpus) or self.broken:
             return choose(need, gpus, active, policy, request, now, history=history), None
         try:
@@ -257,10 +267,15 @@ class SharedPlacer:
                 self.others = others
                 placement = choose(need, gpus, active, policy, request, now, others=others,
                                    history=history)
+                placement, self.why = self.share.apply(placement, need, gpus, active, others,
+                                                       policy, request, now, history)
                 if placement is None or placement.gpu is None:
                     return placement, None
-                return placement, self.board.add(placement.gpu["uuid"], need,
-                                                 Path(self.runs_root), run_id, now)
+                ticket = self.board.add(placement.gpu["uuid"], need, Path(self.runs_root),
+                                        run_id, now)
+                self._lease_of[ticket] = self.share.leases.add(
+                    placement.gpu["uuid"], Path(self.runs_root), run_id, now)
+                return placement, ticket
         except PlacementError:
             raise
         except (UserError, OSError) as e:
@@ -272,6 +287,18 @@ class SharedPlacer:
     def started(self, ticket: Path | None, pid: int | None, create_time: float | None) -> None:
         if ticket is not None:
             self.board.started(ticket, pid, create_time)
+            if ticket in self._lease_of:
+                self.share.leases.started(self._lease_of.pop(ticket), pid, create_time)
 
     def abandon(self, ticket: Path | None) -> None:
         Board.remove(ticket)
+        self.share.leases.remove(self._lease_of.pop(ticket, None))
+
+    def after_tick(self, queued: int, running: int, now: float) -> None:
+        """Keep our wait ticket current (others see who waits: the fair order, `status
+        --all-users`)."""
+        if not self.broken:
+            self.share.after_tick(queued, running, now)
+
+    def close(self) -> None:
+        self.share.close()

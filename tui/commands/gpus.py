@@ -13,21 +13,28 @@ def add_arguments(p) -> None:
         "List the GPU units (cards, and the MIG instances of cards in MIG mode) with "
         "memory, utilization, temperature, power and processes. Units outside this "
         "shell's share (an inherited CUDA_VISIBLE_DEVICES, or Slurm's SLURM_STEP_GPUS/"
-        "SLURM_JOB_GPUS) are marked 'not ours': nanotui never places runs on them.")
+        "SLURM_JOB_GPUS) are marked 'not ours': nanotui never places runs on them. With a "
+        "fair-share policy.toml in the reservations directory, each user's share, GPU "
+        "runs, queued runs and GPU-hours follow (docs/course-server.md).")
     p.add_argument("--json", action="store_true",
-                   help='one JSON document on stdout: {"gpus": [...], "share": {...}}')
+                   help='one JSON document on stdout: {"gpus": [...], "share": {...}, '
+                        '"fair_share": {...} with a policy.toml}')
 
 
 def run(args) -> int:
     from engine.launch.gpu import default_gpu_source
     from engine.units import format_bytes
+    from engine.launch.share_view import share_summary, users_table
     source = default_gpu_source()
     gpus = source.snapshot()
     share = source.share
+    fair = share_summary()  # policy.toml in the reservations directory, if any
     if args.json:
-        print(json.dumps({"gpus": [g.to_dict() for g in gpus],
-                          "share": {"source": share.source, "spec": share.spec,
-                                    "note": share.note}}, indent=1))
+        doc = {"gpus": [g.to_dict() for g in gpus],
+               "share": {"source": share.source, "spec": share.spec, "note": share.note}}
+        if fair["policy"] is not None:
+            doc["fair_share"] = fair
+        print(json.dumps(doc, indent=1))
         return 0
     if not gpus:
         print("no GPUs visible (no NVIDIA driver/NVML here): runs go to the CPU")
@@ -48,4 +55,13 @@ def run(args) -> int:
               + ("" if ours else ": runs go to the CPU"))
     if share.note:
         print(f"note: {share.note}")
+    pol = fair["policy"]
+    if pol is not None:  # without a policy file the fair share is not shown (nor applied)
+        print()
+        if pol["in_force"]:
+            print(f"policy: {pol['path']}; yours: {pol['yours']}")
+        if pol["line"]:
+            print(pol["line"])
+        for line in users_table(fair, gpus):
+            print(line)
     return 0

@@ -11,6 +11,9 @@ HELP = "show the runs: state, device, progress, losses, speed, ETA"
 def add_arguments(p) -> None:
     p.add_argument("selection", nargs="*", metavar="SWEEP|RUN", help="only these (default all)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.add_argument("--all-users", action="store_true",
+                   help="every user's GPU runs, queued runs and GPU-hours on this machine "
+                        "(from the shared reservations directory; read-only)")
 
 
 def status_rows(runs_root, selection=None) -> list[dict]:
@@ -56,9 +59,30 @@ def _fmt(x, spec: str) -> str:
     return format(x, spec) if isinstance(x, (int, float)) else "—"
 
 
+def all_users(args) -> int:
+    """Other users' runs as every dispatcher sees them: running from their leases, queued
+    from their dispatchers' wait tickets. Counts only: their run names stay theirs."""
+    from engine.launch.gpu import default_gpu_source
+    from engine.launch.share_view import share_summary, users_table
+    fair = share_summary()
+    if args.json:
+        print(json.dumps(fair, indent=1))
+        return 0
+    if fair["policy"] and fair["policy"]["line"]:
+        print(fair["policy"]["line"])
+    if not fair["users"]:
+        print(f"no user has GPU runs or queued runs now ({fair['dir']})")
+        return 0
+    for line in users_table(fair, default_gpu_source().snapshot()):  # cards by label
+        print(line)
+    return 0
+
+
 def run(args) -> int:
     from engine.units import format_seconds
     from engine.launch.queue import dispatcher_pid
+    if args.all_users:
+        return all_users(args)
     rows = status_rows(args.runs, args.selection)
     if args.json:
         print(json.dumps({"runs_dir": str(args.runs), "dispatcher_pid": dispatcher_pid(args.runs),

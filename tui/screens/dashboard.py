@@ -114,7 +114,8 @@ class DashboardScreen(Screen):
             self.query_one(LogView).feed(self.selected, result.log_text, result.log_reset)
 
     def on_gpus(self, _gpus) -> None:
-        self.query_one(GpuPanel).show(self.feed.gpus, self.views, self.feed.gpu_history)
+        self.query_one(GpuPanel).show(self.feed.gpus, self.views, self.feed.gpu_history,
+                                      self.feed.share_line)
 
     def on_screen_resume(self) -> None:
         self._watch()

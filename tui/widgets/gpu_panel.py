@@ -46,8 +46,10 @@ def other_memory(g: Any, ours: list[RunReading]) -> int:
 
 
 def render_gpus(gpus: list[Any], views: list[RunReading], history: GpuHistory,
-                width: int = 60) -> Text:
+                width: int = 60, share: str | None = None) -> Text:
     out = Text()
+    if share:  # the fair-share policy: our share and use, who else is on the cards
+        out.append(share + "\n", style="cyan")
     if not gpus:
         out.append("CPU only", style="bold")
         out.append(" (no GPU found through NVML)\n", style="dim")
@@ -96,8 +98,9 @@ def render_gpus(gpus: list[Any], views: list[RunReading], history: GpuHistory,
 class GpuPanel(Static):
     _last: tuple | None = None
 
-    def show(self, gpus: list[Any], views: list[RunReading], history: GpuHistory) -> None:
-        text = render_gpus(gpus, views, history, self.content_size.width or 60)
+    def show(self, gpus: list[Any], views: list[RunReading], history: GpuHistory,
+             share: str | None = None) -> None:
+        text = render_gpus(gpus, views, history, self.content_size.width or 60, share)
         key = (text.plain, tuple(text.spans))
         if key != self._last:  # an unchanged update would still repaint
             self._last = key
