@@ -279,7 +279,7 @@ def device_request(device: str, request: str) -> str:
         raise PlacementError(f"device = {device!r}: nanotui places each run on one card, "
                              f"which the run sees as cuda:0; set device = \"cuda\" (or "
                              f"\"auto\") and choose the card with --gpu "
-                             f"{device.split(':', 1)[1]} or [launch] gpus")
+                             f"{device} or [launch] gpus")
     if device == "mps":
         return "cpu"  # no NVIDIA card to hold: the run is this machine's, like the CPU
     return request

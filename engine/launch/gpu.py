@@ -87,6 +87,9 @@ class GpuSnapshot:
     problem: str | None = None
     # A fake card (NANOTUI_FAKE_GPUS): a run placed on it trains on the CPU, and says so.
     simulated: bool = False
+    # N of torch's cuda:N in this shell (engine.launch.visible.cuda_indices); None: no
+    # such number (outside CUDA_VISIBLE_DEVICES, a MIG instance, CUDA's order unknown)
+    cuda_index: int | None = None
 
     @property
     def memory_free(self) -> int:
@@ -98,6 +101,12 @@ class GpuSnapshot:
         return str(self.index) if self.mig is None else f"{self.index}.{self.mig}"
 
     @property
+    def names(self) -> str:
+        """"GPU 2 (cuda:0)": both numbers a user may know the unit by."""
+        cuda = "" if self.cuda_index is None else f" (cuda:{self.cuda_index})"
+        return f"GPU {self.label}{cuda}"
+
+    @property
     def card_uuid(self) -> str:
         """The physical card's uuid (the unit's own for a whole card)."""
         return self.parent_uuid or self.uuid
@@ -106,6 +115,7 @@ class GpuSnapshot:
         return {"index": self.index, "label": self.label, "uuid": self.uuid,
                 "name": self.name, "mig": self.mig, "parent_uuid": self.parent_uuid,
                 "ours": self.ours, "simulated": self.simulated, "problem": self.problem,
+                "cuda_index": self.cuda_index,
                 "capability": (f"{self.capability[0]}.{self.capability[1]}"
                                if self.capability else None),
                 "memory_used": self.memory_used, "memory_total": self.memory_total,

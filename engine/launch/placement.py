@@ -88,19 +88,51 @@ class UtilHistory:
 
 
 def parse_request(request: str | int | None) -> str:
-    """Normalise a `--gpu` value: "auto", "cpu", a card index ("0") or a uuid."""
+    """Normalise a `--gpu` value: "auto", "cpu", a card's NVML index ("2", as `nanotui
+    gpus` and nvidia-smi number it), torch's "cuda:0" in this shell, a label or a uuid."""
     r = "auto" if request in (None, "") else str(request).strip()
-    return r.lower() if r.lower() in ("auto", "cpu") else r
+    return r.lower() if r.lower() in ("auto", "cpu") or r.lower().startswith("cuda:") else r
 
 
 def find_card(gpus: list[GpuSnapshot], ref: str | int) -> GpuSnapshot | None:
-    """The unit a user named: its uuid, its label ("0.1" for a MIG instance) or its
-    card's index (the first of its MIG instances that is ours)."""
-    ref = str(ref)
+    """The unit a user named: its uuid, its label ("0.1" for a MIG instance), its card's
+    NVML index (the first of its MIG instances that is ours), or "cuda:N", torch's
+    number for it under this shell's CUDA_VISIBLE_DEVICES."""
+    ref = str(ref).strip()
+    if ref.lower().startswith("cuda:"):
+        n = ref[5:]
+        return next((g for g in gpus if n.isdigit() and g.cuda_index == int(n)), None)
     for g in sorted(gpus, key=lambda g: not g.ours):
         if ref in (g.uuid, g.label) or (ref.isdigit() and int(ref) == g.index):
             return g
     return None
+
+
+def named_card(gpus: list[GpuSnapshot], ref: str | int, what: str) -> GpuSnapshot:
+    """find_card, or PlacementError with one line saying which numbers are ours, so that
+    "--gpu 0" typed from torch's numbering under CUDA_VISIBLE_DEVICES=2,3 (where torch's
+    cuda:0 is GPU 2) is refused instead of meaning another user's card 0."""
+    card = find_card(gpus, ref)
+    ours = ", ".join(g.names for g in gpus if g.ours) or "none: use cpu"
+    if card is None:
+        kind = ("torch's numbering in this shell" if str(ref).lower().startswith("cuda:")
+                else "NVML's numbering, as in `nanotui gpus` and nvidia-smi")
+        raise PlacementError(f"{what} {ref}: no such GPU in {kind}; ours: {ours}")
+    if not card.ours:
+        raise PlacementError(f"{what} {ref}: GPU {card.label} is not ours (outside "
+                             f"CUDA_VISIBLE_DEVICES or the Slurm allocation); ours: {ours} "
+                             f"(write cuda:N for torch's numbering)")
+    return card
+
+
+def allowed_cards(gpus: list[GpuSnapshot], policy: Policy) -> list[GpuSnapshot]:
+    """Ours, usable, and named by `[launch] gpus` (all when empty). An entry naming a
+    unit outside our share, or none, is refused (PlacementError), not skipped: a list
+    written with another numbering in mind would otherwise place runs elsewhere."""
+    for ref in policy.gpus:
+        named_card(gpus, ref, "[launch] gpus =")
+    return [g for g in gpus if g.ours and not g.problem and (not policy.gpus or any(
+        find_card([g], ref) is not None for ref in policy.gpus))]
 
 
 def promised_bytes(card: GpuSnapshot, active: list[ActiveRun], now: float, ttl: float) -> int:
@@ -201,13 +233,7 @@ def choose(need: int, gpus: list[GpuSnapshot], active: list[ActiveRun], policy: 
     if request == "cpu":
         return _cpu(active, policy, need)
     if request != "auto":
-        card = find_card(gpus, request)
-        if card is None:
-            have = ", ".join(f"{g.label} ({g.uuid})" for g in gpus) or "none"
-            raise PlacementError(f"no GPU {request!r}; cards here: {have}")
-        if not card.ours:
-            raise PlacementError(f"GPU {card.label} is not ours to use (outside "
-                                 f"CUDA_VISIBLE_DEVICES or the Slurm allocation)")
+        card = named_card(gpus, request, "--gpu")
         if card.problem:
             raise PlacementError(card.problem)
         if need > card.memory_total:
@@ -223,8 +249,7 @@ def choose(need: int, gpus: list[GpuSnapshot], active: list[ActiveRun], policy: 
         # by surprise is worse than failing with the cause
         raise PlacementError(f"{ours[0].problem}; `--gpu cpu` trains on the CPU instead")
     ours = [g for g in ours if not g.problem]
-    allowed = [g for g in ours if not policy.gpus or any(
-        find_card([g], ref) is not None for ref in policy.gpus)]
+    allowed = allowed_cards(gpus, policy)
     if not allowed:
         raise PlacementError(f"none of the allowed GPUs {list(policy.gpus)} is ours here "
                              f"(ours: {', '.join(g.label for g in ours)})")
@@ -249,8 +274,7 @@ def why_waiting(need: int, gpus: list[GpuSnapshot], active: list[ActiveRun], pol
         return (f"waiting: the CPU runs {policy.max_cpu_runs} of ours already "
                 f"(max_cpu_runs = {policy.max_cpu_runs})")
     cards = ([c for c in [find_card(gpus, request)] if c] if request != "auto" else
-             [g for g in gpus if g.ours and not g.problem and (not policy.gpus or any(
-                 find_card([g], ref) is not None for ref in policy.gpus))])
+             allowed_cards(gpus, policy))
     if not cards:
         return "waiting: no allowed GPU"
     room = {g.uuid: g.memory_free - promised_bytes(g, [*active, *others], now,
