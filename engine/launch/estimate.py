@@ -145,3 +145,13 @@ def estimate(cfg: TrainConfig, device: str = "gpu") -> Estimate:
     return Estimate(vocab, source, params, total, fpt, memory_bytes(cfg, total, vocab, device),
                     seconds(cfg, fpt, params, device), device)
 
+
+
+def sampling_bytes(cfg: TrainConfig, params_total: int, vocab: int, num_samples: int = 1,
+                   device: str = "gpu") -> int:
+    """Memory to sample from a model: fp32 weights, the KV cache of every sample at full
+    context (2 x layers x block_size x n_embd, fp32), one step's fp32 logits, and on a GPU
+    the CUDA context."""
+    context = CUDA_CONTEXT_BYTES if device == "gpu" else 0
+    kv = 2 * cfg.n_layer * num_samples * cfg.block_size * cfg.n_embd * 4
+    return int(4 * params_total + kv + num_samples * vocab * 4 + context)
