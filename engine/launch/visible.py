@@ -28,8 +28,9 @@ names the same unit in any order and any share.
 A user names a card two ways: by its NVML index, as `nanotui gpus`, nvidia-smi and
 gpustat number it ("2"), or as torch in this shell numbers it ("cuda:0": the first
 device CUDA shows under this CUDA_VISIBLE_DEVICES, in its order). `cuda_indices` maps the
-second onto units; a MIG instance has no cuda:N here (CUDA enumerates MIG devices only
-one per process), it is named by its label or uuid.
+second onto units. A MIG instance is cuda:0 when CUDA_VISIBLE_DEVICES names it first;
+otherwise it has no cuda:N here (CUDA enumerates MIG devices one per process), and is
+named by its label or uuid.
 """
 
 from __future__ import annotations
@@ -127,13 +128,17 @@ def cuda_indices(env: Mapping[str, str], units: list[Unit],
     """Unit uuid -> N of torch's cuda:N in a process with this environment: CUDA numbers
     the cards CUDA_VISIBLE_DEVICES names in the order it names them (not sorted), else
     every card in `cuda_order` (NVML order when None). Counting stops at the first card in
-    MIG mode: what CUDA numbers after it depends on the CUDA version."""
+    MIG mode: what CUDA numbers after it depends on the CUDA version; a MIG instance named
+first is cuda:0."""
     order = cuda_order or _cards(units)
     by_uuid = {u.uuid: u for u in units}
     spec = env.get("CUDA_VISIBLE_DEVICES")
     groups = (_entries(spec, units, order) if spec is not None
               else [_units_of(c, units) for c in order])
     out: dict[str, int] = {}
+    first = by_uuid[next(iter(groups[0]))] if groups and len(groups[0]) == 1 else None
+    if spec is not None and first is not None and first.mig is not None:
+        return {first.uuid: 0}  # CUDA_VISIBLE_DEVICES=MIG-...: that instance is cuda:0
     for group in groups:
         if len(group) != 1:
             break  # a MIG card's instances

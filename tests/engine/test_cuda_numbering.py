@@ -130,3 +130,7 @@ def test_mixed_cards_take_cudas_own_order_or_offer_no_cuda_number(four, monkeypa
     src = VisibleGpuSource(FakeGpuSource.from_file(p), probe_cuda=True, env={})
     units = src.snapshot()
     assert [u.cuda_index for u in units] == [None, None] and all(u.ours for u in units)
+    # the instance CUDA_VISIBLE_DEVICES names first is what torch calls cuda:0
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-1111")
+    lines = gpus_lines(capsys)
+    assert lines["1.0"].split()[1] == "cuda:0" and "not ours" in lines["0"]
