@@ -111,6 +111,10 @@ def test_a_mig_instance_has_no_cuda_number(tmp_path, monkeypatch, capsys):
     assert [lines[k].split()[1] for k in ("0", "1.0", "2")] == ["cuda:0", "—", "—"]
     with pytest.raises(PlacementError, match="no such GPU"):
         choose(GIB, default_gpu_source().snapshot(), [], Policy(), "cuda:1")
+    # the instance CUDA_VISIBLE_DEVICES names first is what torch calls cuda:0
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-1111")
+    lines = gpus_lines(capsys)
+    assert lines["1.0"].split()[1] == "cuda:0" and "not ours" in lines["0"]
 
 
 def test_mixed_cards_take_cudas_own_order_or_offer_no_cuda_number(four, monkeypatch, tmp_path):
@@ -130,7 +134,3 @@ def test_mixed_cards_take_cudas_own_order_or_offer_no_cuda_number(four, monkeypa
     src = VisibleGpuSource(FakeGpuSource.from_file(p), probe_cuda=True, env={})
     units = src.snapshot()
     assert [u.cuda_index for u in units] == [None, None] and all(u.ours for u in units)
-    # the instance CUDA_VISIBLE_DEVICES names first is what torch calls cuda:0
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-1111")
-    lines = gpus_lines(capsys)
-    assert lines["1.0"].split()[1] == "cuda:0" and "not ours" in lines["0"]
