@@ -217,6 +217,10 @@ def _unit_check(checks: list[Check], u: Any, c: dict | None, step: dict | None,
     if u.problem:
         checks.append(Check("gpus", name, "missing", f"never placed on: {u.problem}"))
         return
+    if u.exclusive:
+        checks.append(Check("gpus", name, "info", f"{u.name}: compute mode "
+                            f"{u.compute_mode.upper()}: one process at a time; runs go there "
+                            f"only while no process holds it"))
     if c is None:
         checks.append(Check("gpus", name, "info", f"{u.name}: " + (
             "a fake card (no CUDA facts)" if fake else

@@ -210,9 +210,19 @@ def may_pack(card: GpuSnapshot, ours: list[ActiveRun], policy: Policy, now: floa
             and max(samples[-policy.pack_polls:]) < policy.pack_util_below)
 
 
+def held_exclusively(card: GpuSnapshot, active: list[ActiveRun],
+                     others: list[ActiveRun] = ()) -> bool:
+    """An exclusive-process unit some process holds, or a run of ours or a reservation is
+    about to: a second context there fails, whatever its memory says."""
+    return card.exclusive and (bool(card.processes)
+                               or any(a.uuid == card.uuid for a in [*active, *others]))
+
+
 def fits_now(card: GpuSnapshot, need: int, active: list[ActiveRun], policy: Policy,
              now: float, others: list[ActiveRun] = (), history: UtilHistory | None = None
              ) -> bool:
+    if held_exclusively(card, active, others):
+        return False
     ours = [a for a in active if a.uuid == card.uuid]
     room = card.memory_free - promised_bytes(card, [*active, *others], now,
                                              policy.promise_ttl_s)
@@ -277,6 +287,11 @@ def why_waiting(need: int, gpus: list[GpuSnapshot], active: list[ActiveRun], pol
              allowed_cards(gpus, policy))
     if not cards:
         return "waiting: no allowed GPU"
+    if all(held_exclusively(g, active, others) for g in cards):
+        return ("waiting: " + (f"GPU {cards[0].label} is" if len(cards) == 1 else
+                               "every allowed GPU is") +
+                " in exclusive-process mode and held by a process")
+    cards = [g for g in cards if not held_exclusively(g, active, others)]
     room = {g.uuid: g.memory_free - promised_bytes(g, [*active, *others], now,
                                                    policy.promise_ttl_s) for g in cards}
     best = max(cards, key=lambda g: room[g.uuid])

@@ -36,7 +36,8 @@ def run(args) -> int:
         util = f"{g.utilization}%" if g.utilization is not None else "—"
         temp = f"{g.temperature}°C" if g.temperature is not None else "—"
         power = f"{g.power_w:.0f} W" if g.power_w is not None else "—"
-        mark = "" if g.ours else "  not ours"
+        mark = ("" if g.ours else "  not ours") + (
+            f"  {g.compute_mode.replace('_', '-')}" if g.exclusive else "")
         cuda = f"cuda:{g.cuda_index}" if g.cuda_index is not None else "—"
         print(f"{g.label:4} {cuda:7} {g.name:34} {util:>5}  {format_bytes(g.memory_used)} / "
               f"{format_bytes(g.memory_total)}  {temp:>5}  {power:>6}  "
