@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.launch.child import child_env, module_command
-from engine.launch.gpu import FAKE_ENV, NvmlGpuSource, default_gpu_source
+from engine.launch.gpu import FAKE_ENV, NvmlGpuSource, default_gpu_source, nested_pid_namespace
 
 STATUSES = ("ok", "info", "warn", "missing")
 STEP_TIMEOUT_S = 240
@@ -202,6 +202,11 @@ def _gpus(checks: list[Check], torch: Any, units: list, steps: bool) -> tuple[li
                             f"(CPU-only torch build? driver too old for torch's CUDA?)"))
     if not units:
         checks.append(Check("gpus", "gpus", "info", "no GPU: runs train on the CPU"))
+    elif nested_pid_namespace():
+        checks.append(Check("gpus", "pids", "info",
+                            "a container's PID namespace: NVML lists host pids, not ours; "
+                            "our runs' memory is known from what each reports "
+                            "(status.json gpu_mem_bytes), not counted twice"))
     mapping = [{"cuda_index": c["cuda_index"], "uuid": c["uuid"],
                 "nvml": next((u.label for u in units if _match(u.uuid, [c])), None)}
                for c in cuda]

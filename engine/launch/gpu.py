@@ -156,6 +156,23 @@ def mode_problem(label: str, name: str, mode: str | None) -> str | None:
             f"(an admin's `nvidia-smi -i {label.split('.')[0]} -c DEFAULT` opens it)")
 
 
+def nested_pid_namespace(status_text: str | None = None) -> bool:
+    """Whether this process lives in a PID namespace below the host's (a container):
+    /proc/self/status's NSpid lists one pid per namespace level. NVML then reports host
+    pids, which never match ours; placement recognises our runs' memory from what they
+    report instead (engine.launch.placement.reported_gpu_bytes)."""
+    if status_text is None:
+        try:
+            with open("/proc/self/status") as f:
+                status_text = f.read()
+        except OSError:
+            return False
+    for line in status_text.splitlines():
+        if line.startswith("NSpid:"):
+            return len(line.split()[1:]) > 1
+    return False
+
+
 class GpuSource(Protocol):
     def snapshot(self) -> list[GpuSnapshot]:
         """The cards now, in index order; [] when there are none. Never raises."""

@@ -17,8 +17,10 @@ A run that fits on no allowed card even when it is idle cannot be placed (an err
 one that fits but not now waits (None).
 
 "Not allocated yet": a launched run's pid does not appear among the card's processes,
-and it was launched less than `promise_ttl_s` ago (after that its memory shows in
-memory_used, or NVML cannot list processes here and we stop double counting).
+it has not reported memory of its own (status.json gpu_mem_bytes: in a container NVML
+lists host pids, never ours), and it was launched less than `promise_ttl_s` ago (after
+that its memory shows in memory_used, or NVML cannot list processes here and we stop
+double counting).
 
 Units torch cannot use (`problem`: its CUDA build, the driver, the card's capability, MIG
 without instances) are never placed on; when every unit of ours has one, a run fails with
@@ -56,6 +58,9 @@ class ActiveRun:
     pid: int | None = None
     warm_at: float | None = None  # when it was first seen training (past compile); None: not yet
     holder: str = ""  # another dispatcher's reservation: whose run, as a waiting reason says it
+    # what the run says it holds on its unit (status.json gpu_mem_bytes): it has
+    # allocated, its memory is in memory_used, even where NVML lists other pids than ours
+    reported_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -135,10 +140,22 @@ def allowed_cards(gpus: list[GpuSnapshot], policy: Policy) -> list[GpuSnapshot]:
         find_card([g], ref) is not None for ref in policy.gpus))]
 
 
+def reported_gpu_bytes(status: dict) -> int:
+    """What a run's status.json says its process holds on its unit (the trainer's
+    gpu_mem_bytes, engine.train.process), counted only when written by the process the
+    status names (a resumed run's old figure is not its new process's)."""
+    pid = status.get("pid")
+    held = status.get("gpu_mem_bytes")
+    if pid is None or status.get("gpu_mem_pid") != pid or not isinstance(held, int):
+        return 0
+    return max(0, held)
+
+
 def promised_bytes(card: GpuSnapshot, active: list[ActiveRun], now: float, ttl: float) -> int:
     pids = {p.pid for p in card.processes}
     return sum(a.est_mem_bytes for a in active
-               if a.uuid == card.uuid and a.pid not in pids and now - a.started_at < ttl)
+               if a.uuid == card.uuid and a.pid not in pids and not a.reported_bytes
+               and now - a.started_at < ttl)
 
 
 def load_score(card: GpuSnapshot, active: list[ActiveRun], others: list[ActiveRun],
