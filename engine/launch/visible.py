@@ -128,8 +128,8 @@ def cuda_indices(env: Mapping[str, str], units: list[Unit],
     """Unit uuid -> N of torch's cuda:N in a process with this environment: CUDA numbers
     the cards CUDA_VISIBLE_DEVICES names in the order it names them (not sorted), else
     every card in `cuda_order` (NVML order when None). Counting stops at the first card in
-    MIG mode: what CUDA numbers after it depends on the CUDA version; a MIG instance named
-first is cuda:0."""
+    MIG mode: what CUDA numbers after it depends on the CUDA version; a MIG instance
+    CUDA_VISIBLE_DEVICES names first is cuda:0."""
     order = cuda_order or _cards(units)
     by_uuid = {u.uuid: u for u in units}
     spec = env.get("CUDA_VISIBLE_DEVICES")
@@ -218,7 +218,8 @@ ORDER_NOTE = ("CUDA_VISIBLE_DEVICES has card indices, the cards differ and "
 def resolve_share(env: Mapping[str, str], units: list[Unit],
                   cuda_order: Callable[[], list[str] | None] | None = None) -> Share:
     """share_from_env, asking `cuda_order` (e.g. probe_cuda_order) for CUDA's order only
-    where index entries could mean other cards than in NVML's; `note` when it cannot."""
+    where index entries, or torch's cuda:N, could mean other cards than in NVML's; `note`
+    when index entries cannot be read in CUDA's order, and no cuda:N where it is unknown."""
     spec = env.get("CUDA_VISIBLE_DEVICES")
     order, note, known = None, None, True
     if units and needs_cuda_order(spec, env, units):
