@@ -134,3 +134,24 @@ def test_mixed_cards_take_cudas_own_order_or_offer_no_cuda_number(four, monkeypa
     src = VisibleGpuSource(FakeGpuSource.from_file(p), probe_cuda=True, env={})
     units = src.snapshot()
     assert [u.cuda_index for u in units] == [None, None] and all(u.ours for u in units)
+
+
+def test_cuda_n_is_queued_as_the_card_it_names_in_this_shell(four, monkeypatch, tmp_path,
+                                                             capsys):
+    """The dispatcher that starts the run may have another CUDA_VISIBLE_DEVICES (one
+    started earlier from another shell): the run records the uuid, not "cuda:0"."""
+    from types import SimpleNamespace
+
+    from engine.launch import dispatcher
+    from engine.runs import list_runs
+    monkeypatch.setattr(dispatcher, "start_background_dispatcher",
+                        lambda *a, **kw: SimpleNamespace(pid=12345))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,2")
+    runs = tmp_path / "runs"
+    exp = tmp_path / "experiments.toml"
+    exp.write_text(tiny_experiments(write_char_data(tmp_path / "data"),
+                                    {"s": {"vary": {"n_layer": [1]}}}))
+    assert main(["--experiments", str(exp), "--runs", str(runs), "launch", "--detach",
+                 "--gpu", "cuda:0"]) == 0
+    run, = list_runs(runs)
+    assert run.read_status()["gpu_request"] == UUIDS[3]

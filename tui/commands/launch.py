@@ -27,22 +27,26 @@ def add_arguments(p) -> None:
                         "RUNS/.replaced/, never deleted); without it they keep their config")
 
 
-def check_gpu_request(gpu: str, experiments=None) -> None:
+def check_gpu_request(gpu: str, experiments=None) -> str:
     """Fail before queuing anything when --gpu, or `[launch] gpus` in the experiments
-    file, names a card that is not here or not ours (engine.launch.placement.named_card)."""
+    file, names a card that is not here or not ours (engine.launch.placement.named_card).
+    Returns the request to queue: "cuda:N" becomes the unit's uuid, since torch's numbering
+    is this shell's and the dispatcher that starts the run may live in another."""
     from engine.launch.gpu import default_gpu_source
     from engine.launch.placement import named_card, parse_request
     from engine.launch.queue import launch_options
     req = parse_request(gpu)
     allowed = launch_options(experiments)[0].gpus if experiments else ()
     if req in ("auto", "cpu") and not allowed:
-        return
+        return req
     gpus = default_gpu_source().snapshot()
-    if req not in ("auto", "cpu"):
-        named_card(gpus, req, "--gpu")
     if req != "cpu" and gpus:  # without cards every run goes to the CPU anyway
         for ref in allowed:
             named_card(gpus, ref, "[launch] gpus =")
+    if req in ("auto", "cpu"):
+        return req
+    card = named_card(gpus, req, "--gpu")
+    return card.uuid if req.startswith("cuda:") else req
 
 
 def run(args) -> int:
@@ -53,7 +57,7 @@ def run(args) -> int:
     def log(msg: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
-    check_gpu_request(args.gpu, args.experiments)
+    args.gpu = check_gpu_request(args.gpu, args.experiments)
     if args.queued:
         return _dispatch_queued(args, log)
     with progress_bar("preparing data") as update:

@@ -62,7 +62,7 @@ def run(args) -> int:
     from tui.commands.stop import expand
     from tui.commands.launch import check_gpu_request
     if args.gpu is not None:
-        check_gpu_request(args.gpu, args.experiments)
+        args.gpu = check_gpu_request(args.gpu, args.experiments)
     if args.max_iters is not None and not args.extend:
         raise UserError("--max-iters goes with --extend")
     runs = expand(args.runs, args.runs_)
