@@ -17,7 +17,9 @@ Any training-config key can be given as --key=value with nanoGPT's names, e.g.
   nanotui bench --dtype=float32 --compile=true --iters=20 --json
 Values are TOML literals (6, 1e-3, true, "text"); bare words are strings. Unset keys take
 TrainConfig's defaults (nanoGPT's: 12 layers, 12 heads, n_embd 768, block 1024, batch 12);
-vocab_size defaults to 65. Data is synthetic random tokens: no dataset is needed."""
+vocab_size defaults to 65. Data is synthetic random tokens: no dataset is needed.
+--device=auto (the default) takes a GPU of ours with room for the estimate, as the
+dispatcher places runs (never simply cuda:0), else the CPU; stderr says which and why."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
