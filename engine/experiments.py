@@ -6,7 +6,8 @@
                           max_runs_per_gpu = 1     runs of ours sharing one card, or
                                                    "auto": pack while measured load is low
                           max_cpu_runs = 1         concurrent runs when placed on the CPU
-                          gpus = [0, "GPU-..."]    cards auto placement may use (index/uuid)
+                          gpus = [0, "GPU-..."]    cards auto placement may use (NVML
+                                                   index, "cuda:N" or uuid)
                           stop_grace_s = 10.0      SIGTERM -> SIGKILL grace for `stop`
     [executor]          kind = "local" (default) | "slurm"; with "slurm" the other keys are
                         Slurm options, validated by engine.launch.slurm.executor

@@ -25,7 +25,7 @@ from engine.launch.estimate import estimate
 from engine.launch.executor import Executor, Placement
 from engine.launch.gpu import GpuSource, default_gpu_source
 from engine.launch.placement import (ActiveRun, PlacementError, Policy, UtilHistory,
-                                    parse_request, why_waiting)
+                                     parse_request, reported_gpu_bytes, why_waiting)
 from engine.launch.reservations import SharedPlacer
 from engine.runs import (FINAL_STATES, RunDir, RunError, list_runs, process_stopped)
 from engine.units import format_seconds
@@ -282,7 +282,7 @@ def device_request(device: str, request: str) -> str:
         raise PlacementError(f"device = {device!r}: nanotui places each run on one card, "
                              f"which the run sees as cuda:0; set device = \"cuda\" (or "
                              f"\"auto\") and choose the card with --gpu "
-                             f"{device.split(':', 1)[1]} or [launch] gpus")
+                             f"{device} or [launch] gpus")
     if device == "mps":
         return "cpu"  # no NVIDIA card to hold: the run is this machine's, like the CPU
     return request
@@ -291,7 +291,8 @@ def device_request(device: str, request: str) -> str:
 def _active(run: RunDir, st: dict[str, Any]) -> ActiveRun:
     gpu = st.get("gpu") or {}
     return ActiveRun(run.id, gpu.get("uuid"), int(st.get("est_mem_bytes") or 0),
-                     float(st.get("started_at") or 0.0), st.get("pid"))
+                     float(st.get("started_at") or 0.0), st.get("pid"),
+                     reported_bytes=reported_gpu_bytes(st))
 
 
 def start_background_dispatcher(runs_root: str | Path, experiments_path: str | Path | None,

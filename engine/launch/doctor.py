@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.launch.child import child_env, module_command
-from engine.launch.gpu import FAKE_ENV, NvmlGpuSource, default_gpu_source
+from engine.launch.gpu import FAKE_ENV, NvmlGpuSource, default_gpu_source, nested_pid_namespace
 from engine.launch.policy import policy_check
 from engine.launch.reservations import reservations_dir
 
@@ -204,6 +204,11 @@ def _gpus(checks: list[Check], torch: Any, units: list, steps: bool) -> tuple[li
                             f"(CPU-only torch build? driver too old for torch's CUDA?)"))
     if not units:
         checks.append(Check("gpus", "gpus", "info", "no GPU: runs train on the CPU"))
+    elif nested_pid_namespace():
+        checks.append(Check("gpus", "pids", "info",
+                            "a container's PID namespace: NVML lists host pids, not ours; "
+                            "our runs' memory is known from what each reports "
+                            "(status.json gpu_mem_bytes), not counted twice"))
     mapping = [{"cuda_index": c["cuda_index"], "uuid": c["uuid"],
                 "nvml": next((u.label for u in units if _match(u.uuid, [c])), None)}
                for c in cuda]
@@ -219,6 +224,10 @@ def _unit_check(checks: list[Check], u: Any, c: dict | None, step: dict | None,
     if u.problem:
         checks.append(Check("gpus", name, "missing", f"never placed on: {u.problem}"))
         return
+    if u.exclusive:
+        checks.append(Check("gpus", name, "info", f"{u.name}: compute mode "
+                            f"{u.compute_mode.upper()}: one process at a time; runs go there "
+                            f"only while no process holds it"))
     if c is None:
         checks.append(Check("gpus", name, "info", f"{u.name}: " + (
             "a fake card (no CUDA facts)" if fake else

@@ -14,13 +14,15 @@ parameter counts use). A text file's char vocabulary defaults to 256 until prepa
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import TrainConfig
 from engine.data.nanogpt import nanogpt_data_meta
 from engine.data.tokenizers import GPT2_TOKENS
-from engine.model.arithmetic import flops_per_token, model_vocab, padded_vocab, param_counts
+from engine.model.arithmetic import (flops_per_token, model_vocab, padded_vocab, param_counts,
+                                     query_chunks)
 from engine.model.horizon import Horizon, resolve, resolved_config
 from engine.model.cuda_compat import CUDA_CONTEXT_BYTES
 
@@ -91,26 +93,74 @@ def vocab_for(cfg: TrainConfig) -> tuple[int, str]:
 # channel (of 1-byte bools) plus the attention's.
 SAVED_PER_CHANNEL = {"float32": 68, "half": 38}
 DROPOUT_PER_CHANNEL = 10
+# Attention paths that keep T x T tensors (the others save O(T) per head):
+# - "torch", the torch-op CPU path (engine.model.cpu_kernels.CausalAttention): each query
+#   chunk's probabilities in the compute dtype (4 B, 2 B under bf16) and, with dropout, a
+#   1-byte mask; only the causal chunks (query_chunks: 62.5 % of T x T at 4 chunks).
+# - "sdpa" on the CPU with dropout: scaled_dot_product_attention falls back to its math
+#   path, which keeps the softmax output, the dropout mask and the dropped probabilities
+#   at 4 B each, in fp32 also under bf16 autocast (measured: 11.8-12.5 B per score).
+#   Without dropout CPU SDPA runs its flash kernel: no T^2 term.
+# On CUDA, SDPA's flash and memory-efficient kernels take these shapes (dropout
+# included): no T^2 term. Checked against saved_tensors_hooks within 25 %
+# (tests/engine/test_estimate_memory.py, T = 512).
+SDPA_MATH_PER_SCORE = 12
+T2_PATHS = ("torch", "sdpa")
 
 
-def activation_bytes(cfg: TrainConfig, vocab: int, dtype: str | None = None) -> int:
-    """What one micro-batch's forward keeps for its backward: the layers' saved tensors
-    (fused attention: no T^2 term) and the fp32 logits with their softmax and gradient.
-    `dtype`: the precision the run computes in ("float32", or anything 16-bit); default
-    the config's, "auto" counting as 16-bit (bf16 or fp16 on every CUDA card)."""
+def expected_attention(cfg: TrainConfig, device: str, recorded: str | None = None) -> str:
+    """The attention path a run of `cfg` takes on `device` ("gpu": "flash"), for the
+    estimate: the path the run recorded (status.json cpu_attention), else the one the
+    config or NANOTUI_CPU_KERNEL fixes, else the fused kernel, which a CPU run takes
+    wherever it builds unless the tuner measured another path faster (engine.model.
+    cpu_tuner: that needs torch, which the estimate does not import)."""
+    if device == "gpu":
+        return "flash"
+    env = os.environ.get("NANOTUI_CPU_KERNEL", "")
+    if env == "0" and not recorded:
+        return "torch"  # no kernel built: the tuner picks torch ops or SDPA
+    for path in (recorded, env if env in T2_PATHS + ("fused",) else None, cfg.cpu_attention):
+        if path and path != "auto":
+            return path
+    return "fused"
+
+
+def attention_bytes(cfg: TrainConfig, dtype: str, attention: str) -> int:
+    """The T x T tensors one micro-batch's attention keeps for the backward (see
+    T2_PATHS); 0 for the paths that keep none."""
+    B, T, H, L = cfg.batch_size, cfg.block_size, cfg.n_head, cfg.n_layer
+    if attention == "torch":
+        scores = sum((b - a) * b for a, b in query_chunks(T))
+        per = (4 if dtype == "float32" else 2) + (1 if cfg.dropout > 0 else 0)
+        return B * H * L * scores * per
+    if attention == "sdpa" and cfg.dropout > 0:
+        return B * H * L * T * T * SDPA_MATH_PER_SCORE
+    return 0
+
+
+def activation_bytes(cfg: TrainConfig, vocab: int, dtype: str | None = None,
+                     attention: str = "flash") -> int:
+    """What one micro-batch's forward keeps for its backward: the layers' saved tensors,
+    the attention's T x T tensors on the paths that keep them (attention_bytes;
+    `attention` as expected_attention says), and the fp32 logits with their softmax and
+    gradient. `dtype`: the precision the run computes in ("float32", or anything 16-bit);
+    default the config's, "auto" counting as 16-bit (bf16 or fp16 on every CUDA card)."""
     dtype = dtype or cfg.dtype
     B, T, C, L = cfg.batch_size, cfg.block_size, cfg.n_embd, cfg.n_layer
     per = SAVED_PER_CHANNEL["float32" if dtype == "float32" else "half"]
     per += DROPOUT_PER_CHANNEL if cfg.dropout > 0 else 0
-    return int(B * T * L * per * C + B * T * vocab * 4 * 3)
+    return int(B * T * L * per * C + B * T * vocab * 4 * 3
+               + attention_bytes(cfg, dtype, attention))
 
 
-def memory_bytes(cfg: TrainConfig, params_total: int, vocab: int, device: str = "gpu") -> int:
+def memory_bytes(cfg: TrainConfig, params_total: int, vocab: int, device: str = "gpu",
+                 attention: str | None = None) -> int:
     """Peak memory, roughly: fp32 weights + grads + AdamW's two moments (16 B/param), the
-    activations kept for the backward pass (activation_bytes: by precision), plus, on a
-    GPU, the CUDA context (a CPU run has none)."""
+    activations kept for the backward pass (activation_bytes: by precision and attention
+    path), plus, on a GPU, the CUDA context (a CPU run has none)."""
     context = CUDA_CONTEXT_BYTES if device == "gpu" else 0
-    return int(16 * params_total + activation_bytes(cfg, vocab) + context)
+    attention = attention or expected_attention(cfg, device)
+    return int(16 * params_total + activation_bytes(cfg, vocab, attention=attention) + context)
 
 
 def horizon_for(cfg: TrainConfig) -> Horizon:
@@ -137,11 +187,23 @@ def seconds(cfg: TrainConfig, fpt: float, params: int, device: str,
             + sampled * SECONDS_PER_SAMPLED_TOKEN[device])
 
 
-def estimate(cfg: TrainConfig, device: str = "gpu") -> Estimate:
+def estimate(cfg: TrainConfig, device: str = "gpu", attention: str | None = None) -> Estimate:
+    """`attention`: the path a run recorded (status.json cpu_attention), if any."""
     vocab, source = vocab_for(cfg)
     cfg = resolved_config(cfg, vocab)
     params, total = param_counts(cfg, vocab)
     fpt = flops_per_token(cfg.n_layer, cfg.n_embd, cfg.block_size, params)
-    return Estimate(vocab, source, params, total, fpt, memory_bytes(cfg, total, vocab, device),
-                    seconds(cfg, fpt, params, device), device)
+    mem = memory_bytes(cfg, total, vocab, device, expected_attention(cfg, device, attention))
+    return Estimate(vocab, source, params, total, fpt, mem, seconds(cfg, fpt, params, device),
+                    device)
 
+
+
+def sampling_bytes(cfg: TrainConfig, params_total: int, vocab: int, num_samples: int = 1,
+                   device: str = "gpu") -> int:
+    """Memory to sample from a model: fp32 weights, the KV cache of every sample at full
+    context (2 x layers x block_size x n_embd, fp32), one step's fp32 logits, and on a GPU
+    the CUDA context."""
+    context = CUDA_CONTEXT_BYTES if device == "gpu" else 0
+    kv = 2 * cfg.n_layer * num_samples * cfg.block_size * cfg.n_embd * 4
+    return int(4 * params_total + kv + num_samples * vocab * 4 + context)

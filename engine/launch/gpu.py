@@ -20,7 +20,8 @@ Sources:
   of its own memory: "mig": [{"uuid": "MIG-...", "name": "... MIG 1g.10gb",
   "memory_total_gb": 10, "memory_used_gb": 0, "processes": [...]}, ...]; each instance
   is a unit of its own; "mig_mode": true with no "mig" list is a MIG card without
-  instances (never placed on). "capability": "8.9" is optional. The file is re-read at
+  instances (never placed on). "capability": "8.9" and "compute_mode":
+  "exclusive_process" (or "prohibited", "default") are optional. The file is re-read at
   every snapshot, so a test or a demo can change the cards' load while the app runs.
   Fake cards are a SIMULATION: a run placed on one trains on the CPU (and says so in
   its status); nothing is checked against torch's CUDA build.
@@ -87,6 +88,12 @@ class GpuSnapshot:
     problem: str | None = None
     # A fake card (NANOTUI_FAKE_GPUS): a run placed on it trains on the CPU, and says so.
     simulated: bool = False
+    # NVML compute mode (COMPUTE_MODES): "exclusive_process" lets one process hold a
+    # context at a time, "prohibited" none; None: not said (a driver that does not answer)
+    compute_mode: str | None = None
+    # N of torch's cuda:N in this shell (engine.launch.visible.cuda_indices); None: no
+    # such number (outside CUDA_VISIBLE_DEVICES, a MIG instance, CUDA's order unknown)
+    cuda_index: int | None = None
 
     @property
     def memory_free(self) -> int:
@@ -98,6 +105,17 @@ class GpuSnapshot:
         return str(self.index) if self.mig is None else f"{self.index}.{self.mig}"
 
     @property
+    def exclusive(self) -> bool:
+        """One process at a time: a second run there would fail to create its context."""
+        return self.compute_mode in ("exclusive_process", "exclusive_thread")
+
+    @property
+    def names(self) -> str:
+        """"GPU 2 (cuda:0)": both numbers a user may know the unit by."""
+        cuda = "" if self.cuda_index is None else f" (cuda:{self.cuda_index})"
+        return f"GPU {self.label}{cuda}"
+
+    @property
     def card_uuid(self) -> str:
         """The physical card's uuid (the unit's own for a whole card)."""
         return self.parent_uuid or self.uuid
@@ -106,6 +124,7 @@ class GpuSnapshot:
         return {"index": self.index, "label": self.label, "uuid": self.uuid,
                 "name": self.name, "mig": self.mig, "parent_uuid": self.parent_uuid,
                 "ours": self.ours, "simulated": self.simulated, "problem": self.problem,
+                "cuda_index": self.cuda_index, "compute_mode": self.compute_mode,
                 "capability": (f"{self.capability[0]}.{self.capability[1]}"
                                if self.capability else None),
                 "memory_used": self.memory_used, "memory_total": self.memory_total,
@@ -113,6 +132,45 @@ class GpuSnapshot:
                 "temperature": self.temperature, "power_w": self.power_w,
                 "processes": [{"pid": p.pid, "used_memory": p.used_memory}
                               for p in self.processes]}
+
+
+# nvmlComputeMode_t: NVML_COMPUTEMODE_DEFAULT, _EXCLUSIVE_THREAD (deprecated), _PROHIBITED,
+# _EXCLUSIVE_PROCESS
+COMPUTE_MODES = {0: "default", 1: "exclusive_thread", 2: "prohibited", 3: "exclusive_process"}
+
+
+def compute_mode(value: Any) -> str | None:
+    """NVML's number or a fake card's name ("exclusive_process", "EXCLUSIVE_PROCESS",
+    "exclusive-process") -> one of COMPUTE_MODES' names; None when unknown."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return COMPUTE_MODES.get(value)
+    name = str(value or "").strip().lower().replace("-", "_")
+    return name if name in COMPUTE_MODES.values() else None
+
+
+def mode_problem(label: str, name: str, mode: str | None) -> str | None:
+    """Why a unit in a compute mode that admits no process is never placed on."""
+    if mode != "prohibited":
+        return None
+    return (f"GPU {label} ({name}) is in compute mode PROHIBITED: no process may use it "
+            f"(an admin's `nvidia-smi -i {label.split('.')[0]} -c DEFAULT` opens it)")
+
+
+def nested_pid_namespace(status_text: str | None = None) -> bool:
+    """Whether this process lives in a PID namespace below the host's (a container):
+    /proc/self/status's NSpid lists one pid per namespace level. NVML then reports host
+    pids, which never match ours; placement recognises our runs' memory from what they
+    report instead (engine.launch.placement.reported_gpu_bytes)."""
+    if status_text is None:
+        try:
+            with open("/proc/self/status") as f:
+                status_text = f.read()
+        except OSError:
+            return False
+    for line in status_text.splitlines():
+        if line.startswith("NSpid:"):
+            return len(line.split()[1:]) > 1
+    return False
 
 
 class GpuSource(Protocol):
@@ -145,7 +203,8 @@ def gpus_from_json(obj: Any) -> list[GpuSnapshot]:
         index, uuid = int(d.get("index", i)), str(d.get("uuid", f"GPU-fake-{i}"))
         name = str(d.get("name", "Fake GPU"))
         common = dict(index=index, temperature=d.get("temperature"), power_w=d.get("power_w"),
-                      simulated=True, capability=parse_capability(d.get("capability")))
+                      simulated=True, capability=parse_capability(d.get("capability")),
+                      compute_mode=compute_mode(d.get("compute_mode", "default")))
         if d.get("mig_mode") and not d.get("mig"):
             out.append(GpuSnapshot(
                 **common, uuid=uuid, name=name, memory_used=_bytes(d, "memory_used"),
@@ -166,6 +225,8 @@ def gpus_from_json(obj: Any) -> list[GpuSnapshot]:
             **common, uuid=uuid, name=name,
             memory_used=_bytes(d, "memory_used"), memory_total=_bytes(d, "memory_total"),
             utilization=d.get("utilization"), processes=_procs(d)))
+    out = [replace(g, problem=g.problem or mode_problem(g.label, g.name, g.compute_mode))
+           for g in out]
     return sorted(out, key=lambda g: (g.index, -1 if g.mig is None else g.mig))
 
 
@@ -258,7 +319,8 @@ class NvmlGpuSource:
         if not out:
             return out
         driver, facts = self.driver_cuda(), self.torch_facts()
-        return [replace(u, driver_cuda=driver, problem=u.problem or unit_problem(
+        return [replace(u, driver_cuda=driver, problem=u.problem or mode_problem(
+            u.label, u.name, u.compute_mode) or unit_problem(
             f"GPU {u.label} ({u.name})", u.capability, driver, facts)) for u in out]
 
     @staticmethod
@@ -267,7 +329,8 @@ class NvmlGpuSource:
         h = nv.nvmlDeviceGetHandleByIndex(i)
         card = _nvml_unit(nv, h, index=i, default_uuid=f"GPU-{i}")
         card = replace(card, capability=parse_capability(
-            _nvml_get(getattr(nv, "nvmlDeviceGetCudaComputeCapability", None), h)))
+            _nvml_get(getattr(nv, "nvmlDeviceGetCudaComputeCapability", None), h)),
+            compute_mode=compute_mode(_nvml_get(getattr(nv, "nvmlDeviceGetComputeMode", None), h)))
         mode = _nvml_get(nv.nvmlDeviceGetMigMode, h) if hasattr(nv, "nvmlDeviceGetMigMode") else None
         if not mode or not mode[0]:  # (current, pending); 1 = enabled
             return [card]
@@ -281,7 +344,8 @@ class NvmlGpuSource:
             except Exception:
                 continue
             migs.append(replace(unit, mig=j, parent_uuid=card.uuid, capability=card.capability,
-                                temperature=card.temperature, power_w=card.power_w))
+                                temperature=card.temperature, power_w=card.power_w,
+                                compute_mode=card.compute_mode))
         if not migs:  # CUDA sees nothing on a MIG card without instances
             return [replace(card, problem=unit_problem(
                 f"GPU {i} ({card.name})", None, None, SIMULATED_TORCH, True))]

@@ -17,8 +17,10 @@ A run that fits on no allowed card even when it is idle cannot be placed (an err
 one that fits but not now waits (None).
 
 "Not allocated yet": a launched run's pid does not appear among the card's processes,
-and it was launched less than `promise_ttl_s` ago (after that its memory shows in
-memory_used, or NVML cannot list processes here and we stop double counting).
+it has not reported memory of its own (status.json gpu_mem_bytes: in a container NVML
+lists host pids, never ours), and it was launched less than `promise_ttl_s` ago (after
+that its memory shows in memory_used, or NVML cannot list processes here and we stop
+double counting).
 
 Units torch cannot use (`problem`: its CUDA build, the driver, the card's capability, MIG
 without instances) are never placed on; when every unit of ours has one, a run fails with
@@ -56,6 +58,9 @@ class ActiveRun:
     pid: int | None = None
     warm_at: float | None = None  # when it was first seen training (past compile); None: not yet
     holder: str = ""  # another dispatcher's reservation: whose run, as a waiting reason says it
+    # what the run says it holds on its unit (status.json gpu_mem_bytes): it has
+    # allocated, its memory is in memory_used, even where NVML lists other pids than ours
+    reported_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,25 +93,69 @@ class UtilHistory:
 
 
 def parse_request(request: str | int | None) -> str:
-    """Normalise a `--gpu` value: "auto", "cpu", a card index ("0") or a uuid."""
+    """Normalise a `--gpu` value: "auto", "cpu", a card's NVML index ("2", as `nanotui
+    gpus` and nvidia-smi number it), torch's "cuda:0" in this shell, a label or a uuid."""
     r = "auto" if request in (None, "") else str(request).strip()
-    return r.lower() if r.lower() in ("auto", "cpu") else r
+    return r.lower() if r.lower() in ("auto", "cpu") or r.lower().startswith("cuda:") else r
 
 
 def find_card(gpus: list[GpuSnapshot], ref: str | int) -> GpuSnapshot | None:
-    """The unit a user named: its uuid, its label ("0.1" for a MIG instance) or its
-    card's index (the first of its MIG instances that is ours)."""
-    ref = str(ref)
+    """The unit a user named: its uuid, its label ("0.1" for a MIG instance), its card's
+    NVML index (the first of its MIG instances that is ours), or "cuda:N", torch's
+    number for it under this shell's CUDA_VISIBLE_DEVICES."""
+    ref = str(ref).strip()
+    if ref.lower().startswith("cuda:"):
+        n = ref[5:]
+        return next((g for g in gpus if n.isdigit() and g.cuda_index == int(n)), None)
     for g in sorted(gpus, key=lambda g: not g.ours):
         if ref in (g.uuid, g.label) or (ref.isdigit() and int(ref) == g.index):
             return g
     return None
 
 
+def named_card(gpus: list[GpuSnapshot], ref: str | int, what: str) -> GpuSnapshot:
+    """find_card, or PlacementError with one line saying which numbers are ours, so that
+    "--gpu 0" typed from torch's numbering under CUDA_VISIBLE_DEVICES=2,3 (where torch's
+    cuda:0 is GPU 2) is refused instead of meaning another user's card 0."""
+    card = find_card(gpus, ref)
+    ours = ", ".join(g.names for g in gpus if g.ours) or "none: use cpu"
+    if card is None:
+        kind = ("torch's numbering in this shell" if str(ref).lower().startswith("cuda:")
+                else "NVML's numbering, as in `nanotui gpus` and nvidia-smi")
+        raise PlacementError(f"{what} {ref}: no such GPU in {kind}; ours: {ours}")
+    if not card.ours:
+        raise PlacementError(f"{what} {ref}: GPU {card.label} is not ours (outside "
+                             f"CUDA_VISIBLE_DEVICES or the Slurm allocation); ours: {ours} "
+                             f"(write cuda:N for torch's numbering)")
+    return card
+
+
+def allowed_cards(gpus: list[GpuSnapshot], policy: Policy) -> list[GpuSnapshot]:
+    """Ours, usable, and named by `[launch] gpus` (all when empty). An entry naming a
+    unit outside our share, or none, is refused (PlacementError), not skipped: a list
+    written with another numbering in mind would otherwise place runs elsewhere."""
+    for ref in policy.gpus:
+        named_card(gpus, ref, "[launch] gpus =")
+    return [g for g in gpus if g.ours and not g.problem and (not policy.gpus or any(
+        find_card([g], ref) is not None for ref in policy.gpus))]
+
+
+def reported_gpu_bytes(status: dict) -> int:
+    """What a run's status.json says its process holds on its unit (the trainer's
+    gpu_mem_bytes, engine.train.process), counted only when written by the process the
+    status names (a resumed run's old figure is not its new process's)."""
+    pid = status.get("pid")
+    held = status.get("gpu_mem_bytes")
+    if pid is None or status.get("gpu_mem_pid") != pid or not isinstance(held, int):
+        return 0
+    return max(0, held)
+
+
 def promised_bytes(card: GpuSnapshot, active: list[ActiveRun], now: float, ttl: float) -> int:
     pids = {p.pid for p in card.processes}
     return sum(a.est_mem_bytes for a in active
-               if a.uuid == card.uuid and a.pid not in pids and now - a.started_at < ttl)
+               if a.uuid == card.uuid and a.pid not in pids and not a.reported_bytes
+               and now - a.started_at < ttl)
 
 
 def load_score(card: GpuSnapshot, active: list[ActiveRun], others: list[ActiveRun],
@@ -178,9 +227,19 @@ def may_pack(card: GpuSnapshot, ours: list[ActiveRun], policy: Policy, now: floa
             and max(samples[-policy.pack_polls:]) < policy.pack_util_below)
 
 
+def held_exclusively(card: GpuSnapshot, active: list[ActiveRun],
+                     others: list[ActiveRun] = ()) -> bool:
+    """An exclusive-process unit some process holds, or a run of ours or a reservation is
+    about to: a second context there fails, whatever its memory says."""
+    return card.exclusive and (bool(card.processes)
+                               or any(a.uuid == card.uuid for a in [*active, *others]))
+
+
 def fits_now(card: GpuSnapshot, need: int, active: list[ActiveRun], policy: Policy,
              now: float, others: list[ActiveRun] = (), history: UtilHistory | None = None
              ) -> bool:
+    if held_exclusively(card, active, others):
+        return False
     ours = [a for a in active if a.uuid == card.uuid]
     room = card.memory_free - promised_bytes(card, [*active, *others], now,
                                              policy.promise_ttl_s)
@@ -201,13 +260,7 @@ def choose(need: int, gpus: list[GpuSnapshot], active: list[ActiveRun], policy: 
     if request == "cpu":
         return _cpu(active, policy, need)
     if request != "auto":
-        card = find_card(gpus, request)
-        if card is None:
-            have = ", ".join(f"{g.label} ({g.uuid})" for g in gpus) or "none"
-            raise PlacementError(f"no GPU {request!r}; cards here: {have}")
-        if not card.ours:
-            raise PlacementError(f"GPU {card.label} is not ours to use (outside "
-                                 f"CUDA_VISIBLE_DEVICES or the Slurm allocation)")
+        card = named_card(gpus, request, "--gpu")
         if card.problem:
             raise PlacementError(card.problem)
         if need > card.memory_total:
@@ -223,8 +276,7 @@ def choose(need: int, gpus: list[GpuSnapshot], active: list[ActiveRun], policy: 
         # by surprise is worse than failing with the cause
         raise PlacementError(f"{ours[0].problem}; `--gpu cpu` trains on the CPU instead")
     ours = [g for g in ours if not g.problem]
-    allowed = [g for g in ours if not policy.gpus or any(
-        find_card([g], ref) is not None for ref in policy.gpus)]
+    allowed = allowed_cards(gpus, policy)
     if not allowed:
         raise PlacementError(f"none of the allowed GPUs {list(policy.gpus)} is ours here "
                              f"(ours: {', '.join(g.label for g in ours)})")
@@ -249,10 +301,14 @@ def why_waiting(need: int, gpus: list[GpuSnapshot], active: list[ActiveRun], pol
         return (f"waiting: the CPU runs {policy.max_cpu_runs} of ours already "
                 f"(max_cpu_runs = {policy.max_cpu_runs})")
     cards = ([c for c in [find_card(gpus, request)] if c] if request != "auto" else
-             [g for g in gpus if g.ours and not g.problem and (not policy.gpus or any(
-                 find_card([g], ref) is not None for ref in policy.gpus))])
+             allowed_cards(gpus, policy))
     if not cards:
         return "waiting: no allowed GPU"
+    if all(held_exclusively(g, active, others) for g in cards):
+        return ("waiting: " + (f"GPU {cards[0].label} is" if len(cards) == 1 else
+                               "every allowed GPU is") +
+                " in exclusive-process mode and held by a process")
+    cards = [g for g in cards if not held_exclusively(g, active, others)]
     room = {g.uuid: g.memory_free - promised_bytes(g, [*active, *others], now,
                                                    policy.promise_ttl_s) for g in cards}
     best = max(cards, key=lambda g: room[g.uuid])

@@ -20,6 +20,8 @@ created on first use. No server. One small JSON file per reservation, mode 0644
 
 A reservation stops counting when
   - its trainer shows among the unit's processes (its memory is in memory_used now),
+  - its trainer has reported memory of its own in its status.json (ours only: in a
+    container NVML lists host pids, so the first rule never fires there),
   - its process (the trainer, or the dispatcher while it is still starting it) is dead
     on this host (files from other hosts sharing DIR are judged by age only), or
   - it is older than ttl_s (NVML may not list processes of other users here).
@@ -56,9 +58,10 @@ from engine.launch.placement import (
     Policy,
     UtilHistory,
     choose,
+    reported_gpu_bytes,
 )
 from engine.launch.share import ShareKeeper
-from engine.runs import process_matches, process_start_time
+from engine.runs import RunDir, process_matches, process_start_time
 from engine.text import safe_text
 
 ENV = "NANOTUI_RESERVATIONS_DIR"
@@ -154,6 +157,18 @@ def _parse(raw: bytes) -> Reservation | None:
     return r if r.bytes >= 0 else None
 
 
+def _allocated(r: Reservation) -> bool:
+    """Our trainer reported the memory it holds (engine.launch.placement.reported_gpu_bytes):
+    it is in memory_used now. Only for our own files: their paths are ours to read."""
+    if r.uid != os.getuid() or r.pid is None or r.host != socket.gethostname():
+        return False
+    try:
+        st = RunDir(Path(r.runs_root) / r.run_id).read_status()
+    except Exception:  # no such run (work outside the queue), an unreadable file
+        return False
+    return st.get("pid") == r.pid and reported_gpu_bytes(st) > 0
+
+
 class Board:
     """The reservations directory: read, add, complete and remove entries."""
 
@@ -189,7 +204,7 @@ class Board:
                 continue  # a FIFO, a link, a device, an oversized file: never waited on
             owner = st.st_uid
             r = _parse(raw)
-            if r is not None and r.uid == owner and r.alive(now):
+            if r is not None and r.uid == owner and r.alive(now) and not _allocated(r):
                 out.append(r)
             elif owner == os.getuid():
                 f.unlink(missing_ok=True)

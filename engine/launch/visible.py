@@ -24,6 +24,13 @@ says so (`nanotui doctor` prints it).
 
 Children always get the chosen unit by uuid (engine.launch.placement.gpu_env), which
 names the same unit in any order and any share.
+
+A user names a card two ways: by its NVML index, as `nanotui gpus`, nvidia-smi and
+gpustat number it ("2"), or as torch in this shell numbers it ("cuda:0": the first
+device CUDA shows under this CUDA_VISIBLE_DEVICES, in its order). `cuda_indices` maps the
+second onto units. A MIG instance is cuda:0 when CUDA_VISIBLE_DEVICES names it first;
+otherwise it has no cuda:N here (CUDA enumerates MIG devices one per process), and is
+named by its label or uuid.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ class Unit(Protocol):
     uuid: str
     name: str
     mig: int | None
+    problem: str | None
 
     @property
     def card_uuid(self) -> str: ...
@@ -62,6 +70,8 @@ class Share:
     spec: str = ""
     allowed: frozenset[str] | None = None   # unit uuids
     note: str | None = None
+    # unit uuid -> its number in torch's cuda:N in this shell (cuda_indices)
+    cuda: tuple[tuple[str, int], ...] = ()
 
     def describe(self) -> str:
         if self.allowed is None:
@@ -87,6 +97,15 @@ def parse_cuda_visible(spec: str, units: list[Unit],
     card uuids in CUDA's enumeration order (default: NVML order)."""
     order = cuda_order or _cards(units)
     allowed: set[str] = set()
+    for found in _entries(spec, units, order):
+        allowed |= found
+    return frozenset(allowed)
+
+
+def _entries(spec: str, units: list[Unit], order: list[str]) -> list[set[str]]:
+    """The unit uuids each CUDA_VISIBLE_DEVICES entry names, in the entries' order, up
+    to the first that names nothing (CUDA ignores it and every one after it)."""
+    out: list[set[str]] = []
     for token in (t.strip() for t in spec.split(",")):
         found: set[str] = set()
         if token.isdigit():
@@ -99,9 +118,36 @@ def parse_cuda_visible(spec: str, units: list[Unit],
             if len(cards) == 1:  # an ambiguous prefix names nothing, as in CUDA
                 found = _units_of(cards.pop(), units)
         if not found:
-            break  # CUDA ignores this entry and every one after it
-        allowed |= found
-    return frozenset(allowed)
+            break
+        out.append(found)
+    return out
+
+
+def cuda_indices(env: Mapping[str, str], units: list[Unit],
+                 cuda_order: list[str] | None = None) -> dict[str, int]:
+    """Unit uuid -> N of torch's cuda:N in a process with this environment: CUDA numbers
+    the cards CUDA_VISIBLE_DEVICES names in the order it names them (not sorted), else
+    every card in `cuda_order` (NVML order when None). Counting stops at the first card in
+    MIG mode: what CUDA numbers after it depends on the CUDA version; a MIG instance
+    CUDA_VISIBLE_DEVICES names first is cuda:0."""
+    order = cuda_order or _cards(units)
+    by_uuid = {u.uuid: u for u in units}
+    spec = env.get("CUDA_VISIBLE_DEVICES")
+    groups = (_entries(spec, units, order) if spec is not None
+              else [_units_of(c, units) for c in order])
+    out: dict[str, int] = {}
+    first = by_uuid[next(iter(groups[0]))] if groups and len(groups[0]) == 1 else None
+    if spec is not None and first is not None and first.mig is not None:
+        return {first.uuid: 0}  # CUDA_VISIBLE_DEVICES=MIG-...: that instance is cuda:0
+    for group in groups:
+        if len(group) != 1:
+            break  # a MIG card's instances
+        u = by_uuid[next(iter(group))]
+        if u.mig is not None or "in MIG mode" in (u.problem or ""):
+            break
+        if u.uuid not in out:
+            out[u.uuid] = len(out)
+    return out
 
 
 def parse_slurm_gpus(spec: str, units: list[Unit]) -> frozenset[str]:
@@ -115,11 +161,12 @@ def parse_slurm_gpus(spec: str, units: list[Unit]) -> frozenset[str]:
     return frozenset(u.uuid for u in units if u.index in idx)
 
 
-def needs_cuda_order(spec: str, env: Mapping[str, str], units: list[Unit]) -> bool:
-    """Whether index entries could mean other cards in CUDA's order than in NVML's."""
+def needs_cuda_order(spec: str | None, env: Mapping[str, str], units: list[Unit]) -> bool:
+    """Whether index entries (or, without CUDA_VISIBLE_DEVICES, cuda:N) could mean other
+    cards in CUDA's order than in NVML's."""
     if env.get("CUDA_DEVICE_ORDER", "").upper() == "PCI_BUS_ID":
         return False
-    if not any(t.strip().isdigit() for t in spec.split(",")):
+    if spec is not None and not any(t.strip().isdigit() for t in spec.split(",")):
         return False
     models = {u.name.split(" MIG ")[0] for u in units}
     return len(models) > 1
@@ -138,9 +185,10 @@ def share_from_env(env: Mapping[str, str], units: list[Unit],
 
 
 def mark(units: list[Unit], share: Share) -> list[Unit]:
-    if share.allowed is None:
-        return units
-    return [u if u.uuid in share.allowed else replace(u, ours=False) for u in units]
+    """The units with `ours` and `cuda_index` set from the share."""
+    cuda = dict(share.cuda)
+    return [replace(u, ours=share.allowed is None or u.uuid in share.allowed,
+                    cuda_index=cuda.get(u.uuid)) for u in units]
 
 
 _PROBE = ("import json, torch\n"
@@ -170,12 +218,17 @@ ORDER_NOTE = ("CUDA_VISIBLE_DEVICES has card indices, the cards differ and "
 def resolve_share(env: Mapping[str, str], units: list[Unit],
                   cuda_order: Callable[[], list[str] | None] | None = None) -> Share:
     """share_from_env, asking `cuda_order` (e.g. probe_cuda_order) for CUDA's order only
-    where index entries could mean other cards than in NVML's; `note` when it cannot."""
+    where index entries, or torch's cuda:N, could mean other cards than in NVML's; `note`
+    when index entries cannot be read in CUDA's order, and no cuda:N where it is unknown."""
     spec = env.get("CUDA_VISIBLE_DEVICES")
-    order, note = None, None
-    if spec is not None and units and needs_cuda_order(spec, env, units):
+    order, note, known = None, None, True
+    if units and needs_cuda_order(spec, env, units):
         order = cuda_order() if cuda_order else None
         if order and not set(order) <= set(_cards(units)):
             order = None  # e.g. CUDA listed MIG instances: not an order of these cards
-        note = None if order else ORDER_NOTE
-    return replace(share_from_env(env, units, order), note=note)
+        known = bool(order) or cuda_order is None  # None: fake cards, NVML order is theirs
+        if spec is not None:
+            note = None if order else ORDER_NOTE
+    # cuda:N is only offered where CUDA's numbering is known
+    cuda = tuple(cuda_indices(env, units, order).items()) if known else ()
+    return replace(share_from_env(env, units, order), note=note, cuda=cuda)

@@ -14,6 +14,15 @@ from engine.config import (DEFAULT_PARAM_CONVENTION, PARAM_CONVENTIONS,  # noqa:
                            ConfigError, TrainConfig)
 
 PAD_MULTIPLE = 64        # padded up to a multiple of 64 for faster matmuls: 50257 -> 50304
+QUERY_CHUNKS = 4         # engine.model.cpu_kernels' torch-op attention: query row chunks
+
+
+def query_chunks(T: int) -> list[tuple[int, int]]:
+    """Up to QUERY_CHUNKS row ranges of >= 64 queries covering 0..T-1 (the torch-op CPU
+    attention meets chunk c with keys 0..its last row only)."""
+    n = min(QUERY_CHUNKS, max(1, T // 64))
+    bounds = [T * i // n for i in range(n + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def padded_vocab(n: int, tokenizer: str | None) -> int:

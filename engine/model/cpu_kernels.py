@@ -46,6 +46,8 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from engine.model import native
+# torch-free, so the memory estimate counts the probabilities this path keeps
+from engine.model.arithmetic import QUERY_CHUNKS, query_chunks  # noqa: F401
 
 # "fused": the C++ kernel (engine/native.py) where it builds and handles the input, else
 # "torch": the torch-op CausalAttention below; "sdpa": torch's scaled_dot_product_attention.
@@ -53,7 +55,6 @@ PATHS = ("fused", "torch", "sdpa")
 CPU_ATTENTION = "fused"  # for models that were given no path (GPT.set_cpu_attention)
 CPU_FAST_DROPOUT = True
 HEADS_PER_GROUP = 64
-QUERY_CHUNKS = 4
 
 _CAUSAL_BIAS: dict[tuple, torch.Tensor] = {}
 
@@ -95,13 +96,6 @@ class Dropout(nn.Dropout):
 
     def forward(self, x):
         return dropout(x, self.p, self.training)
-
-
-def query_chunks(T: int) -> list[tuple[int, int]]:
-    """Up to QUERY_CHUNKS row ranges of >= 64 queries covering 0..T-1."""
-    n = min(QUERY_CHUNKS, max(1, T // 64))
-    bounds = [T * i // n for i in range(n + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def batch_groups(B: int, n_head: int) -> list[tuple[int, int]]:

@@ -372,6 +372,18 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def reserved_memory_bytes(device: torch.device) -> int | None:
+    """What torch's caching allocator holds on a CUDA device (None elsewhere): a run says
+    it in status.json, so placement knows its memory is in the card's memory_used even
+    where NVML's process ids are not ours (a container's PID namespace)."""
+    if device.type != "cuda":
+        return None
+    try:
+        return int(torch.cuda.memory_reserved(device))
+    except Exception:  # a context that died: the run is failing anyway
+        return None
+
+
 def peak_memory_bytes(device: torch.device) -> int | None:
     """Peak allocated memory on CUDA; on CPU the process's peak RSS (an upper bound)."""
     if device.type == "cuda":

@@ -81,12 +81,16 @@ def synthetic_tokens(cfg: TrainConfig, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, cfg.vocab_size, n).astype(dtype)
 
 
+def check_counts(iters: int, warmup: int) -> None:
+    if iters < 1 or warmup < 0:
+        raise ConfigError("bench: --iters must be at least 1 and --warmup at least 0")
+
+
 def run_bench(cfg: TrainConfig, iters: int = 10, warmup: int = 3,
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time `iters` training steps after `warmup` untimed ones (compilation, allocator and
     thread-pool warm-up happen there). Returns the figures as a JSON-ready dict."""
-    if iters < 1 or warmup < 0:
-        raise ConfigError("bench: --iters must be at least 1 and --warmup at least 0")
+    check_counts(iters, warmup)
     say = log or (lambda s: None)
     trainer, device = _trainer(cfg, say)
     t0 = time.perf_counter()

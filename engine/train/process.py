@@ -132,6 +132,12 @@ class TrainingRun:
         self.run.update_status(**self.status_pending)
         self.status_pending = {}
 
+    def gpu_memory_status(self) -> dict[str, Any]:
+        """{"gpu_mem_bytes": what torch holds on the card} on CUDA, else {}: placement
+        counts the run's memory as allocated from it (engine.launch.placement)."""
+        held = dev.reserved_memory_bytes(self.device)
+        return {} if held is None else {"gpu_mem_bytes": held, "gpu_mem_pid": os.getpid()}
+
     def speed_fields(self, tok_s: float) -> dict[str, Any]:
         m = dev.mfu(self.flops_per_token, tok_s, self.device_name, self.dtype)
         return {"tok_s": tok_s, "mfu": m, "flops": None if m is not None else self.flops_per_token * tok_s}
@@ -308,7 +314,8 @@ class TrainingRun:
         typical = self.speed_fields(t.tokens_per_iter / timer.median()) if timer.times else speed
         self.status(iter=it, train_loss=train_loss, tok_s=typical["tok_s"], mfu=typical["mfu"],
                     compile=t.compile_status, eta_s=eta,
-                    write_every_s=max(dt * cfg.log_interval, self.STATUS_EVERY_S))
+                    write_every_s=max(dt * cfg.log_interval, self.STATUS_EVERY_S),
+                    **self.gpu_memory_status())
 
     def stop_now(self) -> int:
         t = self.trainer

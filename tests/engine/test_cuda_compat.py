@@ -151,7 +151,7 @@ def test_a_trainer_placed_on_a_real_card_never_falls_back_to_the_cpu(monkeypatch
 def test_config_device_maps_to_a_placement_request():
     assert device_request("cpu", "auto") == "cpu" and device_request("cpu", "0") == "cpu"
     assert device_request("auto", "1") == "1" and device_request("cuda:0", "auto") == "auto"
-    with pytest.raises(PlacementError, match="device = 'cuda:1'.*--gpu 1"):
+    with pytest.raises(PlacementError, match="device = 'cuda:1'.*--gpu cuda:1"):
         device_request("cuda:1", "auto")
 
 

@@ -211,7 +211,7 @@ def test_placement_error_fails_the_run_with_a_reason(tmp_path, exp):
     d.tick()
     d.unlock()
     st = r.read_status()
-    assert st["state"] == "failed" and "no GPU '7'" in st["reason"]
+    assert st["state"] == "failed" and "--gpu 7: no such GPU" in st["reason"]
 
 
 def test_commands_on_queued_runs(tmp_path, exp, capsys):

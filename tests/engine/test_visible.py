@@ -166,7 +166,7 @@ def test_launch_refuses_a_card_that_is_not_ours_before_queuing(cards, monkeypatc
     assert main(["--experiments", str(tmp_path / "none.toml"), "--runs", str(runs),
                  "launch", "--gpu", "0"]) == 2
     err = capsys.readouterr().err
-    assert "GPU 0 is not ours" in err and "ours: 1" in err
+    assert "GPU 0 is not ours" in err and "ours: GPU 1 (cuda:0)" in err
     assert not runs.exists() or not any(runs.iterdir())
 
 

@@ -47,3 +47,26 @@ async def test_gpu_picker_offers_mig_units_and_never_cards_that_are_not_ours(wor
         assert ol.get_option("0").disabled and "not ours" in str(ol.get_option("0").prompt)
         assert not ol.get_option("1.1").disabled and "fits" in str(ol.get_option("1.1").prompt)
         await pilot.press("escape")
+
+
+@asynctest
+async def test_gpu_picker_names_torchs_cuda_number_beside_nvmls(world):
+    """Under CUDA_VISIBLE_DEVICES=1 torch calls card 1 cuda:0; the dialog shows both, and
+    picking it queues NVML's label, which is what --gpu takes."""
+    from textual.widgets import OptionList
+
+    from engine.launch.gpu import GIB
+    from tui.screens.launch import GpuPickerScreen
+    ada, blackwell = fake_gpus()
+    world.gpus.set([replace(ada, ours=False), replace(blackwell, cuda_index=0)])
+    app = world.app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await settle(pilot)
+        picker = GpuPickerScreen(app.feed, need_bytes=2 * GIB, n_runs=1)
+        app.push_screen(picker)
+        await pilot.pause()
+        ol = picker.query_one(OptionList)
+        one = str(ol.get_option("1").prompt)
+        assert one.startswith("1 RTX PRO 6000 Blackwell") and "cuda:0" in one
+        assert "cuda:" not in str(ol.get_option("0").prompt)
+        await pilot.press("escape")

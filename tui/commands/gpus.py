@@ -43,8 +43,10 @@ def run(args) -> int:
         util = f"{g.utilization}%" if g.utilization is not None else "—"
         temp = f"{g.temperature}°C" if g.temperature is not None else "—"
         power = f"{g.power_w:.0f} W" if g.power_w is not None else "—"
-        mark = "" if g.ours else "  not ours"
-        print(f"{g.label:4} {g.name:34} {util:>5}  {format_bytes(g.memory_used)} / "
+        mark = ("" if g.ours else "  not ours") + (
+            f"  {g.compute_mode.replace('_', '-')}" if g.exclusive else "")
+        cuda = f"cuda:{g.cuda_index}" if g.cuda_index is not None else "—"
+        print(f"{g.label:4} {cuda:7} {g.name:34} {util:>5}  {format_bytes(g.memory_used)} / "
               f"{format_bytes(g.memory_total)}  {temp:>5}  {power:>6}  "
               f"{len(g.processes)} processes  {g.uuid}{mark}")
         if g.problem:  # engine.model.cuda_compat: never placed on
@@ -55,6 +57,8 @@ def run(args) -> int:
               + ("" if ours else ": runs go to the CPU"))
     if share.note:
         print(f"note: {share.note}")
+    print("--gpu N and [launch] gpus take the first column (NVML's numbering, as in "
+          "nvidia-smi); cuda:N is torch's numbering in this shell")
     pol = fair["policy"]
     if pol is not None:  # without a policy file the fair share is not shown (nor applied)
         print()

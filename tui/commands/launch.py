@@ -10,8 +10,10 @@ HELP = "queue runs (sweeps or run ids) and start them as GPUs/CPU allow"
 def add_arguments(p) -> None:
     p.add_argument("selection", nargs="*", metavar="SWEEP|RUN",
                    help="sweeps or run ids (default: every sweep)")
-    p.add_argument("--gpu", default="auto", metavar="auto|cpu|INDEX|UUID",
-                   help="where the runs go (default auto: the least-loaded card that fits)")
+    p.add_argument("--gpu", default="auto", metavar="auto|cpu|INDEX|cuda:N|UUID",
+                   help="where the runs go (default auto: the least-loaded card that fits); "
+                        "INDEX is the card's number in `nanotui gpus` and nvidia-smi, "
+                        "cuda:N torch's number in this shell (under CUDA_VISIBLE_DEVICES)")
     p.add_argument("--detach", action="store_true",
                    help="return at once; a background dispatcher starts the queued runs")
     p.add_argument("--executor", choices=["local", "slurm"],
@@ -25,23 +27,26 @@ def add_arguments(p) -> None:
                         "RUNS/.replaced/, never deleted); without it they keep their config")
 
 
-def check_gpu_request(gpu: str) -> None:
-    """Fail before queuing anything when --gpu names a card that is not here."""
+def check_gpu_request(gpu: str, experiments=None) -> str:
+    """Fail before queuing anything when --gpu, or `[launch] gpus` in the experiments
+    file, names a card that is not here or not ours (engine.launch.placement.named_card).
+    Returns the request to queue: "cuda:N" becomes the unit's uuid, since torch's numbering
+    is this shell's and the dispatcher that starts the run may live in another."""
     from engine.launch.gpu import default_gpu_source
-    from engine.launch.placement import find_card, parse_request
-    from tui.commands import CommandError
+    from engine.launch.placement import named_card, parse_request
+    from engine.launch.queue import launch_options
     req = parse_request(gpu)
-    if req in ("auto", "cpu"):
-        return
+    allowed = launch_options(experiments)[0].gpus if experiments else ()
+    if req in ("auto", "cpu") and not allowed:
+        return req
     gpus = default_gpu_source().snapshot()
-    card = find_card(gpus, req)
-    if card is None:
-        have = ", ".join(f"{g.label} ({g.uuid})" for g in gpus) or "none visible"
-        raise CommandError(f"--gpu {gpu}: no such GPU; cards: {have}; or use auto or cpu")
-    if not card.ours:
-        ours = ", ".join(g.label for g in gpus if g.ours) or "none: use cpu"
-        raise CommandError(f"--gpu {gpu}: GPU {card.label} is not ours (outside "
-                           f"CUDA_VISIBLE_DEVICES or the Slurm allocation); ours: {ours}")
+    if req != "cpu" and gpus:  # without cards every run goes to the CPU anyway
+        for ref in allowed:
+            named_card(gpus, ref, "[launch] gpus =")
+    if req in ("auto", "cpu"):
+        return req
+    card = named_card(gpus, req, "--gpu")
+    return card.uuid if req.startswith("cuda:") else req
 
 
 def run(args) -> int:
@@ -52,7 +57,7 @@ def run(args) -> int:
     def log(msg: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
-    check_gpu_request(args.gpu)
+    args.gpu = check_gpu_request(args.gpu, args.experiments)
     if args.queued:
         return _dispatch_queued(args, log)
     with progress_bar("preparing data") as update:

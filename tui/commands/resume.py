@@ -8,8 +8,10 @@ HELP = "continue failed/stopped runs from their last checkpoint (--extend: train
 
 def add_arguments(p) -> None:
     p.add_argument("runs_", nargs="+", metavar="RUN", help="run ids (sweep/name) or sweeps")
-    p.add_argument("--gpu", metavar="auto|cpu|INDEX|UUID",
-                   help="where the runs go now (default: the card each asked for when queued)")
+    p.add_argument("--gpu", metavar="auto|cpu|INDEX|cuda:N|UUID",
+                   help="where the runs go now (default: the card each asked for when "
+                        "queued); INDEX as `nanotui gpus` numbers cards, cuda:N as torch "
+                        "in this shell does")
     p.add_argument("--wait", action="store_true",
                    help="dispatch in the foreground until the runs finish; exits 1 unless "
                         "every run ends done, each one that did not named with its state "
@@ -60,7 +62,7 @@ def run(args) -> int:
     from tui.commands.stop import expand
     from tui.commands.launch import check_gpu_request
     if args.gpu is not None:
-        check_gpu_request(args.gpu)
+        args.gpu = check_gpu_request(args.gpu, args.experiments)
     if args.max_iters is not None and not args.extend:
         raise UserError("--max-iters goes with --extend")
     runs = expand(args.runs, args.runs_)

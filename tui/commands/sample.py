@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 HELP = ("generate text from a run's checkpoint (RUN is an id like depth/n_layer=2 or a path); "
@@ -44,9 +45,43 @@ def _is_sweep(runs_root: Path, ref: str) -> bool:
         r.sweep == ref for r in list_runs(runs_root))
 
 
+def _sampling_need(target: Path, num_samples: int | None) -> int:
+    """Bytes to sample from the run at `target` (a run directory or a checkpoint file):
+    from its config when there is one, else the checkpoint's size as an upper bound."""
+    from engine.launch.estimate import CUDA_CONTEXT_BYTES, estimate, sampling_bytes
+    from engine.runs import RunDir
+    try:
+        cfg = RunDir(target if target.is_dir() else target.parent).load_config()
+    except Exception:  # a bare checkpoint: no config beside it
+        size = target.stat().st_size if target.is_file() else 0
+        return size + CUDA_CONTEXT_BYTES
+    est = estimate(cfg)
+    return sampling_bytes(cfg, est.params_total, est.vocab_size,
+                          num_samples or cfg.sampling.num_samples)
+
+
+def _place(args: argparse.Namespace, targets: list[Path]):
+    """--device auto goes through placement (engine.launch.outside): a card of ours with
+    room, never simply cuda:0; the choice and its reason on stderr (stdout may be --json)."""
+    from contextlib import nullcontext
+    if args.device != "auto" or not all(t.is_file() or any(t.glob("*.pt")) for t in targets):
+        return nullcontext()  # no checkpoint: sample_command says so, nothing to place
+    from engine.launch.outside import auto_device
+    need = max(_sampling_need(t, args.num_samples) for t in targets)
+    placed = auto_device(need, f"nanotui sample {args.run}", args.experiments)
+    print(f"sample: {placed.reason}", file=sys.stderr, flush=True)
+    args.device = placed.device
+    return placed
+
+
 def _study(args: argparse.Namespace) -> int:
-    from engine.sample.temperature import temperature_study
     runs = _study_runs(Path(args.runs), args.run)
+    with _place(args, [r.path for r in runs]):
+        return _study_table(args, runs)
+
+
+def _study_table(args: argparse.Namespace, runs: list) -> int:
+    from engine.sample.temperature import temperature_study
     table = []
     for r in runs:
         for row in temperature_study(r, args.temperature, args.num_samples, args.max_new_tokens,
@@ -81,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
                                f"({args.run}/NAME) or give --temperature to sample every "
                                f"finished run of it")
         target = ref if ref.is_file() else find_run(args.runs, args.run).path
-        return sample_command(target, args)
+        with _place(args, [target]):
+            return sample_command(target, args)
     except (ValueError, OSError) as e:
         raise CommandError(str(e)) from None

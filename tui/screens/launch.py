@@ -294,6 +294,8 @@ def gpu_option_text(g: Any, need: int) -> tuple[Text, bool]:
     t = Text()
     # "NVIDIA " says nothing on a card list; the model name is what tells cards apart
     t.append(f"{g.label} {g.name.removeprefix('NVIDIA ')[:28]:<28} ", style="bold")
+    if getattr(g, "cuda_index", None) is not None:  # torch's number for it in this shell
+        t.append(f"cuda:{g.cuda_index}  ", style="dim")
     if not g.ours:
         t.append("not ours (outside CUDA_VISIBLE_DEVICES / the Slurm allocation)", style="dim")
         return t, False
