@@ -46,7 +46,7 @@ from engine.config import TrainConfig, dump_config, load_config
 from engine.errors import UserError
 from engine.files import NoSpace, atomic_write_bytes, atomic_write_json, is_no_space, json_default
 from engine.jsonl import (JsonlTail, _json_type, metric_record, sample_record,
-                          truncate_jsonl_after)
+                          text_eval_record, truncate_jsonl_after)
 from engine.text import safe_text
 
 DAMAGE_TAIL_BYTES = 4 << 20  # damage() checks this much of a metrics or samples file's end
@@ -302,7 +302,7 @@ class RunDir:
         self.append_jsonl(self.path / EVALS, fields)
 
     def read_text_evals(self) -> list[dict[str, Any]]:
-        return JsonlTail(self.path / EVALS).read_new()
+        return JsonlTail(self.path / EVALS, check=text_eval_record).read_new()
 
     def prepare_for_resume(self, iter_num: int) -> None:
         """Before a resumed process appends: drop a torn last line and every record past

@@ -24,7 +24,7 @@ from typing import Any
 
 from engine.config import ConfigError, TrainConfig, config_from_dict, tomllib
 from engine.handin.archive import Bundle, manifest_problems
-from engine.jsonl import metric_record, sample_record
+from engine.jsonl import metric_record, sample_record, text_eval_record
 from engine.model.arithmetic import DEFAULT_PARAM_CONVENTION, model_vocab, param_count
 from engine.runs import CONFIG, EVALS, METRICS, SAMPLES, STATES, STATUS
 
@@ -80,15 +80,6 @@ def _jsonl(data: bytes, path: str, check, problems: list[str]) -> list[dict[str,
     return out
 
 
-def _text_eval_record(rec: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    for k in ("bits_per_byte", "loss", "tokens", "block_size"):
-        if not isinstance(rec.get(k), (int, float)) or isinstance(rec.get(k), bool):
-            return None, f"{k} is not a number"
-    if not isinstance(rec.get("text_sha256"), str):
-        return None, "text_sha256 is not a string"
-    return rec, ""
-
-
 def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
@@ -114,7 +105,7 @@ def check_run(b: Bundle, entry: dict[str, Any], problems: list[str]) -> RunNumbe
             status = {}
     metrics = _jsonl(f.get(f"{base}/{METRICS}", b""), f"{base}/{METRICS}", metric_record, problems)
     _jsonl(f.get(f"{base}/{SAMPLES}", b""), f"{base}/{SAMPLES}", sample_record, problems)
-    n.text_evals = _jsonl(f.get(f"{base}/{EVALS}", b""), f"{base}/{EVALS}", _text_eval_record, problems)
+    n.text_evals = _jsonl(f.get(f"{base}/{EVALS}", b""), f"{base}/{EVALS}", text_eval_record, problems)
     data = str(entry.get("data"))
     try:
         n.meta = json.loads(f[data])
