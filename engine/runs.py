@@ -40,7 +40,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from engine.config import TrainConfig, dump_config, load_config
 from engine.errors import UserError
@@ -264,10 +264,16 @@ class RunDir:
 
     # -- metrics and samples --
     def append_jsonl(self, path: Path, obj: dict[str, Any]) -> None:
-        line = json.dumps({k: _finite(v) for k, v in obj.items()}, default=json_default)
+        self.append_many(path, [obj])
+
+    def append_many(self, path: Path, objs: Iterable[dict[str, Any]]) -> None:
+        """Records appended one line each (flushed per call, not per line: an import of a
+        million records opens the file once)."""
         try:
             with open(path, "a") as f:
-                f.write(line + "\n")
+                for obj in objs:
+                    f.write(json.dumps({k: _finite(v) for k, v in obj.items()},
+                                       default=json_default) + "\n")
                 f.flush()
         except OSError as e:
             if is_no_space(e):
@@ -276,6 +282,9 @@ class RunDir:
 
     def log_metric(self, **fields: Any) -> None:
         self.append_jsonl(self.metrics_path, fields)
+
+    def log_metrics(self, records: Iterable[dict[str, Any]]) -> None:
+        self.append_many(self.metrics_path, records)
 
     def log_sample(self, **fields: Any) -> None:
         self.append_jsonl(self.samples_path, fields)
