@@ -1,17 +1,19 @@
 """`nanotui eval` results in the rendered reports: the sweep's report.md and runs.csv, the
-course report (report.md, report.html, runs.csv) and the leaderboard, each text named by
-file name + short sha256 so two texts never share a column."""
+course report (report.md, report.html, runs.csv), the hand-in pages (brief.html) and the
+leaderboard, each text named by file name + short sha256 so two texts never share a
+column."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.engine.test_handin import TEXT, cli, world  # noqa: F401  (world: a fixture)
+from tests.engine.test_handin import TEXT, _rewrite, cli, world  # noqa: F401  (world: a fixture)
 
 
 def _eval(root: Path, target: str, text: Path, capsys) -> list[dict]:
@@ -66,6 +68,8 @@ def test_sweep_report_names_each_text_and_shows_loss_perplexity_bits_per_byte(ev
         assert cells[1:3] == ["r", "char"]
         assert cells[-3:] == [f"{rec['loss']:.4f}", f"{rec['perplexity']:.2f}",
                               f"{rec['bits_per_byte']:.3f}"]
+    # the sweep's hand-in page (brief.html: its Results table, mean ± sd over seeds)
+    assert f"bits/byte {_label(ra)}" in (tmp_path / "rep/s/brief.html").read_text()
     row = next(csv.DictReader((tmp_path / "rep/s/runs.csv").open()))
     for rec in (ra, rb):
         for what in ("loss", "perplexity", "bits_per_byte"):
@@ -102,3 +106,30 @@ def test_leaderboard_names_the_text_and_gives_its_loss_and_perplexity(evaluated,
     assert float(by_run["s/r"]["eval_loss"]) == ra["loss"]
     assert float(by_run["s2/r"]["bits_per_byte"]) == r2["bits_per_byte"]
     assert by_run["s/r"]["eval_text"] == "t.txt" and by_run["s/r"]["eval_block_size"] == "8"
+
+
+def test_verify_flags_an_eval_cell_that_its_eval_jsonl_does_not_give(evaluated, tmp_path, capsys):
+    root, ra, _, _ = evaluated
+    out = tmp_path / "dan.tar.gz"
+    assert cli(root, "bundle", "s", "-o", str(out)) == 0
+    col = _csv_col(ra, "bits_per_byte")
+
+    def edit(files):
+        k = "dan/reports/s/runs.csv"
+        rows = list(csv.DictReader(io.StringIO(files[k].decode())))
+        rows[0][col] = str(float(rows[0][col]) - 0.5)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        files[k] = buf.getvalue().encode()
+
+    _rewrite(out, tmp_path / "better.tar.gz", edit, rehash=True)
+    capsys.readouterr()
+    assert cli(root, "verify", str(out)) == 0
+    capsys.readouterr()
+    assert cli(root, "verify", str(tmp_path / "better.tar.gz")) == 1
+    problems = capsys.readouterr().out.strip().splitlines()
+    assert len(problems) == 1
+    assert problems[0].startswith(f"reports/s/runs.csv: line 2 (s/r) {col} says ")
+    assert f"runs/s/r/eval.jsonl line 1 gives {ra['bits_per_byte']}" in problems[0]
