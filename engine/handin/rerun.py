@@ -123,7 +123,8 @@ def rerun(bundle: Bundle, numbers: RunNumbers, iters: int | None = None,
     rid = numbers.id
     if numbers.config is None or numbers.meta is None:
         return [f"{rid}: cannot rerun: its config.toml or meta.json did not load"], ""
-    data = find_data(numbers.meta, data_search)
+    # absolute: the rerun trains in a folder of its own, where a relative --data means nothing
+    data = find_data(numbers.meta, [Path(p).resolve() for p in data_search or []])
     if data is None:
         return [f"{rid}: cannot rerun: no prepared data here with source sha256 "
                 f"{numbers.meta.get('source_sha256')} ({numbers.meta.get('tokenizer')}); "
@@ -159,10 +160,11 @@ def rerun(bundle: Bundle, numbers: RunNumbers, iters: int | None = None,
         env = {k: v for k, v in os.environ.items() if k not in (OVERRIDE_ENV, THREADS_ENV)}
         proc = subprocess.run([sys.executable, "-m", "engine.train", str(run.path)], env=env,
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, cwd=tmp)
+                              stderr=subprocess.PIPE, cwd=tmp)
         if proc.returncode != 0:
-            tail = run.stdout_path.read_text(errors="replace").strip().splitlines()[-1:] \
-                if run.stdout_path.is_file() else []
+            # the trainer's own log, else what it said before it had one (a bad config)
+            said = run.stdout_path.read_text(errors="replace") if run.stdout_path.is_file() else ""
+            tail = (said.strip() or proc.stderr.decode(errors="replace").strip()).splitlines()[-1:]
             return [f"{rid}: rerun failed (exit {proc.returncode}): {' '.join(tail)}"], ""
         problems, note = compare(rid, bundle.files.get(f"{base}/{METRICS}", b""), run, k, same_cpu)
         if threads is not None:

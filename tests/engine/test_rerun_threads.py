@@ -115,12 +115,14 @@ def test_an_unknown_count_is_refused_in_one_line(two_threads, tmp_path, capsys):
     assert len(out) == 1 and "its CPU thread count is not recorded" in out[0]
 
 
-def test_on_another_cpu_model_the_band_is_stated_with_its_value(two_threads, tmp_path, capsys):
+def test_on_another_cpu_model_the_band_is_stated_with_its_value(two_threads, tmp_path, capsys,
+                                                                monkeypatch):
     root, data, bundle = two_threads
+    monkeypatch.chdir(data.parent)   # --data relative to where the TA is
     b = _edit(bundle, tmp_path / "elsewhere.tar.gz", stdout=_changed_after_iter_3,
               status=lambda st: st.update(device_name="AMD EPYC 9654 96-Core Processor"))
     capsys.readouterr()
-    assert _cli(root, "verify", str(b), "--rerun", "s/r", "--iters", "2", "--data", str(data)) == 0
+    assert _cli(root, "verify", str(b), "--rerun", "s/r", "--iters", "2", "--data", data.name) == 0
     out = capsys.readouterr().out
     assert f"compared 3 recorded losses within {BAND_NATS} nats (another CPU model)" in out
     assert "0.02 nats" in out
