@@ -72,8 +72,9 @@ def text_eval_record(rec: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         v = rec.get(k)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return None, f"{k} is {_json_type(v)}, not a number"
-    if not isinstance(rec.get("text_sha256"), str) or not rec["text_sha256"]:
-        return None, f"text_sha256 is {_json_type(rec.get('text_sha256'))}, not a sha256"
+    sha = rec.get("text_sha256")
+    if not isinstance(sha, str) or len(sha) != 64 or sha.strip("0123456789abcdef"):
+        return None, f"text_sha256 is {_json_type(sha)}, not a sha256 (64 hex digits)"
     return rec, ""
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from engine.text import safe_text
+
 SHORT_SHA = 8
 
 
@@ -64,8 +66,10 @@ def columns(per_run: Iterable[list[dict[str, Any]]]) -> list[EvalColumn]:
     for evals in per_run:
         for e in evals:
             if key_of(e) not in seen:
-                seen[key_of(e)] = EvalColumn(Path(str(e.get("text"))).name, e["text_sha256"],
-                                             e.get("block_size"))
+                # the name comes from a file (a student's, in a bundle): no terminal
+                # control sequences, no line breaks in a header
+                name = " ".join(safe_text(Path(str(e.get("text"))).name).split())
+                seen[key_of(e)] = EvalColumn(name, e["text_sha256"], e.get("block_size"))
     return list(seen.values())
 
 

@@ -133,3 +133,16 @@ def test_verify_flags_an_eval_cell_that_its_eval_jsonl_does_not_give(evaluated, 
     assert len(problems) == 1
     assert problems[0].startswith(f"reports/s/runs.csv: line 2 (s/r) {col} says ")
     assert f"runs/s/r/eval.jsonl line 1 gives {ra['bits_per_byte']}" in problems[0]
+
+
+def test_a_text_name_cannot_drive_the_terminal_and_a_bad_sha256_is_skipped(evaluated, tmp_path):
+    root, ra, _, _ = evaluated
+    evals = root / "runs/s/r/eval.jsonl"
+    with open(evals, "a") as f:   # as a student's hand-edited file could have them
+        f.write(json.dumps({**ra, "text": "/x/\x1b[2J\x1b]0;pwned\x07evil\n.txt",
+                            "text_sha256": "e" * 64}) + "\n")
+        f.write(json.dumps({**ra, "text": "/x/junk.txt", "text_sha256": "\x1b[31m"}) + "\n")
+    assert cli(root, "report", "s", "--no-plots", "--out", str(tmp_path / "rep")) == 0
+    md = (tmp_path / "rep/s/report.md").read_text()
+    assert "bits/byte evil .txt (eeeeeeee) @ T=8" in md
+    assert "\x1b" not in md and "\x07" not in md and "junk.txt" not in md
