@@ -6,8 +6,8 @@ the rest by best val loss (nats per token of their own tokenizer). Bits per byte
 from `nanotui eval` records (eval.jsonl): the text most runs were evaluated on (by
 sha256, at one block size) is the columns' text, named in the header by file name, short
 sha256 and T (engine.report.text_evals); bits per byte is the number that compares char
-and BPE runs, loss and perplexity on it are per token of each run's own tokenizer. Parameters are counted under one stated
-convention (engine.model.arithmetic). "verified" is `nanotui verify`'s verdict on the
+and BPE runs, loss and perplexity on it are per token of each run's own tokenizer.
+Parameters are counted under one stated convention (engine.model.arithmetic). "verified" is `nanotui verify`'s verdict on the
 whole bundle (manifest, schemas, recomputed numbers); a rerun is not part of it.
 """
 

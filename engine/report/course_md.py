@@ -98,8 +98,8 @@ def results_table(study: Study, sweep_column: bool = True) -> str:
             _stat(m.stat(lambda s: s.bpc), "bpc")]
             + [_stat(m.stat(lambda s: s.perplexity), "ppl"),
                _stat(m.stat(lambda s: s.bpb), "bpc")] * bpe
-            + [_stat(m.stat(lambda s, c=c: text_evals.value(s.text_evals, c, "bits_per_byte")), "bpc")
-               for c in texts]
+            + [_stat(m.stat(lambda s, c=c: text_evals.value(s.text_evals, c, "bits_per_byte")),
+                     "bpc") for c in texts]
             + [str(len(m.finished)), _flags(m, budget)])
     return md_table(["sweep"] * sweep_column + [
         "configuration", "params (nanoGPT)", "params (non-emb.)", "best val", "final val",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 HELP = ("loss, bits per byte and perplexity of finished runs (their best.pt) on any text at a "
         "fixed context, each run with its own tokenizer; appended to the run's eval.jsonl "
-        "and shown in its sweep's report")
+        "and shown in the reports (report.md, runs.csv, the course report) and the leaderboard")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
