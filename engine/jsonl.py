@@ -1,4 +1,4 @@
-"""JSON-lines files of a run (metrics.jsonl, samples.jsonl) as readers may rely on them:
+"""JSON-lines files of a run (metrics.jsonl, samples.jsonl, eval.jsonl) as readers may rely on them:
 an incremental tail that skips, and names, lines of the wrong shape, the record checks,
 and the truncation a resume makes. engine.runs owns the layout; this is its line reader."""
 
@@ -62,6 +62,19 @@ def sample_record(rec: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         return None, f"text is {_json_type(rec.get('text'))}, not a string"
     if not isinstance(rec.get("metrics", {}), dict):
         return {**rec, "metrics": {}}, f"metrics is {_json_type(rec['metrics'])}, not an object"
+    return rec, ""
+
+
+def text_eval_record(rec: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """An eval.jsonl record (`nanotui eval` of a run on a text): the numbers every table
+    shows, and the text's sha256 that names its column; one without them is skipped."""
+    for k in ("bits_per_byte", "loss", "tokens", "block_size"):
+        v = rec.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return None, f"{k} is {_json_type(v)}, not a number"
+    sha = rec.get("text_sha256")
+    if not isinstance(sha, str) or len(sha) != 64 or sha.strip("0123456789abcdef"):
+        return None, f"text_sha256 is {_json_type(sha)}, not a sha256 (64 hex digits)"
     return rec, ""
 
 

@@ -40,13 +40,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from engine.config import TrainConfig, dump_config, load_config
 from engine.errors import UserError
 from engine.files import NoSpace, atomic_write_bytes, atomic_write_json, is_no_space, json_default
 from engine.jsonl import (JsonlTail, _json_type, metric_record, sample_record,
-                          truncate_jsonl_after)
+                          text_eval_record, truncate_jsonl_after)
 from engine.text import safe_text
 
 DAMAGE_TAIL_BYTES = 4 << 20  # damage() checks this much of a metrics or samples file's end
@@ -264,10 +264,16 @@ class RunDir:
 
     # -- metrics and samples --
     def append_jsonl(self, path: Path, obj: dict[str, Any]) -> None:
-        line = json.dumps({k: _finite(v) for k, v in obj.items()}, default=json_default)
+        self.append_many(path, [obj])
+
+    def append_many(self, path: Path, objs: Iterable[dict[str, Any]]) -> None:
+        """Records appended one line each (flushed per call, not per line: an import of a
+        million records opens the file once)."""
         try:
             with open(path, "a") as f:
-                f.write(line + "\n")
+                for obj in objs:
+                    f.write(json.dumps({k: _finite(v) for k, v in obj.items()},
+                                       default=json_default) + "\n")
                 f.flush()
         except OSError as e:
             if is_no_space(e):
@@ -276,6 +282,9 @@ class RunDir:
 
     def log_metric(self, **fields: Any) -> None:
         self.append_jsonl(self.metrics_path, fields)
+
+    def log_metrics(self, records: Iterable[dict[str, Any]]) -> None:
+        self.append_many(self.metrics_path, records)
 
     def log_sample(self, **fields: Any) -> None:
         self.append_jsonl(self.samples_path, fields)
@@ -302,7 +311,7 @@ class RunDir:
         self.append_jsonl(self.path / EVALS, fields)
 
     def read_text_evals(self) -> list[dict[str, Any]]:
-        return JsonlTail(self.path / EVALS).read_new()
+        return JsonlTail(self.path / EVALS, check=text_eval_record).read_new()
 
     def prepare_for_resume(self, iter_num: int) -> None:
         """Before a resumed process appends: drop a torn last line and every record past

@@ -23,6 +23,10 @@ def shared_data_dir() -> Path | None:
 
 
 TINY_MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 4}
+# a short fp32 CPU run that learns visibly in 20-50 steps (an eval every 10, a log every step)
+SHORT_CPU_RUN = {"n_embd": 32, "block_size": 32, "learning_rate": 3e-3, "min_lr": 3e-4,
+                 "eval_interval": 10, "eval_iters": 2, "log_interval": 1, "device": "cpu",
+                 "dtype": "float32"}
 
 
 def tiny_experiments(data_dir, sweeps: dict, **tables) -> str:

@@ -29,3 +29,30 @@ def progress_bar(description: str, total: float | None = None,
             prog.update(task, completed=completed, **({"total": total} if total else {}))
 
         yield update
+
+
+class StageBars:
+    """One progress bar per stage the engine announces (prepare: download, checksum,
+    tokenize; import: reading and writing a log); nothing at all when disabled (stderr
+    not a terminal, --json)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.update = lambda done, total=None: None
+
+    def stage(self, description: str) -> Callable[[int, int], None]:
+        """Start a stage (closing the last one); its progress(done, total)."""
+        self.close()
+        if self.enabled:
+            self.bar = progress_bar(description, None, enabled=True)
+            self.update = self.bar.__enter__()
+        return self.progress
+
+    def progress(self, done: int, total: int) -> None:
+        self.update(done, total or None)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None

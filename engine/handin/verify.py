@@ -9,7 +9,8 @@ In order, each step one line per problem:
   4. each run's numbers recomputed from its metrics.jsonl and config: best and final val
      loss, tokens (the last record's), parameters (engine.model.arithmetic.param_count,
      nanoGPT's convention, with the data's vocabulary); status.json and every report table
-     (runs.csv, and report.md's Results table) must agree with them, to the printed digits.
+     (runs.csv, and report.md's Results table) must agree with them, to the printed digits;
+     runs.csv's `nanotui eval` columns must be the run's eval.jsonl numbers.
 """
 
 from __future__ import annotations
@@ -18,17 +19,20 @@ import csv
 import io
 import json
 import math
+import re
 
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import ConfigError, TrainConfig, config_from_dict, tomllib
 from engine.handin.archive import Bundle, manifest_problems
-from engine.jsonl import metric_record, sample_record
+from engine.jsonl import metric_record, sample_record, text_eval_record
 from engine.model.arithmetic import DEFAULT_PARAM_CONVENTION, model_vocab, param_count
 from engine.runs import CONFIG, EVALS, METRICS, SAMPLES, STATES, STATUS
 
 LOSS_TOL = 6e-5      # report tables print 4 decimals; status.json holds the exact float
+# runs.csv's eval columns: eval_<what>[<file name> <sha256 prefix> T=<block size>]
+EVAL_COLUMN = re.compile(r"^eval_(loss|perplexity|bits_per_byte)\[.* ([0-9a-f]{8}) T=(\S+)\]$")
 
 
 @dataclass
@@ -80,15 +84,6 @@ def _jsonl(data: bytes, path: str, check, problems: list[str]) -> list[dict[str,
     return out
 
 
-def _text_eval_record(rec: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    for k in ("bits_per_byte", "loss", "tokens", "block_size"):
-        if not isinstance(rec.get(k), (int, float)) or isinstance(rec.get(k), bool):
-            return None, f"{k} is not a number"
-    if not isinstance(rec.get("text_sha256"), str):
-        return None, "text_sha256 is not a string"
-    return rec, ""
-
-
 def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
@@ -114,7 +109,7 @@ def check_run(b: Bundle, entry: dict[str, Any], problems: list[str]) -> RunNumbe
             status = {}
     metrics = _jsonl(f.get(f"{base}/{METRICS}", b""), f"{base}/{METRICS}", metric_record, problems)
     _jsonl(f.get(f"{base}/{SAMPLES}", b""), f"{base}/{SAMPLES}", sample_record, problems)
-    n.text_evals = _jsonl(f.get(f"{base}/{EVALS}", b""), f"{base}/{EVALS}", _text_eval_record, problems)
+    n.text_evals = _jsonl(f.get(f"{base}/{EVALS}", b""), f"{base}/{EVALS}", text_eval_record, problems)
     data = str(entry.get("data"))
     try:
         n.meta = json.loads(f[data])
@@ -175,8 +170,30 @@ def check_reports(b: Bundle, runs: dict[str, RunNumbers], problems: list[str]) -
                 p = _cell(row.get("params") or "")
                 if p is not None and n.params is not None and int(p) != n.params:
                     problems.append(f"{where} params says {int(p):,}, config and data give {n.params:,}")
+                _check_eval_cells(where, row, n, f"runs/{n.id}/{EVALS}", problems)
         elif path.endswith("report.md") and path.count("/") == 2:   # reports/<sweep>/report.md
             _check_results_table(path, data.decode("utf-8", "replace"), path.split("/")[1], runs, problems)
+
+
+def _check_eval_cells(where: str, row: dict[str, str], n: RunNumbers, source: str,
+                      problems: list[str]) -> None:
+    """runs.csv's `nanotui eval` cells (engine.report.text_evals) against the run's own
+    eval.jsonl: the newest record on the column's text (sha256 prefix) and T."""
+    for name, cell in row.items():
+        m = EVAL_COLUMN.match(name or "")
+        claimed = _cell(cell or "")
+        if m is None or claimed is None:
+            continue
+        what, sha8, t = m.group(1), m.group(2), m.group(3)
+        rec = None
+        for e in n.text_evals:
+            if e["text_sha256"].startswith(sha8) and str(e.get("block_size")) == t:
+                rec = e
+        if rec is None:
+            problems.append(f"{where} {name} says {claimed:.4f}, {source} has no eval on that text")
+        elif _num(rec.get(what)) is None or abs(claimed - rec[what]) > 1e-9 * max(1.0, abs(rec[what])):
+            problems.append(f"{where} {name} says {claimed:.4f}, {source} line {rec['_line']} "
+                            f"gives {rec.get(what)}")
 
 
 def _check_results_table(path: str, text: str, sweep: str, runs: dict[str, RunNumbers],

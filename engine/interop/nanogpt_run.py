@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -41,7 +40,7 @@ from engine.data.nanogpt import checkpoint_data_dirs, nanogpt_data_meta, read_me
 from engine.data.tokenizers import GPT2_TOKENS
 from engine.errors import UserError, one_line
 from engine.files import atomic_write_json
-from engine.interop.nanogpt_log import NanoGptLog, read_log
+from engine.interop.nanogpt_log import LogCurve, NanoGptLog, Progress, scan_log, write_records
 from engine.model.checkpoint import (
     CKPT_FORMAT,
     CheckpointError,
@@ -56,7 +55,9 @@ from engine.runs import IMPORTED, RunDir, RunError, create_run, process_start_ti
 # TrainConfig keys whose nanoGPT value means something else (dataset is a name under
 # data/), or that nanoGPT does not have: set from what the import finds, never copied
 NOT_COPIED = {"dataset", "data_dir", "tokenizer", "vocab_size", "val_fraction"}
-SETTLE_ITERS = 5  # train.py's own rule: mfu (and so speed) only counts after 5 iterations
+
+
+Stage = Callable[[str], Progress]   # starts a stage of work on a log: its progress function
 
 
 class NanoGptImportError(UserError):
@@ -78,11 +79,13 @@ class NanoGptRun:
     log: NanoGptLog | None
     params: tuple[int, int]
     notes: list[str] = field(default_factory=list)
+    curve: LogCurve | None = None    # the log's numbers, once its records are written
 
 
 def read_out_dir(path: Path, meta_path: Path | None = None, log_path: Path | None = None,
-                 name: str | None = None) -> NanoGptRun:
-    """Read an out_dir (or its ckpt.pt) and everything it implies; raise NanoGptImportError."""
+                 name: str | None = None, stage: Stage | None = None) -> NanoGptRun:
+    """Read an out_dir (or its ckpt.pt) and everything it implies; raise NanoGptImportError.
+    `stage` follows the read of the log."""
     path = Path(path).expanduser()
     ckpt = path / "ckpt.pt" if path.is_dir() else path
     if not ckpt.is_file():
@@ -104,13 +107,16 @@ def read_out_dir(path: Path, meta_path: Path | None = None, log_path: Path | Non
     cfg, unmapped = _config(ck, meta, data_dir, ckpt)
     if log_path is None and (source / "log.txt").is_file():
         log_path = source / "log.txt"
-    log = read_log(log_path) if log_path is not None else None
+    if log_path is not None and not Path(log_path).is_file():
+        raise NanoGptImportError(f"{log_path}: no such log file (or not a regular file)")
+    log = (scan_log(log_path, stage(f"reading {log_path}") if stage else None)
+           if log_path is not None else None)
     run = NanoGptRun(source, ckpt, name, ck, cfg, unmapped, meta, meta_source, log, params)
     if meta is None:
         run.notes.append(f"no tokenizer: no data/{ck.get('config', {}).get('dataset')}/meta.pkl "
                          "found and the vocabulary is smaller than GPT-2's; pass --meta "
                          "to sample text")
-    if log is not None and not (log.trains or log.evals):
+    if log is not None and not (log.train_lines or log.eval_lines):
         run.notes.append(f"{log.path}: no `iter N: loss` or `step N: train loss` lines")
     return run
 
@@ -194,20 +200,13 @@ def status_fields(run: NanoGptRun) -> dict[str, Any]:
                      "checkpoint": str(run.ckpt_path.resolve()),
                      "log": str(run.log.path.resolve()) if run.log else None,
                      "tokenizer": run.meta_source or None, "imported_at": time.time()}}
-    if run.log is not None and run.log.evals:
-        evals = run.log.evals
-        best_iter = min(evals, key=lambda i: evals[i]["val_loss"])
-        last = max(evals)
-        st.update(best_val_loss=evals[best_iter]["val_loss"], best_iter=best_iter,
-                  val_loss=evals[last]["val_loss"], train_loss=evals[last]["train_loss"])
-    if run.log is not None and run.log.evals:
-        st["iter"] = max(st["iter"], max(run.log.evals))
-    if run.log is not None and run.log.trains:
-        recs = [r for r in run.log.records(cfg.tokens_per_iter) if r["kind"] == "train"]
-        settled = [r["tok_s"] for r in recs if r["iter"] > SETTLE_ITERS and r.get("tok_s")]
-        st["tok_s"] = statistics.median(settled) if settled else None
-        mfus = [r["mfu"] for r in recs if r.get("mfu") is not None]
-        st["mfu"] = mfus[-1] if mfus else None
+    c = run.curve
+    if c is not None and c.best is not None and c.last_eval is not None:
+        last, val, train = c.last_eval
+        st.update(best_val_loss=c.best[1], best_iter=c.best[0], val_loss=val, train_loss=train,
+                  iter=max(st["iter"], last))
+    if c is not None and c.trains:
+        st.update(tok_s=c.tok_s, mfu=c.mfu)
     return st
 
 
@@ -235,8 +234,9 @@ def remove_stale_imports(runs_root: Path) -> list[Path]:
     return removed
 
 
-def write_run(run: NanoGptRun, runs_root: Path, sweep: str) -> RunDir:
-    """Write the run directory runs_root/sweep/name (RunError if it exists)."""
+def write_run(run: NanoGptRun, runs_root: Path, sweep: str, stage: Stage | None = None) -> RunDir:
+    """Write the run directory runs_root/sweep/name (RunError if it exists); `stage`
+    follows the second read of the log."""
     if not safe_part(sweep):
         raise RunError(f"unsafe sweep name {sweep!r}")
     final = RunDir(Path(runs_root) / sweep / run.name)
@@ -248,8 +248,9 @@ def write_run(run: NanoGptRun, runs_root: Path, sweep: str) -> RunDir:
     try:
         tmp = create_run(tmp_root, sweep, run.name, run.config, varied={}, exist_ok=False)
         if run.log is not None:
-            for rec in run.log.records(run.config.tokens_per_iter):
-                tmp.log_metric(**rec)
+            what = f"writing {sweep}/{run.name} from {run.log.path}"
+            run.curve = write_records(run.log, run.config.tokens_per_iter, tmp.log_metrics,
+                                      stage(what) if stage else None)
         save_checkpoint(checkpoint_state(run), tmp.ckpt_path)
         try:
             os.link(tmp.ckpt_path, tmp.best_path)
@@ -269,12 +270,15 @@ def write_run(run: NanoGptRun, runs_root: Path, sweep: str) -> RunDir:
 
 def import_out_dirs(paths: list[Path], runs_root: Path, sweep: str = "imported",
                     meta_path: Path | None = None, log_path: Path | None = None,
-                    name: str | None = None) -> list[tuple[RunDir, NanoGptRun]]:
+                    name: str | None = None, stage: Stage | None = None
+                    ) -> list[tuple[RunDir, NanoGptRun]]:
     """Import every out_dir; all are read and checked before the first is written, so a
-    bad one among many writes nothing."""
+    bad one among many writes nothing. `stage(what)` starts a stage of the work on a log
+    ("reading PATH", "writing RUN from PATH") and returns the function that follows its
+    bytes: a log of a long run takes a while."""
     if (log_path is not None or name is not None) and len(paths) != 1:
         raise NanoGptImportError("--log and --name name one run: give one PATH with them")
-    runs = [read_out_dir(p, meta_path, log_path, name) for p in paths]
+    runs = [read_out_dir(p, meta_path, log_path, name, stage) for p in paths]
     names = [r.name for r in runs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -283,4 +287,4 @@ def import_out_dirs(paths: list[Path], runs_root: Path, sweep: str = "imported",
     for r in runs:
         if (Path(runs_root) / sweep / r.name).exists():
             raise RunError(f"run {sweep}/{r.name} already exists: pick another --sweep or --name")
-    return [(write_run(r, runs_root, sweep), r) for r in runs]
+    return [(write_run(r, runs_root, sweep, stage), r) for r in runs]

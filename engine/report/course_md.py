@@ -29,7 +29,8 @@ from engine.report.summary import (
 )
 from engine.report.caveats import embedding_note, precision_of, precision_text, same_start_note
 from engine.report.returns import RETURNS_METHOD, returns_to_size
-from engine.report.tables import fmt, md_table, shown_setting
+from engine.report import text_evals
+from engine.report.tables import fmt, md_table, shown_setting, text_eval_section
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
 
@@ -88,6 +89,7 @@ def results_table(study: Study, sweep_column: bool = True) -> str:
     """One row per configuration of every sweep: its numbers as mean ± sd over seeds."""
     budget = common_budget(study)
     bpe = is_bpe(study.members())
+    texts = text_evals.columns(s.text_evals for m in study.members() for s in m.runs)
     rows = []
     for m in study.members():
         rows.append([m.sweep] * sweep_column + [
@@ -96,11 +98,13 @@ def results_table(study: Study, sweep_column: bool = True) -> str:
             _stat(m.stat(lambda s: s.bpc), "bpc")]
             + [_stat(m.stat(lambda s: s.perplexity), "ppl"),
                _stat(m.stat(lambda s: s.bpb), "bpc")] * bpe
+            + [_stat(m.stat(lambda s, c=c: text_evals.value(s.text_evals, c, "bits_per_byte")),
+                     "bpc") for c in texts]
             + [str(len(m.finished)), _flags(m, budget)])
     return md_table(["sweep"] * sweep_column + [
         "configuration", "params (nanoGPT)", "params (non-emb.)", "best val", "final val",
         "train-val gap", "bits/char"] + ["perplexity", "bits/byte"] * bpe
-        + ["seeds done", "flags"], rows)
+        + [f"bits/byte {c.label}" for c in texts] + ["seeds done", "flags"], rows)
 
 
 def is_bpe(members: list[Member]) -> bool:
@@ -340,6 +344,8 @@ def course_markdown(study: Study, fits: list[FitGroup], figures: dict[str, list[
         out += ["Compact table (GPT-2 BPE runs; val loss = mean best val loss, perplexity = "
                 "exp of it per seed, TTR at each model's common decoding setting; mean ± sd "
                 "over seeds):", "", compact_table(study)]
+    once = {s.run.path.resolve(): s for m in study.members() for s in m.runs}
+    out += text_eval_section([(s.id, s.tokenizer, s.text_evals) for s in once.values()])
     for name, members in study.sweeps.items():
         keys = study.varied.get(name) or [None]
         out += experiment_section(name, members, keys[0], figures.get(name, []))

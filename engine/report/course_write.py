@@ -18,7 +18,8 @@ from engine.report.html import markdown_to_html
 from engine.report.laws import LawOptions
 from engine.report.study import FitGroup, study_fits
 from engine.report.summary import RunSummary, common_decoding
-from engine.report.tables import CSV_COLUMNS, csv_row
+from engine.report import text_evals
+from engine.report.tables import csv_head, csv_row
 from engine.runs import RunError
 
 
@@ -77,14 +78,15 @@ def write_course(per_sweep: dict[str, list[RunSummary]], runs_root: Path, d: Pat
     brief = brief_markdown(study, brief_figures(study, figures, cross), runs_root)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
+    texts = text_evals.columns(s.text_evals for m in study.members() for s in m.runs)
+    w.writerow(csv_head(texts))
     fitted = {s.id for g in fits if g.fit is not None for s in g.points}
     for m in study.members():
         decoding = common_decoding(m.runs)
         first = m.model.members[0] if m.model else m  # whose name the fit point carries
         in_fit = f"{first.sweep}/{first.label}" in fitted
         for s in m.runs:
-            w.writerow(csv_row(s, decoding, None, in_fit and s.finished))
+            w.writerow(csv_row(s, decoding, None, in_fit and s.finished, texts))
     try:
         atomic_write_bytes(d / "report.md", md.encode())
         atomic_write_bytes(d / "report.html", markdown_to_html(md, title, d).encode())

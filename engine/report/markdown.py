@@ -29,7 +29,8 @@ from engine.report.summary import (
     latest_samples,
 )
 from engine.report.returns import RETURNS_METHOD, returns_to_size
-from engine.report.tables import fmt, group_value, md_table, shown_setting
+from engine.report import text_evals
+from engine.report.tables import fmt, group_value, md_table, shown_setting, text_eval_section
 
 def _settings(summaries: list[RunSummary]) -> tuple[list[str], dict[str, Any]]:
     cfgs = [s.config.to_dict() for s in summaries if s.config]
@@ -65,8 +66,8 @@ def _results_table(summaries: list[RunSummary], varied: list[str]) -> str:
             "best val", "best @ iter", "final val", "final train", "train-val gap", "bits/char"]
     if bpe:
         head += ["perplexity", "bits/byte"]
-    texts = _eval_texts(summaries)
-    head += [f"bits/byte {name} @ T={t}" for name, _, t in texts]
+    texts = text_evals.columns(s.text_evals for s in summaries)
+    head += [f"bits/byte {c.label}" for c in texts]
     head += ["tok/s", "wall time"]
     rows = []
     for s in summaries:
@@ -77,21 +78,11 @@ def _results_table(summaries: list[RunSummary], varied: list[str]) -> str:
                fmt(s.gap, "gap"), fmt(s.bpc, "bpc")]
         if bpe:
             row += [fmt(s.perplexity, "ppl"), fmt(s.bpb, "bpc")]
-        by_text = {(e["text_sha256"], e.get("block_size")): e["bits_per_byte"] for e in s.text_evals}
-        row += [fmt(by_text.get((sha, t)), "bpc") for _, sha, t in texts]
+        row += [fmt(text_evals.value(s.text_evals, c, "bits_per_byte"), "bpc") for c in texts]
         row += [fmt(s.tok_s, "int") + (" (loaded)" if s.busy_cores is not None and s.tok_s else ""),
                 fmt(s.wall_s, "time")]
         rows.append(row)
     return md_table(head, rows)
-
-
-def _eval_texts(summaries: list[RunSummary]) -> list[tuple[str, str, Any]]:
-    """(file name, sha256, block size) of every text some run was evaluated on."""
-    seen: dict[tuple[str, Any], str] = {}
-    for s in summaries:
-        for e in s.text_evals:
-            seen.setdefault((e["text_sha256"], e.get("block_size")), Path(str(e.get("text"))).name)
-    return [(name, sha, t) for (sha, t), name in seen.items()]
 
 
 def _ranking(summaries: list[RunSummary], varied: list[str]) -> str:
@@ -202,6 +193,7 @@ def sweep_markdown(sweep: str, summaries: list[RunSummary], study: Study, fit_te
     seeded = any(len(m.runs) > 1 for m in study.sweeps[sweep])
     if seeded:
         out += _over_seeds(study, sweep, decoding)
+    out += text_eval_section([(s.run.name, s.tokenizer, s.text_evals) for s in summaries])
     if len(summaries) >= 4:
         out += ["## Ranked by best validation loss", "", _ranking(summaries, varied)]
     if group_by:

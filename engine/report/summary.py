@@ -21,6 +21,7 @@ from engine.report.compute import METHODS as COMPUTE_METHODS
 from engine.report.compute import Point, RunAxes, point, run_axes
 from engine.train.control import TrainClock
 from engine.report.meta import find_meta
+from engine.report import text_evals
 from engine.report.reading import RunReading, read_run
 from engine.runs import RunDir
 from engine.sample.metrics import eval_metrics
@@ -53,10 +54,12 @@ METHODS = {
            "come from the prepared data's meta.json (`chars_per_token`, else "
            "`bytes_per_token`, which equals characters per token for ASCII text). This is "
            "the number that compares char and BPE runs.",
-    "text_eval": "Bits/byte on a text (`nanotui eval RUN --text FILE`): the run's best.pt "
-                 "on that text, windows of T tokens, total nats / ln 2 / UTF-8 bytes of the "
-                 "predicted span (engine.sample.evaluate); the newest eval per text and T. "
-                 "Comparable across tokenizers.",
+    "text_eval": "On a fixed text (`nanotui eval RUN --text FILE`): the run's best.pt on "
+                 "that text, windows of T tokens; loss = total nats / predicted tokens, "
+                 "perplexity = exp(loss), bits/byte = total nats / ln 2 / UTF-8 bytes of the "
+                 "predicted span (engine.sample.evaluate); the newest eval per text and T. A "
+                 "text is named by its file name and the first 8 hex digits of its sha256 "
+                 "(two texts are never one column). Only bits/byte compares tokenizers.",
     "ppl": "Perplexity (BPE runs): exp(best val loss), per token.",
     "bpb": "Bits per byte (BPE runs): best val loss / ln 2 / bytes per token, with bytes "
            "per token from the prepared data's meta.json (`bytes_per_token`): the number "
@@ -217,7 +220,7 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
     s.evals = sorted(evals, key=lambda r: r.get("iter", 0))
     s.trains = sorted(trains.result(), key=lambda r: r.get("iter", 0))
     s.samples = run.read_samples()
-    s.text_evals = latest_text_evals(run)
+    s.text_evals = text_evals.latest(run.read_text_evals())
     s.temperature_samples = run.read_temperature_samples()
     _params(s, reading, status, meta)
     _losses(s, reading)
@@ -421,13 +424,3 @@ def excerpt(text: str, min_sentences: int = 2, max_sentences: int = 4, max_chars
     if len(out) > max_chars:
         out = out[:max_chars].rsplit(" ", 1)[0] + " …"
     return out
-
-
-def latest_text_evals(run: RunDir) -> list[dict[str, Any]]:
-    """The newest eval.jsonl record per (text sha256, block size), oldest first (here, not
-    in engine.sample.evaluate, so reading a report never imports torch)."""
-    latest: dict[tuple, dict[str, Any]] = {}
-    for r in run.read_text_evals():
-        if isinstance(r.get("bits_per_byte"), (int, float)) and isinstance(r.get("text_sha256"), str):
-            latest[(r["text_sha256"], r.get("block_size"))] = r
-    return list(latest.values())

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from engine.report import text_evals
 from engine.report.summary import RunSummary, describe_decoding, diversity
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "max_iters")
@@ -90,7 +91,14 @@ def _r(x: float | None, digits: int = 6) -> Any:
     return "" if x is None else round(x, digits)
 
 
-def csv_row(s: RunSummary, decoding: tuple | None, group_by: str | None, in_fit: bool) -> list[Any]:
+def csv_head(texts: list[text_evals.EvalColumn]) -> list[str]:
+    """runs.csv's header: the fixed columns, then loss, perplexity and bits per byte on
+    each text some run was evaluated on (`nanotui eval`)."""
+    return [*CSV_COLUMNS, *text_evals.csv_head(texts)]
+
+
+def csv_row(s: RunSummary, decoding: tuple | None, group_by: str | None, in_fit: bool,
+            texts: list[text_evals.EvalColumn] = ()) -> list[Any]:
     d, n, it = diversity(s, decoding) if decoding else ({}, 0, None)
     blank = lambda v: "" if v is None else v  # noqa: E731
     return [s.run.sweep, s.run.name, s.state, blank(s.reason), json.dumps(s.varied, sort_keys=True),
@@ -102,13 +110,40 @@ def csv_row(s: RunSummary, decoding: tuple | None, group_by: str | None, in_fit:
             blank(s.overfit_iter), int(in_fit), describe_decoding(decoding) if decoding else "",
             blank(it), n, *[_r(d.get(k)) for k in ("words", "ttr", "mattr", "distinct_1",
                                                    "distinct_2", "distinct_3", "repetition_4")],
-            *compute_cells(s)]
+            *compute_cells(s), *text_evals.csv_cells(s.text_evals, list(texts))]
 
 
 def compute_cells(s: RunSummary) -> list[Any]:
     """runs.csv's COMPUTE_COLUMNS (engine.report.compute says what each means)."""
     return [_r(s.train_flops, 0), _r(s.train_time_s, 2), _r(s.tokens_per_param, 3),
             _r(s.val_bpb)]
+
+
+def text_eval_section(rows: list[tuple[str, str, list[dict[str, Any]]]]) -> list[str]:
+    """report.md's "On a fixed text" section from (run name, tokenizer, its evals) rows;
+    nothing when no run was evaluated."""
+    cols = text_evals.columns(evals for _, _, evals in rows)
+    if not cols:
+        return []
+    table = []
+    for c in cols:
+        for name, tokenizer, evals in rows:
+            e = text_evals.on(evals, c)
+            if e is None:
+                continue
+            table.append([c.label, name, tokenizer, fmt(e.get("iter"), "int"),
+                          fmt(e.get("tokens"), "int"), fmt(e.get("bytes"), "int"),
+                          fmt(e.get("loss"), "loss"), fmt(e.get("perplexity"), "ppl"),
+                          fmt(e.get("bits_per_byte"), "bpc")])
+    mixed = len({tok for _, tok, evals in rows if evals}) > 1
+    return ["## On a fixed text (`nanotui eval`)", "",
+            "Each run's best checkpoint on a text of your choice, at a fixed context T "
+            "(text = file name, first 8 hex digits of its sha256, T). Loss is nats per token "
+            "and perplexity per token of the run's own tokenizer; bits per byte compares "
+            "runs across tokenizers" + (" (char and BPE runs here: compare them by bits per "
+            "byte only)." if mixed else "."), "",
+            md_table(["text", "run", "tokenizer", "checkpoint iter", "tokens", "bytes",
+                      "loss", "perplexity", "bits/byte"], table)]
 
 
 def natural_key(text: str) -> tuple:

@@ -46,7 +46,8 @@ from engine.report.summary import (
     describe_decoding,
     summarize,
 )
-from engine.report.tables import CSV_COLUMNS, csv_row, natural_key
+from engine.report import text_evals
+from engine.report.tables import csv_head, csv_row, natural_key
 from engine.report.tuning import Tuning, best_tuned
 from engine.files import atomic_write_bytes
 from engine.runs import RunError, list_runs, list_shared
@@ -223,10 +224,11 @@ def _write_sweep(name: str, summaries: list[RunSummary], study: Study,
                         list(extra))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
+    texts = text_evals.columns(s.text_evals for s in summaries)
+    w.writerow(csv_head(texts))
     for s in summaries:
         w.writerow(csv_row(s, decoding, group_by,
-                           s.finished and f"{s.run.sweep}/{label_of(s)}" in fitted))
+                           s.finished and f"{s.run.sweep}/{label_of(s)}" in fitted, texts))
     brief = brief_markdown(study, brief_figures(study, {name: figures}, []), runs_root)
     try:
         atomic_write_bytes(d / "report.md", md.encode())

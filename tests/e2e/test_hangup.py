@@ -8,35 +8,23 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import sys
-import time
 
 import pytest
 
 from tests.conftest import REPO
-from tests.e2e.tmux_driver import Tmux
+from tests.e2e.tmux_driver import Tmux, alive, app_command, gone_within
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_the_app_exits_when_its_terminal_hangs_up_under_a_wrapper(tmp_path):
     pidfile, runs = tmp_path / "pid", tmp_path / "runs"
-    app = " ".join(shlex.quote(a) for a in
-                   [sys.executable, "-P", "-m", "tui", "--runs", str(runs), "--experiments",
-                    str(REPO / "tui" / "templates" / "experiments.toml")])
     # the outer shell stays as the session leader, like make: it holds its HUP trap until
     # its child is done, so only the hang-up itself can end the app; the inner shell
     # writes its pid and becomes nanotui
-    inner = f"echo $$ > {shlex.quote(str(pidfile))}; cd {shlex.quote(str(REPO))}; exec {app}"
+    inner = app_command(pidfile, "--runs", str(runs), "--experiments",
+                        str(REPO / "tui" / "templates" / "experiments.toml"))
     tmux = Tmux(f"nanotui-hangup-{os.getpid()}")
     tmux.start(f"trap 'exit 0' HUP; sh -c {shlex.quote(inner)}; :", 100, 30)
     try:
@@ -45,9 +33,6 @@ def test_the_app_exits_when_its_terminal_hangs_up_under_a_wrapper(tmp_path):
         assert alive(pid)
     finally:
         tmux.kill()  # the whole server: the terminal hangs up
-    deadline = time.monotonic() + 15
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if alive(pid):
+    if not gone_within(pid, 15):
         os.kill(pid, 9)
         pytest.fail("nanotui kept running after its terminal hung up")

@@ -8,23 +8,12 @@ import os
 import shlex
 import shutil
 import signal
-import sys
-import time
 
 import pytest
 
-from tests.conftest import REPO
-from tests.e2e.tmux_driver import Tmux
+from tests.e2e.tmux_driver import Tmux, app_command, gone_within
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -32,10 +21,8 @@ def alive(pid: int) -> bool:
 def test_the_terminal_is_restored_when_the_app_is_signalled(tmp_path, sig):
     pidfile, runs = tmp_path / "pid", tmp_path / "runs"
     runs.mkdir()
-    app = " ".join(shlex.quote(a) for a in
-                   [sys.executable, "-P", "-m", "tui", "--runs", str(runs)])
     # the shell outlives the app, so the pane shows what the app left behind
-    inner = f"echo $$ > {shlex.quote(str(pidfile))}; cd {shlex.quote(str(REPO))}; exec {app}"
+    inner = app_command(pidfile, "--runs", str(runs))
     tmux = Tmux(f"nanotui-restore-{os.getpid()}-{sig}")
     tmux.start(f"sh -c {shlex.quote(inner)}; echo APP-ENDED; sleep 60", 100, 30)
     try:
@@ -44,10 +31,7 @@ def test_the_terminal_is_restored_when_the_app_is_signalled(tmp_path, sig):
         assert tmux("display", "-p", "-t", tmux.name, flags).split()[0] == "1"
         pid = int(pidfile.read_text())
         os.kill(pid, sig)
-        deadline = time.monotonic() + 20
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not alive(pid), "the app ignored the signal"
+        assert gone_within(pid, 20), "the app ignored the signal"
         tmux.wait_for(lambda pane: "APP-ENDED" in pane, 10, "the shell after the app")
         assert tmux("display", "-p", "-t", tmux.name, flags).split() == ["0", "0", "1"]
     finally:

@@ -4,8 +4,36 @@ start a command in a pane of a given size, read the screen, type keys, wait for 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
+import sys
 import time
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def app_command(pidfile: Path, *args: str) -> str:
+    """A shell command that writes its pid to `pidfile` and then becomes nanotui
+    (`python -P -m tui ARGS` from the repository), so a test can signal the app itself."""
+    app = " ".join(shlex.quote(a) for a in [sys.executable, "-P", "-m", "tui", *args])
+    return f"echo $$ > {shlex.quote(str(pidfile))}; cd {shlex.quote(str(REPO))}; exec {app}"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def gone_within(pid: int, timeout: float) -> bool:
+    """Whether process `pid` has ended by `timeout` seconds from now."""
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not alive(pid)
 
 
 class Tmux:

@@ -10,45 +10,21 @@ from engine.launch.queue import queue_runs_detailed
 from engine.runs import RunDir
 from engine.train import process as T
 from engine.train.extension import lr_at, plan_extension
-from tests.conftest import write_char_data
+from tests.conftest import SHORT_CPU_RUN, tiny_experiments, write_char_data
 from tui.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
-
-EXP = """
-[defaults]
-data_dir = "{data}"
-n_layer = 1
-n_head = 2
-n_embd = 32
-block_size = 32
-batch_size = 4
-max_iters = {max_iters}
-lr_decay_iters = {decay}
-warmup_iters = 2
-learning_rate = 3e-3
-min_lr = 3e-4
-eval_interval = 10
-eval_iters = 2
-log_interval = 1
-device = "cpu"
-dtype = "float32"
-cpu_attention = "torch"
-[sampling]
-prompts = ["the cat"]
-max_new_tokens = 8
-num_samples = 1
-[sweep.t]
-vary = {{ n_layer = [1] }}
-"""
-
 
 def _exp(tmp_path, max_iters: int, decay: int = 20) -> str:
     data = tmp_path / "data"
     if not (data / "meta.json").exists():
         write_char_data(data)
     p = tmp_path / "experiments.toml"
-    p.write_text(EXP.format(data=data, max_iters=max_iters, decay=decay))
+    p.write_text(tiny_experiments(
+        data, {"t": {"vary": {"n_layer": [1]}}},
+        defaults={**SHORT_CPU_RUN, "max_iters": max_iters, "lr_decay_iters": decay,
+                  "warmup_iters": 2, "cpu_attention": "torch"},
+        sampling={"prompts": ["the cat"], "max_new_tokens": 8, "num_samples": 1}))
     return str(p)
 
 

@@ -70,7 +70,8 @@ def test_eval_writes_bits_per_byte_beside_the_run_and_into_the_report(world, tmp
     assert json.loads(lines[-1])["bits_per_byte"] == rec["bits_per_byte"]
     assert cli(root, "report", "s", "--no-plots", "--out", str(tmp_path / "rep")) == 0
     md = (tmp_path / "rep/s/report.md").read_text()
-    assert "bits/byte t.txt @ T=8" in md and f"{rec['bits_per_byte']:.3f}" in md
+    assert f"bits/byte t.txt ({rec['text_sha256'][:8]}) @ T=8" in md
+    assert f"{rec['bits_per_byte']:.3f}" in md
 
 
 @pytest.mark.parametrize("content", [b"", b"  \n", b"\x7fELF\x02\x01\x00\x00binary"])

@@ -12,42 +12,22 @@ from engine.config import load_toml
 from engine.launch.queue import queue_runs_detailed
 from engine.runs import RunDir
 from engine.train.process import main as train_main
-from tests.conftest import write_char_data
+from tests.conftest import SHORT_CPU_RUN, tiny_experiments, write_char_data
 from tui.cli import main as nanotui
 
 
-def course(data, horizon: str) -> str:
-    return f"""
-[defaults]
-data_dir = "{data}"
-n_layer = 1
-n_head = 2
-n_embd = 32
-block_size = 32
-batch_size = 4
-learning_rate = 3e-3
-min_lr = 3e-4
-max_iters = 5000
-eval_interval = 10
-eval_iters = 2
-log_interval = 1
-device = "cpu"
-dtype = "float32"
-
-[sampling]
-max_new_tokens = 8
-
-[sweep.t]
-fixed = {{ {horizon} }}
-vary = {{ n_layer = [1] }}
-"""
+def course(data, horizon: dict) -> str:
+    """One run whose length is `horizon` (a fixed key that replaces [defaults] max_iters)."""
+    return tiny_experiments(data, {"t": {"fixed": horizon, "vary": {"n_layer": [1]}}},
+                            defaults={**SHORT_CPU_RUN, "max_iters": 5000},
+                            sampling={"max_new_tokens": 8})
 
 
 def test_a_max_tokens_run_trains_to_its_budget_and_ends_at_min_lr(tmp_path, capsys,
                                                                     one_torch_thread):
     data = write_char_data(tmp_path / "data")
     exp = tmp_path / "experiments.toml"
-    exp.write_text(course(data, "max_tokens = 3000"))   # 3000 / 128 per step: 24 steps
+    exp.write_text(course(data, {"max_tokens": 3000}))   # 3000 / 128 per step: 24 steps
     runs = tmp_path / "runs"
     (run,) = queue_runs_detailed(exp, runs).queued
     saved = load_toml(run.config_path)
@@ -75,7 +55,7 @@ def test_a_max_tokens_run_trains_to_its_budget_and_ends_at_min_lr(tmp_path, caps
     (row,) = json.loads(capsys.readouterr().out)["runs"]
     assert row["drift"] == [] and row["state"] == "done"
     # ... and another token budget is, named by the key the user wrote
-    exp.write_text(course(data, "max_tokens = 6000"))
+    exp.write_text(course(data, {"max_tokens": 6000}))
     nanotui(args)
     (row,) = json.loads(capsys.readouterr().out)["runs"]
     assert row["drift"] == ["max_tokens: 3000 → 6000"]

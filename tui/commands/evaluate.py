@@ -8,7 +8,7 @@ from pathlib import Path
 
 HELP = ("loss, bits per byte and perplexity of finished runs (their best.pt) on any text at a "
         "fixed context, each run with its own tokenizer; appended to the run's eval.jsonl "
-        "and shown in its sweep's report")
+        "and shown in the reports (report.md, runs.csv, the course report) and the leaderboard")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,6 +41,7 @@ def _runs(runs_root: Path, ref: str) -> list:
 def run(args: argparse.Namespace) -> int:
     from engine.sample.evaluate import evaluate_run, read_text
     from engine.report.tables import fmt
+    from engine.report.text_evals import SHORT_SHA
 
     text = read_text(args.text)  # a bad file is refused before any model loads
     runs = _runs(Path(args.runs), args.target)
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"text": str(text.path), "text_sha256": text.sha256, "evals": records},
                          indent=1))
         return 0
-    print(f"{text.path} (sha256 {text.sha256[:12]})")
+    print(f"{text.path} (sha256 {text.sha256[:SHORT_SHA]}, as the reports name it)")
     print(f"{'run':<28} {'tokenizer':<9} {'T':>5} {'tokens':>9} {'bytes':>9} "
           f"{'loss':>8} {'bits/byte':>9} {'ppl':>9}")
     for x in records:

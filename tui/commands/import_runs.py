@@ -4,6 +4,7 @@ train.py's output) become finished runs under runs/ (engine.interop.nanogpt_run)
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 HELP = "bring nanoGPT out_dirs (ckpt.pt + optional log.txt) into runs/ as finished runs"
@@ -25,8 +26,15 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from engine.interop.nanogpt_run import import_out_dirs, status_fields
-    done = import_out_dirs([Path(p) for p in args.paths], args.runs, args.sweep,
-                           meta_path=args.meta, log_path=args.log, name=args.name)
+    from tui.progress import StageBars
+
+    bars = StageBars(sys.stderr.isatty() and not args.json)   # a long run's log takes a while
+    try:
+        done = import_out_dirs([Path(p) for p in args.paths], args.runs, args.sweep,
+                               meta_path=args.meta, log_path=args.log, name=args.name,
+                               stage=bars.stage)
+    finally:
+        bars.close()
     if args.json:
         print(json.dumps({"runs": [{"id": rd.id, "path": str(rd.path), "source": str(r.source),
                                     "unmapped": sorted(r.unmapped), "notes": r.notes,
@@ -37,8 +45,8 @@ def run(args) -> int:
     for rd, r in done:
         st = status_fields(r)
         best = st["best_val_loss"]
-        log = (f"{len(r.log.trains)} train + {len(r.log.evals)} eval lines from {r.log.path}"
-               if r.log else "no log")
+        log = (f"{r.curve.trains:,} train + {r.curve.evals:,} eval records from {r.log.path}"
+               if r.log and r.curve else "no log")
         best = f"{best:.4f} (iter {st['best_iter']})" if best is not None else "—"
         print(f"imported {r.source} -> {rd.id}: {st['params']:,} params, iter {st['iter']}, "
               f"best val {best}; tokenizer: {r.meta_source or 'none'}; {log}")

@@ -7,7 +7,7 @@ import json
 import sys
 
 from tui.commands import CommandError
-from tui.progress import progress_bar
+from tui.progress import StageBars
 
 HELP = "download and tokenize a dataset into train.bin, val.bin and meta.json"
 
@@ -36,35 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print one JSON document (the prepared dir and its meta.json)")
 
 
-class _StageBars:
-    """One progress bar per stage the engine announces (download, checksum, tokenize);
-    nothing at all when stderr is not a terminal."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.bar = None
-        self.update = lambda done, total=None: None
-
-    def stage(self, description: str) -> None:
-        self.close()
-        if self.enabled:
-            self.bar = progress_bar(description, None, enabled=True)
-            self.update = self.bar.__enter__()
-
-    def progress(self, done: int, total: int) -> None:
-        self.update(done, total or None)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
-
-
 def run(args: argparse.Namespace) -> int:
     from engine.data.datasets import load_meta, prepare
     from engine.data.tokenizers import DataError
 
-    bars = _StageBars(sys.stderr.isatty() and not args.json)
+    bars = StageBars(sys.stderr.isatty() and not args.json)
     try:
         out = prepare(args.source, args.tokenizer, args.val_fraction, out_dir=args.data_dir,
                       tokenizer_files=args.tokenizer_file, progress=bars.progress,
