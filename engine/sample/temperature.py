@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.runs import RunDir
-from engine.sample.generate import generate_samples, load_model
+from engine.sample.generate import generate_samples, load_model, sampling_precision
 from engine.sample.metrics import eval_metrics
 
 STUDY_SAMPLES = 3
@@ -36,7 +36,8 @@ def temperature_study(run: RunDir, temperatures: list[float], num_samples: int |
     rows = []
     for t in temperatures:
         samples = generate_samples(loaded.model, loaded.tokenizer, prompts, num, max_new, t,
-                                   s.top_k if s else None, s.top_p if s else None, seed)
+                                   s.top_k if s else None, s.top_p if s else None, seed,
+                                   precision=sampling_precision(loaded))
         for x in samples:
             run.log_temperature_sample(iter=loaded.iter_num, checkpoint=checkpoint, **x)
         m = eval_metrics([x["completion"] for x in samples])

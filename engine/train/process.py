@@ -199,10 +199,10 @@ class TrainingRun:
         from engine.sample.generate import generate_samples
         from engine.sample.metrics import eval_metrics
         s = self.cfg.sampling
-        with dev.no_tf32():  # as `nanotui sample` draws them: the same seed, the same text
-            samples = generate_samples(self.trainer.model, self.tokenizer, s.prompts, s.num_samples,
-                                       s.max_new_tokens, s.temperature, s.top_k, s.top_p,
-                                       s.seed, context=s.context)
+        # in the training dtype, as `nanotui sample` draws them: the same seed, the same text
+        samples = generate_samples(self.trainer.model, self.tokenizer, s.prompts, s.num_samples,
+                                   s.max_new_tokens, s.temperature, s.top_k, s.top_p, s.seed,
+                                   context=s.context, precision=dev.dtype_name(self.dtype))
         for rec in samples:
             self.run.log_sample(iter=it, **rec)
         if not samples:
