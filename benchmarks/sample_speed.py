@@ -17,8 +17,9 @@ parameter names are nanotui's). Context is "full" for nanotui (each token sees
 min(length, block_size) tokens, as sample.py): past block_size every side pays one forward
 pass over the window per token, so most of 1,000 tokens at block_size 256 is that cost.
 
-Before timing, each side decodes --check tokens greedily; nanotui's must equal nanoGPT's
-token for token. Figures: the median over --repeats rounds of wall-clock and of CPU time
+Before timing, each side decodes --check tokens greedily (default 400, past block_size
+256; --check 1000 takes a few minutes more); nanotui's must equal nanoGPT's token for
+token. Figures: the median over --repeats rounds of wall-clock and of CPU time
 (time.process_time: less sensitive to other work on a shared machine), as tokens/s
 (num_samples x tokens / seconds) and as ratios to nanoGPT and after/before.
 
@@ -130,8 +131,8 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=3,
                     help="samples per round (default 3, as the course's eval prompts)")
     ap.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
-    ap.add_argument("--check", type=int, default=None,
-                    help="greedy tokens compared first (default: --tokens; 0 skips)")
+    ap.add_argument("--check", type=int, default=400,
+                    help="greedy tokens compared first (default 400: past block_size 256; 0 skips)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads per worker (default 1; 0: torch's default)")
     ap.add_argument("--n_layer", type=int, default=4)
@@ -196,7 +197,7 @@ def main() -> int:
               f"{args.samples} samples x {args.tokens} tokens per round")
         for side in SIDES:
             print(f"  {side:7s} {ready[side]['ready']}")
-        n = args.tokens if args.check is None else args.check
+        n = args.check
         if n:
             want = ask("nanogpt", f"check {n}")["text"]
             for side in ("before", "after"):
