@@ -26,7 +26,8 @@ token. Figures: the median over --repeats rounds of wall-clock and of CPU time
 Why the default model is small (4 layers, 4 heads, 128 wide, ~0.8M parameters; block 256,
 vocab 65, as shakespeare_char): at 6x6x384 one nanoGPT sample of 1,000 tokens takes about
 2 minutes on a 2-core CPU, so the old default (that shape, a greedy check and 3 rounds of
-three 1,000-token runs) took ~15 minutes alone and over an hour on a loaded machine. The
+three 1,000-token runs) took ~17 minutes at the 9 tokens/s benchmarks/README.md measured
+for nanoGPT there, and over an hour on a loaded machine. The
 default now finishes in a few minutes; the flags give any other shape.
 
 Why one thread per worker by default: the old script left torch's default (2 threads on
