@@ -273,8 +273,8 @@ class GPT(nn.Module):
         (sample_next); `uniforms` (B, max_new_tokens) in [0, 1) lets each row come from its
         own seed (engine.sample.generate), else they are drawn up front from `generator`.
         The loop never reads a value back to the host (no .item(), no stop test): on a GPU
-        the tokens are queued as fast as Python issues the kernels, and the caller reads
-        the finished (B, T + max_new_tokens) tensor once."""
+        the tokens are queued as fast as Python issues the kernels; one flag, read after
+        the loop, says whether every logit was finite (ValueError if not)."""
         if context not in CONTEXTS:
             raise ValueError(f"context must be one of {', '.join(CONTEXTS)}, not {context!r}")
         was_training = self.training
@@ -289,6 +289,7 @@ class GPT(nn.Module):
         out = idx.new_empty((B, T + max_new_tokens))  # filled in place: no torch.cat per token
         out[:, :T] = idx
         cache: KVCache | None = None
+        finite = torch.ones((), dtype=torch.bool, device=idx.device)  # read once, at the end
         for t in range(max_new_tokens):
             n = T + t  # tokens so far
             if not use_cache or (context == "full" and n > bs):
@@ -302,8 +303,11 @@ class GPT(nn.Module):
                     x = out[:, n - 1:n]
                 logits, _ = self(x, cache=cache)
             u = None if uniforms is None else uniforms[:, t]
+            finite &= torch.isfinite(logits[:, -1, :]).all()
             out[:, n:n + 1] = sample_next(logits[:, -1, :], temperature, top_k, top_p, uniforms=u)
         self.train(was_training)
+        if max_new_tokens and not bool(finite):  # the sampler would pick token 0 silently
+            raise ValueError("the model's logits are NaN or inf: its weights are not finite")
         return out
 
 
