@@ -152,7 +152,8 @@ def main() -> int:
         sys.exit(f"sample_speed: {args.nanogpt}/model.py not found: --nanogpt must point at "
                  f"a nanoGPT checkout")
     if not (args.before / "engine" / "sample" / "generate.py").is_file():
-        sys.exit(f"sample_speed: {args.before} is not a nanotui tree (no engine/sample/generate.py)")
+        sys.exit(f"sample_speed: {args.before} is not a nanotui tree "
+                 f"(no engine/sample/generate.py)")
 
     sys.path.insert(0, str(HERE))
     import torch
@@ -172,7 +173,8 @@ def main() -> int:
     trees = {"nanogpt": None, "before": args.before, "after": REPO}
     procs = {}
     for side in SIDES:
-        cmd = [sys.executable, __file__, "--nanogpt", str(args.nanogpt), "--before", str(args.before),
+        cmd = [sys.executable, __file__, "--nanogpt", str(args.nanogpt),
+               "--before", str(args.before),
                "--worker", side, "--tree", str(trees[side] or ""), "--weights", str(weights),
                "--shape", json.dumps(shape), "--tokens", str(args.tokens),
                "--samples", str(args.samples), "--threads", str(args.threads)]
@@ -226,8 +228,8 @@ def main() -> int:
     c = {s: total / statistics.median(v) for s, v in cpu.items()}
     print(f"medians of {args.repeats} rounds (tokens/s; wall-clock, and per CPU-second):")
     for side in SIDES:
-        print(f"  {side:7s} {w[side]:8.1f} wall  {c[side]:8.1f} CPU   {w[side] / w['nanogpt']:5.2f}x "
-              f"nanoGPT wall, {c[side] / c['nanogpt']:5.2f}x CPU")
+        print(f"  {side:7s} {w[side]:8.1f} wall  {c[side]:8.1f} CPU   "
+              f"{w[side] / w['nanogpt']:5.2f}x nanoGPT wall, {c[side] / c['nanogpt']:5.2f}x CPU")
     print(f"  after / before: {w['after'] / w['before']:.2f}x wall, "
           f"{c['after'] / c['before']:.2f}x CPU")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
