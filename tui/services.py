@@ -141,7 +141,7 @@ class EngineSampler:
                  max_new_tokens: int = 200, seed: int = 1337) -> dict[str, Any]:
         # imported here, in the worker that samples: it imports torch, which the app's
         # start must not wait for
-        from engine.sample.generate import generate_samples, load_model
+        from engine.sample.generate import generate_samples, load_model, sampling_precision
         if not run.ckpt_path.exists():
             raise ServiceUnavailable(f"{run.id} has no checkpoint yet (written at its first eval)")
         with self._lock:
@@ -154,7 +154,8 @@ class EngineSampler:
                 raise ServiceUnavailable(f"{run.id}: no tokenizer ({loaded.why_no_tokenizer})")
             out = generate_samples(loaded.model, loaded.tokenizer, [prompt], num_samples=1,
                                    max_new_tokens=max_new_tokens, temperature=temperature,
-                                   top_k=top_k, top_p=None, seed=seed)
+                                   top_k=top_k, top_p=None, seed=seed,
+                                   precision=sampling_precision(loaded))
         rec = dict(out[0])
         rec["iter"] = loaded.iter_num
         return rec

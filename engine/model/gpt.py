@@ -259,37 +259,55 @@ class GPT(nn.Module):
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None,
                  generator: torch.Generator | None = None, use_cache: bool = True,
-                 context: str = "full"):
-        """Continue `idx` (B, T) by max_new_tokens tokens.
+                 context: str = "full", uniforms: torch.Tensor | None = None):
+        """Continue every row of `idx` (B, T) by max_new_tokens tokens, as one batch.
 
         context "full" (default): every new token sees min(length, block_size) tokens, as
         nanoGPT's sample.py: through the KV cache (one position per step) while the
         sequence fits block_size, past it a forward pass over the last block_size tokens
         per step, nanoGPT's own cost. "rebuild": an opt-in speed setting: past
         block_size the cache is rebuilt from the last block_size // 2 tokens (see
-        KVCache), so later tokens see between half and all of block_size."""
+        KVCache), so later tokens see between half and all of block_size.
+
+        Randomness: token t of row b is drawn by inverse CDF from uniforms[b, t]
+        (sample_next); `uniforms` (B, max_new_tokens) in [0, 1) lets each row come from its
+        own seed (engine.sample.generate), else they are drawn up front from `generator`.
+        The loop never reads a value back to the host (no .item(), no stop test): on a GPU
+        the tokens are queued as fast as Python issues the kernels; one flag, read after
+        the loop, says whether every logit was finite (ValueError if not)."""
         if context not in CONTEXTS:
             raise ValueError(f"context must be one of {', '.join(CONTEXTS)}, not {context!r}")
         was_training = self.training
         self.eval()
         bs = self.config.block_size
-        out = idx
+        B, T = idx.shape
+        if temperature != 0 and uniforms is None:
+            where = generator.device if generator is not None else idx.device
+            uniforms = torch.rand((B, max_new_tokens), generator=generator, device=where)
+        if uniforms is not None:
+            uniforms = uniforms.to(idx.device)
+        out = idx.new_empty((B, T + max_new_tokens))  # filled in place: no torch.cat per token
+        out[:, :T] = idx
         cache: KVCache | None = None
-        next_input = idx
-        for _ in range(max_new_tokens):
-            full_window = context == "full" and out.size(1) > bs
-            if not use_cache or full_window:
-                logits, _ = self(out[:, -bs:])
+        finite = torch.ones((), dtype=torch.bool, device=idx.device)  # read once, at the end
+        for t in range(max_new_tokens):
+            n = T + t  # tokens so far
+            if not use_cache or (context == "full" and n > bs):
+                logits, _ = self(out[:, max(0, n - bs):n])
             else:
-                if cache is None or cache.length + next_input.size(1) > bs:
+                if cache is None or cache.length + 1 > bs:
                     keep = bs if cache is None else bs // 2  # first prefill, or a refresh
                     cache = KVCache(self.config.n_layer)
-                    next_input = out[:, -min(out.size(1), keep):]
-                logits, _ = self(next_input, cache=cache)
-            idx_next = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
-            out = torch.cat((out, idx_next), dim=1)
-            next_input = idx_next
+                    x = out[:, n - min(n, keep):n]
+                else:
+                    x = out[:, n - 1:n]
+                logits, _ = self(x, cache=cache)
+            u = None if uniforms is None else uniforms[:, t]
+            finite &= torch.isfinite(logits[:, -1, :]).all()
+            out[:, n:n + 1] = sample_next(logits[:, -1, :], temperature, top_k, top_p, uniforms=u)
         self.train(was_training)
+        if max_new_tokens and not bool(finite):  # the sampler would pick token 0 silently
+            raise ValueError("the model's logits are NaN or inf: its weights are not finite")
         return out
 
 
@@ -297,9 +315,17 @@ CONTEXTS = ("full", "rebuild")   # GPT.generate's context settings
 
 
 def sample_next(logits, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None, generator: torch.Generator | None = None):
+                top_p: float | None = None, generator: torch.Generator | None = None,
+                uniforms: torch.Tensor | None = None):
     """One token per row from (B, V) logits with temperature, top-k and nucleus (top-p);
-    temperature 0 is greedy decoding (the argmax), with no randomness at all."""
+    temperature 0 is greedy decoding (the argmax), with no randomness at all.
+
+    Row b takes the first token whose cumulative probability exceeds uniforms[b] (drawn
+    from `generator` when not given): inverse-CDF sampling, written here rather than
+    torch.multinomial because multinomial checks its input with two .item() calls (two
+    host syncs per token on a GPU) and draws all rows from one generator, so a row's
+    token would depend on the rows beside it. Here a row depends only on its own
+    logits and its own uniform."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits.float() / temperature
@@ -312,5 +338,13 @@ def sample_next(logits, temperature: float = 1.0, top_k: int | None = None,
         remove = cum - torch.softmax(sorted_logits, dim=-1) > top_p  # keep the token crossing p
         sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(1, sorted_idx, sorted_logits)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
+    if uniforms is None:
+        where = generator.device if generator is not None else logits.device
+        uniforms = torch.rand(logits.size(0), generator=generator, device=where)
+    cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)
+    total = cdf[:, -1:]
+    pick = torch.searchsorted(cdf, uniforms.to(cdf).view(-1, 1) * total, right=True)
+    # u * total may round up to total itself: then the last token with any probability
+    # (never one that top-k or top-p removed)
+    last = (cdf < total).sum(dim=-1, keepdim=True)
+    return torch.minimum(pick, last)

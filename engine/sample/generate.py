@@ -6,9 +6,22 @@
                                top_k=200, top_p=None, seed=1337)
 
 Checkpoints are read with torch.load(weights_only=True): no pickled code is executed.
-Each sample j of a prompt uses its own generator seeded with seed + j, so one sample is
-reproduced exactly by asking for it alone with its recorded seed. Generation runs in
-fp32 (no autocast): the same seed gives the same text on every call.
+
+How samples are drawn. The num_samples samples of a prompt are decoded as one batch
+through the KV cache (GPT.generate), with no host sync per token: each prompt reads its
+tokens back once, at the end. Sample j draws token t by inverse CDF from the t-th
+uniform of its own CPU generator seeded seed + j (gpt.sample_next), so a sample asked for
+alone with its recorded seed is the same sample as in the batch, and the uniforms are
+the same on every device. On CUDA the forward passes run under autocast in `precision`
+(eval samples: the run's training dtype; `nanotui sample`: the same by default) and TF32
+is always off; elsewhere in float32. Each sample records its precision and tf32.
+
+Where exactness stops. Same seed, settings, precision and device: the same text, in the
+trainer's eval samples, `nanotui sample` and the TUI alike (one code path). Alone versus
+in a batch: exact on the CPU in float32 (tested); under bf16/fp16 autocast on a GPU a
+batch of another size may pick other kernels, whose rounding can flip a near-tie token
+and the text from there on. Across devices (CPU vs GPU) the logits round differently,
+so texts agree only where no token is a near tie.
 """
 
 from __future__ import annotations
@@ -59,36 +72,59 @@ def load_tokenizer(meta: dict[str, Any]) -> tuple[Tokenizer | None, str]:
 def generate_samples(model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], num_samples: int,
                      max_new_tokens: int, temperature: float, top_k: int | None,
                      top_p: float | None, seed: int, use_cache: bool = True,
-                     context: str = "full") -> list[dict[str, Any]]:
+                     context: str = "full", precision: str = "float32") -> list[dict[str, Any]]:
     """num_samples continuations of each prompt; each a dict with prompt, temperature,
     top_k, top_p, seed, max_new_tokens, context (GPT.generate's: "full" as nanoGPT, or
-    the faster "rebuild"), text (prompt + continuation), completion (the continuation)
-    and metrics (engine.sample.metrics.text_metrics of the completion). Prompt characters
-    the vocabulary lacks are left out (text shows the prompt the model saw)."""
+    the faster "rebuild"), precision and tf32 (how the forward passes ran), text (prompt
+    + continuation), completion (the continuation) and metrics
+    (engine.sample.metrics.text_metrics of the completion). Prompt characters the
+    vocabulary lacks are left out (text shows the prompt the model saw).
+
+    The samples of a prompt are decoded as one batch; sample j draws its tokens from
+    uniforms of its own CPU generator seeded seed + j (see the module docstring).
+    `precision` ("float32", "bfloat16", "float16") is the autocast dtype on CUDA; on other
+    devices samples are drawn in float32 and recorded so."""
     check_prompts(list(prompts), "prompt")
     device = next(model.parameters()).device
+    if precision not in dev.DTYPES:
+        raise ValueError(f"precision must be one of {', '.join(dev.DTYPES)}, not {precision!r}")
+    used = precision if device.type == "cuda" else "float32"
     out = []
-    for prompt in prompts:
-        ids = encode_prompt(tokenizer, prompt)
-        shown = tokenizer.decode(ids) if ids else ""
-        if not ids:  # an empty (or all-unknown) prompt starts from the end-of-text token
-            ids = [tokenizer.eot_token if tokenizer.eot_token is not None else 0]
-        idx = torch.tensor([ids], dtype=torch.long, device=device)
-        for j in range(num_samples):
-            gen = torch.Generator(device=device).manual_seed(seed + j)
+    # TF32 off: training turns it on, and eval samples must be `nanotui sample`'s text
+    with dev.no_tf32(), dev.autocast_context(device, dev.DTYPES[used]):
+        for prompt in prompts:
+            ids = encode_prompt(tokenizer, prompt)
+            shown = tokenizer.decode(ids) if ids else ""
+            if not ids:  # an empty (or all-unknown) prompt starts from the end-of-text token
+                ids = [tokenizer.eot_token if tokenizer.eot_token is not None else 0]
+            idx = torch.tensor([ids], dtype=torch.long, device=device).repeat(num_samples, 1)
+            # drawn on the CPU: the same seed gives the same uniforms on every device
+            u = torch.stack([torch.rand(max_new_tokens,
+                                        generator=torch.Generator().manual_seed(seed + j))
+                             for j in range(num_samples)])
             y = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                               top_p=top_p, generator=gen, use_cache=use_cache,
-                               context=context)
-            # a padded vocabulary (GPT-2's 50304) has ids no tokenizer can decode
-            completion = tokenizer.decode([i for i in y[0, len(ids):].tolist()
-                                           if i < tokenizer.vocab_size])
-            out.append({
-                "prompt": prompt, "temperature": temperature, "top_k": top_k, "top_p": top_p,
-                "seed": seed + j, "max_new_tokens": max_new_tokens, "context": context,
-                "text": shown + completion, "completion": completion,
-                "metrics": text_metrics(completion),
-            })
+                               top_p=top_p, use_cache=use_cache, context=context,
+                               uniforms=u.to(device))
+            rows = y[:, len(ids):].tolist()  # the prompt's one read back to the host
+            for j, row in enumerate(rows):
+                # a padded vocabulary (GPT-2's 50304) has ids no tokenizer can decode
+                completion = tokenizer.decode([i for i in row if i < tokenizer.vocab_size])
+                out.append({
+                    "prompt": prompt, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                    "seed": seed + j, "max_new_tokens": max_new_tokens, "context": context,
+                    "precision": used, "tf32": False,
+                    "text": shown + completion, "completion": completion,
+                    "metrics": text_metrics(completion),
+                })
     return out
+
+
+def sampling_precision(loaded: "LoadedModel", dtype: str | None = None) -> str:
+    """The precision generate_samples runs a loaded checkpoint in: `dtype` ("auto",
+    "float32", ...) if given, else the run's training dtype, resolved for the model's
+    device as the trainer resolves it, so eval samples and `nanotui sample` agree."""
+    name = dtype or (loaded.config.dtype if loaded.config else "float32")
+    return dev.dtype_name(dev.resolve_dtype(name, next(loaded.model.parameters()).device))
 
 
 def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
@@ -189,7 +225,8 @@ def sample_command(target: Path, args: argparse.Namespace) -> int:
     samples = generate_samples(loaded.model, loaded.tokenizer, args.prompt or s.prompts, num,
                                max_new, temperature, top_k, top_p,
                                s.seed if args.seed is None else args.seed,
-                               context=getattr(args, "context", None) or s.context)
+                               context=getattr(args, "context", None) or s.context,
+                               precision=sampling_precision(loaded, getattr(args, "dtype", None)))
     summary = eval_metrics([x["completion"] for x in samples])
     if args.json:
         json.dump({"checkpoint": str(loaded.path), "iter": loaded.iter_num,

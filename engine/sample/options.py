@@ -28,6 +28,9 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", choices=["full", "rebuild"],
                    help="past block_size: full (default: each token sees block_size tokens, as "
                         "nanoGPT's sample.py) or rebuild (faster: from half a window)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="autocast dtype on CUDA (default: the run's training dtype, as its eval "
+                        "samples, so the same seed gives their text); elsewhere float32")
     p.add_argument("--checkpoint", choices=["latest", "best"], default="latest",
                    help="ckpt.pt (latest, default) or best.pt (best val loss)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.runs import RunDir
-from engine.sample.generate import generate_samples, load_model
+from engine.sample.generate import generate_samples, load_model, sampling_precision
 from engine.sample.metrics import eval_metrics
 
 STUDY_SAMPLES = 3
@@ -21,7 +21,8 @@ STUDY_TOKENS = 500
 
 def temperature_study(run: RunDir, temperatures: list[float], num_samples: int | None = None,
                       max_new_tokens: int | None = None, seed: int | None = None,
-                      device: str = "auto", checkpoint: str = "latest") -> list[dict[str, Any]]:
+                      device: str = "auto", checkpoint: str = "latest",
+                      dtype: str | None = None) -> list[dict[str, Any]]:
     """Sample `run` at each temperature (same prompts, seeds and top-k as its evals),
     append the samples to its temperature.jsonl, and return one row per temperature:
     {"temperature", "samples", "words", "ttr", "distinct_2", "repetition_4", "iter"}."""
@@ -36,7 +37,8 @@ def temperature_study(run: RunDir, temperatures: list[float], num_samples: int |
     rows = []
     for t in temperatures:
         samples = generate_samples(loaded.model, loaded.tokenizer, prompts, num, max_new, t,
-                                   s.top_k if s else None, s.top_p if s else None, seed)
+                                   s.top_k if s else None, s.top_p if s else None, seed,
+                                   precision=sampling_precision(loaded, dtype))
         for x in samples:
             run.log_temperature_sample(iter=loaded.iter_num, checkpoint=checkpoint, **x)
         m = eval_metrics([x["completion"] for x in samples])

@@ -65,7 +65,7 @@ def test_a_report_counts_only_for_the_process_that_wrote_it():
 
 
 def test_the_trainer_reports_what_torch_holds_on_cuda_only(monkeypatch):
-    from engine.train.process import TrainingRun
+    from engine.train.session import TrainingRun
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 7 * 2 ** 30)
     fake = SimpleNamespace(device=torch.device("cuda", 0))
     assert dev.reserved_memory_bytes(fake.device) == 7 * 2 ** 30

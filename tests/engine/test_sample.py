@@ -58,6 +58,8 @@ def test_eval_samples_are_reproduced_from_the_checkpoint(trained):
     again = generate_samples(loaded.model, loaded.tokenizer, cfg.prompts, cfg.num_samples,
                              cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed)
     assert [s["text"] for s in again] == [s["text"] for s in last]
+    # and say how they were drawn: a CPU run samples in float32 whatever its dtype, TF32 off
+    assert all(s["precision"] == "float32" and s["tf32"] is False for s in last)
 
 
 def test_best_and_latest_checkpoints(trained):
@@ -76,6 +78,7 @@ def test_nanotui_sample_json(trained, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert [s["prompt"] for s in doc["samples"]] == ["a cat", "a cat", "the", "the"]
     assert [s["seed"] for s in doc["samples"]] == [5, 6, 5, 6]
+    assert {s["precision"] for s in doc["samples"]} == {"float32"}
     assert all(s["top_k"] is None and s["text"].startswith(s["prompt"]) for s in doc["samples"])
     assert set(doc["metrics"]) == {"ttr", "mattr", "distinct_1", "distinct_2", "distinct_3",
                                    "repetition_4", "words"}

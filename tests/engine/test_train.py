@@ -17,6 +17,7 @@ from engine.model.checkpoint import CheckpointError, load_checkpoint, save_check
 from engine.runs import RunDir, create_run
 from engine.train import control as TC
 from engine.train import process as T
+from engine.train import session as TS
 from engine.train import trainer as TR
 
 TRAIN_FIELDS = {"kind", "iter", "loss", "lr", "dt_ms", "tok_s", "mfu", "t"}
@@ -73,7 +74,7 @@ def tiny_run(tmp_path, name="r", **over) -> RunDir:
 
 def tiny_trainer(tmp_path, **over) -> TR.Trainer:
     cfg = tiny_cfg(write_char_data(tmp_path / "data"), **over)
-    train, val, meta = T.load_data(cfg)
+    train, val, meta = TR.load_data(cfg)
     return TR.Trainer(cfg, train, val, meta["vocab_size"], log=lambda s: None)
 
 
@@ -361,12 +362,12 @@ def test_sigterm_while_setting_up_stops_at_once(tmp_path, monkeypatch, capsys):
     import os
     import signal
     run = tiny_run(tmp_path)
-    real = T.load_data
+    real = TS.load_data
 
     def slow_prepare(cfg):
         os.kill(os.getpid(), signal.SIGTERM)   # `nanotui stop` while the data is prepared
         return real(cfg)
-    monkeypatch.setattr(T, "load_data", slow_prepare)
+    monkeypatch.setattr(TS, "load_data", slow_prepare)
     before = signal.getsignal(signal.SIGTERM)
     assert T.main([str(run.path)]) == 0
     st = run.read_status()

@@ -85,7 +85,8 @@ def _study_table(args: argparse.Namespace, runs: list) -> int:
     table = []
     for r in runs:
         for row in temperature_study(r, args.temperature, args.num_samples, args.max_new_tokens,
-                                     args.seed, args.device, args.checkpoint):
+                                     args.seed, args.device, args.checkpoint,
+                                     args.dtype):
             table.append({"run": r.id, **row})
             if not args.json:
                 print(f"{r.id:<34} T={row['temperature']:<4g} samples {row['samples']} "
