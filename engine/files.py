@@ -26,6 +26,16 @@ def _umask() -> int:
     return mask
 
 
+def user_cache_dir() -> Path:
+    """This user's cache: $NANOTUI_CACHE_DIR, else $XDG_CACHE_HOME/nanotui, else
+    ~/.cache/nanotui (built kernels, CPU tunings, the last good policy, CUDA's order)."""
+    root = os.environ.get("NANOTUI_CACHE_DIR")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "nanotui"
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Call write(f) on a temporary file beside `path`, fsync, then rename over it: a
     reader (or a crash) sees the old file or the new one, never half of one. The file

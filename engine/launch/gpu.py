@@ -47,7 +47,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.launch.visible import Share, mark, probe_cuda_order, resolve_share
+from engine.files import user_cache_dir
+from engine.launch.visible import (
+    ORDER_CACHE_NAME,
+    Share,
+    cached_cuda_order,
+    mark,
+    probe_cuda_order,
+    resolve_share,
+)
 from engine.model.cuda_compat import (TorchCuda, parse_capability, parse_version,
                                       torch_cuda_facts, unit_problem)
 
@@ -391,17 +399,21 @@ class VisibleGpuSource:
     `share` is the one the last snapshot was marked with."""
 
     def __init__(self, inner: GpuSource, probe_cuda: bool = False,
-                 env: Mapping[str, str] | None = None):
+                 env: Mapping[str, str] | None = None, order_cache: Path | None = None):
         self.inner = inner
         self.probe_cuda = probe_cuda   # real cards: CUDA's order can be asked from torch
+        self.order_cache = order_cache  # where the answer is kept per boot (real cards)
         self.env = env
         self.share = Share("all")
         self._order: list[str] | None = None
         self._probed = False
 
-    def _cuda_order(self) -> list[str] | None:
+    def _cuda_order(self, units: list[GpuSnapshot]) -> list[str] | None:
         if not self._probed:
-            self._order, self._probed = probe_cuda_order(self._environ()), True
+            env = self._environ()
+            self._order = (cached_cuda_order(env, units, probe_cuda_order, self.order_cache)
+                           if self.order_cache else probe_cuda_order(env))
+            self._probed = True
         return self._order
 
     def _environ(self) -> Mapping[str, str]:
@@ -410,7 +422,7 @@ class VisibleGpuSource:
     def snapshot(self) -> list[GpuSnapshot]:
         units = self.inner.snapshot()
         self.share = resolve_share(self._environ(), units,
-                                   self._cuda_order if self.probe_cuda else None)
+                                   (lambda: self._cuda_order(units)) if self.probe_cuda else None)
         return mark(units, self.share)
 
 
@@ -420,4 +432,5 @@ def default_gpu_source() -> VisibleGpuSource:
     fake = os.environ.get(FAKE_ENV)
     if fake:
         return VisibleGpuSource(FakeGpuSource.from_file(fake))
-    return VisibleGpuSource(NvmlGpuSource(), probe_cuda=True)
+    return VisibleGpuSource(NvmlGpuSource(), probe_cuda=True,
+                            order_cache=user_cache_dir() / ORDER_CACHE_NAME)

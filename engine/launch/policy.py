@@ -41,12 +41,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine.config import ConfigError
-from engine.files import atomic_write_bytes, read_regular, read_regular_stat
+from engine.files import atomic_write_bytes, read_regular, read_regular_stat, user_cache_dir
 from engine.toml_lines import LineFinder, limit_problem
 
 POLICY_NAME = "policy.toml"
 MAX_POLICY_BYTES = 64 * 1024
-CACHE_ENV = "NANOTUI_CACHE_DIR"
 CAP_KEYS = ("max_gpus_per_user", "max_runs_per_user", "keep_free_gpus")
 TOP_KEYS = (*CAP_KEYS, "usage_window_hours", "quiet_hours", "users")
 QUIET_KEYS = ("start", "end", *CAP_KEYS)
@@ -199,10 +198,7 @@ def untrusted_reason(st: os.stat_result, dir_owner: int) -> str | None:
 
 
 def cache_path(directory: Path) -> Path:
-    base = os.environ.get(CACHE_ENV) or os.environ.get("XDG_CACHE_HOME")
-    root = Path(base) if base else Path.home() / ".cache"
-    if not os.environ.get(CACHE_ENV):
-        root = root / "nanotui"
+    root = user_cache_dir()
     digest = hashlib.sha256(str(Path(directory).absolute()).encode()).hexdigest()[:16]
     return root / "policy" / f"last-good-{digest}.toml"
 

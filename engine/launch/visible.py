@@ -35,14 +35,17 @@ named by its label or uuid.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
+from engine.files import atomic_write_bytes, read_regular, user_cache_dir
 from engine.launch.child import child_env
 
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
@@ -208,6 +211,49 @@ def probe_cuda_order(env: Mapping[str, str]) -> list[str] | None:
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
         return None
     return order if isinstance(order, list) and order else None
+
+
+ORDER_CACHE_NAME = "cuda-order.json"
+
+
+def _boot_id() -> str:
+    """This boot's id: CUDA's order can only change with the driver or the cards, and
+    both change only across a reboot (or a driver reload, which the driver's CUDA
+    version in the key catches when it is an upgrade)."""
+    try:
+        return read_regular("/proc/sys/kernel/random/boot_id", 64).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def cached_cuda_order(env: Mapping[str, str], units: list[Unit],
+                      probe: Callable[[Mapping[str, str]], list[str] | None] | None = None,
+                      cache: Path | None = None) -> list[str] | None:
+    """probe_cuda_order, remembered per boot, cards and driver in the user's cache: the
+    probe imports torch and starts CUDA in a child (seconds), which `nanotui gpus`, the
+    TUI and every dispatcher on a box of mixed cards would otherwise pay each time."""
+    probe = probe or probe_cuda_order
+    boot = _boot_id()
+    if not boot:
+        return probe(env)
+    cards = sorted(_cards(units))
+    drivers = sorted({str(getattr(u, "driver_cuda", None)) for u in units})
+    key = hashlib.sha256(json.dumps([boot, cards, drivers]).encode()).hexdigest()
+    path = cache or user_cache_dir() / ORDER_CACHE_NAME
+    try:
+        doc = json.loads(read_regular(path, 64 * 1024))
+        if doc.get("key") == key and sorted(doc.get("order", [])) == cards:
+            return list(doc["order"])
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+    order = probe(env)
+    if order and sorted(order) == cards:  # only a full answer is worth keeping
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, json.dumps({"key": key, "order": order}).encode())
+        except OSError:
+            pass  # a read-only home: probe again next time
+    return order
 
 
 ORDER_NOTE = ("CUDA_VISIBLE_DEVICES has card indices, the cards differ and "

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from engine.files import regular_lock
+from engine.files import regular_lock, user_cache_dir
 from engine.model.device import cpu_signature, emulated_cpu_class
 
 CSRC = Path(__file__).parent / "csrc"  # every .cpp there goes into one library
@@ -56,11 +56,7 @@ _why_not = ""
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("NANOTUI_CACHE_DIR")
-    if root:
-        return Path(root)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "nanotui"
+    return user_cache_dir()
 
 
 def openmp_runtime() -> str | None:

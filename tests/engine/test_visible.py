@@ -187,3 +187,33 @@ def test_a_mig_unit_can_be_asked_for_by_label_or_uuid(cards):
         assert p.env["CUDA_VISIBLE_DEVICES"] == "MIG-22222222-bbbb"
     with pytest.raises(PlacementError, match="more than GPU 2.0 has"):
         choose(8 * GIB, units, [], Policy(), request="2.0")  # the 5 GiB slice
+
+
+def test_cuda_order_is_kept_per_boot_so_each_start_does_not_probe_torch(cards, tmp_path):
+    """On a box of mixed cards every `nanotui gpus`, TUI and dispatcher start would ask
+    torch in a child (seconds): the answer is kept in the user's cache for this boot, the
+    cards and the driver; other cards mean a new probe."""
+    from engine.launch.gpu import FakeGpuSource
+    from engine.launch.visible import cached_cuda_order
+    units = FakeGpuSource.from_file(cards).snapshot()
+    order = ["GPU-bbbb1111-1111", "GPU-aaaa0000-0000", "GPU-cccc2222-2222"]
+    asked = []
+    cache = tmp_path / "cache" / "cuda-order.json"
+
+    def probe(env):
+        asked.append(1)
+        return order
+    for _ in range(3):
+        assert cached_cuda_order({}, units, probe, cache) == order
+    assert asked == [1] and cache.is_file()
+    # a different set of cards is never answered from the cache
+    assert cached_cuda_order({}, units[:2], lambda env: asked.append(2) or order[1::-1],
+                             cache) == order[1::-1]
+    assert asked == [1, 2]
+    # a failed probe is not kept: the next start asks again
+    cache.unlink()
+    assert cached_cuda_order({}, units, lambda env: None, cache) is None
+    assert not cache.exists()
+    # a damaged cache file is a miss, not an error
+    cache.write_text("{not json")
+    assert cached_cuda_order({}, units, probe, cache) == order and asked == [1, 2, 1]
