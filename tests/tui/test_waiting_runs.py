@@ -34,3 +34,28 @@ async def test_nothing_queued_means_no_dispatcher_notice(world):
         await settle(pilot)
         assert world.launcher.calls == []
         assert any("no queued runs" in t for t in toasts(app))
+
+
+@asynctest
+async def test_a_waiting_runs_whole_reason_is_written_in_its_empty_chart(world):
+    """The border cuts a long reason ("waiting: your share is 1 GPU (p…"); the empty
+    chart below it says it whole, wrapped."""
+    from tui.widgets.loss_chart import LossChart
+    from tui.widgets.run_table import RunTable
+    reason = ("waiting: your share is 1 GPU (policy.toml); yours: GPU 0 · "
+              "the least-used waiting user goes first")
+    world.run("depth/n_layer=4").update_status(state="queued", reason=reason)
+    app = world.app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one(RunTable)
+        table.move_cursor(row=table.get_row_index("depth/n_layer=4"))
+        await settle(pilot)
+        chart = app.screen.query_one(LossChart)
+        assert str(chart.border_title).startswith("depth/n_layer=4 · waiting: your share")
+        words = chart.render().plain.translate(str.maketrans("│┌┐└┘─", "      ")).split()
+        assert " ".join(reason.split()) in " ".join(words)
+        # a run with metrics draws its curves, never the note
+        table.move_cursor(row=table.get_row_index("depth/n_layer=2"))
+        await settle(pilot)
+        assert "your share" not in chart.render().plain

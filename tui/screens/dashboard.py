@@ -221,6 +221,7 @@ class DashboardScreen(Screen):
         note = ((view.reason if view.state == "stalled"
                  or (view.state == "queued" and view.reason.startswith("waiting:"))
                  else damage_note(view)) if view else "")
+        chart.show_empty_note(note)
         heading, desc, width = chart.heading(), note or chart.describe(), chart.size.width - 4
         if 0 < width < len(f"{who} · {heading} · {desc}") and desc == "linear y":
             desc = ""  # the default scale says least; a toggled one stays, "nats" goes short

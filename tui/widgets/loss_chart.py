@@ -5,6 +5,7 @@ nats per token or bits per byte."""
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 
 from textual_plotext import PlotextPlot
@@ -175,14 +176,23 @@ class LossChart(PlotextPlot):
         self.bpb_note = ""  # why bits per byte are not drawn, when asked for
         self._last: tuple | None = None  # plot_runs' arguments, to fit a new size
         self.more_hint = " (c compares)"  # where a key too long for the title is shown whole
+        self.run_id: str | None = None
+        self.message = "select a run"
+        self.has_data = False
+        self.empty_note = ""  # a run without metrics: why (e.g. its waiting reason), shown whole
 
     def on_resize(self) -> None:
         """The title line (the sweep's key) is fitted to the width: fit it again."""
         if self._last is not None:
             self.plot_runs(*self._last)
-        self.run_id: str | None = None
-        self.message = "select a run"
-        self.has_data = False
+
+    def show_empty_note(self, note: str) -> None:
+        """Say `note` inside an empty chart, wrapped to its width: a waiting reason is often
+        longer than the border can hold."""
+        if note != self.empty_note:
+            self.empty_note = note
+            if not self.has_data and self._last is not None:
+                self.plot_runs(*self._last)
 
     def heading(self) -> str:
         """What the chart draws against what, as its title says it."""
@@ -297,4 +307,17 @@ class LossChart(PlotextPlot):
             if axis in ("time", "flops") and series is not None and series.train_iter:
                 self.message = f"no {X_LABELS[axis]} in this run's records"
             plt.title(self.message)
+            if self.empty_note and self.message == "no metrics yet":
+                self._write_note(plt, self.empty_note)
         self.refresh()
+
+    def _write_note(self, plt, note: str) -> None:
+        """The note as text lines in the empty plot area, top down."""
+        rows = max(self.size.height - 6, 2)  # the plot area's rows, about: one y unit each
+        lines = textwrap.wrap(note, max(self.size.width - 8, 20))[:rows - 1]
+        plt.xlim(0, 1)
+        plt.ylim(0, rows)
+        plt.xticks([])
+        plt.yticks([])
+        for i, line in enumerate(lines):
+            plt.text(line, 0.0, rows - 1 - i, alignment="left", color="yellow")
