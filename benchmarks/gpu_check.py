@@ -107,7 +107,7 @@ def preflight(rehearse: bool, work: Path | None) -> list[dict]:
             f"{os.environ[FAKE_ENV]}: toy models, fp32, no compile. No figure below is a "
             "GPU figure.")
     else:
-        from engine.launch.gpu import NvmlGpuSource
+        from engine.launch.nvml import NvmlGpuSource
         units = [u for u in default_gpu_source().snapshot() if u.ours]
         for u in units:
             if u.problem:

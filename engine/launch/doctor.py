@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.launch.child import child_env, module_command
-from engine.launch.gpu import FAKE_ENV, NvmlGpuSource, default_gpu_source, nested_pid_namespace
+from engine.launch.gpu import FAKE_ENV, default_gpu_source, nested_pid_namespace
+from engine.launch.nvml import NvmlGpuSource
 from engine.launch.policy import policy_check
 from engine.launch.reservations import reservations_dir
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.launch.gpu import GIB, GpuProcess, GpuSnapshot, NvmlGpuSource, default_gpu_source
+from engine.launch.gpu import GIB, GpuProcess, GpuSnapshot, default_gpu_source
+from engine.launch.nvml import NvmlGpuSource
 from engine.launch.placement import ActiveRun, PlacementError, Policy, choose, why_waiting
 from engine.model.cuda_compat import TorchCuda
 from tui.cli import main

@@ -16,7 +16,8 @@ import torch
 
 from engine.config import TrainConfig
 from engine.launch.dispatcher import device_request
-from engine.launch.gpu import GIB, FakeGpuSource, GpuSnapshot, NvmlGpuSource
+from engine.launch.gpu import GIB, FakeGpuSource, GpuSnapshot
+from engine.launch.nvml import NvmlGpuSource
 from engine.launch.placement import PlacementError, Policy, choose, why_waiting
 from engine.model import device as dev
 from engine.model.cuda_compat import TorchCuda, arch_supported, unit_problem, wheel_advice
@@ -240,7 +241,7 @@ def test_the_torch_floor_in_pyproject_covers_every_api_the_code_uses():
 
 
 def test_an_nvml_init_failure_is_retried_not_cached_forever(monkeypatch):
-    import engine.launch.gpu as gpu_mod
+    import engine.launch.nvml as gpu_mod
     nv = nvml()
     tries = []
 

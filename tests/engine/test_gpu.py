@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.launch.gpu import (GIB, FakeGpuSource, NvmlGpuSource, default_gpu_source,
-                        gpus_from_json)
+from engine.launch.gpu import GIB, FakeGpuSource, default_gpu_source, gpus_from_json
+from engine.launch.nvml import NvmlGpuSource
 from tui.cli import main
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "fake_gpus_2.json"
@@ -81,7 +81,7 @@ def test_nvml_mig_instances_are_listed_as_units(monkeypatch):
     import sys
     import types
 
-    from engine.launch.gpu import NvmlGpuSource
+    from engine.launch.nvml import NvmlGpuSource
 
     class Mem:
         def __init__(self, used, total):
