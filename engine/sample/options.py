@@ -33,6 +33,9 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
                         "samples, so the same seed gives their text); elsewhere float32")
     p.add_argument("--checkpoint", choices=["latest", "best"], default="latest",
                    help="ckpt.pt (latest, default) or best.pt (best val loss)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--device", default="auto",
+                   help="auto (default): a GPU of ours with room for the model, counting every "
+                        "user's reservations (held while sampling), else the CPU with the reason "
+                        "on stderr; or cpu, cuda:N (torch's numbering in this shell), mps")
     p.add_argument("--json", action="store_true",
                    help="one JSON document: each sample's text and metrics, and the pooled metrics")
