@@ -13,8 +13,8 @@ import pytest
 
 from engine.launch.dispatcher import Dispatcher
 from engine.launch.gpu import GIB, FakeGpuSource, GpuSnapshot
-from engine.launch.leases import LeaseBoard
-from engine.launch.ledger import record, usage_seconds
+from engine.leases import LeaseBoard
+from engine.ledger import record, usage_seconds
 from engine.launch.policy import Caps
 from engine.launch.queue import queue_runs
 from engine.launch.share import ShareKeeper, first_in_line, gate
@@ -124,7 +124,7 @@ def unit(i: int, processes=()) -> GpuSnapshot:
 
 
 def lease(uid: int, uuid: str):
-    from engine.launch.leases import Lease
+    from engine.leases import Lease
     return Lease(uid, uuid, "s/a", "/r", 1, 1.0, 1, 1.0, "h", 0.0, None)
 
 
