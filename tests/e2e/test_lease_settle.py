@@ -17,16 +17,18 @@ import pytest
 from engine.launch.dispatcher import Dispatcher
 from engine.launch.executor import LocalExecutor
 from engine.launch.gpu import GIB
-from engine.launch.queue import queue_runs
+from engine.launch.queue import dispatcher_pid, queue_runs
 from engine.launch.share_view import share_summary
 from engine.runs import RunDir
 from tests.conftest import tiny_experiments, write_char_data
+from tests.e2e.test_policy_users import card, stop_runs, world  # noqa: F401 (fixture)
+from tests.e2e.test_policy_users import wait_for as wait_as
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture
-def world(tmp_path, monkeypatch):
+def one_user(tmp_path, monkeypatch):
     res = tmp_path / "res"
     res.mkdir()
     os.chmod(res, 0o1777)
@@ -73,8 +75,8 @@ def wait_for(what, timeout: float = 90.0):
     raise AssertionError(f"timed out waiting for {what.__doc__}")
 
 
-def test_a_run_that_ends_is_in_the_ledger_once_and_leaves_no_lease_without_a_tick(world):
-    res, root, exp, d = world
+def test_a_run_that_ends_is_in_the_ledger_once_and_leaves_no_lease_without_a_tick(one_user):
+    res, root, exp, d = one_user
     run, = queue_runs(exp, root, ["quick/seed=1"])
     assert [r.id for r in d.tick()] == ["quick/seed=1"]
     assert len(list(res.glob("*.lease"))) == 1  # the run holds the card
@@ -101,8 +103,8 @@ def test_a_run_that_ends_is_in_the_ledger_once_and_leaves_no_lease_without_a_tic
     assert [x["run"] for x in ledger_lines(res)] == ["quick/seed=1", "quick/seed=2"]
 
 
-def test_a_killed_trainer_is_settled_by_its_dispatcher_once(world):
-    res, root, exp, d = world
+def test_a_killed_trainer_is_settled_by_its_dispatcher_once(one_user):
+    res, root, exp, d = one_user
     run, = queue_runs(exp, root, ["long/seed=1"])
     d.tick()
 
@@ -126,3 +128,36 @@ def test_a_killed_trainer_is_settled_by_its_dispatcher_once(world):
     lines = ledger_lines(res)
     assert sorted(x["run"] for x in lines) == ["long/seed=1", "quick/seed=1"]
     assert len({x["lease"] for x in lines}) == 2
+
+
+def test_another_user_sees_an_ended_runs_gpu_hours_at_once_from_a_private_runs_dir(world):
+    """Two real Unix users; a's runs directory is private (mode 700) and a's dispatcher
+    is frozen (SIGSTOP) before a's run ends, if it has not left already, so only the
+    trainer can tell anyone."""
+    a, b = world.users
+    world.set_cards([card(0)])
+    world.policy("max_gpus_per_user = 1\n")
+    a.write_experiments("a.toml", "priv", [1], per_gpu=1)
+    b.write_experiments("b.toml", "other", [1], per_gpu=1)
+    (a.home / "runs").mkdir(mode=0o700)
+    os.chown(a.home / "runs", a.uid, a.gid)
+    try:
+        a.nanotui("a.toml", "launch", "--detach")
+        wait_as(lambda: a.status("priv/seed=1").get("state") == "running"
+                and (a.home / "runs" / "priv" / "seed=1" / "metrics.jsonl").exists())
+        assert b.run("-c", f"open({str(a.home / 'runs/priv/seed=1/status.json')!r})",
+                     check=False).returncode != 0  # b cannot read a's runs
+        dispatcher = dispatcher_pid(a.home / "runs")
+        if dispatcher:  # None: it has left already (nothing queued)
+            os.kill(dispatcher, signal.SIGSTOP)
+        os.kill(a.status("priv/seed=1")["pid"], signal.SIGTERM)  # a's run ends
+        wait_as(lambda: a.status("priv/seed=1").get("state") == "stopped"
+                and not list(world.res.glob("*.lease")))
+        st = a.status("priv/seed=1")
+        seen = json.loads(b.nanotui("b.toml", "status", "--all-users", "--json"))
+        by = {u["user"]: u for u in seen["users"]}
+        assert by[a.name]["gpu_runs"] == 0
+        assert by[a.name]["gpu_hours"] >= round((st["ended_at"] - st["started_at"]) / 3600, 3)
+        assert by[a.name]["gpu_hours"] > 0
+    finally:
+        stop_runs(world)
