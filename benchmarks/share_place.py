@@ -32,7 +32,7 @@ def main() -> None:
         d = Path(tempfile.mkdtemp())
         os.chmod(d, 0o1777)
         if n_leases:
-            from engine.launch.leases import LeaseBoard
+            from engine.leases import LeaseBoard
             board = LeaseBoard(d)
         for i in range(n_leases):  # live leases: this process holds them all
             board.started(board.add(f"GPU-{i % 8}", d / "runs", f"s/{i}", time.time()), *me)

@@ -137,7 +137,7 @@ class Dispatcher:
         placement: Placement | None = None
         ticket = None
         if not self.executor.places_itself:
-            need = estimate(cfg, "gpu").mem_bytes
+            need = estimate(cfg, "gpu", st.get("cpu_attention")).mem_bytes
             try:
                 request = device_request(cfg.device,
                                          parse_request(st.get("gpu_request") or self.gpu))

@@ -25,6 +25,7 @@ from engine.model.arithmetic import (flops_per_token, model_vocab, padded_vocab,
                                      query_chunks)
 from engine.model.horizon import Horizon, resolve, resolved_config
 from engine.model.cuda_compat import CUDA_CONTEXT_BYTES
+from engine.runs import RunDir
 
 DEFAULT_VOCAB = {("shakespeare", "char"): 65, ("tinystories", "char"): 83}
 UNKNOWN_CHAR_VOCAB = 256
@@ -123,6 +124,20 @@ def expected_attention(cfg: TrainConfig, device: str, recorded: str | None = Non
         if path and path != "auto":
             return path
     return "fused"
+
+
+def recorded_attention(runs_root: str | Path | None, run_id: str) -> str | None:
+    """The CPU attention path the run `run_id` recorded in its status.json (cpu_attention)
+    when it trained, for estimate(): the T^2 term then follows what the run really uses
+    (a drifted, resumed or extended run, a plan of one that exists). None: no such run,
+    or it has not trained on the CPU."""
+    if runs_root is None:
+        return None
+    run = RunDir(Path(runs_root) / run_id)
+    if not run.exists():
+        return None
+    path = run.read_status().get("cpu_attention")
+    return path if isinstance(path, str) and path else None
 
 
 def attention_bytes(cfg: TrainConfig, dtype: str, attention: str) -> int:

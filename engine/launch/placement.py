@@ -151,6 +151,26 @@ def reported_gpu_bytes(status: dict) -> int:
     return max(0, held)
 
 
+def others_bytes(card: GpuSnapshot, ours: list[tuple[int | None, int]]) -> int:
+    """Memory on `card` held by processes that are not our runs, for the GPU panel and
+    `nanotui gpus`. `ours`: (pid, reported_gpu_bytes) of our running runs on the card.
+    NVML's processes count less those with our runs' pids; in a container NVML lists host
+    pids, never ours, so each of our runs it does not list by pid takes out the listed
+    process most likely to be it (the smallest holding at least what the run reported:
+    NVML adds the CUDA context to torch's figure), or, with none such, what it reported."""
+    mine = {pid for pid, _ in ours if pid is not None}
+    listed = {p.pid for p in card.processes}
+    foreign = sorted(p.used_memory or 0 for p in card.processes if p.pid not in mine)
+    left = 0
+    for held in sorted((h for pid, h in ours if pid not in listed and h > 0), reverse=True):
+        i = next((i for i, used in enumerate(foreign) if used >= held), None)
+        if i is None:
+            left += held
+        else:
+            foreign.pop(i)
+    return max(0, sum(foreign) - left)
+
+
 def promised_bytes(card: GpuSnapshot, active: list[ActiveRun], now: float, ttl: float) -> int:
     pids = {p.pid for p in card.processes}
     return sum(a.est_mem_bytes for a in active

@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.experiments import RunSpec, load_experiments
 from engine.launch.drift import config_drift
-from engine.launch.estimate import estimate, horizon_for
+from engine.launch.estimate import estimate, horizon_for, recorded_attention
 from engine.launch.gpu import GpuSource, default_gpu_source
 from engine.launch.preflight import check_cells, check_specs
 from engine.runs import RunDir
@@ -52,13 +52,17 @@ class PlanRow:
         return dict(self.__dict__)
 
 
-def plan_rows(specs: list[RunSpec], device: str) -> list[PlanRow]:
+def plan_rows(specs: list[RunSpec], device: str, runs_root: str | Path | None = None
+              ) -> list[PlanRow]:
+    """`runs_root`: where existing runs' recorded attention paths are read for the
+    memory estimate."""
     rows = []
     for s in specs:
         row = PlanRow(s.id, s.sweep, s.name, s.varied, error=s.error, same_as=s.same_as)
         if s.cfg is not None and s.error is None:
             h = horizon_for(s.cfg)   # check_specs has refused those that do not resolve
-            e = estimate(h.config, device)
+            e = estimate(h.config, device,
+                         recorded_attention(runs_root, s.same_as or s.id))
             row.params, row.params_total = e.params, e.params_total
             row.vocab_size, row.vocab_source = e.vocab_size, e.vocab_source
             row.est_mem_bytes, row.est_seconds, row.est_device = e.mem_bytes, e.seconds, device
@@ -86,9 +90,10 @@ def plan_runs(experiments_path: str | Path, selection: list[str] | None = None,
     gpus = (gpu_source or default_gpu_source()).snapshot()
     if device is None:
         device = "gpu" if gpus else "cpu"
-    check_specs(specs, gpus if exp.executor.get("kind", "local") == "local" else None)
+    check_specs(specs, gpus if exp.executor.get("kind", "local") == "local" else None,
+                runs_root)
     check_cells(specs)   # an IsoFLOP grid with cells that cannot run: refused, one line
-    rows = plan_rows(specs, device)
+    rows = plan_rows(specs, device, runs_root)
     if runs_root is not None:
         for row, s in zip(rows, specs):
             run = RunDir(Path(runs_root) / (s.same_as or s.id))

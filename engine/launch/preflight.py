@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from engine.config import TrainConfig
 from engine.errors import UserError
-from engine.launch.estimate import estimate, horizon_for
+from engine.launch.estimate import estimate, horizon_for, recorded_attention
 from engine.launch.gpu import GpuSnapshot
 from engine.model.horizon import HorizonError
 from engine.units import format_bytes
@@ -60,16 +60,18 @@ def _machine_ram() -> int | None:
         return None
 
 
-def memory_problem(cfg: TrainConfig, gpus: Sequence[GpuSnapshot]) -> str | None:
+def memory_problem(cfg: TrainConfig, gpus: Sequence[GpuSnapshot],
+                   attention: str | None = None) -> str | None:
+    """`attention`: the CPU attention path the run recorded, if it exists and trained."""
     on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not gpus)
     if on_cpu:
-        need, have = estimate(cfg, "cpu").mem_bytes, _machine_ram()
+        need, have = estimate(cfg, "cpu", attention).mem_bytes, _machine_ram()
         if have and need > have:
             return (f"needs about {format_bytes(need)} of memory, more than this machine's "
                     f"{format_bytes(have)}: a smaller model, batch_size or block_size fits")
         return None
     if (cfg.device.startswith("cuda") or cfg.device == "auto") and gpus:
-        need = estimate(cfg, "gpu").mem_bytes
+        need = estimate(cfg, "gpu", attention).mem_bytes
         best = max(gpus, key=lambda g: g.memory_total)
         if need > best.memory_total:
             return (f"needs about {format_bytes(need)} of GPU memory, more than the largest "
@@ -78,8 +80,10 @@ def memory_problem(cfg: TrainConfig, gpus: Sequence[GpuSnapshot]) -> str | None:
     return None
 
 
-def problems(cfg: TrainConfig, gpus: Sequence[GpuSnapshot] | None) -> list[str]:
-    """Why this run cannot work, one line each ([] when it can). gpus None: no memory check."""
+def problems(cfg: TrainConfig, gpus: Sequence[GpuSnapshot] | None,
+             attention: str | None = None) -> list[str]:
+    """Why this run cannot work, one line each ([] when it can). gpus None: no memory check.
+    `attention`: the CPU attention path the run recorded, if it exists and trained."""
     out = []
     try:
         cfg = horizon_for(cfg).config
@@ -96,7 +100,7 @@ def problems(cfg: TrainConfig, gpus: Sequence[GpuSnapshot] | None) -> list[str]:
             out.append(f"the val split of {d} has {val:,} tokens, fewer than block_size + 1 = "
                        f"{T + 1}: lower block_size or give validation a larger share")
     if gpus is not None:
-        mem = memory_problem(cfg, gpus)
+        mem = memory_problem(cfg, gpus, attention)
         if mem:
             out.append(mem)
     return out
@@ -118,9 +122,11 @@ def _dataset_names() -> list[str]:
     return sorted(SOURCES)
 
 
-def check_specs(specs: Sequence[Any], gpus: Sequence[GpuSnapshot] | None) -> None:
+def check_specs(specs: Sequence[Any], gpus: Sequence[GpuSnapshot] | None,
+                runs_root: str | Path | None = None) -> None:
     """Set each RunSpec's error to its first problem (plan shows them; queue refuses).
-    A missing dataset file is bad input for the whole file: one UserError."""
+    A missing dataset file is bad input for the whole file: one UserError. `runs_root`:
+    where runs that exist already recorded their CPU attention path."""
     for s in specs:
         what = missing_data(s.cfg) if s.error is None and s.cfg is not None else None
         if what:
@@ -129,7 +135,7 @@ def check_specs(specs: Sequence[Any], gpus: Sequence[GpuSnapshot] | None) -> Non
                             f"{', '.join(_dataset_names())})")
     for s in specs:
         if s.error is None and s.cfg is not None:
-            found = problems(s.cfg, gpus)
+            found = problems(s.cfg, gpus, recorded_attention(runs_root, s.same_as or s.id))
             if found:
                 s.error = f"{s.id}: {found[0]}"
 

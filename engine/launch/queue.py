@@ -213,7 +213,7 @@ def queue_runs_detailed(experiments_path: str | Path, runs_root: str | Path,
     if prepare:
         prepare_data(specs, progress, log)
     local = exp.executor.get("kind", "local") == "local"
-    check_specs(specs, default_gpu_source().snapshot() if local else None)
+    check_specs(specs, default_gpu_source().snapshot() if local else None, runs_root)
     validate_runs(specs)   # what cannot work (engine.launch.preflight): refused, nothing queued
     check_cells(specs)
     runs_root = Path(runs_root)

@@ -30,7 +30,7 @@ malformed or oversized file is skipped: it can never stop placement for long (th
 worst a hostile user can do is hold memory for ttl_s).
 
 Beside each reservation the placer leaves a LEASE that lasts as long as the run
-(engine.launch.leases): reservations count memory, leases count runs against the
+(engine.leases): reservations count memory, leases count runs against the
 fair-share policy (policy.toml in DIR: engine.launch.policy, engine.launch.share).
 """
 
@@ -45,7 +45,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.errors import UserError, one_line
@@ -61,6 +61,7 @@ from engine.launch.placement import (
     reported_gpu_bytes,
 )
 from engine.launch.share import ShareKeeper
+from engine.leases import ENV as LEASE_ENV
 from engine.runs import RunDir, process_matches, process_start_time
 from engine.text import safe_text
 
@@ -288,9 +289,11 @@ class SharedPlacer:
                     return placement, None
                 ticket = self.board.add(placement.gpu["uuid"], need, Path(self.runs_root),
                                         run_id, now)
-                self._lease_of[ticket] = self.share.leases.add(
-                    placement.gpu["uuid"], Path(self.runs_root), run_id, now)
-                return placement, ticket
+                lease = self.share.leases.add(placement.gpu["uuid"], Path(self.runs_root),
+                                              run_id, now)
+                self._lease_of[ticket] = lease
+                # the trainer settles its own lease as it exits (engine.leases)
+                return replace(placement, env={**placement.env, LEASE_ENV: str(lease)}), ticket
         except PlacementError:
             raise
         except (UserError, OSError) as e:

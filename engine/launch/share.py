@@ -1,6 +1,6 @@
 """Fair share between users: what the policy (engine.launch.policy) lets this user put on
-the GPUs now, counted from everyone's leases (engine.launch.leases), and who goes first
-when several users wait (engine.launch.ledger, engine.launch.waits).
+the GPUs now, counted from everyone's leases (engine.leases), and who goes first
+when several users wait (engine.ledger, engine.launch.waits).
 
 A run of user U may go on a unit when
   - U's live leases number fewer than max_runs_per_user,
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.files import read_regular_stat
-from engine.launch import ledger
+from engine import ledger
 from engine.launch.gpu import GpuSnapshot
-from engine.launch.leases import Lease, LeaseBoard
+from engine.leases import Lease, LeaseBoard, settle
 from engine.launch.executor import Placement
 from engine.launch.placement import (ActiveRun, PlacementError, Policy, UtilHistory, choose,
                                      find_card)
@@ -180,19 +180,17 @@ class ShareKeeper:
         return st
 
     def live(self, now: float) -> list[Lease]:
-        """Everyone's live leases; our dead ones are written to our ledger and removed."""
+        """Everyone's live leases; our dead ones (trainers that could not settle their own:
+        SIGKILL) are written to our ledger and removed."""
         live, dead = self.leases.read(now)
         self.dead = [le for le in dead if le.uid != os.getuid()]
         for le in dead:
             if le.uid != os.getuid():
                 continue  # its owner's dispatcher writes it to their ledger
-            end = ended_at(le, now)
             try:
-                if end is not None:
-                    ledger.record(self.directory, le.created_at, end, le.uuid, le.run_id)
+                settle(le, ended_at(le, now))
             except OSError as e:
                 self.log(f"usage ledger not written: {e}")
-            LeaseBoard.remove(le.path)
         return live
 
     def check(self, policy: SharePolicy, gpus: list[GpuSnapshot], active: list[ActiveRun],

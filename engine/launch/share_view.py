@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.launch.leases import LeaseBoard
+from engine.leases import LeaseBoard
 from engine.launch.policy import CAP_KEYS, PolicyWatch, user_name
 from engine.launch.share import usage_now
 from engine.launch.waits import read_tickets

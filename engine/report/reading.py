@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from engine.launch.placement import others_bytes, reported_gpu_bytes
 from engine.launch.slurm.state import describe, merge_status
 from engine.report.liveness import stall
 from engine.runs import RunDir
@@ -59,6 +60,7 @@ class RunReading:
     gpu_index: int | None = None
     gpu_uuid: str = ""
     pid: int | None = None
+    gpu_mem_bytes: int = 0    # what a running run's trainer says it holds on its GPU
     host: str = ""
     job: str = ""             # the scheduler's job: "slurm 123_1 PENDING"; "" for a local run
     damaged: tuple[str, ...] = ()
@@ -122,6 +124,23 @@ def reading_from_status(run: RunDir, st: dict[str, Any],
         eta_s=_num(st.get("eta_s")) if running and stalled is None else None,
         gpu_index=_int(gpu.get("index")), gpu_uuid=str(gpu.get("uuid") or ""),
         pid=_int(st.get("pid")) if running else None, host=str(st.get("host") or ""),
+        gpu_mem_bytes=reported_gpu_bytes(st) if running else 0,
         job=describe(st), damaged=tuple(damage), stalled_s=stalled[0] if stalled else None,
         imported_from=str(st["imported"].get("source") or "?")
         if isinstance(st.get("imported"), dict) else "")
+
+
+def runs_on_gpu(g: Any, views: list[RunReading]) -> list[RunReading]:
+    """Our running runs on unit `g` (a GpuSnapshot): by the unit they were placed on, or
+    by pid among its processes."""
+    pids = {p.pid for p in g.processes}
+    return [v for v in views if v.state == "running" and (
+        (v.gpu_uuid and v.gpu_uuid == g.uuid) or
+        (not v.gpu_uuid and v.gpu_index == g.index and v.device.startswith("cuda")) or
+        (v.pid is not None and v.pid in pids))]
+
+
+def others_on_gpu(g: Any, views: list[RunReading]) -> int:
+    """Memory on unit `g` held by processes that are not our runs (other users, other
+    jobs): engine.launch.placement.others_bytes with what our runs there reported."""
+    return others_bytes(g, [(v.pid, v.gpu_mem_bytes) for v in runs_on_gpu(g, views)])

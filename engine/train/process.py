@@ -7,7 +7,8 @@ best.pt (best val loss), each replaced atomically. The loop reads like nanoGPT's
 train.py: it is engine.train.session's TrainingRun; its pieces (load_data, get_batch,
 build_model, get_lr, Trainer.train_step, Trainer.estimate_loss, checkpoints) live in
 engine.train.trainer. This module is the process around it: arguments, the run's
-"already running" and "queued" checks, signals while setting up, and each way a run ends.
+"already running" and "queued" checks, signals while setting up, each way a run ends, and
+at exit its GPU lease settled into the usage ledger (engine.leases).
 
 Iteration numbers count completed optimizer steps: the train record with "iter": 5 is
 logged after the 5th step, and the eval at iter N (and ckpt.pt saved there) sees the
@@ -31,6 +32,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from engine import leases
 from engine.errors import UserError, one_line
 from engine.model import device as dev
 from engine.files import NoSpace, is_no_space, release_space, remove_stale_temp_files, reserve_space
@@ -75,6 +77,20 @@ def main(argv: list[str] | None = None) -> int:
         return _train(run, args.resume, fail_input)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _settle_lease(run)
+
+
+def _settle_lease(run: RunDir) -> None:
+    """The GPU this process held is free: its time goes to the usage ledger and its lease
+    goes (engine.leases), so other users' fair order sees it now, not at our dispatcher's
+    next tick (which settles it instead when this process is killed outright)."""
+    path = os.environ.get(leases.ENV)
+    if not path:
+        return
+    try:
+        leases.settle_mine(Path(path), run.path, time.time())
+    except OSError as e:
+        _say(f"engine.train: usage ledger not written: {one_line(e)}", sys.stderr)
 
 
 def _say(msg: str, file=None) -> None:

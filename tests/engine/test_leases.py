@@ -13,8 +13,8 @@ import pytest
 
 from engine.launch.dispatcher import Dispatcher
 from engine.launch.gpu import GIB, FakeGpuSource, GpuSnapshot
-from engine.launch.leases import LeaseBoard
-from engine.launch.ledger import record, usage_seconds
+from engine.leases import LeaseBoard, settle_mine
+from engine.ledger import record, usage_seconds
 from engine.launch.policy import Caps
 from engine.launch.queue import queue_runs
 from engine.launch.share import ShareKeeper, first_in_line, gate
@@ -124,7 +124,7 @@ def unit(i: int, processes=()) -> GpuSnapshot:
 
 
 def lease(uid: int, uuid: str):
-    from engine.launch.leases import Lease
+    from engine.leases import Lease
     return Lease(uid, uuid, "s/a", "/r", 1, 1.0, 1, 1.0, "h", 0.0, None)
 
 
@@ -280,3 +280,33 @@ def test_a_typo_after_a_good_policy_keeps_its_caps(res, tmp_path):
                       f"max_gpus_per_user, max_runs_per_user, keep_free_gpus, "
                       f"usage_window_hours, quiet_hours, users); going on under the last good "
                       f"policy") == 1
+
+
+def test_a_run_whose_trainer_wrote_its_line_is_not_written_again_by_the_reap(res, tmp_path):
+    """The trainer wrote its ledger line and was killed before removing its lease: the
+    dispatcher's reap removes the lease and writes nothing."""
+    run = RunDir(tmp_path / "runs" / "s" / "b")
+    run.path.mkdir(parents=True)
+    now = time.time()
+    run.update_status(state="done", ended_at=now - 600)
+    lease = res / f"lease-{os.getuid()}-1-0123456789ab.lease"
+    lease.write_text(json.dumps(lease_doc(pid=2 ** 22 + 1, run_id="s/b", created_at=now - 4200,
+                                          runs_root=str(tmp_path / "runs"))))
+    assert record(res, now - 4200, now - 600, "GPU-0", "s/b", lease=lease.stem)
+    assert not record(res, now - 4200, now - 600, "GPU-0", "s/b", lease=lease.stem)
+    assert ShareKeeper(res, log=lambda m: None).live(now) == [] and not lease.exists()
+    lines = (res / f"usage-{os.getuid()}.jsonl").read_text().splitlines()
+    assert [json.loads(x)["lease"] for x in lines] == [lease.stem]
+    assert usage_seconds(res, 24 * 3600, now) == {os.getuid(): pytest.approx(3600, abs=1)}
+
+
+def test_a_trainer_settles_only_its_own_runs_lease(res, tmp_path):
+    board = LeaseBoard(res)
+    now = time.time()
+    path = board.add("GPU-0", tmp_path / "runs", "s/a", now - 60)
+    assert not settle_mine(path, tmp_path / "runs" / "s" / "other", now)
+    assert path.exists() and not list(res.glob("usage-*"))
+    assert settle_mine(path, tmp_path / "runs" / "s" / "a", now)
+    assert not path.exists()
+    assert usage_seconds(res, 3600, now) == {os.getuid(): pytest.approx(60, abs=1)}
+    assert not settle_mine(path, tmp_path / "runs" / "s" / "a", now)  # settled once

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from engine.launch.leases import LeaseBoard
+from engine.leases import LeaseBoard
 from engine.launch.policy import user_name
 from engine.launch.share_view import panel_line
 from engine.runs import process_start_time

@@ -10,7 +10,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-from engine.report.reading import RunReading
+from engine.report.reading import RunReading, others_on_gpu, runs_on_gpu
 from tui.widgets.format import fmt_bytes, sparkline
 
 HISTORY = 30  # samples kept per card (one per GPU poll)
@@ -29,20 +29,6 @@ class GpuHistory:
             self.util.setdefault(g.uuid, deque(maxlen=self.length)).append(g.utilization or 0)
             frac = 100.0 * g.memory_used / g.memory_total if g.memory_total else 0.0
             self.mem.setdefault(g.uuid, deque(maxlen=self.length)).append(frac)
-
-
-def runs_on_gpu(g: Any, views: list[RunReading]) -> list[RunReading]:
-    pids = {p.pid for p in g.processes}
-    return [v for v in views if v.state == "running" and (
-        (v.gpu_uuid and v.gpu_uuid == g.uuid) or
-        (not v.gpu_uuid and v.gpu_index == g.index and v.device.startswith("cuda")) or
-        (v.pid is not None and v.pid in pids))]
-
-
-def other_memory(g: Any, ours: list[RunReading]) -> int:
-    """Memory held by processes that are not our runs (other users, other jobs)."""
-    our_pids = {v.pid for v in ours if v.pid}
-    return sum(p.used_memory or 0 for p in g.processes if p.pid not in our_pids)
 
 
 def render_gpus(gpus: list[Any], views: list[RunReading], history: GpuHistory,
@@ -74,7 +60,7 @@ def render_gpus(gpus: list[Any], views: list[RunReading], history: GpuHistory,
         if spark_w:
             out.append(sparkline(history.mem.get(g.uuid, ()), spark_w, top=100), style="magenta")
         out.append(f"{temp}{power}\n")
-        other = other_memory(g, ours)
+        other = others_on_gpu(g, views)
         names = ", ".join(v.id for v in ours) or "none of ours"
         out.append("  runs: ", style="dim")
         out.append(names)

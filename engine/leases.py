@@ -14,7 +14,7 @@ runs with the recorded start time on this host; leases from other hosts sharing 
 for OTHER_HOST_MAX_S after they were made. The user is the file's owner (the uid inside
 must match it). Symlinks, FIFOs, foreign-owned, oversized, junk and future-dated files are
 skipped, as reservations skip them. Dead leases are removed by their owner's next
-dispatcher, which first writes the run's GPU time to its usage ledger (engine.launch.ledger).
+dispatcher, which first writes the run's GPU time to its usage ledger (engine.ledger).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import ledger
 from engine.files import read_regular, read_regular_stat
 from engine.runs import process_matches, process_start_time
 
@@ -35,6 +36,7 @@ MAX_FILE_BYTES = 4096
 OTHER_HOST_MAX_S = 12 * 3600.0
 CLOCK_SLACK_S = 60.0
 ALIVE_MEMO_S = 1.0  # a run that just ended counts this much longer: never too little
+ENV = "NANOTUI_LEASE"  # the trainer's lease file, set by the dispatcher that placed it
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,10 @@ class Lease:
     host: str
     created_at: float
     path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.stem
 
     def process(self) -> tuple[int, float | None]:
         """The process it lives by: the trainer, or its dispatcher while it starts it."""
@@ -146,6 +152,34 @@ class LeaseBoard:
     def remove(path: Path | None) -> None:
         if path is not None:
             path.unlink(missing_ok=True)
+
+
+def settle(lease: Lease, end: float | None) -> None:
+    """Our ended run: its GPU time (created_at to `end`; None: unknown, not written) into
+    our ledger beside the lease, then the lease removed. Raises OSError when the ledger
+    cannot be written; the lease is removed all the same (it would count the run forever)."""
+    try:
+        if end is not None:
+            ledger.record(lease.path.parent, lease.created_at, max(end, lease.created_at),
+                          lease.uuid, lease.run_id, lease=lease.id)
+    finally:
+        LeaseBoard.remove(lease.path)
+
+
+def settle_mine(path: Path, run_path: Path, end: float) -> bool:
+    """The trainer's side of settle: the lease at `path` if it is ours and names our run
+    directory (an inherited or planted ENV never settles another's lease). True when
+    settled."""
+    try:
+        raw, st = read_regular_stat(Path(path), MAX_FILE_BYTES)
+    except OSError:
+        return False  # settled already, or never written
+    lease = _parse(raw, Path(path))
+    if lease is None or lease.uid != os.getuid() or st.st_uid != os.getuid() \
+            or Path(lease.runs_root) / lease.run_id != Path(run_path).resolve():
+        return False
+    settle(lease, end)
+    return True
 
 
 def _write(path: Path, doc: dict) -> None:

@@ -3,7 +3,13 @@
 One append-only file per user in the reservations directory, `usage-<uid>.jsonl`, created
 by that user (mode 0644) and only ever opened with O_APPEND; one line per finished GPU run:
 
-    {"start": t0, "end": t1, "uuid": "GPU-...", "run": "depth/n_layer=8"}
+    {"start": t0, "end": t1, "uuid": "GPU-...", "run": "depth/n_layer=8",
+     "lease": "lease-1000-4242-0123456789ab"}
+
+A run's line is written by its trainer as it exits, or, when the trainer could not (SIGKILL,
+a power cut), by its owner's next dispatcher (engine.leases.settle). Both may try for the
+same run (a trainer killed between its line and its lease's removal): a line whose lease id
+is already in the file is not written again.
 
 The user a line counts for is its FILE'S OWNER, never a name or a field: in the sticky
 directory nobody can remove, rename or write another user's file, so nobody can erase
@@ -22,6 +28,7 @@ before the window are skipped.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
@@ -49,20 +56,42 @@ def _my_file(directory: Path) -> Path:
     raise OSError(f"no usage ledger name left for uid {uid} in {directory}")
 
 
-def record(directory: Path, start: float, end: float, unit: str, run: str) -> None:
-    """Append one finished run's GPU time to our ledger."""
-    line = json.dumps({"start": round(start, 3), "end": round(end, 3), "uuid": unit,
-                       "run": run}) + "\n"
+def record(directory: Path, start: float, end: float, unit: str, run: str,
+           lease: str | None = None) -> bool:
+    """Append one finished run's GPU time to our ledger; False (nothing written) when the
+    line of `lease` is there already."""
+    doc = {"start": round(start, 3), "end": round(end, 3), "uuid": unit, "run": run}
+    if lease is not None:
+        doc["lease"] = lease
     fd = os.open(_my_file(Path(directory)),
-                 os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+                 os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
             raise NotRegularFile(f"{directory}: ledger is not our regular file")
+        fcntl.flock(fd, fcntl.LOCK_EX)  # check-then-append as one step; closing unlocks
+        st = os.fstat(fd)
+        if lease is not None and lease in _leases(
+                os.pread(fd, TAIL_BYTES, max(0, st.st_size - TAIL_BYTES))):
+            return False
         os.fchmod(fd, 0o644)
-        os.write(fd, line.encode())
+        os.write(fd, (json.dumps(doc) + "\n").encode())
+        return True
     finally:
         os.close(fd)
+
+
+def _leases(raw: bytes) -> set[str]:
+    """The lease ids of the lines in `raw` (a ledger's tail)."""
+    out = set()
+    for line in raw.splitlines():
+        if b'"lease"' not in line:
+            continue
+        try:
+            out.add(str(json.loads(line)["lease"]))
+        except (ValueError, TypeError, KeyError):
+            continue
+    return out
 
 
 def _tail(path: Path) -> tuple[bytes, int] | None:
