@@ -320,3 +320,10 @@ class SharedPlacer:
 
     def close(self) -> None:
         self.share.close()
+        if self.broken:
+            return
+        try:  # our reservations of runs that have ended: gone now, not at our next start
+            with self.board.locked():
+                self.board.read()
+        except (UserError, OSError):
+            pass

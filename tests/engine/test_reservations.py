@@ -162,3 +162,18 @@ def test_an_unusable_directory_turns_reservations_off_with_one_line(tmp_path):
     with pytest.raises(PlacementError):  # placement's own errors still reach the run
         placer.place("r", 100 * GIB, [card(GIB)], [], Policy(), "auto", time.time())
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_dispatcher_that_ends_leaves_no_reservation_of_its_ended_runs(tmp_path):
+    """Its last runs' reservations went only at its next start: a TA listing the
+    directory saw files of runs long over."""
+    from engine.launch.reservations import SharedPlacer
+    board = Board(tmp_path / "res")
+    placer = SharedPlacer(tmp_path / "runs", board=board, log=lambda m: None)
+    with board.locked():
+        ended = board.add("GPU-x", GIB, tmp_path / "runs", "a/b")
+        running = board.add("GPU-x", GIB, tmp_path / "runs", "a/c")
+    board.started(ended, 2 ** 22 + 12345, 1.0)  # its trainer has exited
+    board.started(running, os.getpid(), process_start_time(os.getpid()))
+    placer.close()
+    assert not ended.exists() and running.exists()
