@@ -62,7 +62,7 @@ from engine.launch.placement import (
 )
 from engine.launch.share import ShareKeeper
 from engine.leases import ENV as LEASE_ENV
-from engine.runs import RunDir, process_matches, process_start_time
+from engine.runs import FINAL_STATES, RunDir, process_matches, process_start_time
 from engine.text import safe_text
 
 ENV = "NANOTUI_RESERVATIONS_DIR"
@@ -158,6 +158,16 @@ def _parse(raw: bytes) -> Reservation | None:
     return r if r.bytes >= 0 else None
 
 
+def _run_state(r: Reservation) -> str | None:
+    """The recorded state of the run a reservation of ours is for; None when it has no
+    status.json (work outside the queue: `sample`, `bench`) or it cannot be read."""
+    run = RunDir(Path(r.runs_root) / r.run_id)
+    try:
+        return run.read_status().get("state") if run.status_path.is_file() else None
+    except Exception:
+        return None
+
+
 def _allocated(r: Reservation) -> bool:
     """Our trainer reported the memory it holds (engine.launch.placement.reported_gpu_bytes):
     it is in memory_used now. Only for our own files: their paths are ours to read."""
@@ -196,6 +206,10 @@ class Board:
 
     def read(self, now: float | None = None) -> list[Reservation]:
         """Live reservations (call under `locked`); our own dead ones are deleted."""
+        return [r for r, _ in self.read_paths(now)]
+
+    def read_paths(self, now: float | None = None) -> list[tuple[Reservation, Path]]:
+        """read(), each with its file."""
         now = time.time() if now is None else now
         out = []
         for f in self.path.glob("*.json"):
@@ -206,7 +220,7 @@ class Board:
             owner = st.st_uid
             r = _parse(raw)
             if r is not None and r.uid == owner and r.alive(now) and not _allocated(r):
-                out.append(r)
+                out.append((r, f))
             elif owner == os.getuid():
                 f.unlink(missing_ok=True)
         return out
@@ -324,6 +338,9 @@ class SharedPlacer:
             return
         try:  # our reservations of runs that have ended: gone now, not at our next start
             with self.board.locked():
-                self.board.read()
+                for r, path in self.board.read_paths():
+                    if r.uid == os.getuid() and r.runs_root == self.runs_root and \
+                            _run_state(r) in FINAL_STATES:  # its trainer may still be exiting
+                        Board.remove(path)
         except (UserError, OSError):
             pass

@@ -173,7 +173,14 @@ def test_a_dispatcher_that_ends_leaves_no_reservation_of_its_ended_runs(tmp_path
     with board.locked():
         ended = board.add("GPU-x", GIB, tmp_path / "runs", "a/b")
         running = board.add("GPU-x", GIB, tmp_path / "runs", "a/c")
+    with board.locked():
+        exiting = board.add("GPU-x", GIB, tmp_path / "runs", "a/d")
     board.started(ended, 2 ** 22 + 12345, 1.0)  # its trainer has exited
     board.started(running, os.getpid(), process_start_time(os.getpid()))
+    # done, its trainer still exiting (alive): the dispatcher ends as soon as it reads 'done'
+    board.started(exiting, os.getpid(), process_start_time(os.getpid()))
+    from engine.runs import RunDir
+    (tmp_path / "runs" / "a" / "d").mkdir(parents=True)
+    RunDir(tmp_path / "runs" / "a/d").update_status(state="done")
     placer.close()
-    assert not ended.exists() and running.exists()
+    assert not ended.exists() and running.exists() and not exiting.exists()
