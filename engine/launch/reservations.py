@@ -338,6 +338,7 @@ class SharedPlacer:
             return
         try:  # our reservations of runs that have ended: gone now, not at our next start
             with self.board.locked():
+                self.share.live(time.time())  # and leases no trainer settled (SIGKILL)
                 for r, path in self.board.read_paths():
                     if r.uid == os.getuid() and r.runs_root == self.runs_root and \
                             _run_state(r) in FINAL_STATES:  # its trainer may still be exiting

@@ -161,3 +161,22 @@ def test_another_user_sees_an_ended_runs_gpu_hours_at_once_from_a_private_runs_d
         assert by[a.name]["gpu_hours"] > 0
     finally:
         stop_runs(world)
+
+
+def test_a_killed_trainers_lease_is_settled_when_its_dispatcher_ends(one_user):
+    """A dispatcher with nothing left to queue ends: it settles what no trainer could (a
+    SIGKILL) on its way out, not at some later start."""
+    res, root, exp, d = one_user
+    run, = queue_runs(exp, root, ["long/seed=1"])
+    d.tick()
+
+    def training():
+        """the long run training"""
+        return (root / "long" / "seed=1" / "metrics.jsonl").exists()
+    wait_for(training)
+    os.kill(run.read_status()["pid"], signal.SIGKILL)
+    time.sleep(0.5)
+    assert len(list(res.glob("*.lease"))) == 1 and ledger_lines(res) == []
+    d.placer.close()
+    assert [x["run"] for x in ledger_lines(res)] == ["long/seed=1"]
+    assert not list(res.glob("*.lease"))
