@@ -91,6 +91,9 @@ def users_table(summary: dict[str, Any], gpus: list | None = None) -> list[str]:
         me = " (you)" if u["uid"] == os.getuid() else ""
         rows.append(f"{(u['user'] + me)[:16]:16} {u['gpu_runs']:>8} {cards[:12]:12} "
                     f"{u['queued']:>6} {u['gpu_hours']:>10.2f}  {share}")
+    if not summary["users"]:
+        return [f"no user has GPU runs, queued runs or GPU time in the last "
+                f"{summary['window_hours']:g} h"]
     return rows
 
 

@@ -76,3 +76,11 @@ def test_a_planted_policy_is_said_in_gpus(res, capsys):
     assert main(["gpus"]) == 0
     assert (f"policy: {res}/policy.toml skipped (writable by others): no fair-share limits"
             in capsys.readouterr().out)
+
+
+def test_gpus_with_a_policy_and_nobody_using_the_cards_says_so(res, capsys):
+    (res / "policy.toml").write_text("max_gpus_per_user = 1\n")
+    assert main(["gpus"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "no user has GPU runs, queued runs or GPU time in the last 24 h"
+    assert not any(line.startswith("user ") for line in out)  # no header over no rows
