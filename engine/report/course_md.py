@@ -17,9 +17,8 @@ from engine.report.laws import LawOptions, compare_configs
 from engine.report.laws.welch import FINDING_P
 from engine.report.study import FitGroup
 from engine.report.compute_plots import frontier_note
-from engine.report.summary import (
-    DEGENERATE_REPETITION,
-    METHODS,
+from engine.report.summary import DEGENERATE_REPETITION, METHODS
+from engine.report.decoding import (
     common_decoding,
     describe_decoding,
     diversity,

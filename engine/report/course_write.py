@@ -17,7 +17,8 @@ from engine.report.course_md import course_markdown
 from engine.report.html import markdown_to_html
 from engine.report.laws import LawOptions
 from engine.report.study import FitGroup, study_fits
-from engine.report.summary import RunSummary, common_decoding
+from engine.report.summary import RunSummary
+from engine.report.decoding import common_decoding
 from engine.report import text_evals
 from engine.report.tables import csv_head, csv_row
 from engine.runs import RunError

@@ -15,7 +15,7 @@ from engine.files import save_png
 from engine.report.course import Member, Stat, same_params
 from engine.report.summary import MIN_WORDS
 from engine.report.plots import DPI, _human, _log_x, _plt, ordered_colors
-from engine.report.summary import diversity
+from engine.report.decoding import diversity
 
 LATE_FROM = 0.4          # the zoom panel shows the last 60% of training ...
 LATE_Y_FROM = 0.6        # ... with a y range that fits the last 40%, where runs differ

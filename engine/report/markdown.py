@@ -17,11 +17,8 @@ from engine.report.course_md import (compare_neighbours, diversity_over_seeds, r
                                      temperature_section)
 from engine.report.provenance import provenance_lines
 from engine.report.compute_plots import frontier_note
-from engine.report.summary import (
-    DEGENERATE_REPETITION,
-    MIN_WORDS,
-    METHODS,
-    RunSummary,
+from engine.report.summary import DEGENERATE_REPETITION, MIN_WORDS, METHODS, RunSummary
+from engine.report.decoding import (
     common_decoding,
     describe_decoding,
     diversity,

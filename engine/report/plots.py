@@ -13,7 +13,8 @@ import numpy as np
 
 from engine.report.course import Stat, label_of
 from engine.files import save_png
-from engine.report.summary import RunSummary, diversity
+from engine.report.summary import RunSummary
+from engine.report.decoding import diversity
 from engine.report.tables import group_value, natural_key
 
 DPI = 160

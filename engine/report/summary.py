@@ -8,8 +8,6 @@ means is written down once, in METHODS, which report.md copies verbatim.
 from __future__ import annotations
 
 import math
-import re
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,6 @@ from engine.report.meta import find_meta
 from engine.report import text_evals
 from engine.report.reading import RunReading, read_run
 from engine.runs import RunDir
-from engine.sample.metrics import eval_metrics
 
 LN2 = math.log(2)
 DIVERSITY_KEYS = ("ttr", "mattr", "distinct_1", "distinct_2", "distinct_3", "repetition_4", "words")
@@ -173,7 +170,8 @@ class RunSummary:
         return float(rec["iter"]) * self.config.tokens_per_iter
 
 
-def _num(x: Any) -> float | None:
+def finite_number(x: Any) -> float | None:
+    """x as a float when it is a finite int or float (not a bool), else None."""
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return None
     return float(x) if math.isfinite(x) else None
@@ -206,7 +204,7 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
     last_train: Point | None = None
     for r in run.metrics_tail().iter_new():
         pt = point(r, clock, s.axes)
-        if r.get("kind") == "eval" and _num(r.get("val_loss")) is not None:
+        if r.get("kind") == "eval" and finite_number(r.get("val_loss")) is not None:
             evals.append(r)
             if pt is not None:
                 eval_points.append((r, pt))
@@ -214,7 +212,7 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
             trains.add(r)
             if pt is not None and (last_train is None or pt.iter >= last_train.iter):
                 last_train = pt
-        t = _num(r.get("t"))
+        t = finite_number(r.get("t"))
         if t is not None and (last_t is None or t > last_t):
             last_t = t
     s.evals = sorted(evals, key=lambda r: r.get("iter", 0))
@@ -228,7 +226,7 @@ def summarize(run: RunDir, runs_root: Path) -> RunSummary:
     s.tok_s = reading.tok_s
     load = status.get("cpu_load") if isinstance(status.get("cpu_load"), dict) else {}
     if load.get("busy") is True:
-        s.busy_cores = _num(load.get("busy_cores"))
+        s.busy_cores = finite_number(load.get("busy_cores"))
     s.precision = status.get("dtype") if isinstance(status.get("dtype"), str) else None
     s.attention = status.get("cpu_attention") if isinstance(status.get("cpu_attention"), str) else None
     s.wall_s = _wall_seconds(status, last_t)
@@ -283,10 +281,10 @@ def _losses(s: RunSummary, reading: RunReading) -> None:
         s.best_val, s.best_iter = float(best["val_loss"]), best.get("iter")
     last = s.evals[-1]
     s.final_val, s.final_iter = float(last["val_loss"]), last.get("iter")
-    s.final_train = _num(last.get("train_loss"))
+    s.final_train = finite_number(last.get("train_loss"))
     if s.final_train is not None:
         s.gap = s.final_val - s.final_train
-    train_at_best = _num(best.get("train_loss"))
+    train_at_best = finite_number(best.get("train_loss"))
     if (s.final_val > s.best_val * (1 + OVERFIT_RISE) and s.final_train is not None
             and train_at_best is not None and s.final_train < train_at_best):
         s.overfit_iter = s.best_iter
@@ -302,125 +300,26 @@ def _bits_per_char(s: RunSummary, status: dict[str, Any], meta: dict | None, met
     if cfg is not None and cfg.tokenizer == "char":
         s.chars_per_token = float((meta or {}).get("chars_per_token") or 1.0)
         s.bpc_note = "char tokenizer: 1 character per token"
-    elif meta is not None and (_num(meta.get("chars_per_token")) or _num(meta.get("bytes_per_token"))):
-        s.chars_per_token = _num(meta.get("chars_per_token")) or _num(meta.get("bytes_per_token"))
+    elif meta is not None and (finite_number(meta.get("chars_per_token")) or finite_number(meta.get("bytes_per_token"))):
+        s.chars_per_token = finite_number(meta.get("chars_per_token")) or finite_number(meta.get("bytes_per_token"))
         s.bpc_note = f"from {meta_src}"
-    elif _num(status.get("bytes_per_token")):
+    elif finite_number(status.get("bytes_per_token")):
         s.chars_per_token = float(status["bytes_per_token"])
         s.bpc_note = "bytes_per_token from status.json"
     else:
         s.bpc_note = meta_src
     if s.chars_per_token:
         s.bpc = s.best_val / LN2 / s.chars_per_token
-    s.bytes_per_token = (_num((meta or {}).get("bytes_per_token"))
-                         or _num(status.get("bytes_per_token")))
+    s.bytes_per_token = (finite_number((meta or {}).get("bytes_per_token"))
+                         or finite_number(status.get("bytes_per_token")))
     if cfg is not None and cfg.tokenizer == "gpt2":
         s.perplexity = math.exp(s.best_val)
 
 
 def _wall_seconds(status: dict[str, Any], last_t: float | None) -> float | None:
-    started, ended = _num(status.get("started_at")), _num(status.get("ended_at"))
+    started, ended = finite_number(status.get("started_at")), finite_number(status.get("ended_at"))
     if started is None:
         return None
     if ended is not None:
         return ended - started
     return (last_t - started) if last_t is not None else None
-
-
-# ---- diversity and excerpts ------------------------------------------------------------
-
-def decoding_key(sample: dict[str, Any]) -> tuple:
-    return (sample.get("temperature"), sample.get("top_k"), sample.get("top_p"))
-
-
-def describe_decoding(key: tuple) -> str:
-    t, k, p = key
-    parts = [f"temperature {t}" if t is not None else "temperature ?"]
-    parts.append(f"top_k {k}" if k is not None else "no top_k")
-    if p is not None:
-        parts.append(f"top_p {p}")
-    return ", ".join(parts)
-
-
-def common_decoding(summaries: list[RunSummary]) -> tuple | None:
-    """The decoding setting used by the most runs (ties: the most samples)."""
-    runs_per: dict[tuple, int] = {}
-    samples_per: dict[tuple, int] = {}
-    for s in summaries:
-        keys = [decoding_key(x) for x in s.samples]
-        for k in set(keys):
-            runs_per[k] = runs_per.get(k, 0) + 1
-        for k in keys:
-            samples_per[k] = samples_per.get(k, 0) + 1
-    if not runs_per:
-        return None
-    return max(runs_per, key=lambda k: (runs_per[k], samples_per[k], str(k)))
-
-
-def latest_samples(s: RunSummary, key: tuple) -> list[dict[str, Any]]:
-    """The samples of the run's latest eval at decoding setting `key`."""
-    at = [x for x in s.samples if decoding_key(x) == key]
-    if not at:
-        return []
-    last = max(x.get("iter", 0) for x in at)
-    return [x for x in at if x.get("iter", 0) == last]
-
-
-def diversity(s: RunSummary, key: tuple) -> tuple[dict[str, float], int, int | None]:
-    """Diversity of the run's latest samples at `key`: (scores, n samples, iter).
-
-    Scored with engine.sample.metrics.eval_metrics on the completions (distinct-n pooled over
-    the samples, the rest averaged per sample, as the trainer logs it); for records without
-    text, the mean of the per-sample scores stored in samples.jsonl."""
-    chosen = latest_samples(s, key)
-    it = chosen[0].get("iter") if chosen else None
-    if not chosen:
-        return {}, 0, None
-    texts = [x.get("completion", x.get("text")) for x in chosen]
-    if all(isinstance(t, str) for t in texts):
-        m = dict(eval_metrics(texts))
-        m["words"] = m["words"] / len(texts)  # per sample, comparable across runs
-        return {k: float(m[k]) for k in DIVERSITY_KEYS if k in m}, len(chosen), it
-    # records without text (hand-made or trimmed): the per-sample scores they carry
-    scores: dict[str, list[float]] = {}
-    for x in chosen:
-        m = x.get("metrics") if isinstance(x.get("metrics"), dict) else {}
-        for k in DIVERSITY_KEYS:
-            v = _num(m.get(k))
-            if v is not None:
-                scores.setdefault(k, []).append(v)
-    return {k: statistics.fmean(v) for k, v in scores.items()}, len(chosen), it
-
-
-def temperature_diversity(s: RunSummary) -> dict[float, tuple[dict[str, float], int]]:
-    """A temperature study's scores per temperature (engine.sample.temperature): each
-    temperature's samples from the latest checkpoint sampled, scored like the evals'."""
-    by_t: dict[float, list[dict[str, Any]]] = {}
-    last = max((x.get("iter") or 0 for x in s.temperature_samples), default=0)
-    for x in s.temperature_samples:
-        t = _num(x.get("temperature"))
-        if t is not None and (x.get("iter") or 0) == last and isinstance(x.get("completion"), str):
-            by_t.setdefault(t, []).append(x)
-    out = {}
-    for t, xs in sorted(by_t.items()):
-        m = dict(eval_metrics([x["completion"] for x in xs]))
-        out[t] = ({k: float(m[k]) for k in DIVERSITY_KEYS if k in m}, len(xs))
-    return out
-
-
-_SENT = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
-
-
-def excerpt(text: str, min_sentences: int = 2, max_sentences: int = 4, max_chars: int = 320) -> str:
-    """The first 2-4 sentences of `text`, cut at max_chars on a word boundary."""
-    text = " ".join(text.split())
-    parts = [p for p in _SENT.split(text) if p]
-    out = ""
-    for i, p in enumerate(parts[:max_sentences]):
-        cand = (out + " " + p).strip()
-        if i >= min_sentences and len(cand) > max_chars:
-            break
-        out = cand
-    if len(out) > max_chars:
-        out = out[:max_chars].rsplit(" ", 1)[0] + " …"
-    return out

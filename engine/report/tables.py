@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.report import text_evals
-from engine.report.summary import RunSummary, describe_decoding, diversity
+from engine.report.summary import RunSummary
+from engine.report.decoding import describe_decoding, diversity
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "max_iters")
 

@@ -40,12 +40,8 @@ from engine.report.laws import LawFit, LawOptions
 from engine.report.html import markdown_to_html
 from engine.report.markdown import sweep_markdown
 from engine.report.study import FitGroup, study_fits
-from engine.report.summary import (
-    RunSummary,
-    common_decoding,
-    describe_decoding,
-    summarize,
-)
+from engine.report.summary import RunSummary, summarize
+from engine.report.decoding import common_decoding, describe_decoding
 from engine.report import text_evals
 from engine.report.tables import csv_head, csv_row, natural_key
 from engine.report.tuning import Tuning, best_tuned
