@@ -3,6 +3,7 @@ never copied into the project; tests that need it skip with a reason when it is 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -77,6 +78,30 @@ def shared_data() -> Path:
     if d is None:
         pytest.skip("shared data not found: set NANOTUI_SHARED_DATA or put it at ../shared/data")
     return d
+
+
+SHARE_ENV = ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "CUDA_DEVICE_ORDER")
+
+
+def use_fake_cards(path: Path, cards: dict, monkeypatch) -> Path:
+    """`cards` (engine.launch.gpu's fake-card JSON) written to `path` and made this test's
+    cards (NANOTUI_FAKE_GPUS), with no share set by the environment: every card is ours."""
+    path.write_text(json.dumps(cards))
+    monkeypatch.setenv("NANOTUI_FAKE_GPUS", str(path))
+    for k in SHARE_ENV:
+        monkeypatch.delenv(k, raising=False)
+    return path
+
+
+def shared_dir(path: Path, monkeypatch, reservations: bool = True) -> Path:
+    """A reservations directory as a machine has it (sticky, world-writable), this test's
+    (NANOTUI_RESERVATIONS_DIR unless `reservations` is False), with the user cache beside it."""
+    path.mkdir()
+    os.chmod(path, 0o1777)
+    if reservations:
+        monkeypatch.setenv("NANOTUI_RESERVATIONS_DIR", str(path))
+    monkeypatch.setenv("NANOTUI_CACHE_DIR", str(path.parent / "cache"))
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ import pytest
 
 from engine.launch.gpu import GIB, default_gpu_source
 from engine.launch.placement import PlacementError, Policy, choose
-from tests.conftest import tiny_experiments, write_char_data
+from tests.conftest import tiny_experiments, use_fake_cards, write_char_data
 from tui.cli import main
 
 UUIDS = ["GPU-aaaa0000-0000", "GPU-bbbb1111-1111", "GPU-cccc2222-2222", "GPU-dddd3333-3333"]
@@ -23,12 +23,7 @@ CARDS = {"gpus": [{"index": i, "uuid": u, "name": "NVIDIA H100 80GB HBM3",
 
 @pytest.fixture
 def four(tmp_path, monkeypatch):
-    p = tmp_path / "cards.json"
-    p.write_text(json.dumps(CARDS))
-    monkeypatch.setenv("NANOTUI_FAKE_GPUS", str(p))
-    for k in ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "CUDA_DEVICE_ORDER"):
-        monkeypatch.delenv(k, raising=False)
-    return p
+    return use_fake_cards(tmp_path / "cards.json", CARDS, monkeypatch)
 
 
 def gpus_lines(capsys) -> dict[str, str]:

@@ -20,7 +20,7 @@ from engine.launch.queue import queue_runs
 from engine.launch.share import ShareKeeper, first_in_line, gate
 from engine.launch.waits import MyTicket, read_tickets
 from engine.runs import RunDir, list_runs, process_start_time
-from tests.conftest import tiny_experiments, write_char_data
+from tests.conftest import shared_dir, tiny_experiments, write_char_data
 from tests.engine.test_reservations import RecordingExecutor
 
 ROOT = os.getuid() == 0
@@ -28,12 +28,7 @@ ROOT = os.getuid() == 0
 
 @pytest.fixture
 def res(tmp_path, monkeypatch):
-    d = tmp_path / "res"
-    d.mkdir()
-    os.chmod(d, 0o1777)
-    monkeypatch.setenv("NANOTUI_RESERVATIONS_DIR", str(d))
-    monkeypatch.setenv("NANOTUI_CACHE_DIR", str(tmp_path / "cache"))
-    return d
+    return shared_dir(tmp_path / "res", monkeypatch)
 
 
 def lease_doc(**kw) -> dict:

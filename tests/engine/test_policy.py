@@ -11,6 +11,7 @@ import pytest
 
 from engine.config import ConfigError
 from engine.launch.policy import Caps, PolicyWatch, parse_policy, user_name
+from tests.conftest import shared_dir
 
 GOOD = """\
 max_gpus_per_user = 1
@@ -31,11 +32,7 @@ max_runs_per_user = 5
 
 @pytest.fixture
 def board(tmp_path, monkeypatch):
-    d = tmp_path / "res"
-    d.mkdir()
-    os.chmod(d, 0o1777)
-    monkeypatch.setenv("NANOTUI_CACHE_DIR", str(tmp_path / "cache"))
-    return d
+    return shared_dir(tmp_path / "res", monkeypatch, reservations=False)
 
 
 def at(hour: int) -> float:

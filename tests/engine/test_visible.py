@@ -12,6 +12,7 @@ from engine.launch.gpu import GIB, default_gpu_source
 from engine.launch.placement import PlacementError, Policy, choose
 from engine.launch.visible import parse_cuda_visible, share_from_env
 from tui.cli import main
+from tests.conftest import use_fake_cards
 
 CARDS = {"gpus": [
     {"index": 0, "uuid": "GPU-aaaa0000-0000", "name": "NVIDIA RTX 6000 Ada Generation",
@@ -29,12 +30,7 @@ CARDS = {"gpus": [
 
 @pytest.fixture
 def cards(tmp_path, monkeypatch):
-    p = tmp_path / "cards.json"
-    p.write_text(json.dumps(CARDS))
-    monkeypatch.setenv("NANOTUI_FAKE_GPUS", str(p))
-    for k in ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "CUDA_DEVICE_ORDER"):
-        monkeypatch.delenv(k, raising=False)
-    return p
+    return use_fake_cards(tmp_path / "cards.json", CARDS, monkeypatch)
 
 
 SPREAD = Policy(max_runs_per_gpu=9)

@@ -16,20 +16,16 @@ from engine.runs import process_start_time
 from tests.tui.conftest import fake_gpus
 from tui.cli import main
 from tui.widgets.gpu_panel import GpuHistory, render_gpus
+from tests.conftest import shared_dir, use_fake_cards
 
 ME = user_name(os.getuid())
 
 
 @pytest.fixture
 def res(tmp_path, monkeypatch):
-    d = tmp_path / "res"
-    d.mkdir()
-    os.chmod(d, 0o1777)
-    monkeypatch.setenv("NANOTUI_RESERVATIONS_DIR", str(d))
-    monkeypatch.setenv("NANOTUI_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("NANOTUI_FAKE_GPUS", str(tmp_path / "cards.json"))
-    (tmp_path / "cards.json").write_text(json.dumps({"gpus": [g.to_dict() for g in fake_gpus()]}))
-    return d
+    use_fake_cards(tmp_path / "cards.json", {"gpus": [g.to_dict() for g in fake_gpus()]},
+                   monkeypatch)
+    return shared_dir(tmp_path / "res", monkeypatch)
 
 
 def hold(res, uuid: str) -> None:
