@@ -54,7 +54,7 @@ def method_text(opt: LawOptions) -> str:
 
 
 def _pm(p) -> str:
-    return f"{p.value:.4g}", f"{p.ci_low:.4g} – {p.ci_high:.4g}"
+    return f"{p.value:.4g}", p.interval()
 
 
 def _one_fit(g: FitGroup, scope: str) -> str:
@@ -141,12 +141,12 @@ def scaling_section(groups: list[FitGroup]) -> list[str]:
         a = f.params["alpha"]
         s = (f"- {pre}{'L(N)' if f.law == 'N' else 'L(N, D)'} over {f.n_sizes} sizes "
              f"({f.n_points} points, {f.convention} parameter count): α = {a.value:.3g} "
-             f"({f.level:.0%} interval {a.ci_low:.3g} – {a.ci_high:.3g})")
+             f"({f.level:.0%} interval {a.interval('.3g')})")
         if "beta" in f.params:
             b = f.params["beta"]
-            s += f", β = {b.value:.3g} ({b.ci_low:.3g} – {b.ci_high:.3g})"
+            s += f", β = {b.value:.3g} ({b.interval('.3g')})"
         E = f.params["E"]
-        out.append(s + f", E = {E.value:.3g} nats/token ({E.ci_low:.3g} – {E.ci_high:.3g}).")
+        out.append(s + f", E = {E.value:.3g} nats/token ({E.interval('.3g')}).")
         out += [f"- {pre}{q}" for q in quotable(f)]
         if not f.holdout:
             out.append(f"- {pre}No held-out prediction: it needs at least {HOLDOUT_MIN_SIZES} "

@@ -36,8 +36,9 @@ def label(fit: LawFit, name: str) -> str:
         head = f"{name}: {p['E'].value:.3g} + {_tex_num(p['A'].value)}·N$^{{-{a.value:.3g}}}$"
     else:
         head = (f"{name}: L(N, D) at D = {_tex_num(curve_d(fit))} tokens")
-    return (head + f"\nα = {a.value:.3g} [{a.ci_low:.3g}, {a.ci_high:.3g}] "
-            f"({fit.level:.0%}), RMSE {fit.rmse:.2g}"
+    interval = (f"[{a.interval('.3g', ', ')}] ({fit.level:.0%})" if a.determined
+                else "(interval not determined)")
+    return (head + f"\nα = {a.value:.3g} {interval}, RMSE {fit.rmse:.2g}"
             + ("\n(warnings: see report)" if fit.warnings else ""))
 
 
@@ -59,9 +60,11 @@ def draw_fits(ax, groups: list, several: bool) -> list[float]:
             for i, d in enumerate(others):
                 ax.plot(grid, fit.predict(grid, np.full_like(grid, d)), color="grey", lw=1.0,
                         ls=ls, zorder=1, label="the law at the other D of its points" if i == 0 else None)
-        lo, hi = fit.band(grid, Dg)
-        ax.fill_between(grid, lo, hi, color="grey", alpha=0.25, lw=0, zorder=1,
-                        label=f"{fit.level:.0%} band of the fit (bootstrap, {fit.n_boot} resamples)")
+        if fit.intervals_determined:  # else every resample gave this curve: no band to draw
+            lo, hi = fit.band(grid, Dg)
+            ax.fill_between(grid, lo, hi, color="grey", alpha=0.25, lw=0, zorder=1,
+                            label=f"{fit.level:.0%} band of the fit (bootstrap, "
+                                  f"{fit.n_boot} resamples)")
         xs += [grid.min(), grid.max()]
         sub = fit.holdout_fit
         if sub is not None and fit.holdout:

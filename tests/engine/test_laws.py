@@ -181,3 +181,19 @@ def test_a_finding_needs_p_below_005_and_seeds():
     assert not noise.finding and noise.ci_low < 0 < noise.ci_high
     one = compare_configs([2.0], [1.5])
     assert one.p is None and not one.finding and "one seed" in one.text()
+
+
+def test_an_interval_every_resample_gives_alike_is_not_determined():
+    """Three sizes, one run each: every resample that determines the law holds the same
+    three points, so the 'interval' has zero width; the report says not determined."""
+    from engine.report.fit_md import _pm
+    f = fit_law(n_points([2.0 + 100 * n ** -0.4 * (1 + 0.01 * s) for n, s in
+                          zip((1e5, 1e6, 1e7), (1, -1, 1))], Ns=[1e5, 1e6, 1e7]), "N", FAST)
+    a = f.params["alpha"]
+    assert a.ci_low == a.ci_high  # what the bootstrap gave
+    assert _pm(a)[1] == "not determined" and not f.to_dict()["intervals_determined"]
+    assert any("gives no interval" in w for w in f.warnings)
+    # more sizes: a real interval, shown as such
+    g = fit_law(n_points((1.6 + 120 * N ** -0.32) * (1 + 0.02 * np.sin(np.arange(10) * 7))),
+                "N", FAST)
+    assert g.to_dict()["intervals_determined"] and "–" in _pm(g.params["alpha"])[1]

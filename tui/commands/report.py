@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         a = f.params["alpha"]
         print(f"fit{label}: {f.formula()}  (alpha {a.value:.4g}, {f.level:.0%} interval "
-              f"{a.ci_low:.4g} – {a.ci_high:.4g}; {f.n_points} points, {f.n_sizes} sizes, "
+              f"{a.interval()}; {f.n_points} points, {f.n_sizes} sizes, "
               f"N = {f.convention} count)")
         for h in f.holdout:
             print(f"held out {h.id} (fit on {h.fitted_sizes} sizes): predicted {h.predicted:.4f} [{h.pi_low:.4f}, {h.pi_high:.4f}], "

@@ -147,7 +147,16 @@ def fit_law(points: list[Point], law: str, opt: LawOptions = LawOptions(),
                               "the points do not pin it down")
     q = 50 * (1 - opt.level)
     lo, hi = np.nanpercentile(draws, [q, 100 - q], axis=0)
-    params = {k: Param(float(v), float(a), float(b)) for k, v, a, b in zip(keys, est, lo, hi)}
+    # every resample that determines the law may hold each point once (three sizes, one
+    # point each): the same fit each time, and its zero-width interval would claim a
+    # certainty the data do not give
+    determined = not (opt.n_boot and (not ok.any() or np.all(W[ok] == W[ok][:1])))
+    if not determined:
+        boot_notes.append(f"every bootstrap resample that determines the law holds the same "
+                          f"{len(L)} points, so the bootstrap gives no interval: more sizes "
+                          f"(or seeds) are needed for one")
+    params = {k: Param(float(v), float(a), float(b), determined)
+              for k, v, a, b in zip(keys, est, lo, hi)}
     pred = solve.predict(est, N, D)[0]
     # residuals of a fit are smaller than the noise by about sqrt((n - k) / n) (k fitted
     # parameters); scaled back so a prediction interval is not too narrow with few points

@@ -6,6 +6,7 @@ points say which were used and which were left out with why; warnings are data.
 
 from __future__ import annotations
 
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +20,18 @@ class Param:
     value: float
     ci_low: float
     ci_high: float
+    # False where every resample gave the same fit, so the bootstrap's (zero-width)
+    # bounds say nothing about the uncertainty (fit_law's warnings say why)
+    determined: bool = True
 
     def to_dict(self) -> dict[str, float]:
         return {"value": self.value, "ci_low": self.ci_low, "ci_high": self.ci_high}
+
+    def interval(self, fmt: str = ".4g", sep: str = " – ") -> str:
+        """"lo – hi" as shown in reports, or "not determined"."""
+        if not self.determined:
+            return "not determined"
+        return f"{self.ci_low:{fmt}}{sep}{self.ci_high:{fmt}}"
 
 
 @dataclass(frozen=True)
@@ -143,10 +153,16 @@ class LawFit:
         return (f"L(N, D) = {p['E'].value:.4g} + {p['A'].value:.4g}/N^{p['alpha'].value:.4g}"
                 f" + {p['B'].value:.4g}/D^{p['beta'].value:.4g}")
 
+    @property
+    def intervals_determined(self) -> bool:
+        """Whether the bootstrap could vary the fit (Param.determined)."""
+        return all(p.determined for p in self.params.values())
+
     def to_dict(self) -> dict[str, Any]:
         return {"law": self.law, "convention": self.convention, "fit_points": self.fit_points,
                 "n_points": self.n_points, "n_sizes": self.n_sizes, "formula": self.formula(),
                 "parameters": {k: v.to_dict() for k, v in self.params.items()},
+                "intervals_determined": self.intervals_determined,
                 "level": self.level, "bootstrap_resamples": self.n_boot, "seed": self.seed,
                 "huber_delta": self.delta, "rmse": self.rmse,
                 "points": [p.id for p in self.points],
